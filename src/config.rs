@@ -1,0 +1,355 @@
+//! The TOML configuration: schema, embedded defaults, validation.
+//!
+//! Every field is optional; durations ("90s", "2h", "7d") and sizes ("512MiB",
+//! "10GB") are written the way people write them, or as plain integers of
+//! seconds / bytes. Unknown fields are errors, so a typo never silently falls
+//! back to a default. Errors are one line (`ConfigError`'s Display), because
+//! the CLI prints them as its single error line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Embedded default TTL: 2 hours.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
+/// Embedded default total quota: 1 GiB (capped by the volume's room at mount).
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Whether keys in a namespace may be any file name or must be sha256 hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    #[default]
+    Any,
+    Sha256,
+}
+
+/// How hard a publish works to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Atomic rename only: survives a daemon crash, not always a power loss.
+    #[default]
+    Rename,
+    /// fsync the entry and its directory before `close()` returns.
+    Fsync,
+}
+
+/// The policy of one namespace. `None` limits mean "no limit of its own".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespacePolicy {
+    /// `None`: the cache's default TTL. `Some(ZERO)`: never expires.
+    pub ttl: Option<Duration>,
+    pub max_bytes: Option<u64>,
+    pub max_entries: Option<u64>,
+    pub max_entry_bytes: Option<u64>,
+    pub key_format: KeyFormat,
+    pub durability: Durability,
+}
+
+/// The whole-cache settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// `None`: the embedded default (1 GiB), capped by the volume's room.
+    pub max_bytes: Option<u64>,
+    pub max_entries: Option<u64>,
+    pub default_ttl: Duration,
+    pub allow_new_namespaces: bool,
+    pub sweep_interval: Duration,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            max_bytes: None,
+            max_entries: None,
+            default_ttl: DEFAULT_TTL,
+            allow_new_namespaces: true,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub cache: CachePolicy,
+    /// Namespaces named in the config; they exist from the start.
+    pub namespaces: BTreeMap<String, NamespacePolicy>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    namespace: BTreeMap<String, RawNamespace>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_bytes: Option<Size>,
+    max_entries: Option<u64>,
+    default_ttl: Option<Dur>,
+    allow_new_namespaces: Option<bool>,
+    sweep_interval: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    ttl: Option<Dur>,
+    max_bytes: Option<Size>,
+    max_entries: Option<u64>,
+    max_entry_bytes: Option<Size>,
+    key_format: Option<KeyFormat>,
+    durability: Option<Durability>,
+}
+
+/// A size: an integer of bytes or a string such as "512MiB" or "10GB".
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(Size(n)),
+            Either::Text(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration: an integer of seconds or a string such as "90s", "2h", "7d".
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(Dur(Duration::from_secs(n))),
+            Either::Text(s) => parse_duration(&s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses "512MiB", "10GB", "1.5 GiB" or "4096" into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    t.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("invalid size {text:?} (expected e.g. \"512MiB\", \"10GB\")"))
+}
+
+/// Parses "90s", "2h", "7d", "1h 30m" or "3600" into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    humantime::parse_duration(t)
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. \"90s\", \"2h\", \"7d\")"))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses config text; the error is one line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| one_line_toml_error(text, &e))?;
+        let cache = CachePolicy {
+            max_bytes: raw.cache.max_bytes.map(|s| s.0),
+            max_entries: raw.cache.max_entries,
+            default_ttl: raw.cache.default_ttl.map_or(DEFAULT_TTL, |d| d.0),
+            allow_new_namespaces: raw.cache.allow_new_namespaces.unwrap_or(true),
+            sweep_interval: raw
+                .cache
+                .sweep_interval
+                .map_or(DEFAULT_SWEEP_INTERVAL, |d| d.0),
+        };
+        if cache.sweep_interval.is_zero() {
+            return Err("[cache] sweep_interval must be positive".into());
+        }
+        let mut namespaces = BTreeMap::new();
+        for (name, ns) in raw.namespace {
+            if let Err(e) = crate::store::Namespace::parse(name.as_bytes()) {
+                return Err(format!("[namespace.{name}]: invalid namespace name: {e}"));
+            }
+            let policy = NamespacePolicy {
+                ttl: ns.ttl.map(|d| d.0),
+                max_bytes: ns.max_bytes.map(|s| s.0),
+                max_entries: ns.max_entries,
+                max_entry_bytes: ns.max_entry_bytes.map(|s| s.0),
+                key_format: ns.key_format.unwrap_or_default(),
+                durability: ns.durability.unwrap_or_default(),
+            };
+            namespaces.insert(name, policy);
+        }
+        Ok(Config { cache, namespaces })
+    }
+
+    /// The policy a namespace gets: its own section, or the defaults.
+    pub fn policy_for(&self, name: &str) -> NamespacePolicy {
+        self.namespaces.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The effective configuration as TOML, for `.cachefs/config.toml`.
+    pub fn to_toml(&self, effective_max_bytes: u64) -> String {
+        let mut out = String::new();
+        let c = &self.cache;
+        let _ = writeln!(out, "[cache]");
+        let _ = writeln!(out, "max_bytes = {effective_max_bytes}");
+        if let Some(n) = c.max_entries {
+            let _ = writeln!(out, "max_entries = {n}");
+        }
+        let _ = writeln!(out, "default_ttl = {}", c.default_ttl.as_secs());
+        let _ = writeln!(out, "allow_new_namespaces = {}", c.allow_new_namespaces);
+        let _ = writeln!(
+            out,
+            "sweep_interval = \"{}\"",
+            humantime::format_duration(c.sweep_interval)
+        );
+        for (name, ns) in &self.namespaces {
+            let _ = writeln!(out, "\n[namespace.{}]", toml_key(name));
+            if let Some(t) = ns.ttl {
+                let _ = writeln!(out, "ttl = {}", t.as_secs());
+            }
+            for (field, value) in [
+                ("max_bytes", ns.max_bytes),
+                ("max_entries", ns.max_entries),
+                ("max_entry_bytes", ns.max_entry_bytes),
+            ] {
+                if let Some(v) = value {
+                    let _ = writeln!(out, "{field} = {v}");
+                }
+            }
+            let kf = match ns.key_format {
+                KeyFormat::Any => "any",
+                KeyFormat::Sha256 => "sha256",
+            };
+            let du = match ns.durability {
+                Durability::Rename => "rename",
+                Durability::Fsync => "fsync",
+            };
+            let _ = writeln!(out, "key_format = \"{kf}\"\ndurability = \"{du}\"");
+        }
+        out
+    }
+}
+
+fn toml_key(name: &str) -> String {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// toml's errors span several lines with a source excerpt; the CLI wants one.
+fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", message.trim())
+        }
+        None => message.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_embedded_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.cache.default_ttl, DEFAULT_TTL);
+        assert_eq!(c.cache.max_bytes, None);
+        assert!(c.cache.allow_new_namespaces);
+        assert!(c.namespaces.is_empty());
+    }
+
+    #[test]
+    fn human_sizes_and_durations() {
+        let c = Config::parse(
+            "[cache]\nmax_bytes = \"512MiB\"\ndefault_ttl = \"7d\"\n\
+             [namespace.llm]\nttl = \"90s\"\nmax_bytes = \"10GB\"\nmax_entry_bytes = 4096\n\
+             key_format = \"sha256\"\ndurability = \"fsync\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache.max_bytes, Some(512 << 20));
+        assert_eq!(c.cache.default_ttl, Duration::from_secs(7 * 86400));
+        let ns = &c.namespaces["llm"];
+        assert_eq!(ns.ttl, Some(Duration::from_secs(90)));
+        assert_eq!(ns.max_bytes, Some(10_000_000_000));
+        assert_eq!(ns.max_entry_bytes, Some(4096));
+        assert_eq!(ns.key_format, KeyFormat::Sha256);
+        assert_eq!(ns.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_problem() {
+        for (text, needle) in [
+            ("[cache]\nmax_byte = 1\n", "max_byte"),
+            ("[cache]\nmax_bytes = \"lots\"\n", "invalid size"),
+            ("[namespace.a]\nttl = \"soon\"\n", "invalid duration"),
+            ("[namespace.a]\nkey_format = \"md5\"\n", "md5"),
+            ("[cache\n", "line 1"),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(!err.contains('\n'), "multi-line error: {err:?}");
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn bad_namespace_names_are_refused() {
+        assert!(Config::parse("[namespace.\"a/b\"]\n").is_err());
+        assert!(Config::parse("[namespace.\"..\"]\n").is_err());
+    }
+}

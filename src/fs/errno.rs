@@ -1,0 +1,38 @@
+//! The one place a store failure becomes an errno. Matched exhaustively (no
+//! `_ =>` arm) so a new failure forces a decision here.
+
+use fuser::Errno;
+
+use crate::store::{NameError, StoreError};
+
+pub fn errno(e: &StoreError) -> Errno {
+    match e {
+        StoreError::NotFound => Errno::ENOENT,
+        // The kernel retries an open that fails with ESTALE with a fresh
+        // lookup, which then finds the current version.
+        StoreError::Stale => Errno::ESTALE,
+        StoreError::Exists => Errno::EEXIST,
+        StoreError::TooBig => Errno::EFBIG,
+        StoreError::NoSpace => Errno::ENOSPC,
+        StoreError::NotEmpty => Errno::ENOTEMPTY,
+        // A namespace named in the config is held by the config.
+        StoreError::Busy => Errno::EBUSY,
+        StoreError::NotPermitted => Errno::EPERM,
+        // So that `mv` falls back to copy + unlink.
+        StoreError::CrossNamespace => Errno::EXDEV,
+        StoreError::InvalidName(n) => match n {
+            NameError::TooLong => Errno::ENAMETOOLONG,
+            NameError::Invalid | NameError::NotSha256 => Errno::EINVAL,
+            NameError::Reserved => Errno::EPERM,
+        },
+        StoreError::InvalidValue => Errno::EINVAL,
+        StoreError::Io(io) => match io.raw_os_error() {
+            // The backing volume itself is full: the rare ENOSPC.
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Errno::ENOSPC,
+            _ => {
+                log::warn!("backing I/O error: {io}");
+                Errno::EIO
+            }
+        },
+    }
+}

@@ -1,0 +1,158 @@
+//! Open file handles: readers of a published version, writers' staging
+//! files, rendered control files, and directory listings; plus the
+//! registry of in-flight writers by key (for O_EXCL, for renaming or
+//! unlinking a file still being written, and for a writer's own lookups).
+//!
+//! Lock order: `writers` before any `WriteState` mutex; neither is held
+//! across a store call that publishes.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use fuser::{Errno, FileType};
+
+use crate::store::{Key, Namespace, ReadHandle, StagingFile};
+
+pub struct WriteState {
+    pub ns: Namespace,
+    pub key: Key,
+    /// `None` once published (or failed); a later write starts a new copy.
+    pub staging: Option<StagingFile>,
+    pub append: bool,
+    /// The failure `close()` must report; sticky.
+    pub failed: Option<Errno>,
+    /// Written (or truncated) since the last publish. A `close()` of an
+    /// fd that never wrote publishes nothing: shells open, dup2 and close
+    /// the first fd before writing, and that close must not publish an
+    /// empty file. Release publishes whatever is still pending.
+    pub dirty: bool,
+    /// Unlinked while being written: publish nothing.
+    pub cancelled: bool,
+    /// The process that opened it (lookups by the writer itself see it).
+    pub pid: u32,
+    /// The inode the kernel holds for this handle.
+    pub ino: u64,
+}
+
+pub struct DirEntryItem {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: OsString,
+}
+
+pub enum Handle {
+    Read(ReadHandle),
+    Write(Box<Mutex<WriteState>>),
+    Control(Vec<u8>),
+    Dir(Vec<DirEntryItem>),
+}
+
+impl Handle {
+    pub fn write_state(&self) -> Option<MutexGuard<'_, WriteState>> {
+        match self {
+            Handle::Write(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct HandleTable {
+    next: AtomicU64,
+    map: RwLock<HashMap<u64, Arc<Handle>>>,
+    /// In-flight writers by key: file handle numbers.
+    writers: Mutex<HashMap<(Namespace, Key), Vec<u64>>>,
+}
+
+impl HandleTable {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = match &h {
+            Handle::Write(m) => {
+                let s = m.lock().unwrap_or_else(|p| p.into_inner());
+                Some((s.ns.clone(), s.key.clone()))
+            }
+            _ => None,
+        };
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(h));
+        if let Some(k) = key {
+            self.writers_lock().entry(k).or_default().push(fh);
+        }
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        let h = self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh)?;
+        if let Some(s) = h.write_state() {
+            let mut writers = self.writers_lock();
+            let k = (s.ns.clone(), s.key.clone());
+            if let Some(v) = writers.get_mut(&k) {
+                v.retain(|&x| x != fh);
+                if v.is_empty() {
+                    writers.remove(&k);
+                }
+            }
+        }
+        Some(h)
+    }
+
+    fn writers_lock(&self) -> MutexGuard<'_, HashMap<(Namespace, Key), Vec<u64>>> {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles of everyone writing `key` right now.
+    pub fn writers_of(&self, ns: &Namespace, key: &Key) -> Vec<Arc<Handle>> {
+        let fhs = self
+            .writers_lock()
+            .get(&(ns.clone(), key.clone()))
+            .cloned()
+            .unwrap_or_default();
+        fhs.into_iter().filter_map(|fh| self.get(fh)).collect()
+    }
+
+    pub fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
+        self.writers_lock().contains_key(&(ns.clone(), key.clone()))
+    }
+
+    /// Moves the in-flight writers of `from` to `to` (rename of a file
+    /// still being written); returns how many moved.
+    pub fn retarget(&self, ns: &Namespace, from: &Key, to: &Key) -> usize {
+        let mut writers = self.writers_lock();
+        let Some(fhs) = writers.remove(&(ns.clone(), from.clone())) else {
+            return 0;
+        };
+        for fh in &fhs {
+            if let Some(h) = self.get(*fh)
+                && let Some(mut s) = h.write_state()
+            {
+                s.key = to.clone();
+                if let Some(st) = s.staging.as_mut() {
+                    st.retarget(to.clone());
+                }
+            }
+        }
+        let n = fhs.len();
+        writers
+            .entry((ns.clone(), to.clone()))
+            .or_default()
+            .extend(fhs);
+        n
+    }
+}

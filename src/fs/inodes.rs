@@ -1,0 +1,113 @@
+//! Inode numbers: which ones are fixed, which name namespaces, and the
+//! table from an entry version's inode number to its (namespace, key).
+//!
+//! Entry inodes are store versions: a published version never changes, a
+//! new version is a new inode, so the kernel may keep page cache across
+//! opens of one inode. The table remembers what the kernel was told
+//! (lookup counts, last attributes) until the kernel forgets the inode.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use fuser::FileAttr;
+
+use crate::store::{Key, Namespace};
+
+pub const ROOT: u64 = 1;
+pub const CONTROL_DIR: u64 = 2;
+pub const STATS_JSON: u64 = 3;
+pub const METRICS_PROM: u64 = 4;
+pub const CONFIG_TOML: u64 = 5;
+/// Namespace `id` has inode `NS_BASE + id`.
+pub const NS_BASE: u64 = 1 << 16;
+/// Store versions start here (see `store::FIRST_VERSION`).
+pub const ENTRY_BASE: u64 = 1 << 32;
+
+/// What an inode number stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeKind {
+    Root,
+    ControlDir,
+    ControlFile(u64),
+    Namespace(u32),
+    Entry,
+}
+
+pub fn kind_of(ino: u64) -> Option<InodeKind> {
+    match ino {
+        ROOT => Some(InodeKind::Root),
+        CONTROL_DIR => Some(InodeKind::ControlDir),
+        STATS_JSON | METRICS_PROM | CONFIG_TOML => Some(InodeKind::ControlFile(ino)),
+        i if (NS_BASE..ENTRY_BASE).contains(&i) => Some(InodeKind::Namespace((i - NS_BASE) as u32)),
+        i if i >= ENTRY_BASE => Some(InodeKind::Entry),
+        _ => None,
+    }
+}
+
+pub fn namespace_ino(id: u32) -> u64 {
+    NS_BASE + u64::from(id)
+}
+
+struct Node {
+    ns: Namespace,
+    key: Key,
+    lookups: u64,
+    attr: FileAttr,
+}
+
+#[derive(Default)]
+pub struct InodeTable {
+    nodes: Mutex<HashMap<u64, Node>>,
+}
+
+impl InodeTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Node>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the kernel was handed `attr.ino` once more.
+    pub fn remember(&self, ns: &Namespace, key: &Key, attr: FileAttr) {
+        let mut nodes = self.lock();
+        let node = nodes.entry(attr.ino.0).or_insert_with(|| Node {
+            ns: ns.clone(),
+            key: key.clone(),
+            lookups: 0,
+            attr,
+        });
+        node.lookups += 1;
+        node.attr = attr;
+    }
+
+    /// Updates the attributes last told for an inode the kernel holds.
+    pub fn refresh(&self, attr: FileAttr) {
+        if let Some(node) = self.lock().get_mut(&attr.ino.0) {
+            node.attr = attr;
+        }
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut nodes = self.lock();
+        if let Some(node) = nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups == 0 {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    /// (namespace, key, last attributes) of an entry inode.
+    pub fn get(&self, ino: u64) -> Option<(Namespace, Key, FileAttr)> {
+        self.lock()
+            .get(&ino)
+            .map(|n| (n.ns.clone(), n.key.clone(), n.attr))
+    }
+
+    /// Follows a rename: the kernel keeps the inode under its new name.
+    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) {
+        for node in self.lock().values_mut() {
+            if &node.ns == ns && &node.key == from {
+                node.key = to.clone();
+            }
+        }
+    }
+}

@@ -1,0 +1,1102 @@
+//! The FUSE layer: a translation. A request comes in, a store call goes out,
+//! the reply maps the result (errno mapping lives in `errno.rs` alone).
+//!
+//! Kernel cache rules (invariant 3 of the store, enforced here):
+//! - Entry dentries are handed out with an entry timeout of zero, so every
+//!   open walks through `lookup`: a key replaced by a publish on this mount
+//!   is seen by the very next open (read-your-writes), and an expired key
+//!   is refused by the store before any page cache is reached.
+//! - Attribute timeouts are bounded by the entry's remaining TTL.
+//! - Readers open with FOPEN_KEEP_CACHE: an inode is one immutable version,
+//!   so its page cache only ever holds that version's bytes. Writers open
+//!   with FOPEN_DIRECT_IO, so their unpublished bytes never enter the page
+//!   cache of the inode that readers share.
+
+mod control;
+mod errno;
+mod handles;
+mod inodes;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::Errno;
+use fuser::{
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::store::{
+    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, Owner, StagingFile, Store, StoreError,
+    WriteFrom, to_nanos, to_system_time,
+};
+use errno::errno;
+use handles::{DirEntryItem, Handle, HandleTable, WriteState};
+use inodes::{InodeKind, InodeTable, kind_of};
+
+/// How long the kernel may cache namespace dentries and directory attrs.
+const DIR_TTL: Duration = Duration::from_secs(10);
+/// Upper bound on attribute caching of an entry (also bounded by its TTL).
+const MAX_ATTR_TTL: Duration = Duration::from_secs(3600);
+const BLOCK: u32 = 4096;
+
+const XATTR_TTL: &str = "user.cachefs.ttl";
+const XATTR_EXPIRES: &str = "user.cachefs.expires";
+const XATTR_SHA256: &str = "user.cachefs.sha256";
+const XATTR_STORED: &str = "user.cachefs.stored_bytes";
+
+pub struct CacheFs {
+    store: Arc<Store>,
+    inodes: InodeTable,
+    handles: HandleTable,
+    uid: u32,
+    gid: u32,
+    started: SystemTime,
+    /// Serialises namespace mkdir/rmdir against each other.
+    ns_ops: Mutex<()>,
+}
+
+/// What a name inside a namespace resolves to.
+enum Resolved {
+    Published(EntryInfo),
+    /// Being written by the asking process: (inode, size, mode, uid, gid).
+    OwnWrite(FileAttr),
+    Absent,
+}
+
+impl CacheFs {
+    pub fn new(store: Arc<Store>) -> CacheFs {
+        CacheFs {
+            store,
+            inodes: InodeTable::default(),
+            handles: HandleTable::default(),
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            started: SystemTime::now(),
+            ns_ops: Mutex::new(()),
+        }
+    }
+
+    fn dir_attr(&self, ino: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: 0,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind: FileType::Directory,
+            perm: if ino == inodes::CONTROL_DIR {
+                0o555
+            } else {
+                0o755
+            },
+            nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLOCK,
+            flags: 0,
+        }
+    }
+
+    fn control_attr(&self, ino: u64) -> FileAttr {
+        let size = control::render(&self.store, ino).len() as u64;
+        FileAttr {
+            size,
+            blocks: size.div_ceil(512),
+            kind: FileType::RegularFile,
+            perm: 0o444,
+            nlink: 1,
+            mtime: SystemTime::now(),
+            ..self.dir_attr(ino)
+        }
+    }
+
+    fn entry_attr(&self, info: &EntryInfo) -> FileAttr {
+        let mtime = to_system_time(info.mtime);
+        FileAttr {
+            ino: INodeNo(info.version),
+            size: info.logical_size,
+            blocks: info.stored_bytes.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind: FileType::RegularFile,
+            perm: (info.mode & 0o7777) as u16,
+            nlink: 1,
+            uid: info.uid,
+            gid: info.gid,
+            rdev: 0,
+            blksize: BLOCK,
+            flags: 0,
+        }
+    }
+
+    fn staging_attr(&self, st: &StagingFile) -> FileAttr {
+        let now = SystemTime::now();
+        let (uid, gid) = st.owner();
+        FileAttr {
+            ino: INodeNo(st.version()),
+            size: st.len(),
+            blocks: st.len().div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: FileType::RegularFile,
+            perm: (st.mode() & 0o7777) as u16,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            blksize: BLOCK,
+            flags: 0,
+        }
+    }
+
+    /// Attribute cache time: never past the entry's expiry.
+    fn attr_ttl(&self, info: &EntryInfo) -> Duration {
+        match info.expires {
+            None => MAX_ATTR_TTL,
+            Some(at) => {
+                let left = at - self.store.now();
+                if left <= 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_nanos(left as u64).min(MAX_ATTR_TTL)
+                }
+            }
+        }
+    }
+
+    fn namespace_of(&self, ino: u64) -> Option<Namespace> {
+        match kind_of(ino)? {
+            InodeKind::Namespace(id) => self.store.namespace_by_id(id),
+            _ => None,
+        }
+    }
+
+    /// Resolves `name` in namespace `ns` for process `pid`.
+    fn resolve(&self, ns: &Namespace, key: &Key, pid: u32, count: bool) -> Resolved {
+        let outcome = if count {
+            self.store.lookup(ns, key)
+        } else {
+            self.store.entry_info(ns, key)
+        };
+        match outcome {
+            Lookup::Hit(info) => Resolved::Published(info),
+            Lookup::Miss | Lookup::Expired => {
+                for h in self.handles.writers_of(ns, key) {
+                    if let Some(s) = h.write_state()
+                        && s.pid == pid
+                        && let Some(st) = &s.staging
+                    {
+                        return Resolved::OwnWrite(self.staging_attr(st));
+                    }
+                }
+                Resolved::Absent
+            }
+        }
+    }
+
+    /// Parses a name inside a namespace; an over-long name is ENAMETOOLONG
+    /// everywhere, other bad names as `bad`.
+    fn parse_key(&self, ns: &Namespace, name: &OsStr, bad: Errno) -> Result<Key, Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.store
+            .parse_key(ns, name.as_bytes())
+            .map_err(|e| match e {
+                StoreError::NotFound => Errno::ENOENT,
+                _ => bad,
+            })
+    }
+
+    /// Publishes what a write handle has staged. Errors are remembered so
+    /// every later flush/close reports them too.
+    fn publish_pending(&self, state: &mut WriteState) -> Result<(), Errno> {
+        if let Some(e) = state.failed {
+            return Err(e);
+        }
+        let Some(staging) = state.staging.take() else {
+            return Ok(());
+        };
+        state.dirty = false;
+        if state.cancelled || staging.is_unmodified_copy() {
+            return Ok(());
+        }
+        match self.store.publish(staging) {
+            Ok(info) => {
+                self.inodes.refresh(self.entry_attr(&info));
+                Ok(())
+            }
+            Err(e) => {
+                let en = errno(&e);
+                state.failed = Some(en);
+                Err(en)
+            }
+        }
+    }
+
+    fn open_write(
+        &self,
+        req: &Request,
+        ns: Namespace,
+        key: Key,
+        flags: i32,
+        mode: Option<u32>,
+    ) -> Result<(u64, FileAttr), Errno> {
+        let from = if flags & libc::O_TRUNC != 0 {
+            WriteFrom::Empty
+        } else {
+            WriteFrom::Current
+        };
+        let owner = Owner {
+            uid: req.uid(),
+            gid: req.gid(),
+            mode: mode.unwrap_or(0o644),
+        };
+        let staging = self
+            .store
+            .begin_write(&ns, &key, from, owner)
+            .map_err(|e| errno(&e))?;
+        let attr = self.staging_attr(&staging);
+        let fh = self
+            .handles
+            .insert(Handle::Write(Box::new(Mutex::new(WriteState {
+                ns,
+                key,
+                append: flags & libc::O_APPEND != 0,
+                ino: staging.version(),
+                staging: Some(staging),
+                failed: None,
+                dirty: false,
+                cancelled: false,
+                pid: req.pid(),
+            }))));
+        Ok((fh, attr))
+    }
+
+    fn xattr_value(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let info = match self.store.entry_info(&ns, &key) {
+            Lookup::Hit(info) => info,
+            _ => return Err(Errno::ENODATA),
+        };
+        let text = match name.as_bytes() {
+            n if n == XATTR_TTL.as_bytes() => info.ttl.as_secs().to_string(),
+            n if n == XATTR_EXPIRES.as_bytes() => match info.expires {
+                Some(at) => (at.div_euclid(1_000_000_000)).to_string(),
+                None => "never".to_string(),
+            },
+            n if n == XATTR_SHA256.as_bytes() => crate::store::Layout::hex_digest(&info.sha256),
+            n if n == XATTR_STORED.as_bytes() => info.stored_bytes.to_string(),
+            _ => return Err(Errno::ENODATA),
+        };
+        Ok(text.into_bytes())
+    }
+
+    fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
+        let dot = |ino: u64, name: &str| DirEntryItem {
+            ino,
+            kind: FileType::Directory,
+            name: name.into(),
+        };
+        let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
+        match kind_of(ino) {
+            Some(InodeKind::Root) => {
+                items.push(dot(inodes::CONTROL_DIR, ".cachefs"));
+                for (ns, id) in self.store.namespaces() {
+                    items.push(DirEntryItem {
+                        ino: inodes::namespace_ino(id),
+                        kind: FileType::Directory,
+                        name: OsStr::from_bytes(ns.as_bytes()).to_owned(),
+                    });
+                }
+            }
+            Some(InodeKind::ControlDir) => {
+                for (fino, name) in control::FILES {
+                    items.push(DirEntryItem {
+                        ino: fino,
+                        kind: FileType::RegularFile,
+                        name: name.into(),
+                    });
+                }
+            }
+            Some(InodeKind::Namespace(_)) => {
+                let ns = self.namespace_of(ino).ok_or(Errno::ENOENT)?;
+                let keys = self.store.list(&ns).map_err(|e| errno(&e))?;
+                items.reserve(keys.len());
+                for (key, version) in keys {
+                    items.push(DirEntryItem {
+                        ino: version,
+                        kind: FileType::RegularFile,
+                        name: OsStr::from_bytes(key.as_bytes()).to_owned(),
+                    });
+                }
+            }
+            _ => return Err(Errno::ENOTDIR),
+        }
+        Ok(items)
+    }
+}
+
+fn time_of(t: TimeOrNow, now: i64) -> i64 {
+    match t {
+        TimeOrNow::Now => now,
+        TimeOrNow::SpecificTime(st) => to_nanos(st),
+    }
+}
+
+impl Filesystem for CacheFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC must reach `open` (a copy-on-write that starts empty),
+        // not arrive as a separate truncate that would publish at once.
+        if config
+            .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            log::warn!("kernel lacks atomic O_TRUNC; truncating opens publish early");
+        }
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let gen0 = Generation(0);
+        match kind_of(parent.0) {
+            Some(InodeKind::Root) => {
+                if name.as_bytes() == crate::store::CONTROL_DIR {
+                    return reply.entry(&DIR_TTL, &self.dir_attr(inodes::CONTROL_DIR), gen0);
+                }
+                if name.len() > NAME_MAX {
+                    return reply.error(Errno::ENAMETOOLONG);
+                }
+                match Namespace::parse(name.as_bytes())
+                    .ok()
+                    .and_then(|ns| self.store.namespace_id(&ns))
+                {
+                    Some(id) => {
+                        reply.entry(&DIR_TTL, &self.dir_attr(inodes::namespace_ino(id)), gen0)
+                    }
+                    None => reply.error(Errno::ENOENT),
+                }
+            }
+            Some(InodeKind::ControlDir) => match control::ino_of(name.as_bytes()) {
+                Some(ino) => reply.entry_with_ttls(
+                    &Duration::ZERO,
+                    &Duration::from_secs(1),
+                    &self.control_attr(ino),
+                    gen0,
+                ),
+                None => reply.error(Errno::ENOENT),
+            },
+            Some(InodeKind::Namespace(_)) => {
+                let Some(ns) = self.namespace_of(parent.0) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                let key = match self.parse_key(&ns, name, Errno::ENOENT) {
+                    Ok(k) => k,
+                    Err(e) => return reply.error(e),
+                };
+                match self.resolve(&ns, &key, req.pid(), true) {
+                    Resolved::Published(info) => {
+                        let attr = self.entry_attr(&info);
+                        self.inodes.remember(&ns, &key, attr);
+                        reply.entry_with_ttls(&self.attr_ttl(&info), &Duration::ZERO, &attr, gen0);
+                    }
+                    Resolved::OwnWrite(attr) => {
+                        self.inodes.remember(&ns, &key, attr);
+                        reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &attr, gen0);
+                    }
+                    Resolved::Absent => reply.error(Errno::ENOENT),
+                }
+            }
+            _ => reply.error(Errno::ENOTDIR),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match kind_of(ino.0) {
+            Some(InodeKind::Root) | Some(InodeKind::ControlDir) => {
+                reply.attr(&DIR_TTL, &self.dir_attr(ino.0))
+            }
+            Some(InodeKind::ControlFile(i)) => reply.attr(&Duration::ZERO, &self.control_attr(i)),
+            Some(InodeKind::Namespace(_)) => match self.namespace_of(ino.0) {
+                Some(_) => reply.attr(&DIR_TTL, &self.dir_attr(ino.0)),
+                None => reply.error(Errno::ENOENT),
+            },
+            Some(InodeKind::Entry) => {
+                // A writer's own handle describes its staged content.
+                if let Some(h) = fh.and_then(|fh| self.handles.get(fh.0))
+                    && let Some(s) = h.write_state()
+                    && s.ino == ino.0
+                    && let Some(st) = &s.staging
+                {
+                    return reply.attr(&Duration::ZERO, &self.staging_attr(st));
+                }
+                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                match self.store.entry_info(&ns, &key) {
+                    Lookup::Hit(info) if info.version == ino.0 => {
+                        let attr = self.entry_attr(&info);
+                        self.inodes.refresh(attr);
+                        reply.attr(&self.attr_ttl(&info), &attr)
+                    }
+                    // An older version, still open somewhere: what it was.
+                    _ => reply.attr(&Duration::ZERO, &last),
+                }
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if kind_of(ino.0) != Some(InodeKind::Entry) {
+            // Directories and control files: nothing to change; report as is.
+            return self.getattr(_req, ino, fh, reply);
+        }
+        // Changes through a writer's handle apply to its staged content.
+        let handle = fh.and_then(|fh| self.handles.get(fh.0));
+        if let Some(h) = &handle
+            && let Some(mut s) = h.write_state()
+        {
+            if s.staging.is_none() && s.failed.is_none() {
+                match self.store.begin_write(
+                    &s.ns,
+                    &s.key,
+                    WriteFrom::Current,
+                    Owner {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o644,
+                    },
+                ) {
+                    Ok(st) => s.staging = Some(st),
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+            if let Some(st) = s.staging.as_mut() {
+                if let Some(sz) = size
+                    && let Err(e) = st.truncate(sz)
+                {
+                    let en = errno(&e);
+                    s.failed = Some(en);
+                    s.staging = None;
+                    return reply.error(en);
+                }
+                if let Some(m) = mode {
+                    st.set_mode(m);
+                }
+                st.set_owner(uid, gid);
+                let attr = self.staging_attr(st);
+                s.dirty |= size.is_some();
+                return reply.attr(&Duration::ZERO, &attr);
+            }
+        }
+        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let now = self.store.now();
+        let update = MetaUpdate {
+            mtime: mtime.map(|t| time_of(t, now)),
+            ttl_secs: None,
+            mode,
+            uid,
+            gid,
+            truncate: size,
+        };
+        let nothing = update.mtime.is_none()
+            && mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none();
+        let result = if nothing {
+            match self.store.entry_info(&ns, &key) {
+                Lookup::Hit(info) => Ok(info),
+                _ => Err(StoreError::NotFound),
+            }
+        } else {
+            self.store.update(&ns, &key, update)
+        };
+        match result {
+            Ok(info) => {
+                let mut attr = self.entry_attr(&info);
+                // The kernel's inode stays the one it asked about.
+                attr.ino = ino;
+                reply.attr(&Duration::ZERO, &attr)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if parent.0 != inodes::ROOT {
+            // Keys are flat file names today.
+            return reply.error(Errno::EPERM);
+        }
+        if name.len() > NAME_MAX {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
+        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store.create_namespace(name.as_bytes()) {
+            Ok((_, id)) => reply.entry(
+                &DIR_TTL,
+                &self.dir_attr(inodes::namespace_ino(id)),
+                Generation(0),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if parent.0 != inodes::ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        if name.as_bytes() == crate::store::CONTROL_DIR {
+            return reply.error(Errno::EBUSY);
+        }
+        let Ok(ns) = Namespace::parse(name.as_bytes()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store.remove_namespace(&ns) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(ns) = self.namespace_of(parent.0) else {
+            return reply.error(if parent.0 == inodes::CONTROL_DIR {
+                Errno::EPERM
+            } else {
+                Errno::ENOENT
+            });
+        };
+        let key = match self.parse_key(&ns, name, Errno::ENOENT) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        // In-flight writes of the key are abandoned with it.
+        let writers = self.handles.writers_of(&ns, &key);
+        for h in &writers {
+            if let Some(mut s) = h.write_state() {
+                s.cancelled = true;
+                s.staging = None;
+            }
+        }
+        match self.store.remove(&ns, &key) {
+            Ok(()) => reply.ok(),
+            Err(StoreError::NotFound) if !writers.is_empty() => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(ns), Some(new_ns)) =
+            (self.namespace_of(parent.0), self.namespace_of(newparent.0))
+        else {
+            // Namespaces themselves and the control dir do not move.
+            return reply.error(Errno::EPERM);
+        };
+        if ns != new_ns {
+            return reply.error(errno(&StoreError::CrossNamespace));
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(Errno::EINVAL);
+        }
+        let from = match self.parse_key(&ns, name, Errno::ENOENT) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        let to = match self.parse_key(&ns, newname, Errno::EINVAL) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        if flags.contains(RenameFlags::RENAME_NOREPLACE)
+            && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_))
+        {
+            return reply.error(Errno::EEXIST);
+        }
+        if from == to {
+            return reply.ok();
+        }
+        match self.store.rename(&ns, &from, &to) {
+            Ok(_) => {
+                self.inodes.rename(&ns, &from, &to);
+                reply.ok()
+            }
+            // A file still being written moves before it is published.
+            Err(StoreError::NotFound) if self.handles.retarget(&ns, &from, &to) > 0 => {
+                self.inodes.rename(&ns, &from, &to);
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match kind_of(ino.0) {
+            Some(InodeKind::ControlFile(i)) => {
+                if flags.acc_mode() != OpenAccMode::O_RDONLY {
+                    return reply.error(Errno::EACCES);
+                }
+                let fh = self
+                    .handles
+                    .insert(Handle::Control(control::render(&self.store, i)));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+            }
+            Some(InodeKind::Entry) => {
+                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
+                    return reply.error(Errno::ESTALE);
+                };
+                if flags.acc_mode() == OpenAccMode::O_RDONLY {
+                    match self.store.open_read(&ns, &key, ino.0) {
+                        Ok(rh) => {
+                            let fh = self.handles.insert(Handle::Read(rh));
+                            reply.opened(
+                                FileHandle(fh),
+                                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                            )
+                        }
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                } else {
+                    match self.open_write(req, ns, key, flags.0, Some(u32::from(last.perm))) {
+                        Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                        Err(e) => reply.error(e),
+                    }
+                }
+            }
+            Some(_) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(ns) = self.namespace_of(parent.0) else {
+            return reply.error(if kind_of(parent.0).is_some() {
+                Errno::EACCES
+            } else {
+                Errno::ENOENT
+            });
+        };
+        let key = match self.parse_key(&ns, name, Errno::EINVAL) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        if flags & libc::O_EXCL != 0
+            && (matches!(self.store.entry_info(&ns, &key), Lookup::Hit(_))
+                || self.handles.is_being_written(&ns, &key))
+        {
+            return reply.error(Errno::EEXIST);
+        }
+        match self.open_write(
+            req,
+            ns.clone(),
+            key.clone(),
+            flags,
+            Some(mode & !umask & 0o7777),
+        ) {
+            Ok((fh, attr)) => {
+                self.inodes.remember(&ns, &key, attr);
+                reply.created(
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match &*h {
+            Handle::Read(rh) => match rh.read_at(offset, size as usize) {
+                Ok(buf) => reply.data(&buf),
+                Err(e) => reply.error(errno(&StoreError::Io(e))),
+            },
+            Handle::Write(_) => {
+                let s = h.write_state().expect("write handle");
+                match &s.staging {
+                    Some(st) => {
+                        let mut buf = vec![0u8; size as usize];
+                        match st.read_at(offset, &mut buf) {
+                            Ok(n) => reply.data(&buf[..n]),
+                            Err(e) => reply.error(errno(&StoreError::Io(e))),
+                        }
+                    }
+                    None => reply.error(s.failed.unwrap_or(Errno::EBADF)),
+                }
+            }
+            Handle::Control(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = (start + size as usize).min(bytes.len());
+                reply.data(&bytes[start..end])
+            }
+            Handle::Dir(_) => reply.error(Errno::EISDIR),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(h) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let Some(mut s) = h.write_state() else {
+            return reply.error(Errno::EBADF);
+        };
+        if let Some(e) = s.failed {
+            return reply.error(e);
+        }
+        if s.staging.is_none() {
+            // Written again after a publish (fsync, or a dup'ed fd closed):
+            // start a new copy-on-write of what was published.
+            let owner = Owner {
+                uid: 0,
+                gid: 0,
+                mode: 0o644,
+            };
+            match self
+                .store
+                .begin_write(&s.ns, &s.key, WriteFrom::Current, owner)
+            {
+                Ok(st) => s.staging = Some(st),
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        let append = s.append;
+        let st = s.staging.as_mut().expect("just ensured");
+        let result = if append {
+            st.append(data).map(|_| ())
+        } else {
+            st.write_at(offset, data)
+        };
+        s.dirty = true;
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => {
+                // Over its limit: the write fails now, close() fails too,
+                // and the staged bytes go at once.
+                let en = errno(&e);
+                s.failed = Some(en);
+                s.staging = None;
+                reply.error(en)
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let Some(h) = self.handles.get(fh.0) else {
+            return reply.ok();
+        };
+        let result = match h.write_state() {
+            Some(mut s) if s.dirty || s.failed.is_some() => self.publish_pending(&mut s),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // fsync publishes whatever is staged, written or not.
+        let result = match self.handles.get(fh.0) {
+            Some(h) => match h.write_state() {
+                Some(mut s) => self.publish_pending(&mut s),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.handles.remove(fh.0)
+            && let Some(mut s) = h.write_state()
+            && let Err(e) = self.publish_pending(&mut s)
+        {
+            log::debug!("publish at release of {}/{:?} failed: {e:?}", s.ns, s.key);
+        }
+        reply.ok()
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.list_dir(ino.0) {
+            Ok(items) => {
+                let fh = self.handles.insert(Handle::Dir(items));
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(h) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let Handle::Dir(items) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(fh.0);
+        reply.ok()
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Expired entries are not counted: reclaim them before answering.
+        self.store.sweep_expired();
+        let u = self.store.usage();
+        let bs = u64::from(BLOCK);
+        let blocks = u.quota_bytes / bs;
+        let free = u.quota_bytes.saturating_sub(u.used_bytes) / bs;
+        let files = u.max_entries.unwrap_or(u.entries + (1 << 32));
+        let ffree = files.saturating_sub(u.entries);
+        reply.statfs(
+            blocks,
+            free,
+            free,
+            files,
+            ffree,
+            BLOCK,
+            NAME_MAX as u32,
+            BLOCK,
+        )
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if kind_of(ino.0) != Some(InodeKind::Entry) {
+            return reply.error(Errno::ENOTSUP);
+        }
+        match name.as_bytes() {
+            n if n == XATTR_TTL.as_bytes() => {
+                let Some(secs) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                else {
+                    return reply.error(Errno::EINVAL);
+                };
+                let Some((ns, key, _)) = self.inodes.get(ino.0) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                // A file still being written takes the TTL with it.
+                let mut staged = false;
+                for h in self.handles.writers_of(&ns, &key) {
+                    if let Some(mut s) = h.write_state()
+                        && s.ino == ino.0
+                        && let Some(st) = s.staging.as_mut()
+                    {
+                        st.set_ttl(Some(secs));
+                        staged = true;
+                    }
+                }
+                if staged {
+                    return reply.ok();
+                }
+                let update = MetaUpdate {
+                    ttl_secs: Some(Some(secs)),
+                    ..MetaUpdate::default()
+                };
+                match self.store.update(&ns, &key, update) {
+                    Ok(_) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            n if [XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED]
+                .iter()
+                .any(|x| x.as_bytes() == n) =>
+            {
+                reply.error(Errno::EPERM)
+            }
+            _ => reply.error(Errno::ENOTSUP),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if kind_of(ino.0) != Some(InodeKind::Entry) {
+            return reply.error(Errno::ENODATA);
+        }
+        match self.xattr_value(ino.0, name) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let mut names = Vec::new();
+        if kind_of(ino.0) == Some(InodeKind::Entry) {
+            for n in [XATTR_TTL, XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED] {
+                names.extend_from_slice(n.as_bytes());
+                names.push(0);
+            }
+        }
+        if size == 0 {
+            reply.size(names.len() as u32)
+        } else if names.len() > size as usize {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&names)
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if name.as_bytes() != XATTR_TTL.as_bytes() {
+            return reply.error(Errno::ENODATA);
+        }
+        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let update = MetaUpdate {
+            ttl_secs: Some(None),
+            ..MetaUpdate::default()
+        };
+        match self.store.update(&ns, &key, update) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The on-disk entry format: one file per entry, self-describing.
+//!
+//! ```text
+//! [content: logical_size bytes][header: bincode EntryHeader][footer: 24 bytes]
+//! footer = header_len u32 LE | format u32 LE | sha256(header)[..8] | b"CFSENTRY"
+//! ```
+//!
+//! Content comes first so that a staging file *is* the content while it is
+//! written (writes land at their own offsets, reads of a published entry
+//! need no offset arithmetic) and publishing only appends the trailer.
+//! Everything read back is untrusted: `read_header` validates sizes, magic,
+//! format and the header's own check before decoding; the content checksum
+//! is checked by `verify_content` before an entry's bytes are first served.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::clock::UnixNanos;
+
+pub const ENTRY_FORMAT: u32 = 1;
+const MAGIC: &[u8; 8] = b"CFSENTRY";
+const FOOTER_LEN: u64 = 24;
+/// Two 255-byte names plus fixed fields stay far below this.
+const MAX_HEADER_LEN: u64 = 2048;
+
+/// What travels with an entry's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryHeader {
+    pub namespace: Vec<u8>,
+    pub key: Vec<u8>,
+    /// Publish time, or the last `touch`: the TTL clock starts here.
+    pub mtime: UnixNanos,
+    /// Per-entry TTL in seconds (`user.cachefs.ttl`); `None` = the namespace's.
+    pub ttl_secs: Option<u64>,
+    pub logical_size: u64,
+    /// Equal to `logical_size` until compression arrives.
+    pub stored_content_size: u64,
+    /// 0 = none. Room for zstd later.
+    pub compression: u8,
+    pub content_sha256: [u8; 32],
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptEntry {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("file too short for an entry ({0} bytes)")]
+    TooShort(u64),
+    #[error("bad magic")]
+    BadMagic,
+    #[error("unsupported entry format {0}")]
+    Format(u32),
+    #[error("bad header length {0}")]
+    HeaderLength(u64),
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    #[error("header does not decode: {0}")]
+    Decode(String),
+    #[error("sizes disagree: file {file}, content {content}, header {header}")]
+    Sizes {
+        file: u64,
+        content: u64,
+        header: u64,
+    },
+    #[error("content checksum mismatch")]
+    ContentChecksum,
+}
+
+impl EntryHeader {
+    /// The bytes appended after the content at publish.
+    pub fn encode_trailer(&self) -> Vec<u8> {
+        let body = bincode::serialize(self).expect("EntryHeader always serializes");
+        let mut out = Vec::with_capacity(body.len() + FOOTER_LEN as usize);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&ENTRY_FORMAT.to_le_bytes());
+        out.extend_from_slice(&Sha256::digest(&body)[..8]);
+        out.extend_from_slice(MAGIC);
+        out
+    }
+
+    /// Size of the whole file this header describes.
+    #[cfg(test)]
+    pub fn file_size(&self) -> u64 {
+        let body = bincode::serialized_size(self).unwrap_or(0);
+        self.stored_content_size + body + FOOTER_LEN
+    }
+}
+
+/// Reads and validates the trailer of an entry file of `file_len` bytes.
+pub fn read_header(file: &File, file_len: u64) -> Result<EntryHeader, CorruptEntry> {
+    if file_len < FOOTER_LEN {
+        return Err(CorruptEntry::TooShort(file_len));
+    }
+    let tail_len = file_len.min(MAX_HEADER_LEN + FOOTER_LEN);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, file_len - tail_len)?;
+    let footer = &tail[tail.len() - FOOTER_LEN as usize..];
+    if &footer[16..24] != MAGIC {
+        return Err(CorruptEntry::BadMagic);
+    }
+    let header_len = u64::from(u32::from_le_bytes(footer[0..4].try_into().unwrap()));
+    let format = u32::from_le_bytes(footer[4..8].try_into().unwrap());
+    if format != ENTRY_FORMAT {
+        return Err(CorruptEntry::Format(format));
+    }
+    if header_len > tail_len - FOOTER_LEN {
+        return Err(CorruptEntry::HeaderLength(header_len));
+    }
+    let body_end = tail.len() - FOOTER_LEN as usize;
+    let body = &tail[body_end - header_len as usize..body_end];
+    if Sha256::digest(body)[..8] != footer[8..16] {
+        return Err(CorruptEntry::HeaderChecksum);
+    }
+    let header: EntryHeader =
+        bincode::deserialize(body).map_err(|e| CorruptEntry::Decode(e.to_string()))?;
+    let content = file_len - FOOTER_LEN - header_len;
+    if header.stored_content_size != content || header.logical_size != content {
+        return Err(CorruptEntry::Sizes {
+            file: file_len,
+            content,
+            header: header.stored_content_size,
+        });
+    }
+    Ok(header)
+}
+
+/// Hashes the first `len` bytes of a file (positioned reads: the file's
+/// shared offset is left alone).
+pub fn content_sha256(file: &File, len: u64) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (len.min(256 * 1024) as usize).max(1)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = file.read_at(&mut buf[..want], done)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short entry"));
+        }
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Checks an entry's content against its header's checksum.
+pub fn verify_content(file: &File, header: &EntryHeader) -> Result<(), CorruptEntry> {
+    if content_sha256(file, header.stored_content_size)? == header.content_sha256 {
+        Ok(())
+    } else {
+        Err(CorruptEntry::ContentChecksum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn header(content: &[u8]) -> EntryHeader {
+        EntryHeader {
+            namespace: b"ns".to_vec(),
+            key: b"k".to_vec(),
+            mtime: 1,
+            ttl_secs: Some(5),
+            logical_size: content.len() as u64,
+            stored_content_size: content.len() as u64,
+            compression: 0,
+            content_sha256: Sha256::digest(content).into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn entry_file(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn round_trip_and_content_check() {
+        for content in [&b""[..], b"x", &[7u8; 70_000]] {
+            let h = header(content);
+            let mut bytes = content.to_vec();
+            bytes.extend(h.encode_trailer());
+            assert_eq!(h.file_size(), bytes.len() as u64);
+            let f = entry_file(&bytes);
+            let back = read_header(&f, bytes.len() as u64).unwrap();
+            assert_eq!(back, h);
+            verify_content(&f, &back).unwrap();
+        }
+    }
+
+    #[test]
+    fn damage_is_detected_never_a_panic() {
+        let content = b"hello world";
+        let mut bytes = content.to_vec();
+        bytes.extend(header(content).encode_trailer());
+        // Every truncation and every single-byte flip is refused.
+        for cut in 0..bytes.len() {
+            let f = entry_file(&bytes[..cut]);
+            assert!(read_header(&f, cut as u64).is_err(), "cut at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            let f = entry_file(&bad);
+            let ok = read_header(&f, bad.len() as u64).and_then(|h| verify_content(&f, &h));
+            assert!(ok.is_err(), "flip at {i} went unnoticed");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Where things live in the backing directory.
+//!
+//! ```text
+//! BACKING/
+//!   FORMAT                  "cachefs backing format N": refuses a foreign or newer dir
+//!   data/ab/cd/<sha256-hex> one file per entry (content, then a metadata trailer)
+//!   staging/                files being written; same filesystem, so publish is one rename
+//!   trash/                  evicted entries renamed out of place, unlinked outside the lock
+//!   quarantine/             files that failed validation, kept for inspection
+//!   namespaces/<name>       one marker per namespace made by mkdir
+//!   index.snapshot          the index saved at clean stop; removed at start
+//! ```
+//!
+//! An entry's path is a pure function of (namespace, key): sha256 of the
+//! namespace, a NUL, and the key. Two levels of 256 shard directories keep
+//! every directory under ~1 600 files at 10^8 entries.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::names::{Key, Namespace};
+
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+
+pub struct Layout {
+    root: PathBuf,
+    data: PathBuf,
+    staging: PathBuf,
+    trash: PathBuf,
+    quarantine: PathBuf,
+    namespaces: PathBuf,
+    unique: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("cannot create backing dir {path}: {source}")]
+    Create { path: String, source: io::Error },
+    #[error("backing dir {path} is not writable: {source}")]
+    NotWritable { path: String, source: io::Error },
+    #[error("{path} is not a cachefs backing dir of format {FORMAT_VERSION} (found {found:?})")]
+    Foreign { path: String, found: String },
+}
+
+impl Layout {
+    /// Opens (creating if needed, mode 0700) a backing directory.
+    pub fn open(root: &Path) -> Result<Layout, LayoutError> {
+        let create = |p: &Path| -> Result<(), LayoutError> {
+            fs::DirBuilder::new()
+                .recursive(false)
+                .mode(0o700)
+                .create(p)
+                .or_else(|e| if p.is_dir() { Ok(()) } else { Err(e) })
+                .map_err(|source| LayoutError::Create {
+                    path: p.display().to_string(),
+                    source,
+                })
+        };
+        create(root)?;
+        let layout = Layout {
+            root: root.to_path_buf(),
+            data: root.join("data"),
+            staging: root.join("staging"),
+            trash: root.join("trash"),
+            quarantine: root.join("quarantine"),
+            namespaces: root.join("namespaces"),
+            unique: AtomicU64::new(0),
+        };
+        let format_path = root.join(FORMAT_FILE);
+        let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
+        match fs::read_to_string(&format_path) {
+            Ok(found) if found == expected => {}
+            Ok(found) => {
+                return Err(LayoutError::Foreign {
+                    path: root.display().to_string(),
+                    found: found.trim().to_string(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::write(&format_path, &expected).map_err(|source| LayoutError::NotWritable {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(LayoutError::NotWritable {
+                    path: root.display().to_string(),
+                    source,
+                });
+            }
+        }
+        for dir in [
+            &layout.data,
+            &layout.staging,
+            &layout.trash,
+            &layout.quarantine,
+            &layout.namespaces,
+        ] {
+            create(dir)?;
+        }
+        // Prove we can write before we mount, not at the first publish.
+        let probe = layout.staging_path();
+        fs::write(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|source| LayoutError::NotWritable {
+                path: root.display().to_string(),
+                source,
+            })?;
+        Ok(layout)
+    }
+
+    /// Lowercase hex of a digest, as `user.cachefs.sha256` shows it.
+    pub fn hex_digest(digest: &[u8; 32]) -> String {
+        hex(digest)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    pub fn trash_dir(&self) -> &Path {
+        &self.trash
+    }
+
+    pub fn namespaces_dir(&self) -> &Path {
+        &self.namespaces
+    }
+
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.root.join("index.snapshot")
+    }
+
+    /// The hex name of an entry's file: sha256(namespace ‖ NUL ‖ key).
+    pub fn entry_hash(ns: &Namespace, key: &Key) -> String {
+        let mut h = Sha256::new();
+        h.update(ns.as_bytes());
+        h.update([0u8]);
+        h.update(key.as_bytes());
+        hex(&h.finalize())
+    }
+
+    pub fn entry_path(&self, ns: &Namespace, key: &Key) -> PathBuf {
+        let h = Self::entry_hash(ns, key);
+        self.data.join(&h[0..2]).join(&h[2..4]).join(h)
+    }
+
+    /// Creates the shard directories of an entry path if they are missing.
+    pub fn ensure_shard(&self, entry_path: &Path) -> io::Result<()> {
+        match entry_path.parent() {
+            Some(dir) if !dir.is_dir() => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir),
+            _ => Ok(()),
+        }
+    }
+
+    /// A fresh, unique name in staging.
+    pub fn staging_path(&self) -> PathBuf {
+        self.staging.join(self.unique_name("tmp"))
+    }
+
+    /// A fresh, unique name in trash.
+    pub fn trash_path(&self) -> PathBuf {
+        self.trash.join(self.unique_name("old"))
+    }
+
+    pub fn quarantine_path(&self, original: &Path) -> PathBuf {
+        let base = original
+            .file_name()
+            .map_or_else(|| "entry".into(), |n| n.to_string_lossy().into_owned());
+        self.quarantine
+            .join(format!("{base}.{}", self.unique_name("bad")))
+    }
+
+    pub fn namespace_marker(&self, ns: &Namespace) -> PathBuf {
+        self.namespaces.join(OsStr::from_bytes(ns.as_bytes()))
+    }
+
+    fn unique_name(&self, ext: &str) -> String {
+        let n = self.unique.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}.{ext}", std::process::id())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Removes every file directly inside `dir`; returns how many.
+pub fn empty_dir(dir: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,1030 @@
+//! The cache itself: namespaces, entries, TTL, quotas, atomic publish and
+//! recovery, as a plain Rust API over a backing directory. Knows nothing of
+//! FUSE.
+//!
+//! Invariants this module keeps:
+//! 1. A published version never changes: new content is a new version
+//!    (`EntryMeta::version`); metadata updates (touch, chmod, TTL) republish
+//!    a copy under the same version.
+//! 2. Nothing is visible under a key until its content and trailer are
+//!    complete and renamed into place from `staging/` (same filesystem).
+//! 3. Accounting changes in the same critical section as the index, and
+//!    after every publish usage <= every quota that applies.
+//! 4. The backing dir is untrusted: files are validated before use, and
+//!    content checksums checked before bytes are first served.
+//!
+//! Locking: one mutex, `index`, protects the index and its accounting. It
+//! is a leaf lock (nothing else is taken under it). What runs under it is
+//! memory work plus the publish `rename` and moving victims into `trash/`
+//! (metadata operations); unlinking victims, copying, hashing and fsync run
+//! outside it.
+
+mod clock;
+mod entry;
+mod index;
+mod layout;
+mod names;
+mod recover;
+mod staging;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
+pub use entry::ENTRY_FORMAT;
+pub use index::EntryMeta;
+pub use layout::{FORMAT_VERSION, Layout, LayoutError};
+pub use names::{CONTROL_DIR, Key, NAME_MAX, NameError, Namespace};
+pub use staging::{Owner, StagingFile};
+
+use crate::config::{Config, Durability, KeyFormat, NamespacePolicy};
+use crate::metrics::{NsCounters, NsStats, Snapshot};
+use index::{GlobalLimits, Index, RemoveReason, Removed};
+
+/// Every way a store operation can fail; `fs` maps each to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such entry or namespace")]
+    NotFound,
+    #[error("the version asked for was replaced")]
+    Stale,
+    #[error("already exists")]
+    Exists,
+    #[error("entry is larger than its limit")]
+    TooBig,
+    #[error("no room can be made")]
+    NoSpace,
+    #[error("namespace is not empty")]
+    NotEmpty,
+    #[error("namespace is named in the config")]
+    Busy,
+    #[error("new namespaces are not allowed")]
+    NotPermitted,
+    #[error("rename across namespaces")]
+    CrossNamespace,
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
+    #[error("invalid value")]
+    InvalidValue,
+    #[error("backing I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("backing dir {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// The outcome of looking a key up.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Hit(EntryInfo),
+    Miss,
+    Expired,
+}
+
+/// What callers need to know of a live entry.
+#[derive(Debug, Clone)]
+pub struct EntryInfo {
+    pub version: u64,
+    pub logical_size: u64,
+    pub stored_bytes: u64,
+    pub mtime: UnixNanos,
+    /// `None`: never expires.
+    pub expires: Option<UnixNanos>,
+    pub ttl: Duration,
+    pub sha256: [u8; 32],
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Space and entry usage against the mount's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub entries: u64,
+    pub max_entries: Option<u64>,
+}
+
+/// An open published version. Reads keep working after the entry is
+/// replaced, expired or removed (the file stays open).
+pub struct ReadHandle {
+    file: File,
+    len: u64,
+}
+
+impl ReadHandle {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads up to `size` bytes at `offset`, never past the content.
+    pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if offset >= self.len {
+            return Ok(Vec::new());
+        }
+        let n = size.min((self.len - offset) as usize);
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            let got = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if got == 0 {
+                break;
+            }
+            done += got;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
+
+/// Where a new write starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFrom {
+    /// Empty content (create, O_TRUNC).
+    Empty,
+    /// A copy of the live version, if any (in-place writes, append).
+    Current,
+}
+
+/// Metadata changes applied by republishing a copy under the same version.
+#[derive(Debug, Clone, Default)]
+pub struct MetaUpdate {
+    pub mtime: Option<UnixNanos>,
+    /// `Some(None)` clears the per-entry TTL.
+    pub ttl_secs: Option<Option<u64>>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub truncate: Option<u64>,
+}
+
+pub struct Store {
+    layout: Layout,
+    clock: Arc<dyn Clock>,
+    /// See the module docs: leaf lock, metadata work only.
+    index: Mutex<Index>,
+    config: Mutex<Config>,
+    next_version: AtomicU64,
+}
+
+/// Versions double as inode numbers; leave the low range to the fs.
+const FIRST_VERSION: u64 = 1 << 32;
+
+impl Store {
+    /// Opens a backing dir (created if missing), recovers its index, and
+    /// applies `config`.
+    pub fn open(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, OpenError> {
+        let layout = Layout::open(root)?;
+        let orphans =
+            layout::empty_dir(layout.staging_dir()) + layout::empty_dir(layout.trash_dir());
+        if orphans > 0 {
+            log::info!("removed {orphans} orphaned staging/trash files");
+        }
+        let limits = GlobalLimits {
+            max_bytes: u64::MAX,
+            max_entries: config.cache.max_entries,
+            default_ttl: config.cache.default_ttl,
+        };
+        let store = Store {
+            layout,
+            clock,
+            index: Mutex::new(Index::new(limits)),
+            config: Mutex::new(config.clone()),
+            next_version: AtomicU64::new(FIRST_VERSION),
+        };
+        store
+            .load_namespaces(&config)
+            .map_err(|source| OpenError::Io {
+                path: root.display().to_string(),
+                source,
+            })?;
+        store.recover();
+        store.apply_limits(&config);
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic under the lock leaves plain data; keep serving.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_version(&self) -> u64 {
+        self.next_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn now(&self) -> UnixNanos {
+        self.clock.now()
+    }
+
+    pub fn backing_dir(&self) -> &std::path::Path {
+        self.layout.root()
+    }
+
+    fn load_namespaces(&self, config: &Config) -> io::Result<()> {
+        let mut idx = self.lock();
+        for (name, policy) in &config.namespaces {
+            let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
+            idx.add_namespace(ns, policy.clone(), true);
+        }
+        for e in fs::read_dir(self.layout.namespaces_dir())?.flatten() {
+            use std::os::unix::ffi::OsStrExt;
+            match Namespace::parse(e.file_name().as_bytes()) {
+                Ok(ns) if idx.namespace(&ns).is_none() => {
+                    idx.add_namespace(ns, NamespacePolicy::default(), false)
+                }
+                Ok(_) => {}
+                Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
+            }
+        }
+        Ok(())
+    }
+
+    fn recover(&self) {
+        if let Some(entries) = recover::take_snapshot(&self.layout) {
+            let mut sorted = entries;
+            sorted.sort_by_key(|e| e.last_access);
+            let mut idx = self.lock();
+            let n = sorted.len();
+            for e in sorted {
+                let (Ok(ns), Ok(key)) = (
+                    Namespace::parse(&e.namespace),
+                    Key::parse(&e.key, KeyFormat::Any),
+                ) else {
+                    continue;
+                };
+                self.ensure_namespace_locked(&mut idx, &ns);
+                idx.insert(&ns, key, e.meta(self.new_version()));
+            }
+            log::info!("loaded {n} entries from the index snapshot");
+            return;
+        }
+        let mut found = Vec::new();
+        let report = recover::scan(&self.layout, |f| found.push(f));
+        // Oldest first, so the LRU order follows publish times.
+        found.sort_by_key(|f| f.header.mtime);
+        let mut idx = self.lock();
+        for f in found {
+            let (Ok(ns), Ok(key)) = (
+                Namespace::parse(&f.header.namespace),
+                Key::parse(&f.header.key, KeyFormat::Any),
+            ) else {
+                continue;
+            };
+            self.ensure_namespace_locked(&mut idx, &ns);
+            let meta = meta_from_header(
+                &f.header,
+                self.new_version(),
+                f.file_id,
+                f.file_size,
+                f.stored_bytes,
+                false,
+            );
+            idx.insert(&ns, key, meta);
+        }
+        log::info!(
+            "scanned the backing dir: {} entries, {} quarantined",
+            report.entries,
+            report.quarantined
+        );
+    }
+
+    /// A namespace found on disk but in neither the config nor the markers
+    /// gets the default policy (its marker is recreated).
+    fn ensure_namespace_locked(&self, idx: &mut Index, ns: &Namespace) {
+        if idx.namespace(ns).is_none() {
+            let _ = File::create(self.layout.namespace_marker(ns));
+            idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        }
+    }
+
+    /// Applies the whole-cache limits: the configured (or default) quota,
+    /// never more than the backing volume can hold.
+    fn apply_limits(&self, config: &Config) {
+        let mut idx = self.lock();
+        let used = idx.total_bytes();
+        let room = volume_available(self.layout.root()).unwrap_or(u64::MAX);
+        let wanted = config
+            .cache
+            .max_bytes
+            .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
+        let cap = used.saturating_add(room);
+        if wanted > cap {
+            log::warn!(
+                "quota {wanted} bytes exceeds what the backing volume can hold; using {cap}"
+            );
+        }
+        idx.limits = GlobalLimits {
+            max_bytes: wanted.min(cap),
+            max_entries: config.cache.max_entries,
+            default_ttl: config.cache.default_ttl,
+        };
+    }
+
+    /// Reloads policies (SIGHUP): limits, TTLs, namespaces named in the
+    /// config. Entries over a lowered quota are evicted at the next publish.
+    pub fn reload(&self, config: Config) {
+        {
+            let mut idx = self.lock();
+            for (name, policy) in &config.namespaces {
+                if let Ok(ns) = Namespace::parse(name.as_bytes()) {
+                    idx.add_namespace(ns, policy.clone(), true);
+                }
+            }
+            let names: Vec<Namespace> = idx.namespaces().map(|(n, _)| n.clone()).collect();
+            for ns in names {
+                let name = String::from_utf8_lossy(ns.as_bytes()).into_owned();
+                if let Some(state) = idx.namespace_mut(&ns)
+                    && state.from_config
+                    && !config.namespaces.contains_key(&name)
+                {
+                    state.policy = NamespacePolicy::default();
+                    state.from_config = false;
+                    let _ = File::create(self.layout.namespace_marker(&ns));
+                }
+            }
+            idx.rebuild_expiry();
+        }
+        self.apply_limits(&config);
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    // ----- namespaces -----
+
+    pub fn namespaces(&self) -> Vec<(Namespace, u32)> {
+        let idx = self.lock();
+        let mut v: Vec<_> = idx.namespaces().map(|(n, s)| (n.clone(), s.id)).collect();
+        v.sort();
+        v
+    }
+
+    pub fn namespace_id(&self, ns: &Namespace) -> Option<u32> {
+        self.lock().namespace(ns).map(|s| s.id)
+    }
+
+    pub fn namespace_by_id(&self, id: u32) -> Option<Namespace> {
+        self.lock().namespace_by_id(id).cloned()
+    }
+
+    pub fn key_format(&self, ns: &Namespace) -> Option<KeyFormat> {
+        self.lock().namespace(ns).map(|s| s.policy.key_format)
+    }
+
+    pub fn create_namespace(&self, name: &[u8]) -> Result<(Namespace, u32), StoreError> {
+        let ns = Namespace::parse(name)?;
+        let allow = self.config().cache.allow_new_namespaces;
+        let mut idx = self.lock();
+        if idx.namespace(&ns).is_some() {
+            return Err(StoreError::Exists);
+        }
+        if !allow {
+            return Err(StoreError::NotPermitted);
+        }
+        File::create(self.layout.namespace_marker(&ns))?;
+        idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        let id = idx.namespace(&ns).expect("just added").id;
+        Ok((ns, id))
+    }
+
+    pub fn remove_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
+        self.sweep_expired();
+        let mut idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        if state.len() > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        if state.from_config {
+            return Err(StoreError::Busy);
+        }
+        match fs::remove_file(self.layout.namespace_marker(ns)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        idx.remove_namespace(ns);
+        Ok(())
+    }
+
+    /// Parses a key for a namespace, under that namespace's key format.
+    pub fn parse_key(&self, ns: &Namespace, name: &[u8]) -> Result<Key, StoreError> {
+        let format = self.key_format(ns).ok_or(StoreError::NotFound)?;
+        Ok(Key::parse(name, format)?)
+    }
+
+    // ----- reads -----
+
+    fn info_locked(idx: &Index, ns: &Namespace, meta: &EntryMeta) -> EntryInfo {
+        let policy = &idx.namespace(ns).expect("entry's namespace").policy;
+        EntryInfo {
+            version: meta.version,
+            logical_size: meta.logical_size,
+            stored_bytes: meta.stored_bytes,
+            mtime: meta.mtime,
+            expires: idx.expires_at(policy, meta),
+            ttl: idx.effective_ttl(policy, meta),
+            sha256: meta.sha256,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+        }
+    }
+
+    /// Looks a key up (a read's first step: misses are counted), without
+    /// touching the disk or the key's recency.
+    pub fn lookup(&self, ns: &Namespace, key: &Key) -> Lookup {
+        self.lookup_inner(ns, key, true)
+    }
+
+    /// Like `lookup`, for metadata questions: counts nothing.
+    pub fn entry_info(&self, ns: &Namespace, key: &Key) -> Lookup {
+        self.lookup_inner(ns, key, false)
+    }
+
+    fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return Lookup::Miss;
+        };
+        let outcome = match state.peek(key) {
+            None => Lookup::Miss,
+            Some(meta) => match idx.expires_at(&state.policy, meta) {
+                Some(at) if at <= now => Lookup::Expired,
+                _ => Lookup::Hit(Self::info_locked(&idx, ns, meta)),
+            },
+        };
+        if count && !matches!(outcome, Lookup::Hit(_)) {
+            NsCounters::add(&state.counters.misses, 1);
+        }
+        outcome
+    }
+
+    /// Opens version `version` of a key for reading. `Stale` if the key now
+    /// holds another version; `NotFound` if it is gone, expired or corrupt.
+    pub fn open_read(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+    ) -> Result<ReadHandle, StoreError> {
+        let now = self.clock.now();
+        let meta = {
+            let idx = self.lock();
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+            if idx
+                .expires_at(&state.policy, meta)
+                .is_some_and(|at| at <= now)
+            {
+                return Err(StoreError::NotFound);
+            }
+            if meta.version != version {
+                return Err(StoreError::Stale);
+            }
+            meta.clone()
+        };
+        let path = self.layout.entry_path(ns, key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::warn!("entry {ns}/{key:?} vanished from the backing dir");
+                self.forget_if_version(ns, key, version);
+                return Err(StoreError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let md = file.metadata()?;
+        if md.ino() != meta.file_id || md.len() != meta.file_size {
+            return Err(self.adopt_changed_file(ns, key, version, &path));
+        }
+        if !meta.verified {
+            let checked = entry::read_header(&file, md.len()).and_then(|h| {
+                if h.content_sha256 != meta.sha256 {
+                    return Err(entry::CorruptEntry::ContentChecksum);
+                }
+                entry::verify_content(&file, &h)
+            });
+            if let Err(why) = checked {
+                recover::quarantine(&self.layout, &path, &why.to_string());
+                self.forget_if_version(ns, key, version);
+                return Err(StoreError::NotFound);
+            }
+        }
+        let mut idx = self.lock();
+        if let Some(m) = idx.promote(ns, key, now)
+            && m.version == version
+        {
+            m.verified = true;
+        }
+        if let Some(state) = idx.namespace(ns) {
+            NsCounters::add(&state.counters.hits, 1);
+        }
+        Ok(ReadHandle {
+            file,
+            len: meta.logical_size,
+        })
+    }
+
+    /// The file under a key is not the one the index knows (another writer
+    /// or a foreign hand replaced it): take it in if valid, else quarantine.
+    fn adopt_changed_file(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+        path: &std::path::Path,
+    ) -> StoreError {
+        match recover::inspect(path) {
+            Ok(found)
+                if found.header.namespace == ns.as_bytes()
+                    && found.header.key == key.as_bytes() =>
+            {
+                let meta = meta_from_header(
+                    &found.header,
+                    self.new_version(),
+                    found.file_id,
+                    found.file_size,
+                    found.stored_bytes,
+                    false,
+                );
+                let mut idx = self.lock();
+                if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+                    idx.insert(ns, key.clone(), meta);
+                }
+                StoreError::Stale
+            }
+            Ok(_) => {
+                recover::quarantine(&self.layout, path, "names disagree with its path");
+                self.forget_if_version(ns, key, version);
+                StoreError::NotFound
+            }
+            Err(why) => {
+                recover::quarantine(&self.layout, path, &why);
+                self.forget_if_version(ns, key, version);
+                StoreError::NotFound
+            }
+        }
+    }
+
+    fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
+        let mut idx = self.lock();
+        if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+            idx.remove(ns, key);
+        }
+    }
+
+    /// Live keys of a namespace with their versions, least recent first.
+    pub fn list(&self, ns: &Namespace) -> Result<Vec<(Key, u64)>, StoreError> {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        Ok(state
+            .iter_lru()
+            .filter(|(_, m)| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
+            .map(|(k, m)| (k.clone(), m.version))
+            .collect())
+    }
+
+    // ----- writes -----
+
+    /// Starts a write of `key`. Its content is invisible until `publish`.
+    pub fn begin_write(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        from: WriteFrom,
+        owner: Owner,
+    ) -> Result<StagingFile, StoreError> {
+        let (limit, current) = {
+            let idx = self.lock();
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let limit = [
+                state.policy.max_entry_bytes,
+                state.policy.max_bytes,
+                Some(idx.limits.max_bytes),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(u64::MAX);
+            let now = self.clock.now();
+            let current = match from {
+                WriteFrom::Empty => None,
+                WriteFrom::Current => state
+                    .peek(key)
+                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
+                    .cloned(),
+            };
+            (limit, current)
+        };
+        let path = self.layout.staging_path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut staging = StagingFile::new(
+            file,
+            path,
+            ns.clone(),
+            key.clone(),
+            self.new_version(),
+            limit,
+            owner,
+        );
+        if let Some(meta) = current {
+            if meta.logical_size > limit {
+                return Err(StoreError::TooBig);
+            }
+            let src = File::open(self.layout.entry_path(ns, key))?;
+            let mut reader = io::Read::take(&src, meta.logical_size);
+            let copied = io::copy(&mut reader, &mut &staging.file)?;
+            if copied != meta.logical_size {
+                return Err(StoreError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry shorter than its header says",
+                )));
+            }
+            staging.set_copied(meta.logical_size, meta.sha256);
+            staging.mode = meta.mode;
+            staging.uid = meta.uid;
+            staging.gid = meta.gid;
+            staging.ttl_secs = meta.ttl_secs;
+        }
+        Ok(staging)
+    }
+
+    /// Publishes a staged write atomically, replacing any earlier version
+    /// and evicting to stay within quotas.
+    pub fn publish(&self, staging: StagingFile) -> Result<EntryInfo, StoreError> {
+        self.publish_inner(staging, None)
+    }
+
+    fn publish_inner(
+        &self,
+        mut staging: StagingFile,
+        also_remove: Option<(Key, u64)>,
+    ) -> Result<EntryInfo, StoreError> {
+        let sha256 = staging.content_sha256()?;
+        let now = self.clock.now();
+        let durability = {
+            let idx = self.lock();
+            idx.namespace(&staging.ns)
+                .ok_or(StoreError::NotFound)?
+                .policy
+                .durability
+        };
+        let header = entry::EntryHeader {
+            namespace: staging.ns.as_bytes().to_vec(),
+            key: staging.key.as_bytes().to_vec(),
+            mtime: staging.mtime.unwrap_or(now),
+            ttl_secs: staging.ttl_secs,
+            logical_size: staging.len,
+            stored_content_size: staging.len,
+            compression: 0,
+            content_sha256: sha256,
+            mode: staging.mode,
+            uid: staging.uid,
+            gid: staging.gid,
+        };
+        {
+            use std::os::unix::fs::FileExt;
+            staging.file.set_len(staging.len)?;
+            staging
+                .file
+                .write_all_at(&header.encode_trailer(), staging.len)?;
+        }
+        if durability == Durability::Fsync {
+            staging.file.sync_all()?;
+        }
+        let md = staging.file.metadata()?;
+        let meta = meta_from_header(
+            &header,
+            staging.version,
+            md.ino(),
+            md.len(),
+            md.blocks() * 512,
+            true,
+        );
+        let dest = self.layout.entry_path(&staging.ns, &staging.key);
+        self.layout.ensure_shard(&dest)?;
+
+        let (ns, key) = (staging.ns.clone(), staging.key.clone());
+        let mut trash = Vec::new();
+        let info = {
+            let mut idx = self.lock();
+            let state = idx.namespace(&ns).ok_or(StoreError::NotFound)?;
+            let policy = state.policy.clone();
+            if policy
+                .max_entry_bytes
+                .is_some_and(|m| meta.logical_size > m)
+                || policy.max_bytes.is_some_and(|q| meta.stored_bytes > q)
+                || meta.stored_bytes > idx.limits.max_bytes
+            {
+                return Err(StoreError::TooBig);
+            }
+            if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
+                return Err(StoreError::NoSpace);
+            }
+            let old = idx.remove(&ns, &key);
+            let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
+                if let Some(old) = old {
+                    idx.insert(&ns, key.clone(), old);
+                }
+                return Err(StoreError::NoSpace);
+            };
+            if let Err(e) = fs::rename(&staging.path, &dest) {
+                if let Some(old) = old {
+                    idx.insert(&ns, key.clone(), old);
+                }
+                self.move_to_trash_locked(&idx, victims, &mut trash);
+                drop(idx);
+                unlink_all(&trash);
+                return Err(e.into());
+            }
+            staging.published = true;
+            if let Some((from, version)) = &also_remove
+                && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
+            {
+                idx.remove(&ns, from);
+                let from_path = self.layout.entry_path(&ns, from);
+                let to = self.layout.trash_path();
+                if fs::rename(&from_path, &to).is_ok() {
+                    trash.push(to);
+                }
+            }
+            idx.insert(&ns, key.clone(), meta.clone());
+            let counters = Arc::clone(&idx.namespace(&ns).expect("exists").counters);
+            NsCounters::add(&counters.publishes, 1);
+            self.move_to_trash_locked(&idx, victims, &mut trash);
+            Self::info_locked(&idx, &ns, &meta)
+        };
+        unlink_all(&trash);
+        if durability == Durability::Fsync
+            && let Some(dir) = dest.parent()
+        {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(info)
+    }
+
+    /// Takes victims' files out of place (a rename each) and counts them.
+    /// Their unlinking waits until the lock is released.
+    fn move_to_trash_locked(&self, idx: &Index, victims: Vec<Removed>, trash: &mut Vec<PathBuf>) {
+        for v in victims {
+            if let Some(state) = idx.namespace(&v.ns) {
+                let c = match v.reason {
+                    RemoveReason::Evicted => &state.counters.evictions,
+                    RemoveReason::Expired => &state.counters.expirations,
+                };
+                NsCounters::add(c, 1);
+            }
+            let to = self.layout.trash_path();
+            match fs::rename(self.layout.entry_path(&v.ns, &v.key), &to) {
+                Ok(()) => trash.push(to),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!(
+                    "cannot remove entry {}/{:?} ({} bytes): {e}",
+                    v.ns,
+                    v.key,
+                    v.meta.stored_bytes
+                ),
+            }
+        }
+    }
+
+    /// Removes a key (unlink).
+    pub fn remove(&self, ns: &Namespace, key: &Key) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut trash = Vec::new();
+        {
+            let mut idx = self.lock();
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+            let expired = idx
+                .expires_at(&state.policy, meta)
+                .is_some_and(|at| at <= now);
+            let meta = idx.remove(ns, key).expect("peeked");
+            let victim = Removed {
+                ns: ns.clone(),
+                key: key.clone(),
+                meta,
+                reason: RemoveReason::Expired,
+            };
+            if expired {
+                self.move_to_trash_locked(&idx, vec![victim], &mut trash);
+                drop(idx);
+                unlink_all(&trash);
+                return Err(StoreError::NotFound);
+            }
+            let to = self.layout.trash_path();
+            if fs::rename(self.layout.entry_path(ns, key), &to).is_ok() {
+                trash.push(to);
+            }
+        }
+        unlink_all(&trash);
+        Ok(())
+    }
+
+    /// Renames a live entry within its namespace, replacing the target.
+    /// Content and metadata travel unchanged; the trailer names the new key.
+    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) -> Result<EntryInfo, StoreError> {
+        let meta = match self.lookup_meta(ns, from) {
+            Some(m) => m,
+            None => return Err(StoreError::NotFound),
+        };
+        let mut staging = self.begin_write(
+            ns,
+            from,
+            WriteFrom::Current,
+            Owner {
+                uid: meta.uid,
+                gid: meta.gid,
+                mode: meta.mode,
+            },
+        )?;
+        if staging.known_sha256.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        staging.retarget(to.clone());
+        staging.mtime = Some(meta.mtime);
+        staging.version = meta.version;
+        self.publish_inner(staging, Some((from.clone(), meta.version)))
+    }
+
+    /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by
+    /// republishing a copy. Truncation makes a new version.
+    pub fn update(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        update: MetaUpdate,
+    ) -> Result<EntryInfo, StoreError> {
+        let meta = self.lookup_meta(ns, key).ok_or(StoreError::NotFound)?;
+        let mut staging = self.begin_write(
+            ns,
+            key,
+            WriteFrom::Current,
+            Owner {
+                uid: meta.uid,
+                gid: meta.gid,
+                mode: meta.mode,
+            },
+        )?;
+        if staging.known_sha256.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        staging.mtime = Some(update.mtime.unwrap_or(meta.mtime));
+        if let Some(ttl) = update.ttl_secs {
+            staging.ttl_secs = ttl;
+        }
+        staging.mode = update.mode.unwrap_or(meta.mode);
+        staging.uid = update.uid.unwrap_or(meta.uid);
+        staging.gid = update.gid.unwrap_or(meta.gid);
+        match update.truncate {
+            Some(size) if size != meta.logical_size => staging.truncate(size)?,
+            _ => staging.version = meta.version,
+        }
+        self.publish(staging)
+    }
+
+    fn lookup_meta(&self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let state = idx.namespace(ns)?;
+        state
+            .peek(key)
+            .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
+            .cloned()
+    }
+
+    // ----- housekeeping -----
+
+    /// Removes expired entries and reclaims their space; returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let now = self.clock.now();
+        let mut trash = Vec::new();
+        let n = {
+            let mut idx = self.lock();
+            let expired = idx.take_expired(now);
+            let n = expired.len();
+            self.move_to_trash_locked(&idx, expired, &mut trash);
+            n
+        };
+        unlink_all(&trash);
+        n
+    }
+
+    pub fn usage(&self) -> Usage {
+        let idx = self.lock();
+        Usage {
+            quota_bytes: idx.limits.max_bytes,
+            used_bytes: idx.total_bytes(),
+            entries: idx.total_entries(),
+            max_entries: idx.limits.max_entries,
+        }
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        let idx = self.lock();
+        let per_ns = idx
+            .namespaces()
+            .map(|(ns, s)| {
+                (
+                    ns.to_string(),
+                    NsStats::from_counters(&s.counters, s.len(), s.bytes(), s.policy.max_bytes),
+                )
+            })
+            .collect();
+        Snapshot::new(per_ns, idx.limits.max_bytes)
+    }
+
+    /// Saves the index for a fast clean restart.
+    pub fn save_snapshot(&self) -> io::Result<usize> {
+        let entries: Vec<recover::SnapshotEntry> = {
+            let idx = self.lock();
+            idx.namespaces()
+                .flat_map(|(ns, s)| {
+                    s.iter_lru()
+                        .map(move |(k, m)| recover::SnapshotEntry::new(ns, k, m))
+                })
+                .collect()
+        };
+        recover::save_snapshot(&self.layout, &entries)?;
+        Ok(entries.len())
+    }
+
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        self.lock().debug_check();
+    }
+}
+
+fn meta_from_header(
+    h: &entry::EntryHeader,
+    version: u64,
+    file_id: u64,
+    file_size: u64,
+    stored_bytes: u64,
+    verified: bool,
+) -> EntryMeta {
+    EntryMeta {
+        version,
+        file_id,
+        file_size,
+        mtime: h.mtime,
+        ttl_secs: h.ttl_secs,
+        logical_size: h.logical_size,
+        stored_bytes,
+        sha256: h.content_sha256,
+        mode: h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        verified,
+        last_access: h.mtime,
+    }
+}
+
+fn unlink_all(paths: &[PathBuf]) {
+    for p in paths {
+        if let Err(e) = fs::remove_file(p) {
+            log::warn!("cannot unlink {}: {e}", p.display());
+        }
+    }
+}
+
+/// Bytes the backing volume can still give to an unprivileged writer.
+fn volume_available(path: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+#[cfg(test)]
+mod tests;

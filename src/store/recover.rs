@@ -1,0 +1,195 @@
+//! Start-up: load the index saved at the last clean stop, or rebuild it by
+//! scanning the backing dir after a crash; and save it at a clean stop.
+//!
+//! The snapshot is removed as soon as it is loaded, so a crash later in
+//! this run can never resurrect a stale index: no snapshot means "scan".
+//! The scan reads only each file's trailer (one positioned read), never
+//! its content; content checksums are checked lazily, before an entry's
+//! bytes are first served. Anything that fails validation is moved to
+//! quarantine and logged, never served, never a crash.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::entry::{self, EntryHeader};
+use super::index::EntryMeta;
+use super::layout::Layout;
+use super::names::{Key, Namespace};
+use crate::config::KeyFormat;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX1";
+
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    pub namespace: Vec<u8>,
+    pub key: Vec<u8>,
+    pub file_id: u64,
+    pub file_size: u64,
+    pub mtime: i64,
+    pub ttl_secs: Option<u64>,
+    pub logical_size: u64,
+    pub stored_bytes: u64,
+    pub sha256: [u8; 32],
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub last_access: i64,
+}
+
+impl SnapshotEntry {
+    pub fn new(ns: &Namespace, key: &Key, m: &EntryMeta) -> Self {
+        SnapshotEntry {
+            namespace: ns.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+            file_id: m.file_id,
+            file_size: m.file_size,
+            mtime: m.mtime,
+            ttl_secs: m.ttl_secs,
+            logical_size: m.logical_size,
+            stored_bytes: m.stored_bytes,
+            sha256: m.sha256,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            last_access: m.last_access,
+        }
+    }
+
+    pub fn meta(&self, version: u64) -> EntryMeta {
+        EntryMeta {
+            version,
+            file_id: self.file_id,
+            file_size: self.file_size,
+            mtime: self.mtime,
+            ttl_secs: self.ttl_secs,
+            logical_size: self.logical_size,
+            stored_bytes: self.stored_bytes,
+            sha256: self.sha256,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            verified: false,
+            last_access: self.last_access,
+        }
+    }
+}
+
+/// Writes the snapshot atomically (temp file, fsync, rename).
+pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<()> {
+    let tmp = layout.staging_path();
+    let mut f = File::create(&tmp)?;
+    f.write_all(SNAPSHOT_MAGIC)?;
+    bincode::serialize_into(io::BufWriter::new(&mut f), entries).map_err(io::Error::other)?;
+    f.sync_all()?;
+    fs::rename(&tmp, layout.snapshot_path())
+}
+
+/// Loads and removes the snapshot; `None` if absent or unreadable.
+pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
+    let path = layout.snapshot_path();
+    let bytes = fs::read(&path).ok()?;
+    if let Err(e) = fs::remove_file(&path) {
+        log::warn!("cannot remove {}: {e}; scanning instead", path.display());
+        return None;
+    }
+    if bytes.len() < 8 || &bytes[..8] != SNAPSHOT_MAGIC {
+        log::warn!("index snapshot is not readable; scanning instead");
+        return None;
+    }
+    match bincode::deserialize(&bytes[8..]) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!("index snapshot does not decode ({e}); scanning instead");
+            None
+        }
+    }
+}
+
+/// One valid entry found by a scan.
+pub struct Found {
+    pub header: EntryHeader,
+    pub file_id: u64,
+    pub file_size: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    pub entries: u64,
+    pub quarantined: u64,
+}
+
+/// Walks `data/` and calls `found` for every valid entry file; invalid
+/// files are quarantined.
+pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> ScanReport {
+    let mut report = ScanReport::default();
+    for l1 in read_dir_sorted(layout.data_dir()) {
+        for l2 in read_dir_sorted(&l1) {
+            for path in read_dir_sorted(&l2) {
+                match inspect(&path) {
+                    Ok(f) => {
+                        report.entries += 1;
+                        found(f);
+                    }
+                    Err(why) => {
+                        report.quarantined += 1;
+                        quarantine(layout, &path, &why);
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Validates one file found at `path` (its trailer, and that it sits where
+/// its own namespace and key say it should).
+pub fn inspect(path: &Path) -> Result<Found, String> {
+    let md = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !md.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let header = entry::read_header(&file, md.len()).map_err(|e| e.to_string())?;
+    let (Ok(ns), Ok(key)) = (
+        Namespace::parse(&header.namespace),
+        Key::parse(&header.key, KeyFormat::Any),
+    ) else {
+        return Err("header names are not valid names".into());
+    };
+    let expected = Layout::entry_hash(&ns, &key);
+    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+        return Err(format!("misplaced: belongs at {expected}"));
+    }
+    Ok(Found {
+        header,
+        file_id: md.ino(),
+        file_size: md.len(),
+        stored_bytes: md.blocks() * 512,
+    })
+}
+
+/// Moves a bad file aside, with a log line saying why.
+pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
+    let to = layout.quarantine_path(path);
+    match fs::rename(path, &to) {
+        Ok(()) => log::warn!("quarantined {} ({why}) -> {}", path.display(), to.display()),
+        Err(e) => log::warn!(
+            "bad entry {} ({why}); cannot quarantine: {e}",
+            path.display()
+        ),
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = match fs::read_dir(dir) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}

@@ -1,0 +1,224 @@
+//! `StagingFile`: an entry being written. It lives in `BACKING/staging/`
+//! (same filesystem as `data/`, so publish is one atomic rename), holds
+//! only content until publish appends the trailer, and is removed when
+//! dropped unpublished — so a failed or abandoned write leaves nothing.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::clock::UnixNanos;
+use super::names::{Key, Namespace};
+
+pub struct StagingFile {
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    pub(super) ns: Namespace,
+    pub(super) key: Key,
+    /// The version this content will be published as.
+    pub(super) version: u64,
+    pub(super) len: u64,
+    /// Largest logical size allowed (max_entry_bytes and quotas).
+    pub(super) limit: u64,
+    /// Running hash while writes are sequential from offset 0; lets a
+    /// streamed publish skip re-reading its content.
+    hasher: Option<(Sha256, u64)>,
+    /// The content's digest when it is a verbatim copy of a published one.
+    pub(super) known_sha256: Option<[u8; 32]>,
+    pub(super) ttl_secs: Option<u64>,
+    pub(super) mtime: Option<UnixNanos>,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) published: bool,
+    /// Still a verbatim copy of a published version, metadata included.
+    unmodified_copy: bool,
+}
+
+/// Who writes, for the entry's owner and mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl StagingFile {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        file: File,
+        path: PathBuf,
+        ns: Namespace,
+        key: Key,
+        version: u64,
+        limit: u64,
+        owner: Owner,
+    ) -> StagingFile {
+        StagingFile {
+            file,
+            path,
+            ns,
+            key,
+            version,
+            len: 0,
+            limit,
+            hasher: Some((Sha256::new(), 0)),
+            known_sha256: None,
+            ttl_secs: None,
+            mtime: None,
+            mode: owner.mode,
+            uid: owner.uid,
+            gid: owner.gid,
+            published: false,
+            unmodified_copy: false,
+        }
+    }
+
+    /// Marks the staged bytes as an unmodified copy of a published entry.
+    pub(super) fn set_copied(&mut self, len: u64, sha256: [u8; 32]) {
+        self.len = len;
+        self.hasher = None;
+        self.known_sha256 = Some(sha256);
+        self.unmodified_copy = true;
+    }
+
+    /// Nothing was changed since the copy was taken: publishing would only
+    /// make a new version of the same bytes.
+    pub fn is_unmodified_copy(&self) -> bool {
+        self.unmodified_copy
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+
+    pub fn owner(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    pub fn ttl_secs(&self) -> Option<u64> {
+        self.ttl_secs
+    }
+
+    /// Points this write at another key of the same namespace (a rename of
+    /// a file still being written).
+    pub fn retarget(&mut self, key: Key) {
+        self.unmodified_copy = false;
+        self.key = key;
+    }
+
+    pub fn set_ttl(&mut self, ttl_secs: Option<u64>) {
+        self.unmodified_copy = false;
+        self.ttl_secs = ttl_secs;
+    }
+
+    pub fn set_mode(&mut self, mode: u32) {
+        self.unmodified_copy = false;
+        self.mode = mode;
+    }
+
+    pub fn set_owner(&mut self, uid: Option<u32>, gid: Option<u32>) {
+        self.unmodified_copy = false;
+        self.uid = uid.unwrap_or(self.uid);
+        self.gid = gid.unwrap_or(self.gid);
+    }
+
+    /// Writes at `offset`; fails with `TooBig` past the entry's limit.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(StoreError::TooBig)?;
+        if end > self.limit {
+            return Err(StoreError::TooBig);
+        }
+        self.file.write_all_at(data, offset)?;
+        self.known_sha256 = None;
+        self.unmodified_copy = false;
+        match &mut self.hasher {
+            Some((h, upto)) if *upto == offset && offset == self.len => {
+                h.update(data);
+                *upto = end;
+            }
+            _ => self.hasher = None,
+        }
+        self.len = self.len.max(end);
+        Ok(())
+    }
+
+    /// Appends at the end of the staged content.
+    pub fn append(&mut self, data: &[u8]) -> Result<u64, StoreError> {
+        let at = self.len;
+        self.write_at(at, data)?;
+        Ok(at)
+    }
+
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if offset >= self.len {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.len - offset) as usize);
+        self.file.read_at(&mut buf[..n], offset)
+    }
+
+    pub fn truncate(&mut self, size: u64) -> Result<(), StoreError> {
+        if size > self.limit {
+            return Err(StoreError::TooBig);
+        }
+        self.file.set_len(size)?;
+        if size != self.len {
+            self.known_sha256 = None;
+            self.unmodified_copy = false;
+            if !matches!(self.hasher, Some((_, upto)) if upto == size) {
+                self.hasher = None;
+            }
+        }
+        self.len = size;
+        Ok(())
+    }
+
+    /// The content digest, from the running hash when writes were
+    /// sequential, else by reading the staged bytes back.
+    pub(super) fn content_sha256(&mut self) -> io::Result<[u8; 32]> {
+        if let Some(sha) = self.known_sha256 {
+            return Ok(sha);
+        }
+        if let Some((h, upto)) = self.hasher.take()
+            && upto == self.len
+        {
+            return Ok(h.finalize().into());
+        }
+        super::entry::content_sha256(&self.file, self.len)
+    }
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
