@@ -8,9 +8,6 @@ use crate::store::{NameError, StoreError};
 pub fn errno(e: &StoreError) -> Errno {
     match e {
         StoreError::NotFound => Errno::ENOENT,
-        // The kernel retries an open that fails with ESTALE with a fresh
-        // lookup, which then finds the current version.
-        StoreError::Stale => Errno::ESTALE,
         StoreError::Exists => Errno::EEXIST,
         StoreError::TooBig => Errno::EFBIG,
         StoreError::NoSpace => Errno::ENOSPC,

@@ -1,7 +1,7 @@
 //! Open file handles: readers of a published version, writers' staging
 //! files, rendered control files, and directory listings; plus the
-//! registry of in-flight writers by key (for O_EXCL, for renaming or
-//! unlinking a file still being written, and for a writer's own lookups).
+//! registry of in-flight writers by key (for O_EXCL, for abandoning the
+//! writes of an unlinked key, and for a TTL set on a file being written).
 //!
 //! Lock order: `writers` before any `WriteState` mutex; neither is held
 //! across a store call that publishes.
@@ -23,17 +23,40 @@ pub struct WriteState {
     pub append: bool,
     /// The failure `close()` must report; sticky.
     pub failed: Option<Errno>,
-    /// Written (or truncated) since the last publish. A `close()` of an
-    /// fd that never wrote publishes nothing: shells open, dup2 and close
-    /// the first fd before writing, and that close must not publish an
-    /// empty file. Release publishes whatever is still pending.
+    /// Written (or truncated) since the last publish.
     pub dirty: bool,
+    /// Lock owners (one per process file table) that wrote through this
+    /// handle. Only their `close()` publishes: a forked child closing its
+    /// inherited copy at exec, or a shell closing the fd it just dup2'ed,
+    /// must not publish a half-written or still-empty file. Release
+    /// publishes whatever is still pending.
+    pub writer_owners: Vec<u64>,
+    /// The thread that opened it: an unwritten exclusive create is
+    /// published by its creator's close, not by a forked child's.
+    pub creator_pid: u32,
     /// Unlinked while being written: publish nothing.
     pub cancelled: bool,
-    /// The process that opened it (lookups by the writer itself see it).
-    pub pid: u32,
     /// The inode the kernel holds for this handle.
     pub ino: u64,
+}
+
+impl WriteState {
+    /// Whether a flush from `lock_owner` (thread `pid`) is the writer's
+    /// own `close()`.
+    pub fn is_closed_by_writer(&self, lock_owner: u64, pid: u32) -> bool {
+        if self.failed.is_some() {
+            return true;
+        }
+        if !self.dirty {
+            return false;
+        }
+        if self.writer_owners.is_empty() {
+            return pid == self.creator_pid;
+        }
+        self.writer_owners
+            .iter()
+            .any(|&o| o == lock_owner || o == u64::MAX)
+    }
 }
 
 pub struct DirEntryItem {
@@ -129,30 +152,5 @@ impl HandleTable {
 
     pub fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
         self.writers_lock().contains_key(&(ns.clone(), key.clone()))
-    }
-
-    /// Moves the in-flight writers of `from` to `to` (rename of a file
-    /// still being written); returns how many moved.
-    pub fn retarget(&self, ns: &Namespace, from: &Key, to: &Key) -> usize {
-        let mut writers = self.writers_lock();
-        let Some(fhs) = writers.remove(&(ns.clone(), from.clone())) else {
-            return 0;
-        };
-        for fh in &fhs {
-            if let Some(h) = self.get(*fh)
-                && let Some(mut s) = h.write_state()
-            {
-                s.key = to.clone();
-                if let Some(st) = s.staging.as_mut() {
-                    st.retarget(to.clone());
-                }
-            }
-        }
-        let n = fhs.len();
-        writers
-            .entry((ns.clone(), to.clone()))
-            .or_default()
-            .extend(fhs);
-        n
     }
 }

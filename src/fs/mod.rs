@@ -7,10 +7,13 @@
 //!   is seen by the very next open (read-your-writes), and an expired key
 //!   is refused by the store before any page cache is reached.
 //! - Attribute timeouts are bounded by the entry's remaining TTL.
-//! - Readers open with FOPEN_KEEP_CACHE: an inode is one immutable version,
-//!   so its page cache only ever holds that version's bytes. Writers open
-//!   with FOPEN_DIRECT_IO, so their unpublished bytes never enter the page
-//!   cache of the inode that readers share.
+//! - Readers and writers open with FOPEN_DIRECT_IO. A writer of an existing
+//!   key necessarily opens the inode readers hold (the kernel picks it from
+//!   the dentry), and the kernel then changes that inode's size (O_TRUNC,
+//!   writes past the end). Direct I/O keeps every read independent of that
+//!   shared state: each handle serves exactly the version it opened.
+//!   (Page-cache reuse across opens of an immutable version is the
+//!   performance issue's to win back, without giving this up.)
 
 mod control;
 mod errno;
@@ -41,8 +44,14 @@ use inodes::{InodeKind, InodeTable, kind_of};
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
 /// Upper bound on attribute caching of an entry (also bounded by its TTL).
-const MAX_ATTR_TTL: Duration = Duration::from_secs(3600);
+/// Zero for now: a writer of an existing key changes the size the kernel
+/// holds for the inode its readers share (O_TRUNC, writes past the end),
+/// so `stat` must come here to report the version a reader holds.
+const MAX_ATTR_TTL: Duration = Duration::ZERO;
 const BLOCK: u32 = 4096;
+
+/// Stands for "whoever" when a write arrives without a lock owner.
+const ANY_OWNER: u64 = u64::MAX;
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
@@ -58,14 +67,6 @@ pub struct CacheFs {
     started: SystemTime,
     /// Serialises namespace mkdir/rmdir against each other.
     ns_ops: Mutex<()>,
-}
-
-/// What a name inside a namespace resolves to.
-enum Resolved {
-    Published(EntryInfo),
-    /// Being written by the asking process: (inode, size, mode, uid, gid).
-    OwnWrite(FileAttr),
-    Absent,
 }
 
 impl CacheFs {
@@ -183,29 +184,6 @@ impl CacheFs {
         }
     }
 
-    /// Resolves `name` in namespace `ns` for process `pid`.
-    fn resolve(&self, ns: &Namespace, key: &Key, pid: u32, count: bool) -> Resolved {
-        let outcome = if count {
-            self.store.lookup(ns, key)
-        } else {
-            self.store.entry_info(ns, key)
-        };
-        match outcome {
-            Lookup::Hit(info) => Resolved::Published(info),
-            Lookup::Miss | Lookup::Expired => {
-                for h in self.handles.writers_of(ns, key) {
-                    if let Some(s) = h.write_state()
-                        && s.pid == pid
-                        && let Some(st) = &s.staging
-                    {
-                        return Resolved::OwnWrite(self.staging_attr(st));
-                    }
-                }
-                Resolved::Absent
-            }
-        }
-    }
-
     /// Parses a name inside a namespace; an over-long name is ENAMETOOLONG
     /// everywhere, other bad names as `bad`.
     fn parse_key(&self, ns: &Namespace, name: &OsStr, bad: Errno) -> Result<Key, Errno> {
@@ -278,9 +256,14 @@ impl CacheFs {
                 ino: staging.version(),
                 staging: Some(staging),
                 failed: None,
-                dirty: false,
+                // An exclusive create is a claim (or a lock file): closing it
+                // unwritten publishes it, empty. Other unwritten creates wait
+                // for a write or for release, so `echo x > key` (open, dup2,
+                // close, write, close) never shows an empty entry.
+                dirty: flags & libc::O_EXCL != 0,
+                writer_owners: Vec::new(),
+                creator_pid: req.pid(),
                 cancelled: false,
-                pid: req.pid(),
             }))));
         Ok((fh, attr))
     }
@@ -367,10 +350,12 @@ impl Filesystem for CacheFs {
             log::warn!("kernel lacks atomic O_TRUNC; truncating opens publish early");
         }
         let _ = config.set_max_write(1 << 20);
+        // mmap of entries despite direct I/O (kernels from 6.6).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         Ok(())
     }
 
-    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let gen0 = Generation(0);
         match kind_of(parent.0) {
             Some(InodeKind::Root) => {
@@ -407,17 +392,15 @@ impl Filesystem for CacheFs {
                     Ok(k) => k,
                     Err(e) => return reply.error(e),
                 };
-                match self.resolve(&ns, &key, req.pid(), true) {
-                    Resolved::Published(info) => {
+                // A key being written is invisible to everyone, its writer
+                // included, until it is published.
+                match self.store.lookup(&ns, &key) {
+                    Lookup::Hit(info) => {
                         let attr = self.entry_attr(&info);
                         self.inodes.remember(&ns, &key, attr);
                         reply.entry_with_ttls(&self.attr_ttl(&info), &Duration::ZERO, &attr, gen0);
                     }
-                    Resolved::OwnWrite(attr) => {
-                        self.inodes.remember(&ns, &key, attr);
-                        reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &attr, gen0);
-                    }
-                    Resolved::Absent => reply.error(Errno::ENOENT),
+                    Lookup::Miss | Lookup::Expired => reply.error(Errno::ENOENT),
                 }
             }
             _ => reply.error(Errno::ENOTDIR),
@@ -676,11 +659,6 @@ impl Filesystem for CacheFs {
                 self.inodes.rename(&ns, &from, &to);
                 reply.ok()
             }
-            // A file still being written moves before it is published.
-            Err(StoreError::NotFound) if self.handles.retarget(&ns, &from, &to) > 0 => {
-                self.inodes.rename(&ns, &from, &to);
-                reply.ok()
-            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -701,12 +679,22 @@ impl Filesystem for CacheFs {
                     return reply.error(Errno::ESTALE);
                 };
                 if flags.acc_mode() == OpenAccMode::O_RDONLY {
-                    match self.store.open_read(&ns, &key, ino.0) {
+                    match self.store.open_version(&ns, &key, ino.0) {
+                        // A publish landed between the kernel's lookup and
+                        // this open, and the older version is no longer kept:
+                        // the kernel retries an ESTALE open with a fresh lookup.
+                        Ok(rh) if rh.version() != ino.0 => reply.error(Errno::ESTALE),
                         Ok(rh) => {
+                            // Direct I/O: the kernel's size and page cache
+                            // of this inode are shared with any writer that
+                            // opens the same key (O_TRUNC sets its size to
+                            // 0, writes grow it), so reads are served from
+                            // the version this handle holds, never clamped
+                            // or filled by the shared inode's state.
                             let fh = self.handles.insert(Handle::Read(rh));
                             reply.opened(
                                 FileHandle(fh),
-                                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
                             )
                         }
                         Err(e) => reply.error(errno(&e)),
@@ -821,7 +809,7 @@ impl Filesystem for CacheFs {
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let Some(h) = self.handles.get(fh.0) else {
@@ -849,6 +837,10 @@ impl Filesystem for CacheFs {
                 Err(e) => return reply.error(errno(&e)),
             }
         }
+        let owner = lock_owner.map_or(ANY_OWNER, |o| o.0);
+        if !s.writer_owners.contains(&owner) {
+            s.writer_owners.push(owner);
+        }
         let append = s.append;
         let st = s.staging.as_mut().expect("just ensured");
         let result = if append {
@@ -875,14 +867,16 @@ impl Filesystem for CacheFs {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let Some(h) = self.handles.get(fh.0) else {
             return reply.ok();
         };
         let result = match h.write_state() {
-            Some(mut s) if s.dirty || s.failed.is_some() => self.publish_pending(&mut s),
+            Some(mut s) if s.is_closed_by_writer(lock_owner.0, _req.pid()) => {
+                self.publish_pending(&mut s)
+            }
             _ => Ok(()),
         };
         match result {

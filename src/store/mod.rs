@@ -27,6 +27,7 @@ mod names;
 mod recover;
 mod staging;
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -51,8 +52,6 @@ use index::{GlobalLimits, Index, RemoveReason, Removed};
 pub enum StoreError {
     #[error("no such entry or namespace")]
     NotFound,
-    #[error("the version asked for was replaced")]
-    Stale,
     #[error("already exists")]
     Exists,
     #[error("entry is larger than its limit")]
@@ -121,6 +120,7 @@ pub struct Usage {
 pub struct ReadHandle {
     file: File,
     len: u64,
+    version: u64,
 }
 
 impl ReadHandle {
@@ -130,6 +130,11 @@ impl ReadHandle {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The version this handle reads, for good.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Reads up to `size` bytes at `offset`, never past the content.
@@ -181,7 +186,15 @@ pub struct Store {
     index: Mutex<Index>,
     config: Mutex<Config>,
     next_version: AtomicU64,
+    /// Versions replaced in the last few seconds, kept readable (hard links
+    /// in trash/) for readers whose lookup raced the publish. Taken after
+    /// `index` when both are held.
+    retired: Mutex<HashMap<u64, Retired>>,
 }
+
+/// A replaced version: its metadata, its kept file, when it was replaced.
+type Retired = (EntryMeta, PathBuf, UnixNanos);
+const RETIRED_GRACE_NANOS: i64 = 5_000_000_000;
 
 /// Versions double as inode numbers; leave the low range to the fs.
 const FIRST_VERSION: u64 = 1 << 32;
@@ -211,6 +224,7 @@ impl Store {
             index: Mutex::new(Index::new(limits)),
             config: Mutex::new(config.clone()),
             next_version: AtomicU64::new(FIRST_VERSION),
+            retired: Mutex::new(HashMap::new()),
         };
         store
             .load_namespaces(&config)
@@ -221,6 +235,10 @@ impl Store {
         store.recover();
         store.apply_limits(&config);
         Ok(store)
+    }
+
+    fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
@@ -485,70 +503,115 @@ impl Store {
         outcome
     }
 
-    /// Opens version `version` of a key for reading. `Stale` if the key now
-    /// holds another version; `NotFound` if it is gone, expired or corrupt.
-    pub fn open_read(
+    /// The live metadata of a key (not expired).
+    fn live_meta(&self, ns: &Namespace, key: &Key) -> Result<EntryMeta, StoreError> {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+        if idx
+            .expires_at(&state.policy, meta)
+            .is_some_and(|at| at <= now)
+        {
+            return Err(StoreError::NotFound);
+        }
+        Ok(meta.clone())
+    }
+
+    /// Opens the live version of a key for reading; `NotFound` if it is
+    /// gone, expired or corrupt. The handle says which version it holds.
+    pub fn open_read(&self, ns: &Namespace, key: &Key) -> Result<ReadHandle, StoreError> {
+        let path = self.layout.entry_path(ns, key);
+        // A publish may rename a new file in between our reading the index
+        // and opening the path: then the index already knows the new file,
+        // and one more round opens it consistently.
+        for _ in 0..4 {
+            let meta = self.live_meta(ns, key)?;
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("entry {ns}/{key:?} vanished from the backing dir");
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let md = file.metadata()?;
+            if md.ino() != meta.file_id || md.len() != meta.file_size {
+                if !self.live_meta(ns, key).is_ok_and(|m| m.file_id == md.ino()) {
+                    self.adopt_changed_file(ns, key, meta.version, &path)?;
+                }
+                continue;
+            }
+            if !meta.verified {
+                let checked = entry::read_header(&file, md.len()).and_then(|h| {
+                    if h.content_sha256 != meta.sha256 {
+                        return Err(entry::CorruptEntry::ContentChecksum);
+                    }
+                    entry::verify_content(&file, &h)
+                });
+                if let Err(why) = checked {
+                    recover::quarantine(&self.layout, &path, &why.to_string());
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
+            }
+            let mut idx = self.lock();
+            if let Some(m) = idx.promote(ns, key, self.clock.now())
+                && m.version == meta.version
+            {
+                m.verified = true;
+            }
+            if let Some(state) = idx.namespace(ns) {
+                NsCounters::add(&state.counters.hits, 1);
+            }
+            return Ok(ReadHandle {
+                file,
+                len: meta.logical_size,
+                version: meta.version,
+            });
+        }
+        Err(StoreError::Io(io::Error::other(
+            "entry keeps changing under the reader",
+        )))
+    }
+
+    /// Opens exactly version `version` of a key: the live one, or one
+    /// replaced moments ago (still kept). `NotFound` otherwise.
+    pub fn open_version(
         &self,
         ns: &Namespace,
         key: &Key,
         version: u64,
     ) -> Result<ReadHandle, StoreError> {
-        let now = self.clock.now();
-        let meta = {
-            let idx = self.lock();
-            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-            let meta = state.peek(key).ok_or(StoreError::NotFound)?;
-            if idx
-                .expires_at(&state.policy, meta)
-                .is_some_and(|at| at <= now)
-            {
-                return Err(StoreError::NotFound);
-            }
-            if meta.version != version {
-                return Err(StoreError::Stale);
-            }
-            meta.clone()
-        };
-        let path = self.layout.entry_path(ns, key);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                log::warn!("entry {ns}/{key:?} vanished from the backing dir");
-                self.forget_if_version(ns, key, version);
-                return Err(StoreError::NotFound);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let md = file.metadata()?;
-        if md.ino() != meta.file_id || md.len() != meta.file_size {
-            return Err(self.adopt_changed_file(ns, key, version, &path));
+        if let Some(h) = self.open_retired(version)? {
+            return Ok(h);
         }
+        let h = self.open_read(ns, key)?;
+        if h.version == version {
+            return Ok(h);
+        }
+        // Replaced between the two looks: it is retired by now.
+        Ok(self.open_retired(version)?.unwrap_or(h))
+    }
+
+    fn open_retired(&self, version: u64) -> Result<Option<ReadHandle>, StoreError> {
+        let Some((meta, path, _)) = self.retired_lock().get(&version).cloned() else {
+            return Ok(None);
+        };
+        let file = File::open(&path)?;
         if !meta.verified {
-            let checked = entry::read_header(&file, md.len()).and_then(|h| {
-                if h.content_sha256 != meta.sha256 {
-                    return Err(entry::CorruptEntry::ContentChecksum);
-                }
-                entry::verify_content(&file, &h)
-            });
-            if let Err(why) = checked {
-                recover::quarantine(&self.layout, &path, &why.to_string());
-                self.forget_if_version(ns, key, version);
+            let h = entry::read_header(&file, meta.file_size)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if h.content_sha256 != meta.sha256 || entry::verify_content(&file, &h).is_err() {
                 return Err(StoreError::NotFound);
             }
         }
-        let mut idx = self.lock();
-        if let Some(m) = idx.promote(ns, key, now)
-            && m.version == version
-        {
-            m.verified = true;
-        }
-        if let Some(state) = idx.namespace(ns) {
-            NsCounters::add(&state.counters.hits, 1);
-        }
-        Ok(ReadHandle {
+        Ok(Some(ReadHandle {
             file,
             len: meta.logical_size,
-        })
+            version,
+        }))
     }
 
     /// The file under a key is not the one the index knows (another writer
@@ -559,7 +622,7 @@ impl Store {
         key: &Key,
         version: u64,
         path: &std::path::Path,
-    ) -> StoreError {
+    ) -> Result<(), StoreError> {
         match recover::inspect(path) {
             Ok(found)
                 if found.header.namespace == ns.as_bytes()
@@ -577,17 +640,17 @@ impl Store {
                 if idx.peek(ns, key).is_some_and(|m| m.version == version) {
                     idx.insert(ns, key.clone(), meta);
                 }
-                StoreError::Stale
+                Ok(())
             }
             Ok(_) => {
                 recover::quarantine(&self.layout, path, "names disagree with its path");
                 self.forget_if_version(ns, key, version);
-                StoreError::NotFound
+                Err(StoreError::NotFound)
             }
             Err(why) => {
                 recover::quarantine(&self.layout, path, &why);
                 self.forget_if_version(ns, key, version);
-                StoreError::NotFound
+                Err(StoreError::NotFound)
             }
         }
     }
@@ -760,7 +823,19 @@ impl Store {
                 }
                 return Err(StoreError::NoSpace);
             };
+            // Keep the replaced version readable for a grace period: a
+            // reader whose lookup saw it may open it a moment later.
+            let retired = old
+                .as_ref()
+                .filter(|o| o.version != meta.version)
+                .and_then(|o| {
+                    let keep = self.layout.trash_path();
+                    fs::hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
+                });
             if let Err(e) = fs::rename(&staging.path, &dest) {
+                if let Some((_, keep)) = retired {
+                    trash.push(keep);
+                }
                 if let Some(old) = old {
                     idx.insert(&ns, key.clone(), old);
                 }
@@ -770,6 +845,9 @@ impl Store {
                 return Err(e.into());
             }
             staging.published = true;
+            if let Some((old, keep)) = retired {
+                self.retired_lock().insert(old.version, (old, keep, now));
+            }
             if let Some((from, version)) = &also_remove
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
@@ -931,6 +1009,13 @@ impl Store {
     pub fn sweep_expired(&self) -> usize {
         let now = self.clock.now();
         let mut trash = Vec::new();
+        self.retired_lock().retain(|_, (_, path, at)| {
+            let keep = now - *at < RETIRED_GRACE_NANOS;
+            if !keep {
+                trash.push(path.clone());
+            }
+            keep
+        });
         let n = {
             let mut idx = self.lock();
             let expired = idx.take_expired(now);

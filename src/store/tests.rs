@@ -64,8 +64,8 @@ fn put(s: &Store, n: &str, k: &str, data: &[u8]) -> Result<EntryInfo, StoreError
 
 fn get(s: &Store, n: &str, k: &str) -> Option<Vec<u8>> {
     match s.lookup(&ns(n), &key(k)) {
-        Lookup::Hit(info) => {
-            let h = s.open_read(&ns(n), &key(k), info.version).ok()?;
+        Lookup::Hit(_) => {
+            let h = s.open_read(&ns(n), &key(k)).ok()?;
             Some(h.read_at(0, usize::MAX >> 1).unwrap())
         }
         Lookup::Miss | Lookup::Expired => None,
