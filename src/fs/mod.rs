@@ -268,6 +268,15 @@ impl CacheFs {
         Ok((fh, attr))
     }
 
+    /// The write handle whose staged content is inode `ino`, if any.
+    fn writer_of_inode(&self, ino: u64) -> Option<Arc<Handle>> {
+        let (ns, key, _) = self.inodes.get(ino)?;
+        self.handles
+            .writers_of(&ns, &key)
+            .into_iter()
+            .find(|h| h.write_state().is_some_and(|s| s.ino == ino))
+    }
+
     fn xattr_value(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Errno> {
         let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
         let info = match self.store.entry_info(&ns, &key) {
@@ -469,8 +478,13 @@ impl Filesystem for CacheFs {
             // Directories and control files: nothing to change; report as is.
             return self.getattr(_req, ino, fh, reply);
         }
-        // Changes through a writer's handle apply to its staged content.
-        let handle = fh.and_then(|fh| self.handles.get(fh.0));
+        // Changes to a file being written (through its fd, or by path from
+        // the writer: `fchmod`, `futimens` arrive without a handle) apply
+        // to its staged content.
+        let handle = fh
+            .and_then(|fh| self.handles.get(fh.0))
+            .filter(|h| matches!(**h, Handle::Write(_)))
+            .or_else(|| self.writer_of_inode(ino.0));
         if let Some(h) = &handle
             && let Some(mut s) = h.write_state()
         {
@@ -502,6 +516,9 @@ impl Filesystem for CacheFs {
                     st.set_mode(m);
                 }
                 st.set_owner(uid, gid);
+                if let Some(t) = mtime {
+                    st.set_mtime(time_of(t, self.store.now()));
+                }
                 let attr = self.staging_attr(st);
                 s.dirty |= size.is_some();
                 return reply.attr(&Duration::ZERO, &attr);

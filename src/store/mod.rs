@@ -527,8 +527,13 @@ impl Store {
         // and one more round opens it consistently.
         for _ in 0..4 {
             let meta = self.live_meta(ns, key)?;
-            let file = match File::open(&path) {
+            let file = match open_nofollow(&path) {
                 Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    recover::quarantine(&self.layout, &path, "a symlink");
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     log::warn!("entry {ns}/{key:?} vanished from the backing dir");
                     self.forget_if_version(ns, key, meta.version);
@@ -538,7 +543,10 @@ impl Store {
             };
             let md = file.metadata()?;
             if md.ino() != meta.file_id || md.len() != meta.file_size {
-                if !self.live_meta(ns, key).is_ok_and(|m| m.file_id == md.ino()) {
+                if !self
+                    .live_meta(ns, key)
+                    .is_ok_and(|m| m.file_id == md.ino() && m.file_size == md.len())
+                {
                     self.adopt_changed_file(ns, key, meta.version, &path)?;
                 }
                 continue;
@@ -726,7 +734,7 @@ impl Store {
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
             }
-            let src = File::open(self.layout.entry_path(ns, key))?;
+            let src = open_nofollow(&self.layout.entry_path(ns, key))?;
             let mut reader = io::Read::take(&src, meta.logical_size);
             let copied = io::copy(&mut reader, &mut &staging.file)?;
             if copied != meta.logical_size {
@@ -1095,6 +1103,14 @@ fn meta_from_header(
         verified,
         last_access: h.mtime,
     }
+}
+
+/// The backing dir is untrusted: never follow a symlink planted in it.
+fn open_nofollow(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 fn unlink_all(paths: &[PathBuf]) {

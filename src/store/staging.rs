@@ -136,6 +136,12 @@ impl StagingFile {
         self.ttl_secs = ttl_secs;
     }
 
+    /// The TTL clock of the published entry starts here (`cp -p`, `touch -d`).
+    pub fn set_mtime(&mut self, mtime: UnixNanos) {
+        self.unmodified_copy = false;
+        self.mtime = Some(mtime);
+    }
+
     pub fn set_mode(&mut self, mode: u32) {
         self.unmodified_copy = false;
         self.mode = mode;
