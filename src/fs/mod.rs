@@ -256,11 +256,12 @@ impl CacheFs {
                 ino: staging.version(),
                 staging: Some(staging),
                 failed: None,
-                // An exclusive create is a claim (or a lock file): closing it
-                // unwritten publishes it, empty. Other unwritten creates wait
-                // for a write or for release, so `echo x > key` (open, dup2,
-                // close, write, close) never shows an empty entry.
-                dirty: flags & libc::O_EXCL != 0,
+                // A create or an O_TRUNC open is a change in itself: its
+                // creator's close publishes it even unwritten (read-your-
+                // writes for `touch`, claims, `: > key`). A shell's `>`
+                // therefore publishes an empty version at its first close
+                // (open, dup2, close) before the command writes.
+                dirty: flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
                 writer_owners: Vec::new(),
                 creator_pid: req.pid(),
                 cancelled: false,
