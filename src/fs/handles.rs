@@ -34,6 +34,9 @@ pub struct WriteState {
     /// The thread that opened it: an unwritten exclusive create is
     /// published by its creator's close, not by a forked child's.
     pub creator_pid: u32,
+    /// The version an unwritten close published (a shell's open, dup2,
+    /// close before writing); withdrawn if a later write fails.
+    pub published_empty: Option<u64>,
     /// Unlinked while being written: publish nothing.
     pub cancelled: bool,
     /// The inode the kernel holds for this handle.

@@ -211,8 +211,10 @@ impl CacheFs {
         if state.cancelled || staging.is_unmodified_copy() {
             return Ok(());
         }
+        let empty = staging.is_empty();
         match self.store.publish(staging) {
             Ok(info) => {
+                state.published_empty = empty.then_some(info.version);
                 self.inodes.refresh(self.entry_attr(&info));
                 Ok(())
             }
@@ -264,6 +266,7 @@ impl CacheFs {
                 dirty: flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
                 writer_owners: Vec::new(),
                 creator_pid: req.pid(),
+                published_empty: None,
                 cancelled: false,
             }))));
         Ok((fh, attr))
@@ -875,6 +878,9 @@ impl Filesystem for CacheFs {
                 let en = errno(&e);
                 s.failed = Some(en);
                 s.staging = None;
+                if let Some(v) = s.published_empty.take() {
+                    self.store.remove_version(&s.ns, &s.key, v);
+                }
                 reply.error(en)
             }
         }

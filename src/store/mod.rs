@@ -906,6 +906,14 @@ impl Store {
         }
     }
 
+    /// Removes a key only if it still holds `version` (a writer taking
+    /// back the empty version its first close published).
+    pub fn remove_version(&self, ns: &Namespace, key: &Key, version: u64) {
+        if self.live_meta(ns, key).is_ok_and(|m| m.version == version) {
+            let _ = self.remove(ns, key);
+        }
+    }
+
     /// Removes a key (unlink).
     pub fn remove(&self, ns: &Namespace, key: &Key) -> Result<(), StoreError> {
         let now = self.clock.now();
