@@ -15,6 +15,9 @@ use fuser::{Errno, FileType};
 
 use crate::store::{Key, Namespace, ReadHandle, StagingFile};
 
+/// Stands for "whoever" when a write arrives without a lock owner.
+pub const ANY_OWNER: u64 = u64::MAX;
+
 pub struct WriteState {
     pub ns: Namespace,
     pub key: Key,
@@ -58,7 +61,7 @@ impl WriteState {
         }
         self.writer_owners
             .iter()
-            .any(|&o| o == lock_owner || o == u64::MAX)
+            .any(|&o| o == lock_owner || o == ANY_OWNER)
     }
 }
 

@@ -6,7 +6,8 @@
 //!   open walks through `lookup`: a key replaced by a publish on this mount
 //!   is seen by the very next open (read-your-writes), and an expired key
 //!   is refused by the store before any page cache is reached.
-//! - Attribute timeouts are bounded by the entry's remaining TTL.
+//! - Entry attribute timeouts are zero (see `ENTRY_ATTR_TTL`), so trivially
+//!   within the entry's remaining TTL.
 //! - Readers and writers open with FOPEN_DIRECT_IO. A writer of an existing
 //!   key necessarily opens the inode readers hold (the kernel picks it from
 //!   the dentry), and the kernel then changes that inode's size (O_TRUNC,
@@ -38,20 +39,18 @@ use crate::store::{
     WriteFrom, to_nanos, to_system_time,
 };
 use errno::errno;
-use handles::{DirEntryItem, Handle, HandleTable, WriteState};
+use handles::{ANY_OWNER, DirEntryItem, Handle, HandleTable, WriteState};
 use inodes::{InodeKind, InodeTable, kind_of};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
-/// Upper bound on attribute caching of an entry (also bounded by its TTL).
-/// Zero for now: a writer of an existing key changes the size the kernel
-/// holds for the inode its readers share (O_TRUNC, writes past the end),
-/// so `stat` must come here to report the version a reader holds.
-const MAX_ATTR_TTL: Duration = Duration::ZERO;
+/// Attribute caching of entries. Zero for now: a writer of an existing key
+/// changes the size the kernel holds for the inode its readers share
+/// (O_TRUNC, writes past the end), so `stat` must come here to report the
+/// version a reader holds. Any future non-zero value must stay bounded by
+/// the entry's remaining TTL.
+const ENTRY_ATTR_TTL: Duration = Duration::ZERO;
 const BLOCK: u32 = 4096;
-
-/// Stands for "whoever" when a write arrives without a lock owner.
-const ANY_OWNER: u64 = u64::MAX;
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
@@ -159,21 +158,6 @@ impl CacheFs {
             rdev: 0,
             blksize: BLOCK,
             flags: 0,
-        }
-    }
-
-    /// Attribute cache time: never past the entry's expiry.
-    fn attr_ttl(&self, info: &EntryInfo) -> Duration {
-        match info.expires {
-            None => MAX_ATTR_TTL,
-            Some(at) => {
-                let left = at - self.store.now();
-                if left <= 0 {
-                    Duration::ZERO
-                } else {
-                    Duration::from_nanos(left as u64).min(MAX_ATTR_TTL)
-                }
-            }
         }
     }
 
@@ -411,7 +395,7 @@ impl Filesystem for CacheFs {
                     Lookup::Hit(info) => {
                         let attr = self.entry_attr(&info);
                         self.inodes.remember(&ns, &key, attr);
-                        reply.entry_with_ttls(&self.attr_ttl(&info), &Duration::ZERO, &attr, gen0);
+                        reply.entry_with_ttls(&ENTRY_ATTR_TTL, &Duration::ZERO, &attr, gen0);
                     }
                     Lookup::Miss | Lookup::Expired => reply.error(Errno::ENOENT),
                 }
@@ -450,7 +434,7 @@ impl Filesystem for CacheFs {
                     Lookup::Hit(info) if info.version == ino.0 => {
                         let attr = self.entry_attr(&info);
                         self.inodes.refresh(attr);
-                        reply.attr(&self.attr_ttl(&info), &attr)
+                        reply.attr(&ENTRY_ATTR_TTL, &attr)
                     }
                     // An older version, still open somewhere: what it was.
                     _ => reply.attr(&Duration::ZERO, &last),
@@ -888,7 +872,7 @@ impl Filesystem for CacheFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
@@ -898,7 +882,7 @@ impl Filesystem for CacheFs {
             return reply.ok();
         };
         let result = match h.write_state() {
-            Some(mut s) if s.is_closed_by_writer(lock_owner.0, _req.pid()) => {
+            Some(mut s) if s.is_closed_by_writer(lock_owner.0, req.pid()) => {
                 self.publish_pending(&mut s)
             }
             _ => Ok(()),

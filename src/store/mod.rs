@@ -552,13 +552,7 @@ impl Store {
                 continue;
             }
             if !meta.verified {
-                let checked = entry::read_header(&file, md.len()).and_then(|h| {
-                    if h.content_sha256 != meta.sha256 {
-                        return Err(entry::CorruptEntry::ContentChecksum);
-                    }
-                    entry::verify_content(&file, &h)
-                });
-                if let Err(why) = checked {
+                if let Err(why) = verify_entry(&file, &meta) {
                     recover::quarantine(&self.layout, &path, &why.to_string());
                     self.forget_if_version(ns, key, meta.version);
                     return Err(StoreError::NotFound);
@@ -592,15 +586,13 @@ impl Store {
         key: &Key,
         version: u64,
     ) -> Result<ReadHandle, StoreError> {
-        if let Some(h) = self.open_retired(version)? {
-            return Ok(h);
+        match self.open_read(ns, key) {
+            Ok(h) if h.version == version => Ok(h),
+            // Replaced (or removed) since the kernel looked it up.
+            Ok(h) => Ok(self.open_retired(version)?.unwrap_or(h)),
+            Err(StoreError::NotFound) => self.open_retired(version)?.ok_or(StoreError::NotFound),
+            Err(e) => Err(e),
         }
-        let h = self.open_read(ns, key)?;
-        if h.version == version {
-            return Ok(h);
-        }
-        // Replaced between the two looks: it is retired by now.
-        Ok(self.open_retired(version)?.unwrap_or(h))
     }
 
     fn open_retired(&self, version: u64) -> Result<Option<ReadHandle>, StoreError> {
@@ -608,12 +600,8 @@ impl Store {
             return Ok(None);
         };
         let file = File::open(&path)?;
-        if !meta.verified {
-            let h = entry::read_header(&file, meta.file_size)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            if h.content_sha256 != meta.sha256 || entry::verify_content(&file, &h).is_err() {
-                return Err(StoreError::NotFound);
-            }
+        if !meta.verified && verify_entry(&file, &meta).is_err() {
+            return Err(StoreError::NotFound);
         }
         Ok(Some(ReadHandle {
             file,
@@ -909,19 +897,29 @@ impl Store {
     /// Removes a key only if it still holds `version` (a writer taking
     /// back the empty version its first close published).
     pub fn remove_version(&self, ns: &Namespace, key: &Key, version: u64) {
-        if self.live_meta(ns, key).is_ok_and(|m| m.version == version) {
-            let _ = self.remove(ns, key);
-        }
+        let _ = self.remove_inner(ns, key, Some(version));
     }
 
     /// Removes a key (unlink).
     pub fn remove(&self, ns: &Namespace, key: &Key) -> Result<(), StoreError> {
+        self.remove_inner(ns, key, None)
+    }
+
+    fn remove_inner(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        only_version: Option<u64>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut trash = Vec::new();
         {
             let mut idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
             let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+            if only_version.is_some_and(|v| v != meta.version) {
+                return Err(StoreError::NotFound);
+            }
             let expired = idx
                 .expires_at(&state.policy, meta)
                 .is_some_and(|at| at <= now);
@@ -947,26 +945,31 @@ impl Store {
         Ok(())
     }
 
-    /// Renames a live entry within its namespace, replacing the target.
-    /// Content and metadata travel unchanged; the trailer names the new key.
-    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) -> Result<EntryInfo, StoreError> {
-        let meta = match self.lookup_meta(ns, from) {
-            Some(m) => m,
-            None => return Err(StoreError::NotFound),
+    /// Stages a verbatim copy of a key's live version (content, owner,
+    /// mode, TTL), for changes that republish it.
+    fn copy_of_live(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+    ) -> Result<(EntryMeta, StagingFile), StoreError> {
+        let meta = self.live_meta(ns, key)?;
+        let owner = Owner {
+            uid: meta.uid,
+            gid: meta.gid,
+            mode: meta.mode,
         };
-        let mut staging = self.begin_write(
-            ns,
-            from,
-            WriteFrom::Current,
-            Owner {
-                uid: meta.uid,
-                gid: meta.gid,
-                mode: meta.mode,
-            },
-        )?;
+        let staging = self.begin_write(ns, key, WriteFrom::Current, owner)?;
+        // Expired or removed in between: nothing was copied.
         if staging.known_sha256.is_none() {
             return Err(StoreError::NotFound);
         }
+        Ok((meta, staging))
+    }
+
+    /// Renames a live entry within its namespace, replacing the target.
+    /// Content and metadata travel unchanged; the trailer names the new key.
+    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) -> Result<EntryInfo, StoreError> {
+        let (meta, mut staging) = self.copy_of_live(ns, from)?;
         staging.retarget(to.clone());
         staging.mtime = Some(meta.mtime);
         staging.version = meta.version;
@@ -981,20 +984,7 @@ impl Store {
         key: &Key,
         update: MetaUpdate,
     ) -> Result<EntryInfo, StoreError> {
-        let meta = self.lookup_meta(ns, key).ok_or(StoreError::NotFound)?;
-        let mut staging = self.begin_write(
-            ns,
-            key,
-            WriteFrom::Current,
-            Owner {
-                uid: meta.uid,
-                gid: meta.gid,
-                mode: meta.mode,
-            },
-        )?;
-        if staging.known_sha256.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        let (meta, mut staging) = self.copy_of_live(ns, key)?;
         staging.mtime = Some(update.mtime.unwrap_or(meta.mtime));
         if let Some(ttl) = update.ttl_secs {
             staging.ttl_secs = ttl;
@@ -1007,16 +997,6 @@ impl Store {
             _ => staging.version = meta.version,
         }
         self.publish(staging)
-    }
-
-    fn lookup_meta(&self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
-        let now = self.clock.now();
-        let idx = self.lock();
-        let state = idx.namespace(ns)?;
-        state
-            .peek(key)
-            .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
-            .cloned()
     }
 
     // ----- housekeeping -----
@@ -1111,6 +1091,15 @@ fn meta_from_header(
         verified,
         last_access: h.mtime,
     }
+}
+
+/// Checks a file's trailer and content against what the index expects.
+fn verify_entry(file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
+    let h = entry::read_header(file, meta.file_size)?;
+    if h.content_sha256 != meta.sha256 {
+        return Err(entry::CorruptEntry::ContentChecksum);
+    }
+    entry::verify_content(file, &h)
 }
 
 /// The backing dir is untrusted: never follow a symlink planted in it.
