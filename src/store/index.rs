@@ -307,22 +307,54 @@ impl Index {
         now: UnixNanos,
     ) -> Option<Vec<Removed>> {
         let mut out = Vec::new();
+        self.fit(Some(ns), add_bytes, 1, now, &mut out)?;
+        Some(out)
+    }
+
+    /// Evicts until every namespace and the whole cache are within their
+    /// limits (after a reload lowered them).
+    pub fn shrink_to_limits(&mut self, now: UnixNanos) -> Vec<Removed> {
+        let mut out = Vec::new();
+        let names: Vec<Namespace> = self.namespaces.keys().cloned().collect();
+        for ns in &names {
+            let _ = self.fit(Some(ns), 0, 0, now, &mut out);
+        }
+        let _ = self.fit(None, 0, 0, now, &mut out);
+        out
+    }
+
+    /// Evicts until `add_bytes` and `add_entries` more fit in `ns` (if
+    /// given) and in the whole cache. `None` when the limits cannot be
+    /// met even with everything evicted.
+    fn fit(
+        &mut self,
+        ns: Option<&Namespace>,
+        add_bytes: u64,
+        add_entries: u64,
+        now: UnixNanos,
+        out: &mut Vec<Removed>,
+    ) -> Option<()> {
         let over_ns = |idx: &Index| {
-            let s = &idx.namespaces[ns];
-            s.policy.max_bytes.is_some_and(|q| s.bytes + add_bytes > q)
-                || s.policy.max_entries.is_some_and(|m| s.len() + 1 > m)
+            ns.is_some_and(|ns| {
+                let s = &idx.namespaces[ns];
+                s.policy.max_bytes.is_some_and(|q| s.bytes + add_bytes > q)
+                    || s.policy
+                        .max_entries
+                        .is_some_and(|m| s.len() + add_entries > m)
+            })
         };
         let over_total = |idx: &Index| {
             idx.total_bytes + add_bytes > idx.limits.max_bytes
                 || idx
                     .limits
                     .max_entries
-                    .is_some_and(|m| idx.total_entries + 1 > m)
+                    .is_some_and(|m| idx.total_entries + add_entries > m)
         };
         if over_ns(self) || over_total(self) {
             out.extend(self.take_expired(now));
         }
         while over_ns(self) {
+            let ns = ns.expect("over_ns implies a namespace");
             let state = self.namespaces.get_mut(ns)?;
             let (key, meta) = state.entries.pop_lru()?;
             state.bytes -= meta.stored_bytes;
@@ -354,7 +386,7 @@ impl Index {
                 reason: RemoveReason::Evicted,
             });
         }
-        Some(out)
+        Some(())
     }
 
     /// Re-derives the expiry heap from the entries (after a TTL policy

@@ -32,7 +32,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -190,6 +190,9 @@ pub struct Store {
     /// in trash/) for readers whose lookup raced the publish. Taken after
     /// `index` when both are held.
     retired: Mutex<HashMap<u64, Retired>>,
+    /// An index snapshot describing the current index is on disk. Set and
+    /// cleared under the index lock; see `index_changed_locked`.
+    snapshot_saved: AtomicBool,
 }
 
 /// A replaced version: its metadata, its kept file, when it was replaced.
@@ -225,6 +228,7 @@ impl Store {
             config: Mutex::new(config.clone()),
             next_version: AtomicU64::new(FIRST_VERSION),
             retired: Mutex::new(HashMap::new()),
+            snapshot_saved: AtomicBool::new(false),
         };
         store
             .load_namespaces(&config)
@@ -244,6 +248,21 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Index> {
         // A panic under the lock leaves plain data; keep serving.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index is about to differ from a snapshot saved earlier (a
+    /// publish or removal after a stop began, or during a forced stop):
+    /// delete the snapshot so the next start scans instead of loading an
+    /// index that misses an entry whose close() succeeded. Call with the
+    /// index lock held; `save_snapshot` holds it from collecting to rename.
+    fn index_changed_locked(&self) {
+        if self.snapshot_saved.load(Ordering::Relaxed)
+            && self.snapshot_saved.swap(false, Ordering::Relaxed)
+            && let Err(e) = fs::remove_file(self.layout.snapshot_path())
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove the stale index snapshot: {e}");
+        }
     }
 
     fn new_version(&self) -> u64 {
@@ -359,8 +378,9 @@ impl Store {
     }
 
     /// Reloads policies (SIGHUP): limits, TTLs, namespaces named in the
-    /// config. Entries over a lowered quota are evicted at the next publish.
-    pub fn reload(&self, config: Config) {
+    /// config. Entries over a lowered quota are evicted at once; returns
+    /// how many were.
+    pub fn reload(&self, config: Config) -> usize {
         {
             let mut idx = self.lock();
             for (name, policy) in &config.namespaces {
@@ -384,6 +404,16 @@ impl Store {
         }
         self.apply_limits(&config);
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        let mut trash = Vec::new();
+        let n = {
+            let mut idx = self.lock();
+            let victims = idx.shrink_to_limits(self.clock.now());
+            let n = victims.len();
+            self.move_to_trash_locked(&idx, victims, &mut trash);
+            n
+        };
+        unlink_all(&trash);
+        n
     }
 
     pub fn config(&self) -> Config {
@@ -634,6 +664,7 @@ impl Store {
                 );
                 let mut idx = self.lock();
                 if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+                    self.index_changed_locked();
                     idx.insert(ns, key.clone(), meta);
                 }
                 Ok(())
@@ -654,6 +685,7 @@ impl Store {
     fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
         let mut idx = self.lock();
         if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+            self.index_changed_locked();
             idx.remove(ns, key);
         }
     }
@@ -812,6 +844,7 @@ impl Store {
             if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
                 return Err(StoreError::NoSpace);
             }
+            self.index_changed_locked();
             let old = idx.remove(&ns, &key);
             let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
                 if let Some(old) = old {
@@ -872,6 +905,9 @@ impl Store {
     /// Takes victims' files out of place (a rename each) and counts them.
     /// Their unlinking waits until the lock is released.
     fn move_to_trash_locked(&self, idx: &Index, victims: Vec<Removed>, trash: &mut Vec<PathBuf>) {
+        if !victims.is_empty() {
+            self.index_changed_locked();
+        }
         for v in victims {
             if let Some(state) = idx.namespace(&v.ns) {
                 let c = match v.reason {
@@ -923,6 +959,7 @@ impl Store {
             let expired = idx
                 .expires_at(&state.policy, meta)
                 .is_some_and(|at| at <= now);
+            self.index_changed_locked();
             let meta = idx.remove(ns, key).expect("peeked");
             let victim = Removed {
                 ns: ns.clone(),
@@ -1048,17 +1085,20 @@ impl Store {
     }
 
     /// Saves the index for a fast clean restart.
+    /// Saves the index for a fast next start. The lock is held until the
+    /// snapshot is in place, so no change can slip in between collecting
+    /// and renaming; any change after it deletes the snapshot again.
     pub fn save_snapshot(&self) -> io::Result<usize> {
-        let entries: Vec<recover::SnapshotEntry> = {
-            let idx = self.lock();
-            idx.namespaces()
-                .flat_map(|(ns, s)| {
-                    s.iter_lru()
-                        .map(move |(k, m)| recover::SnapshotEntry::new(ns, k, m))
-                })
-                .collect()
-        };
+        let idx = self.lock();
+        let entries: Vec<recover::SnapshotEntry> = idx
+            .namespaces()
+            .flat_map(|(ns, s)| {
+                s.iter_lru()
+                    .map(move |(k, m)| recover::SnapshotEntry::new(ns, k, m))
+            })
+            .collect();
         recover::save_snapshot(&self.layout, &entries)?;
+        self.snapshot_saved.store(true, Ordering::Relaxed);
         Ok(entries.len())
     }
 

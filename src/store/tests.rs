@@ -219,6 +219,56 @@ fn clean_restart_keeps_entries_and_recency() {
 }
 
 #[test]
+fn a_change_after_the_snapshot_deletes_it_so_nothing_is_lost() {
+    let f = fixture("[namespace.a]\n");
+    put(&f.store, "a", "before", b"1").unwrap();
+    f.store.save_snapshot().unwrap();
+    let snapshot = f.dir.path().join("b/index.snapshot");
+    assert!(snapshot.exists());
+    // A publish racing a stop: its close() succeeds after the snapshot.
+    put(&f.store, "a", "after", b"2").unwrap();
+    assert!(!snapshot.exists(), "a stale snapshot would hide 'after'");
+    f.store.save_snapshot().unwrap();
+    f.store.remove(&ns("a"), &key("before")).unwrap();
+    assert!(
+        !snapshot.exists(),
+        "a stale snapshot would resurrect 'before'"
+    );
+    let f = f.reopen("[namespace.a]\n");
+    assert_eq!(get(&f.store, "a", "after").unwrap(), b"2");
+    assert!(get(&f.store, "a", "before").is_none());
+    f.store.check_invariants();
+}
+
+#[test]
+fn reload_with_a_lower_quota_evicts_down_to_it_at_once() {
+    let f = fixture("[namespace.a]\n[namespace.b]\n");
+    for k in ["k1", "k2", "k3", "k4"] {
+        put(&f.store, "a", k, &[1; 3000]).unwrap();
+        f.clock.advance(Duration::from_secs(1));
+    }
+    put(&f.store, "b", "k1", &[1; 3000]).unwrap();
+    get(&f.store, "a", "k1"); // most recent in a
+    let evicted = f.store.reload(
+        Config::parse("[namespace.a]\nmax_bytes = \"8KiB\"\n[namespace.b]\nmax_entries = 0\n")
+            .unwrap(),
+    );
+    assert_eq!(evicted, 3);
+    assert!(get(&f.store, "a", "k1").is_some(), "most recent survives");
+    assert!(
+        get(&f.store, "a", "k4").is_some(),
+        "second most recent survives"
+    );
+    for (n, k) in [("a", "k2"), ("a", "k3"), ("b", "k1")] {
+        assert!(get(&f.store, n, k).is_none(), "{n}/{k} evicted");
+    }
+    let stats = f.store.stats();
+    assert!(stats.namespaces["a"].bytes <= 8 * 1024);
+    assert_eq!(stats.namespaces["a"].evictions, 2);
+    f.store.check_invariants();
+}
+
+#[test]
 fn crash_restart_rebuilds_by_scan_and_quarantines_garbage() {
     let f = fixture("[namespace.a]\n");
     put(&f.store, "a", "good", b"good bytes").unwrap();
