@@ -40,6 +40,10 @@ enum Command {
         /// FUSE worker threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// On SIGTERM, how long to wait for open files to close before
+        /// detaching the mount ("10s", "1m").
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        stop_timeout: std::time::Duration,
     },
 }
 
@@ -65,6 +69,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             options,
             threads,
-        } => cli::mount::mount(&backing, &mountpoint, config.as_deref(), &options, threads),
+            stop_timeout,
+        } => cli::mount::mount(&cli::mount::MountArgs {
+            backing,
+            mountpoint,
+            config,
+            options,
+            threads,
+            stop_timeout,
+        }),
     }
 }

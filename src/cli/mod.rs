@@ -3,3 +3,4 @@
 //! the store or talk to a live mount through its files.
 
 pub mod mount;
+pub mod notify;

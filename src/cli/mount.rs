@@ -1,18 +1,103 @@
 //! `cachefs mount`: wire the store to a FUSE session, run it in the
-//! foreground, and turn signals into unmount (SIGINT/SIGTERM) and reload
-//! (SIGHUP).
+//! foreground, and follow the service manager's lifecycle:
+//!
+//! - READY=1 (sd_notify) only once a stat and a statfs of the mountpoint
+//!   have been answered through FUSE, so dependants never see the empty
+//!   directory underneath;
+//! - SIGHUP reloads the config's policies; a config that does not load is
+//!   logged and the old policies stay;
+//! - SIGINT/SIGTERM send STOPPING=1 and unmount. A busy mount (open files,
+//!   a working directory inside) is reported and retried until the stop
+//!   timeout, then detached; either way the index is saved before exit.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fuser::{MountOption, SessionACL};
 
+use super::notify::Notifier;
 use cachefs::config::Config;
 use cachefs::fs::CacheFs;
 use cachefs::store::{Store, SystemClock};
+
+/// What `cachefs mount` was asked to do.
+pub struct MountArgs {
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    pub config: Option<PathBuf>,
+    pub options: Vec<String>,
+    pub threads: usize,
+    pub stop_timeout: Duration,
+}
+
+/// Everything the signal thread and the main thread share to stop.
+struct Daemon {
+    store: Arc<Store>,
+    notifier: Notifier,
+    mountpoint: PathBuf,
+    config_path: Option<PathBuf>,
+    open_handles: Arc<AtomicUsize>,
+    stop_timeout: Duration,
+    /// Set once the index is saved: whichever thread ends the process
+    /// first saves it, the other does nothing.
+    finished: Mutex<bool>,
+}
+
+pub fn mount(args: &MountArgs) -> Result<ExitCode> {
+    let notifier = Notifier::from_env().context("invalid NOTIFY_SOCKET")?;
+    let config = load_config(args.config.as_deref())?;
+    let mountpoint = &args.mountpoint;
+    match std::fs::metadata(mountpoint) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => bail!("mountpoint {} is not a directory", mountpoint.display()),
+        Err(e) => bail!("mountpoint {}: {e}", mountpoint.display()),
+    }
+    if is_mount_point(mountpoint) {
+        bail!(
+            "mountpoint {} is busy: something is already mounted there",
+            mountpoint.display()
+        );
+    }
+    let fuse_cfg = fuse_config(&args.options, args.threads)?;
+    let store = Arc::new(Store::open(&args.backing, config, Arc::new(SystemClock))?);
+    let fs = CacheFs::new(Arc::clone(&store));
+    let open_handles = fs.open_handles();
+    let mut session = fuser::Session::new(fs, mountpoint, &fuse_cfg)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    let usage = store.usage();
+    log::info!(
+        "mounted {} at {} ({} entries, {} of {} quota)",
+        args.backing.display(),
+        mountpoint.display(),
+        usage.entries,
+        iec(usage.used_bytes),
+        iec(usage.quota_bytes),
+    );
+
+    let daemon = Arc::new(Daemon {
+        store: Arc::clone(&store),
+        notifier,
+        mountpoint: mountpoint.clone(),
+        config_path: args.config.clone(),
+        open_handles,
+        stop_timeout: args.stop_timeout,
+        finished: Mutex::new(false),
+    });
+    spawn_readiness(Arc::clone(&daemon));
+    spawn_sweeper(Arc::clone(&store));
+    spawn_signal_handler(Arc::clone(&daemon), session.unmount_callable())?;
+
+    let result = session.run();
+    daemon.finish();
+    result.context("FUSE session failed")?;
+    Ok(ExitCode::SUCCESS)
+}
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(match path {
@@ -40,6 +125,13 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
             "default_permissions" => cfg.mount_options.push(MountOption::DefaultPermissions),
             "ro" => cfg.mount_options.push(MountOption::RO),
             "rw" => {}
+            "exec" => cfg.mount_options.push(MountOption::Exec),
+            "noexec" => cfg.mount_options.push(MountOption::NoExec),
+            "atime" => cfg.mount_options.push(MountOption::Atime),
+            "noatime" => cfg.mount_options.push(MountOption::NoAtime),
+            "sync" => cfg.mount_options.push(MountOption::Sync),
+            "async" => cfg.mount_options.push(MountOption::Async),
+            "dirsync" => cfg.mount_options.push(MountOption::DirSync),
             "auto_unmount" => {
                 bail!("-o auto_unmount is not supported (cachefs unmounts itself on SIGTERM)")
             }
@@ -53,95 +145,190 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
     Ok(cfg)
 }
 
-pub fn mount(
-    backing: &Path,
-    mountpoint: &Path,
-    config_path: Option<&Path>,
-    options: &[String],
-    threads: usize,
-) -> Result<ExitCode> {
-    let config = load_config(config_path)?;
-    match std::fs::metadata(mountpoint) {
-        Ok(md) if md.is_dir() => {}
-        Ok(_) => bail!("mountpoint {} is not a directory", mountpoint.display()),
-        Err(e) => bail!("mountpoint {}: {e}", mountpoint.display()),
+impl Daemon {
+    /// Saves the index and logs the stop, once.
+    fn finish(&self) {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if *finished {
+            return;
+        }
+        match self.store.save_snapshot() {
+            Ok(n) => log::info!("stopped; saved the index ({n} entries)"),
+            Err(e) => log::error!("stopped; cannot save the index (the next start scans): {e}"),
+        }
+        *finished = true;
     }
-    if is_mount_point(mountpoint) {
-        bail!(
-            "mountpoint {} is busy: something is already mounted there",
-            mountpoint.display()
+
+    fn reload(&self) {
+        match load_config(self.config_path.as_deref()) {
+            Ok(cfg) => {
+                let evicted = self.store.reload(cfg);
+                let usage = self.store.usage();
+                log::info!(
+                    "reloaded the config: quota {}, {} entries evicted to fit",
+                    iec(usage.quota_bytes),
+                    evicted
+                );
+                self.notifier.notify("STATUS=reloaded the config");
+            }
+            Err(e) => {
+                log::error!("config not reloaded, the old one stays in force: {e:#}");
+                self.notifier
+                    .notify("STATUS=config not reloaded (see the log)");
+            }
+        }
+    }
+
+    /// Unmounts, waiting up to the stop timeout for a busy mount to become
+    /// free. Returns only if the session is ending by itself; otherwise it
+    /// saves the index and exits the process.
+    fn stop(&self, unmounter: &mut fuser::SessionUnmounter, signals: &mut Signals) {
+        self.notifier.notify("STOPPING=1");
+        let mnt = self.mountpoint.display();
+        log::info!("stopping: unmounting {mnt}");
+        // The first attempt goes through fuser so that the session does
+        // not try to unmount again when it ends.
+        let Err(e) = unmounter.unmount() else {
+            return;
+        };
+        log::warn!(
+            "{mnt} is busy ({e}; {} open files); waiting up to {} for them to close",
+            self.open_handles.load(Ordering::Relaxed),
+            humantime::format_duration(self.stop_timeout)
         );
+        let deadline = Instant::now() + self.stop_timeout;
+        let mut again = false;
+        while Instant::now() < deadline && !again {
+            thread::sleep(Duration::from_millis(50));
+            if unmount(&self.mountpoint, false).is_ok() {
+                log::info!("{mnt} is free and unmounted");
+                return;
+            }
+            // A second SIGINT/SIGTERM means: stop now.
+            again = signals.pending().any(|s| s != SIGHUP);
+        }
+        log::warn!(
+            "{mnt} still busy ({} open files); detaching it: they get ENOTCONN",
+            self.open_handles.load(Ordering::Relaxed)
+        );
+        if let Err(e) = unmount(&self.mountpoint, true) {
+            log::error!("cannot detach {mnt}: {e}");
+        }
+        self.finish();
+        std::process::exit(0);
     }
-    let fuse_cfg = fuse_config(options, threads)?;
-    let store = Arc::new(Store::open(backing, config, Arc::new(SystemClock))?);
-    let fs = CacheFs::new(Arc::clone(&store));
-    let mut session = fuser::Session::new(fs, mountpoint, &fuse_cfg)
-        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
-    log::info!(
-        "mounted {} at {} (quota {} bytes)",
-        backing.display(),
-        mountpoint.display(),
-        store.usage().quota_bytes
-    );
-
-    spawn_sweeper(Arc::clone(&store));
-    spawn_signal_handler(
-        Arc::clone(&store),
-        config_path.map(Path::to_path_buf),
-        session.unmount_callable(),
-        mountpoint.to_path_buf(),
-    )?;
-
-    session.run().context("FUSE session failed")?;
-    let n = store.save_snapshot().context("cannot save the index")?;
-    log::info!("unmounted; saved the index ({n} entries)");
-    Ok(ExitCode::SUCCESS)
 }
 
+/// Sizes the way the config writes them (binary units).
+fn iec(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).to_string_as(true)
+}
+
+/// Unmounts (lazily: detaches) the mountpoint. Root calls umount2; an
+/// ordinary user goes through fusermount3, as mounting did.
+fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        let flags = if lazy {
+            nix::mount::MntFlags::MNT_DETACH
+        } else {
+            nix::mount::MntFlags::empty()
+        };
+        return nix::mount::umount2(mountpoint, flags).map_err(io::Error::from);
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let status = cmd.arg(mountpoint).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("fusermount3 -u: {status}")))
+    }
+}
+
+/// Sends READY=1 once the mount answers a stat and a statfs through FUSE
+/// (both block until the session serves them).
+fn spawn_readiness(daemon: Arc<Daemon>) {
+    thread::Builder::new()
+        .name("readiness".into())
+        .spawn(move || {
+            let mnt = &daemon.mountpoint;
+            let answered = std::fs::metadata(mnt).and_then(|_| {
+                nix::sys::statfs::statfs(mnt.as_path())
+                    .map(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
+                    .map_err(io::Error::from)
+            });
+            match answered {
+                Ok(true) => {
+                    log::info!("ready: {} answers", mnt.display());
+                    daemon
+                        .notifier
+                        .notify(&format!("READY=1\nSTATUS=serving {}", mnt.display()));
+                }
+                Ok(false) => log::error!("not ready: {} is not our FUSE mount", mnt.display()),
+                Err(e) => log::error!("not ready: {} does not answer: {e}", mnt.display()),
+            }
+        })
+        .expect("spawn readiness thread");
+}
+
+/// Expires entries in the background and, at most every few minutes,
+/// logs one line summing up what was evicted and expired.
 fn spawn_sweeper(store: Arc<Store>) {
+    const SUMMARY_EVERY: Duration = Duration::from_secs(300);
     thread::Builder::new()
         .name("sweeper".into())
         .spawn(move || {
+            let mut last = store.stats().total;
+            let mut last_summary = Instant::now();
             loop {
                 thread::sleep(store.config().cache.sweep_interval);
                 let n = store.sweep_expired();
                 if n > 0 {
                     log::debug!("swept {n} expired entries");
                 }
+                if last_summary.elapsed() >= SUMMARY_EVERY {
+                    let now = store.stats().total;
+                    let (evicted, expired) = (
+                        now.evictions - last.evictions,
+                        now.expirations - last.expirations,
+                    );
+                    if evicted + expired > 0 {
+                        log::info!(
+                            "last {}: {evicted} entries evicted, {expired} expired; {} entries, {} stored",
+                            humantime::format_duration(last_summary.elapsed()),
+                            now.entries,
+                            iec(now.bytes),
+                        );
+                    }
+                    last = now;
+                    last_summary = Instant::now();
+                }
             }
         })
         .expect("spawn sweeper thread");
 }
 
-fn spawn_signal_handler(
-    store: Arc<Store>,
-    config_path: Option<PathBuf>,
-    mut unmounter: fuser::SessionUnmounter,
-    mountpoint: PathBuf,
-) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install signal handlers")?;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+type Signals = signal_hook::iterator::Signals;
+
+fn spawn_signal_handler(daemon: Arc<Daemon>, mut unmounter: fuser::SessionUnmounter) -> Result<()> {
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for sig in signals.forever() {
+            while let Some(sig) = signals.forever().next() {
                 if sig == SIGHUP {
-                    match load_config(config_path.as_deref()) {
-                        Ok(cfg) => {
-                            store.reload(cfg);
-                            log::info!("reloaded the config");
-                        }
-                        Err(e) => log::error!("config not reloaded: {e:#}"),
-                    }
-                    continue;
-                }
-                log::info!("signal {sig}: unmounting");
-                if let Err(e) = unmounter.unmount() {
-                    // Busy (a process has its cwd inside): detach lazily so the
-                    // session still ends and the index is saved.
-                    log::warn!("unmount failed ({e}); detaching lazily");
-                    let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                    daemon.reload();
+                } else {
+                    log::info!(
+                        "signal {}: stopping",
+                        if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+                    );
+                    daemon.stop(&mut unmounter, &mut signals);
                 }
             }
         })?;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use fuser::{Errno, FileType};
@@ -93,6 +93,9 @@ pub struct HandleTable {
     map: RwLock<HashMap<u64, Arc<Handle>>>,
     /// In-flight writers by key: file handle numbers.
     writers: Mutex<HashMap<(Namespace, Key), Vec<u64>>>,
+    /// How many handles are open, readable without the map's lock (a
+    /// stopping daemon reports what keeps its mount busy).
+    open: Arc<AtomicUsize>,
 }
 
 impl HandleTable {
@@ -109,6 +112,7 @@ impl HandleTable {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Arc::new(h));
+        self.open.fetch_add(1, Ordering::Relaxed);
         if let Some(k) = key {
             self.writers_lock().entry(k).or_default().push(fh);
         }
@@ -129,6 +133,7 @@ impl HandleTable {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh)?;
+        self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = h.write_state() {
             let mut writers = self.writers_lock();
             let k = (s.ns.clone(), s.key.clone());
@@ -140,6 +145,10 @@ impl HandleTable {
             }
         }
         Some(h)
+    }
+
+    pub fn open_count(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.open)
     }
 
     fn writers_lock(&self) -> MutexGuard<'_, HashMap<(Namespace, Key), Vec<u64>>> {

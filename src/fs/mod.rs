@@ -81,6 +81,12 @@ impl CacheFs {
         }
     }
 
+    /// A live count of the handles open on this mount (files being read
+    /// or written, directories being listed).
+    pub fn open_handles(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.handles.open_count()
+    }
+
     fn dir_attr(&self, ino: u64) -> FileAttr {
         FileAttr {
             ino: INodeNo(ino),
