@@ -48,15 +48,33 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    match run(cli) {
+    // fuser::session warns when the mount it would unmount at the end is
+    // already gone, which is every ordinary `umount`: not worth a warning.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,fuser::session=error"),
+    )
+    .init();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str());
+    if invoked_as.is_some_and(|n| cli::mount_helper::NAMES.contains(&n)) {
+        // mount(8)'s "mount failure" status, which it passes on.
+        return report(cli::mount_helper::run(&args[1..]), ExitCode::from(32));
+    }
+    report(run(Cli::parse()), ExitCode::FAILURE)
+}
+
+/// One line on stderr for an error (the chain of causes, outermost
+/// first) and the given failure status.
+fn report(result: Result<ExitCode>, failure: ExitCode) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(e) => {
-            // One line: the chain of causes, outermost first.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("cachefs: error: {}", msg.join(": ").replace('\n', " "));
-            ExitCode::FAILURE
+            failure
         }
     }
 }

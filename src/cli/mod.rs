@@ -3,4 +3,5 @@
 //! the store or talk to a live mount through its files.
 
 pub mod mount;
+pub mod mount_helper;
 pub mod notify;

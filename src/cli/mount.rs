@@ -110,7 +110,10 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("cachefs".into()),
-        MountOption::Subtype("cachefs".into()),
+        // The kernel's own option, not MountOption::Subtype (which fuser
+        // hands only to fusermount): /proc/mounts then says fuse.cachefs,
+        // so findmnt, umount and `cachefs stats` can tell our mounts apart.
+        MountOption::CUSTOM("subtype=cachefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
