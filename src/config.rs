@@ -305,6 +305,31 @@ fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
+    /// The shipped example documents every field, commented out: as
+    /// shipped it is the defaults, and uncommented it must still parse.
+    #[test]
+    fn the_shipped_example_config_is_valid_commented_and_uncommented() {
+        let text = include_str!("../systemd/example.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&uncommented).unwrap();
+        assert_eq!(c.cache.max_entries, Some(1_000_000));
+        let ns = &c.namespaces["enrichment"];
+        assert_eq!(ns.durability, Durability::Fsync);
+        assert_eq!(ns.key_format, KeyFormat::Sha256);
+        assert_eq!(ns.max_entry_bytes, Some(1 << 20));
+    }
+
     #[test]
     fn empty_config_is_the_embedded_defaults() {
         let c = Config::parse("").unwrap();

@@ -53,6 +53,7 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
     let notifier = Notifier::from_env().context("invalid NOTIFY_SOCKET")?;
     let config = load_config(args.config.as_deref())?;
     let mountpoint = &args.mountpoint;
+    detach_if_dead(mountpoint)?;
     match std::fs::metadata(mountpoint) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory", mountpoint.display()),
@@ -338,15 +339,52 @@ fn spawn_signal_handler(daemon: Arc<Daemon>, mut unmounter: fuser::SessionUnmoun
     Ok(())
 }
 
+/// A cachefs that was killed (crash, OOM, kill -9) leaves its mount in
+/// place, answering ENOTCONN. Restarting on it (systemd's Restart=) must
+/// work, so such a mount of ours is detached first; a dead mount of any
+/// other filesystem is left alone and refused.
+fn detach_if_dead(mountpoint: &Path) -> Result<()> {
+    let Err(e) = std::fs::metadata(mountpoint) else {
+        return Ok(());
+    };
+    if e.raw_os_error() != Some(libc::ENOTCONN) {
+        return Ok(()); // reported with the other mountpoint checks
+    }
+    match mount_type(mountpoint).as_deref() {
+        Some("fuse.cachefs") => {
+            log::warn!(
+                "{} holds the dead mount of a cachefs that did not stop cleanly; detaching it",
+                mountpoint.display()
+            );
+            unmount(mountpoint, true)
+                .with_context(|| format!("cannot detach the dead mount at {}", mountpoint.display()))
+        }
+        other => bail!(
+            "mountpoint {}: {e} (a dead {} mount; unmount it first)",
+            mountpoint.display(),
+            other.unwrap_or("FUSE")
+        ),
+    }
+}
+
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else {
-        return false;
+    mount_type(path).is_some()
+}
+
+/// The type /proc/self/mounts gives the mount at `path`, if any. Only the
+/// parent is canonicalized: a dead mount cannot be stat'ed itself.
+fn mount_type(path: &Path) -> Option<String> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return false;
-    };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    mounts
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+    let full = parent.canonicalize().ok()?.join(path.file_name()?);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let want = full.to_string_lossy().replace(' ', "\\040");
+    // The last line wins: a mount stacked on another hides it.
+    mounts.lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (target == want).then(|| fstype.to_string())
+    })
 }
