@@ -342,28 +342,28 @@ fn spawn_signal_handler(daemon: Arc<Daemon>, mut unmounter: fuser::SessionUnmoun
 /// A cachefs that was killed (crash, OOM, kill -9) leaves its mount in
 /// place, answering ENOTCONN. Restarting on it (systemd's Restart=) must
 /// work, so such a mount of ours is detached first; a dead mount of any
-/// other filesystem is left alone and refused.
+/// other filesystem is left alone and refused. statfs is the probe: the
+/// kernel answers a stat of the root from its attribute cache for a while
+/// after the daemon died, but sends every statfs.
 fn detach_if_dead(mountpoint: &Path) -> Result<()> {
-    let Err(e) = std::fs::metadata(mountpoint) else {
+    let Some(fstype) = mount_type(mountpoint) else {
         return Ok(());
     };
-    if e.raw_os_error() != Some(libc::ENOTCONN) {
-        return Ok(()); // reported with the other mountpoint checks
-    }
-    match mount_type(mountpoint).as_deref() {
-        Some("fuse.cachefs") => {
+    match nix::sys::statfs::statfs(mountpoint) {
+        Err(nix::errno::Errno::ENOTCONN) if fstype == "fuse.cachefs" => {
             log::warn!(
                 "{} holds the dead mount of a cachefs that did not stop cleanly; detaching it",
                 mountpoint.display()
             );
-            unmount(mountpoint, true)
-                .with_context(|| format!("cannot detach the dead mount at {}", mountpoint.display()))
+            unmount(mountpoint, true).with_context(|| {
+                format!("cannot detach the dead mount at {}", mountpoint.display())
+            })
         }
-        other => bail!(
-            "mountpoint {}: {e} (a dead {} mount; unmount it first)",
-            mountpoint.display(),
-            other.unwrap_or("FUSE")
+        Err(nix::errno::Errno::ENOTCONN) => bail!(
+            "mountpoint {} holds a dead {fstype} mount; unmount it first",
+            mountpoint.display()
         ),
+        _ => Ok(()), // alive: refused with the other mountpoint checks
     }
 }
 

@@ -26,6 +26,8 @@ struct Request {
     mountpoint: OsString,
     /// `cachefs mount` arguments after the two paths.
     daemon_args: Vec<OsString>,
+    /// `-o log=FILE`: where the daemon's log goes.
+    log: Option<OsString>,
     fake: bool,
     verbose: bool,
 }
@@ -86,8 +88,11 @@ fn parse(args: &[OsString]) -> Result<Request> {
     })?;
     let mut daemon_args: Vec<OsString> = Vec::new();
     let mut fuse_opts = Vec::new();
+    let mut log = None;
     for opt in options {
-        if let Some(path) = opt.strip_prefix("config=") {
+        if let Some(path) = opt.strip_prefix("log=") {
+            log = Some(path.into());
+        } else if let Some(path) = opt.strip_prefix("config=") {
             daemon_args.extend(["--config".into(), path.into()]);
         } else if let Some(n) = opt.strip_prefix("threads=") {
             daemon_args.extend(["--threads".into(), n.into()]);
@@ -104,8 +109,32 @@ fn parse(args: &[OsString]) -> Result<Request> {
         backing,
         mountpoint,
         daemon_args,
+        log,
         fake,
         verbose,
+    })
+}
+
+/// Where the daemon, which outlives the helper, writes its log: the
+/// `log=` file; else the helper's stderr (the journal when systemd runs
+/// mount(8), or a terminal), except a pipe: whoever reads that pipe would
+/// wait for its end, and so for the daemon to stop.
+fn daemon_log(path: Option<&OsStr>) -> Result<Stdio> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(path) = path {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("log file {}", path.to_string_lossy()))?;
+        return Ok(file.into());
+    }
+    let stderr_is_pipe =
+        std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.file_type().is_fifo());
+    Ok(if stderr_is_pipe {
+        Stdio::null()
+    } else {
+        Stdio::inherit()
     })
 }
 
@@ -132,6 +161,7 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
         .env("NOTIFY_SOCKET", format!("@{name}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(daemon_log(req.log.as_deref())?)
         // Its own process group: a Ctrl-C meant for the shell that ran
         // mount(8) must not stop the daemon.
         .process_group(0)
@@ -171,7 +201,7 @@ mod tests {
     #[test]
     fn translates_mount_options() {
         let r = parse(&args(
-            "/b /m -o rw,config=/etc/cachefs/x.toml,_netdev,x-systemd.requires=/srv,allow_other,nofail,threads=2",
+            "/b /m -o rw,config=/etc/cachefs/x.toml,_netdev,x-systemd.requires=/srv,allow_other,nofail,threads=2,log=/var/log/c.log",
         ))
         .unwrap();
         assert_eq!(r.backing, "/b");
@@ -180,6 +210,7 @@ mod tests {
             r.daemon_args,
             args("--config /etc/cachefs/x.toml --threads 2 -o allow_other")
         );
+        assert_eq!(r.log.as_deref(), Some(OsStr::new("/var/log/c.log")));
         assert!(!r.fake);
     }
 

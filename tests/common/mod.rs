@@ -191,6 +191,13 @@ pub struct MountOpts {
     pub backing: Option<PathBuf>,
     /// Extra environment for the daemon (e.g. RUST_LOG).
     pub env: Vec<(String, String)>,
+    /// Extra `cachefs mount` arguments (e.g. `--stop-timeout 1s`).
+    pub args: Vec<String>,
+    /// An existing mountpoint to reuse; `None` makes a fresh one.
+    pub mountpoint: Option<PathBuf>,
+    /// Return as soon as the daemon is spawned, without waiting for the
+    /// mount (the test watches readiness itself).
+    pub no_wait: bool,
 }
 
 pub struct Mount {
@@ -240,8 +247,14 @@ impl Mount {
                 (t.path().canonicalize().unwrap(), Some(t))
             }
         };
-        let mnt = dir_path.join("mnt");
-        fs::create_dir(&mnt).unwrap();
+        let mnt = match &opts.mountpoint {
+            Some(m) => m.clone(),
+            None => {
+                let m = dir_path.join("mnt");
+                fs::create_dir(&m).unwrap();
+                m
+            }
+        };
         let log_path = dir_path.join("daemon.log");
         let config_path = opts.config.as_ref().map(|text| {
             let p = dir_path.join("config.toml");
@@ -254,6 +267,7 @@ impl Mount {
         if let Some(c) = &config_path {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(&opts.args);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -286,7 +300,9 @@ impl Mount {
             watchdog: Some(tx),
             _backing_tmp: backing_tmp,
         };
-        m.wait_mounted();
+        if !opts.no_wait {
+            m.wait_mounted();
+        }
         m
     }
 
