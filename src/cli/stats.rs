@@ -82,7 +82,9 @@ fn latency(s: &Value, op: &str) -> String {
 
 /// Microseconds, compact: "12µs", "3.4ms", "1.2s".
 fn format_us(v: f64) -> String {
-    if v < 1000.0 {
+    if v < 10.0 {
+        format!("{v:.1}µs")
+    } else if v < 1000.0 {
         format!("{v:.0}µs")
     } else if v < 1_000_000.0 {
         format!("{:.1}ms", v / 1000.0)

@@ -20,12 +20,13 @@ mod control;
 mod errno;
 mod handles;
 mod inodes;
+mod misses;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
 use fuser::{
@@ -65,8 +66,6 @@ pub const XATTR_PURGE: &str = "user.cachefs.purge";
 /// Read back on the same dir by the same process: "ENTRIES BYTES" of its
 /// last purge there.
 pub const XATTR_PURGED: &str = "user.cachefs.purged";
-/// Misses remembered for taking back the kernel's pre-create lookup.
-const RECENT_MISSES: usize = 64;
 
 pub struct CacheFs {
     store: Arc<Store>,
@@ -77,11 +76,8 @@ pub struct CacheFs {
     started: SystemTime,
     /// Serialises namespace mkdir/rmdir against each other.
     ns_ops: Mutex<()>,
-    /// The last few lookups that missed: (pid, namespace, key, expired).
-    /// A create of the same key by the same thread takes its miss back:
-    /// the kernel's lookup before a create is part of the write, not a
-    /// read that missed. Touched only on misses, never on hits.
-    recent_misses: Mutex<VecDeque<(u32, Namespace, Key, bool)>>,
+    /// Which lookup misses are reads that missed (see `misses.rs`).
+    misses: misses::MissLedger,
     /// Each purging process's last result per dir inode.
     purges: Mutex<HashMap<(u32, u64), PurgeReport>>,
 }
@@ -96,7 +92,7 @@ impl CacheFs {
             gid: nix::unistd::getegid().as_raw(),
             started: SystemTime::now(),
             ns_ops: Mutex::new(()),
-            recent_misses: Mutex::new(VecDeque::with_capacity(RECENT_MISSES)),
+            misses: misses::MissLedger::default(),
             purges: Mutex::new(HashMap::new()),
         }
     }
@@ -124,24 +120,9 @@ impl CacheFs {
         en
     }
 
-    fn remember_miss(&self, pid: u32, ns: &Namespace, key: &Key, expired: bool) {
-        let mut q = self.recent_misses.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() == RECENT_MISSES {
-            q.pop_front();
-        }
-        q.push_back((pid, ns.clone(), key.clone(), expired));
-    }
-
-    /// A create follows the kernel's lookup of the same key by the same
-    /// thread: that lookup's miss is taken back.
-    fn uncount_precreate_miss(&self, pid: u32, ns: &Namespace, key: &Key) {
-        let mut q = self.recent_misses.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = q
-            .iter()
-            .rposition(|(p, n, k, _)| *p == pid && n == ns && k == key)
-        {
-            let (_, _, _, expired) = q.remove(i).expect("found");
-            drop(q);
+    /// Takes back what the miss ledger says the store over-counted.
+    fn take_back(&self, ns: &Namespace, t: misses::TakeBack) {
+        if let misses::TakeBack::Miss { expired } = t {
             self.store.uncount_miss(ns, expired);
         }
     }
@@ -497,11 +478,17 @@ impl Filesystem for CacheFs {
                         reply.entry_with_ttls(&ENTRY_ATTR_TTL, &Duration::ZERO, &attr, gen0);
                     }
                     Lookup::Miss => {
-                        self.remember_miss(_req.pid(), &ns, &key, false);
+                        let t = self
+                            .misses
+                            .missed(_req.pid(), &ns, &key, false, Instant::now());
+                        self.take_back(&ns, t);
                         reply.error(Errno::ENOENT)
                     }
                     Lookup::Expired => {
-                        self.remember_miss(_req.pid(), &ns, &key, true);
+                        let t = self
+                            .misses
+                            .missed(_req.pid(), &ns, &key, true, Instant::now());
+                        self.take_back(&ns, t);
                         reply.error(Errno::ENOENT)
                     }
                 }
@@ -843,7 +830,7 @@ impl Filesystem for CacheFs {
             Ok(k) => k,
             Err(e) => return reply.error(self.rejected(&ns, e)),
         };
-        self.uncount_precreate_miss(req.pid(), &ns, &key);
+        self.take_back(&ns, self.misses.created(req.pid(), &ns, &key));
         if flags & libc::O_EXCL != 0
             && (matches!(self.store.entry_info(&ns, &key), Lookup::Hit(_))
                 || self.handles.is_being_written(&ns, &key))
