@@ -64,13 +64,18 @@ pub fn run(
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<16} {:<64} {:>12} {:>12} {:>12} {:>12}",
-        "NAMESPACE", "KEY", "SIZE", "STORED", "AGE", "EXPIRES IN"
-    );
+        "NAMESPACE",
+        "KEY",
+        "SIZE",
+        "STORED",
+        "AGE",
+        "EXPIRES IN"
+    )?;
     for (r, rec) in rows.iter().zip(&listed) {
         let age = human_duration(Duration::from_secs_f64(r.age_seconds.max(0.0)));
         let expires = match r.expires_in_seconds {
@@ -78,7 +83,7 @@ pub fn run(
             Some(s) if s <= 0.0 => "expired".to_string(),
             Some(s) => human_duration(Duration::from_secs_f64(s)),
         };
-        println!(
+        outln!(
             "{:<16} {:<64} {:>12} {:>12} {:>12} {:>12}",
             show_name(&rec.namespace),
             show_name(&rec.key),
@@ -86,7 +91,7 @@ pub fn run(
             r.stored_bytes,
             age,
             expires
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,9 +28,9 @@ pub fn run(text: Option<&str>, namespace: Option<&str>) -> Result<ExitCode> {
         Some(ns) => {
             let ns = Namespace::parse(ns.as_bytes())
                 .map_err(|e| anyhow::anyhow!("bad namespace {ns:?}: {e}"))?;
-            println!("{ns}/{hex}");
+            outln!("{ns}/{hex}")?;
         }
-        None => println!("{hex}"),
+        None => outln!("{hex}")?,
     }
     Ok(ExitCode::SUCCESS)
 }

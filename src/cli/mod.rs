@@ -2,6 +2,24 @@
 //! definitions and the dispatch. No cache logic lives here: commands call
 //! the store or talk to a live mount through its files.
 
+/// `println!` that returns the write's error instead of panicking, so a
+/// reader that closed the pipe (`| head`) ends the command quietly (see
+/// `main`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)
+    }};
+}
+
+/// `print!` that returns the write's error (see `outln!`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($t)*)
+    }};
+}
+
 pub mod inspect;
 pub mod key;
 pub mod mount;

@@ -67,16 +67,16 @@ pub fn run(
         }
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"entries": report.entries, "bytes": report.bytes, "mode": how})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "purged {} entries ({})",
             report.entries,
             human_bytes(report.bytes)
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

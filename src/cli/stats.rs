@@ -41,15 +41,15 @@ pub fn run(mountpoint: Option<&Path>, json: bool) -> Result<ExitCode> {
             )
         })?;
         if json {
-            print!("{text}");
+            out!("{text}")?;
             continue;
         }
         let doc: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         if i > 0 {
-            println!();
+            outln!()?;
         }
-        print!("{}", render(mnt, &doc));
+        out!("{}", render(mnt, &doc))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,7 @@ pub fn run(backing: &Path, quarantine: bool, json: bool) -> Result<ExitCode> {
     let store = OfflineStore::open(backing, access, Config::default(), Arc::new(SystemClock))?;
     let files = store.entry_files();
     let pb = progress(files.len() as u64, "verifying");
+    let mut write_error: Option<std::io::Error> = None;
     let report = store.verify(&files, quarantine, |outcome| {
         pb.inc(1);
         if let (Err(bad), false) = (outcome, json) {
@@ -52,7 +53,14 @@ pub fn run(backing: &Path, quarantine: bool, json: bool) -> Result<ExitCode> {
                 .quarantined_to
                 .as_ref()
                 .map_or(String::new(), |to| format!(" -> {}", to.display()));
-            pb.suspend(|| println!("BAD {} ({names}): {}{moved}", bad.path.display(), bad.why));
+            if write_error.is_none()
+                && let Err(e) = pb
+                    .suspend(|| outln!("BAD {} ({names}): {}{moved}", bad.path.display(), bad.why))
+            {
+                // A closed pipe stops the printing, not the check: the
+                // exit status still says whether any entry is bad.
+                write_error = Some(e);
+            }
         }
     });
     pb.finish_and_clear();
@@ -78,9 +86,10 @@ pub fn run(backing: &Path, quarantine: bool, json: bool) -> Result<ExitCode> {
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        // Ignored like the lines above: the exit status is the verdict.
+        let _ = outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        let _ = outln!(
             "checked {} entries: {} bad{}",
             report.checked,
             bad_count,
