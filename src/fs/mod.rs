@@ -15,6 +15,12 @@
 //!   shared state: each handle serves exactly the version it opened.
 //!   (Page-cache reuse across opens of an immutable version is the
 //!   performance issue's to win back, without giving this up.)
+//!
+//! Metrics: the store counts what it does; this layer counts only what it
+//! alone sees: writes refused (by the errno decided here), backing I/O
+//! errors turned into EIO, and which lookups are reads that missed
+//! (`misses.rs`). Purges requested through the `user.cachefs.purge` xattr
+//! are one store call each.
 
 mod control;
 mod errno;
@@ -432,7 +438,7 @@ impl Filesystem for CacheFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let gen0 = Generation(0);
         match kind_of(parent.0) {
             Some(InodeKind::Root) => {
@@ -480,14 +486,14 @@ impl Filesystem for CacheFs {
                     Lookup::Miss => {
                         let t = self
                             .misses
-                            .missed(_req.pid(), &ns, &key, false, Instant::now());
+                            .missed(req.pid(), &ns, &key, false, Instant::now());
                         self.take_back(&ns, t);
                         reply.error(Errno::ENOENT)
                     }
                     Lookup::Expired => {
                         let t = self
                             .misses
-                            .missed(_req.pid(), &ns, &key, true, Instant::now());
+                            .missed(req.pid(), &ns, &key, true, Instant::now());
                         self.take_back(&ns, t);
                         reply.error(Errno::ENOENT)
                     }
@@ -588,7 +594,7 @@ impl Filesystem for CacheFs {
                 if let Some(sz) = size
                     && let Err(e) = st.truncate(sz)
                 {
-                    let en = self.fail(&e);
+                    let en = self.rejected(&s.ns, self.fail(&e));
                     s.failed = Some(en);
                     s.staging = None;
                     return reply.error(en);
@@ -933,7 +939,7 @@ impl Filesystem for CacheFs {
                 .begin_write(&s.ns, &s.key, WriteFrom::Current, owner)
             {
                 Ok(st) => s.staging = Some(st),
-                Err(e) => return reply.error(self.fail(&e)),
+                Err(e) => return reply.error(self.rejected(&s.ns, self.fail(&e))),
             }
         }
         let owner = lock_owner.map_or(ANY_OWNER, |o| o.0);

@@ -13,6 +13,12 @@
 //! 4. The backing dir is untrusted: files are validated before use, and
 //!    content checksums checked before bytes are first served.
 //!
+//! Metrics: each namespace's counters and histograms live in its index
+//! state behind an `Arc` (relaxed atomics, no lock to record); read
+//! handles carry that `Arc`, so reads record without any lock. `stats()`
+//! reads counters and gauges under the index lock: one consistent
+//! snapshot, O(namespaces).
+//!
 //! Locking: one mutex, `index`, protects the index and its accounting. It
 //! is a leaf lock (nothing else is taken under it). What runs under it is
 //! memory work plus the publish `rename` and moving victims into `trash/`
