@@ -676,15 +676,23 @@ impl Store {
         match self.open_read(ns, key) {
             Ok(h) if h.version == version => Ok(h),
             // Replaced (or removed) since the kernel looked it up.
-            Ok(h) => Ok(self.open_retired(ns, version)?.unwrap_or(h)),
-            Err(StoreError::NotFound) => {
-                self.open_retired(ns, version)?.ok_or(StoreError::NotFound)
-            }
+            // (open_read counted this open's hit already.)
+            Ok(h) => Ok(self.open_retired(ns, version, false)?.unwrap_or(h)),
+            Err(StoreError::NotFound) => self
+                .open_retired(ns, version, true)?
+                .ok_or(StoreError::NotFound),
             Err(e) => Err(e),
         }
     }
 
-    fn open_retired(&self, ns: &Namespace, version: u64) -> Result<Option<ReadHandle>, StoreError> {
+    /// Opens a replaced version still kept; `count`: this open's hit is
+    /// not counted yet.
+    fn open_retired(
+        &self,
+        ns: &Namespace,
+        version: u64,
+        count: bool,
+    ) -> Result<Option<ReadHandle>, StoreError> {
         let Some((meta, path, _)) = self.retired_lock().get(&version).cloned() else {
             return Ok(None);
         };
@@ -695,7 +703,9 @@ impl Store {
         if !meta.verified && verify_entry(&file, &meta).is_err() {
             return Err(StoreError::NotFound);
         }
-        metrics::add(&m.hits, 1);
+        if count {
+            metrics::add(&m.hits, 1);
+        }
         Ok(Some(ReadHandle {
             file,
             len: meta.logical_size,
