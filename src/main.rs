@@ -82,8 +82,8 @@ enum Command {
         /// Every entry.
         #[arg(long)]
         all: bool,
-        /// Offline only: the config whose TTLs decide --expired (default:
-        /// the embedded defaults).
+        /// Offline only: the daemon's config, whose TTLs decide --expired
+        /// (required with --expired).
         #[arg(long, requires = "backing")]
         config: Option<PathBuf>,
         /// Print {"entries", "bytes", "mode"} as JSON.
@@ -187,6 +187,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, true, _) => PurgeSelect::Expired,
                 _ => PurgeSelect::All,
             };
+            if backing.is_some() && expired && config.is_none() {
+                // Guessing the TTLs (the embedded 2 h) could purge live
+                // entries of a namespace whose config keeps them for days.
+                anyhow::bail!(
+                    "offline --expired needs the daemon's --config FILE (TTLs come from it); or use --older-than DUR"
+                );
+            }
             let target = match (&mountpoint, &backing) {
                 (Some(m), None) => cli::purge::Target::Mount(m),
                 (None, Some(dir)) => cli::purge::Target::Backing {

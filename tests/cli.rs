@@ -256,6 +256,20 @@ fn purge_offline_and_its_lock() {
     );
     let text = cachefs_ok(&["purge", "--backing", s(&m.backing), "--older-than", "1h"]);
     assert!(text.starts_with("purged 1 entries"), "{text}");
+    // Offline --expired wants the daemon's config (its TTLs).
+    let out = cachefs(&["purge", "--backing", s(&m.backing), "--expired"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_error_line(&out, "--config");
+    let cfg = m.config_path.clone().unwrap();
+    let text = cachefs_ok(&[
+        "purge",
+        "--backing",
+        s(&m.backing),
+        "--expired",
+        "--config",
+        s(&cfg),
+    ]);
+    assert!(text.starts_with("purged 0 entries"), "TTL 1d: {text}");
     // A missing backing dir is an error, and is not created.
     let nowhere = m.dir.path().join("nowhere");
     let out = cachefs(&["purge", "--backing", s(&nowhere), "--all"]);
