@@ -31,27 +31,52 @@ pub fn run(mountpoint: Option<&Path>, json: bool) -> Result<ExitCode> {
             }
         }
     };
-    for (i, mnt) in mounts.iter().enumerate() {
-        let path = mnt.join(".cachefs/stats.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{} is not a live cachefs mount (cannot read {})",
-                mnt.display(),
-                path.display()
-            )
-        })?;
-        if json {
-            out!("{text}")?;
-            continue;
-        }
-        let doc: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
-        if i > 0 {
-            outln!()?;
-        }
-        out!("{}", render(mnt, &doc))?;
+    if let [one] = mounts.as_slice() {
+        return show(one, json, false).map(|()| ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    // Several mounts found: one that cannot answer (a dead daemon) is
+    // reported on its own line and the others are still shown.
+    let mut failed = false;
+    for (i, mnt) in mounts.iter().enumerate() {
+        if let Err(e) = show(mnt, json, i > 0) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return Err(e);
+            }
+            eprintln!("cachefs: error: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints one mount's figures.
+fn show(mnt: &Path, json: bool, blank_line_first: bool) -> Result<()> {
+    let path = mnt.join(".cachefs/stats.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} is not a live cachefs mount (cannot read {})",
+            mnt.display(),
+            path.display()
+        )
+    })?;
+    if json {
+        out!("{text}")?;
+        return Ok(());
+    }
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if blank_line_first {
+        outln!()?;
+    }
+    out!("{}", render(mnt, &doc))?;
+    Ok(())
 }
 
 fn u(v: &Value) -> u64 {
