@@ -215,7 +215,7 @@ fn control_dir_is_read_only() {
     }
     let m = Mount::new(CFG);
     let s = m.stats();
-    assert_eq!(s["format"], 1, "stats.json format: {s}");
+    assert_eq!(s["format"], 2, "stats.json format: {s}");
     for f in [
         "hits",
         "misses",

@@ -15,16 +15,24 @@
 //!   shared state: each handle serves exactly the version it opened.
 //!   (Page-cache reuse across opens of an immutable version is the
 //!   performance issue's to win back, without giving this up.)
+//!
+//! Metrics: the store counts what it does; this layer counts only what it
+//! alone sees: writes refused (by the errno decided here), backing I/O
+//! errors turned into EIO, and which lookups are reads that missed
+//! (`misses.rs`). Purges requested through the `user.cachefs.purge` xattr
+//! are one store call each.
 
 mod control;
 mod errno;
 mod handles;
 mod inodes;
+mod misses;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
 use fuser::{
@@ -34,9 +42,10 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::metrics::Rejection;
 use crate::store::{
-    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, Owner, StagingFile, Store, StoreError,
-    WriteFrom, to_nanos, to_system_time,
+    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, Owner, PurgeFilter, PurgeReport,
+    PurgeSelect, StagingFile, Store, StoreError, WriteFrom, to_nanos, to_system_time,
 };
 use errno::errno;
 use handles::{ANY_OWNER, DirEntryItem, Handle, HandleTable, WriteState};
@@ -56,6 +65,13 @@ const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
 const XATTR_SHA256: &str = "user.cachefs.sha256";
 const XATTR_STORED: &str = "user.cachefs.stored_bytes";
+/// Set on the mount root or a namespace dir: purges (value: `all`,
+/// `expired`, `older-than=SECONDS`). The daemon does the work, so its
+/// counters and `df` change at once.
+pub const XATTR_PURGE: &str = "user.cachefs.purge";
+/// Read back on the same dir by the same process: "ENTRIES BYTES" of its
+/// last purge there.
+pub const XATTR_PURGED: &str = "user.cachefs.purged";
 
 pub struct CacheFs {
     store: Arc<Store>,
@@ -66,6 +82,10 @@ pub struct CacheFs {
     started: SystemTime,
     /// Serialises namespace mkdir/rmdir against each other.
     ns_ops: Mutex<()>,
+    /// Which lookup misses are reads that missed (see `misses.rs`).
+    misses: misses::MissLedger,
+    /// Each purging process's last result per dir inode.
+    purges: Mutex<HashMap<(u32, u64), PurgeReport>>,
 }
 
 impl CacheFs {
@@ -78,6 +98,47 @@ impl CacheFs {
             gid: nix::unistd::getegid().as_raw(),
             started: SystemTime::now(),
             ns_ops: Mutex::new(()),
+            misses: misses::MissLedger::default(),
+            purges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Maps a store failure to its errno, counting backing I/O errors.
+    fn fail(&self, e: &StoreError) -> Errno {
+        let en = errno(e);
+        if en == Errno::EIO {
+            self.store.record_io_error();
+        }
+        en
+    }
+
+    /// Counts a refused write by the errno its writer sees.
+    fn rejected(&self, ns: &Namespace, en: Errno) -> Errno {
+        let why = match en {
+            Errno::EFBIG => Some(Rejection::TooBig),
+            Errno::ENOSPC => Some(Rejection::NoSpace),
+            Errno::EINVAL => Some(Rejection::Invalid),
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.store.record_rejection(ns, why);
+        }
+        en
+    }
+
+    /// Takes back what the miss ledger says the store over-counted.
+    fn take_back(&self, ns: &Namespace, t: misses::TakeBack) {
+        if let misses::TakeBack::Miss { expired } = t {
+            self.store.uncount_miss(ns, expired);
+        }
+    }
+
+    /// The namespace a dir or entry inode belongs to.
+    fn namespace_of_any(&self, ino: u64) -> Option<Namespace> {
+        match kind_of(ino)? {
+            InodeKind::Namespace(_) => self.namespace_of(ino),
+            InodeKind::Entry => self.inodes.get(ino).map(|(ns, _, _)| ns),
+            _ => None,
         }
     }
 
@@ -209,7 +270,7 @@ impl CacheFs {
                 Ok(())
             }
             Err(e) => {
-                let en = errno(&e);
+                let en = self.rejected(&state.ns, self.fail(&e));
                 state.failed = Some(en);
                 Err(en)
             }
@@ -237,7 +298,7 @@ impl CacheFs {
         let staging = self
             .store
             .begin_write(&ns, &key, from, owner)
-            .map_err(|e| errno(&e))?;
+            .map_err(|e| self.rejected(&ns, self.fail(&e)))?;
         let attr = self.staging_attr(&staging);
         let fh = self
             .handles
@@ -290,6 +351,31 @@ impl CacheFs {
         Ok(text.into_bytes())
     }
 
+    /// A purge requested through `user.cachefs.purge` on the mount root
+    /// (every namespace) or a namespace dir. Only root and the mount's
+    /// owner may purge.
+    fn purge(&self, req: &Request, ino: u64, value: &[u8]) -> Result<(), Errno> {
+        let namespace = match kind_of(ino) {
+            Some(InodeKind::Root) => None,
+            Some(InodeKind::Namespace(_)) => Some(self.namespace_of(ino).ok_or(Errno::ENOENT)?),
+            _ => return Err(Errno::ENOTSUP),
+        };
+        if req.uid() != 0 && req.uid() != self.uid {
+            return Err(Errno::EPERM);
+        }
+        let select: PurgeSelect = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.trim_end_matches('\0').parse().ok())
+            .ok_or(Errno::EINVAL)?;
+        let report = self.store.purge(&PurgeFilter { namespace, select });
+        let mut purges = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+        if purges.len() >= 1024 {
+            purges.clear();
+        }
+        purges.insert((req.pid(), ino), report);
+        Ok(())
+    }
+
     fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
         let dot = |ino: u64, name: &str| DirEntryItem {
             ino,
@@ -319,7 +405,7 @@ impl CacheFs {
             }
             Some(InodeKind::Namespace(_)) => {
                 let ns = self.namespace_of(ino).ok_or(Errno::ENOENT)?;
-                let keys = self.store.list(&ns).map_err(|e| errno(&e))?;
+                let keys = self.store.list(&ns).map_err(|e| self.fail(&e))?;
                 items.reserve(keys.len());
                 for (key, version) in keys {
                     items.push(DirEntryItem {
@@ -358,7 +444,7 @@ impl Filesystem for CacheFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let gen0 = Generation(0);
         match kind_of(parent.0) {
             Some(InodeKind::Root) => {
@@ -403,7 +489,20 @@ impl Filesystem for CacheFs {
                         self.inodes.remember(&ns, &key, attr);
                         reply.entry_with_ttls(&ENTRY_ATTR_TTL, &Duration::ZERO, &attr, gen0);
                     }
-                    Lookup::Miss | Lookup::Expired => reply.error(Errno::ENOENT),
+                    Lookup::Miss => {
+                        let t = self
+                            .misses
+                            .missed(req.pid(), &ns, &key, false, Instant::now());
+                        self.take_back(&ns, t);
+                        reply.error(Errno::ENOENT)
+                    }
+                    Lookup::Expired => {
+                        let t = self
+                            .misses
+                            .missed(req.pid(), &ns, &key, true, Instant::now());
+                        self.take_back(&ns, t);
+                        reply.error(Errno::ENOENT)
+                    }
                 }
             }
             _ => reply.error(Errno::ENOTDIR),
@@ -494,14 +593,14 @@ impl Filesystem for CacheFs {
                     },
                 ) {
                     Ok(st) => s.staging = Some(st),
-                    Err(e) => return reply.error(errno(&e)),
+                    Err(e) => return reply.error(self.fail(&e)),
                 }
             }
             if let Some(st) = s.staging.as_mut() {
                 if let Some(sz) = size
                     && let Err(e) = st.truncate(sz)
                 {
-                    let en = errno(&e);
+                    let en = self.rejected(&s.ns, self.fail(&e));
                     s.failed = Some(en);
                     s.staging = None;
                     return reply.error(en);
@@ -550,7 +649,7 @@ impl Filesystem for CacheFs {
                 attr.ino = ino;
                 reply.attr(&Duration::ZERO, &attr)
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 
@@ -577,7 +676,7 @@ impl Filesystem for CacheFs {
                 &self.dir_attr(inodes::namespace_ino(id)),
                 Generation(0),
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 
@@ -594,7 +693,7 @@ impl Filesystem for CacheFs {
         let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
         match self.store.remove_namespace(&ns) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 
@@ -621,7 +720,7 @@ impl Filesystem for CacheFs {
         match self.store.remove(&ns, &key) {
             Ok(()) => reply.ok(),
             Err(StoreError::NotFound) if !writers.is_empty() => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 
@@ -642,7 +741,7 @@ impl Filesystem for CacheFs {
             return reply.error(Errno::EPERM);
         };
         if ns != new_ns {
-            return reply.error(errno(&StoreError::CrossNamespace));
+            return reply.error(self.fail(&StoreError::CrossNamespace));
         }
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
@@ -670,7 +769,7 @@ impl Filesystem for CacheFs {
                 self.inodes.rename(&ns, &from, &to);
                 reply.ok()
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 
@@ -708,7 +807,7 @@ impl Filesystem for CacheFs {
                                 FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
                             )
                         }
-                        Err(e) => reply.error(errno(&e)),
+                        Err(e) => reply.error(self.fail(&e)),
                     }
                 } else {
                     match self.open_write(req, ns, key, flags.0, Some(u32::from(last.perm))) {
@@ -741,8 +840,9 @@ impl Filesystem for CacheFs {
         };
         let key = match self.parse_key(&ns, name, Errno::EINVAL) {
             Ok(k) => k,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(self.rejected(&ns, e)),
         };
+        self.take_back(&ns, self.misses.created(req.pid(), &ns, &key));
         if flags & libc::O_EXCL != 0
             && (matches!(self.store.entry_info(&ns, &key), Lookup::Hit(_))
                 || self.handles.is_being_written(&ns, &key))
@@ -787,7 +887,7 @@ impl Filesystem for CacheFs {
         match &*h {
             Handle::Read(rh) => match rh.read_at(offset, size as usize) {
                 Ok(buf) => reply.data(&buf),
-                Err(e) => reply.error(errno(&StoreError::Io(e))),
+                Err(e) => reply.error(self.fail(&StoreError::Io(e))),
             },
             Handle::Write(_) => {
                 let s = h.write_state().expect("write handle");
@@ -796,7 +896,7 @@ impl Filesystem for CacheFs {
                         let mut buf = vec![0u8; size as usize];
                         match st.read_at(offset, &mut buf) {
                             Ok(n) => reply.data(&buf[..n]),
-                            Err(e) => reply.error(errno(&StoreError::Io(e))),
+                            Err(e) => reply.error(self.fail(&StoreError::Io(e))),
                         }
                     }
                     None => reply.error(s.failed.unwrap_or(Errno::EBADF)),
@@ -845,7 +945,7 @@ impl Filesystem for CacheFs {
                 .begin_write(&s.ns, &s.key, WriteFrom::Current, owner)
             {
                 Ok(st) => s.staging = Some(st),
-                Err(e) => return reply.error(errno(&e)),
+                Err(e) => return reply.error(self.rejected(&s.ns, self.fail(&e))),
             }
         }
         let owner = lock_owner.map_or(ANY_OWNER, |o| o.0);
@@ -865,7 +965,7 @@ impl Filesystem for CacheFs {
             Err(e) => {
                 // Over its limit: the write fails now, close() fails too,
                 // and the staged bytes go at once.
-                let en = errno(&e);
+                let en = self.rejected(&s.ns, self.fail(&e));
                 s.failed = Some(en);
                 s.staging = None;
                 if let Some(v) = s.published_empty.take() {
@@ -984,13 +1084,24 @@ impl Filesystem for CacheFs {
         reply.ok()
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         // Expired entries are not counted: reclaim them before answering.
         self.store.sweep_expired();
-        let u = self.store.usage();
+        let mut u = self.store.usage();
+        let mut free_bytes = u.quota_bytes.saturating_sub(u.used_bytes);
+        // Inside a namespace with its own quota (the kernel passes the
+        // inode of the path given to statfs): that quota is the size, and
+        // the room is what both it and the mount still have.
+        if let Some(nu) = self
+            .namespace_of_any(ino.0)
+            .and_then(|ns| self.store.namespace_usage(&ns))
+        {
+            free_bytes = free_bytes.min(nu.quota_bytes.saturating_sub(nu.used_bytes));
+            u = nu;
+        }
         let bs = u64::from(BLOCK);
         let blocks = u.quota_bytes / bs;
-        let free = u.quota_bytes.saturating_sub(u.used_bytes) / bs;
+        let free = free_bytes / bs;
         let files = u.max_entries.unwrap_or(u.entries + (1 << 32));
         let ffree = files.saturating_sub(u.entries);
         reply.statfs(
@@ -1007,7 +1118,7 @@ impl Filesystem for CacheFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1015,6 +1126,12 @@ impl Filesystem for CacheFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if name.as_bytes() == XATTR_PURGE.as_bytes() {
+            return match self.purge(req, ino.0, value) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
         if kind_of(ino.0) != Some(InodeKind::Entry) {
             return reply.error(Errno::ENOTSUP);
         }
@@ -1049,7 +1166,7 @@ impl Filesystem for CacheFs {
                 };
                 match self.store.update(&ns, &key, update) {
                     Ok(_) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(self.fail(&e)),
                 }
             }
             n if [XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED]
@@ -1062,11 +1179,20 @@ impl Filesystem for CacheFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if kind_of(ino.0) != Some(InodeKind::Entry) {
-            return reply.error(Errno::ENODATA);
-        }
-        match self.xattr_value(ino.0, name) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = if name.as_bytes() == XATTR_PURGED.as_bytes() {
+            self.purges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(req.pid(), ino.0))
+                .map(|r| format!("{} {}", r.entries, r.bytes).into_bytes())
+                .ok_or(Errno::ENODATA)
+        } else if kind_of(ino.0) != Some(InodeKind::Entry) {
+            Err(Errno::ENODATA)
+        } else {
+            self.xattr_value(ino.0, name)
+        };
+        match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
@@ -1104,7 +1230,7 @@ impl Filesystem for CacheFs {
         };
         match self.store.update(&ns, &key, update) {
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.fail(&e)),
         }
     }
 }

@@ -25,7 +25,7 @@ use lru::LruCache;
 use super::clock::UnixNanos;
 use super::names::{Key, Namespace};
 use crate::config::NamespacePolicy;
-use crate::metrics::NsCounters;
+use crate::metrics::NsMetrics;
 
 /// What the index knows of one published entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +54,11 @@ pub struct NsState {
     pub id: u32,
     pub policy: NamespacePolicy,
     pub from_config: bool,
-    pub counters: Arc<NsCounters>,
+    /// Shared with whatever records this namespace's events (lock-free).
+    pub metrics: Arc<NsMetrics>,
     entries: LruCache<Key, EntryMeta>,
     bytes: u64,
+    logical: u64,
 }
 
 impl NsState {
@@ -66,6 +68,10 @@ impl NsState {
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    pub fn logical_bytes(&self) -> u64 {
+        self.logical
     }
 
     pub fn peek(&self, key: &Key) -> Option<&EntryMeta> {
@@ -99,6 +105,7 @@ pub struct Removed {
 pub enum RemoveReason {
     Expired,
     Evicted,
+    Purged,
 }
 
 /// Limits on the whole mount.
@@ -147,9 +154,10 @@ impl Index {
                 id,
                 policy,
                 from_config,
-                counters: Arc::default(),
+                metrics: Arc::default(),
                 entries: LruCache::unbounded(),
                 bytes: 0,
+                logical: 0,
             },
         );
     }
@@ -245,6 +253,7 @@ impl Index {
             }));
         }
         state.bytes += meta.stored_bytes;
+        state.logical += meta.logical_size;
         self.total_bytes += meta.stored_bytes;
         self.total_entries += 1;
         state.entries.push(key, meta);
@@ -256,6 +265,7 @@ impl Index {
         let state = self.namespaces.get_mut(ns)?;
         let meta = state.entries.pop(key)?;
         state.bytes -= meta.stored_bytes;
+        state.logical -= meta.logical_size;
         self.total_bytes -= meta.stored_bytes;
         self.total_entries -= 1;
         Some(meta)
@@ -355,11 +365,7 @@ impl Index {
         }
         while over_ns(self) {
             let ns = ns.expect("over_ns implies a namespace");
-            let state = self.namespaces.get_mut(ns)?;
-            let (key, meta) = state.entries.pop_lru()?;
-            state.bytes -= meta.stored_bytes;
-            self.total_bytes -= meta.stored_bytes;
-            self.total_entries -= 1;
+            let (key, meta) = self.pop_lru(ns)?;
             out.push(Removed {
                 ns: ns.clone(),
                 key,
@@ -374,11 +380,7 @@ impl Index {
                 .filter_map(|(n, s)| s.entries.peek_lru().map(|(_, m)| (m.last_access, n)))
                 .min()
                 .map(|(_, n)| n.clone())?;
-            let state = self.namespaces.get_mut(&victim_ns).expect("just seen");
-            let (key, meta) = state.entries.pop_lru().expect("just seen");
-            state.bytes -= meta.stored_bytes;
-            self.total_bytes -= meta.stored_bytes;
-            self.total_entries -= 1;
+            let (key, meta) = self.pop_lru(&victim_ns).expect("just seen");
             out.push(Removed {
                 ns: victim_ns,
                 key,
@@ -387,6 +389,17 @@ impl Index {
             });
         }
         Some(())
+    }
+
+    /// Takes a namespace's least recently used entry, keeping accounts.
+    fn pop_lru(&mut self, ns: &Namespace) -> Option<(Key, EntryMeta)> {
+        let state = self.namespaces.get_mut(ns)?;
+        let (key, meta) = state.entries.pop_lru()?;
+        state.bytes -= meta.stored_bytes;
+        state.logical -= meta.logical_size;
+        self.total_bytes -= meta.stored_bytes;
+        self.total_entries -= 1;
+        Some((key, meta))
     }
 
     /// Re-derives the expiry heap from the entries (after a TTL policy
@@ -422,6 +435,8 @@ impl Index {
         for s in self.namespaces.values() {
             let b: u64 = s.entries.iter().map(|(_, m)| m.stored_bytes).sum();
             assert_eq!(b, s.bytes, "namespace bytes");
+            let l: u64 = s.entries.iter().map(|(_, m)| m.logical_size).sum();
+            assert_eq!(l, s.logical, "namespace logical bytes");
             total_b += b;
             total_n += s.len();
         }

@@ -9,6 +9,8 @@
 //!   quarantine/             files that failed validation, kept for inspection
 //!   namespaces/<name>       one marker per namespace made by mkdir
 //!   index.snapshot          the index saved at clean stop; removed at start
+//!   lock                    flock: shared by every live daemon, exclusive
+//!                           for offline commands that change entries
 //! ```
 //!
 //! An entry's path is a pure function of (namespace, key): sha256 of the
@@ -29,6 +31,7 @@ use super::names::{Key, Namespace};
 
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "lock";
 
 pub struct Layout {
     root: PathBuf,
@@ -48,6 +51,27 @@ pub enum LayoutError {
     NotWritable { path: String, source: io::Error },
     #[error("{path} is not a cachefs backing dir of format {FORMAT_VERSION} (found {found:?})")]
     Foreign { path: String, found: String },
+    #[error("{path} is not a cachefs backing dir (no FORMAT file)")]
+    Missing { path: String },
+    #[error(
+        "backing dir {path} is locked by an offline cachefs command (purge --backing or verify --quarantine); retry when it has finished"
+    )]
+    LockedOffline { path: String },
+    #[error(
+        "backing dir {path} is in use by a live cachefs daemon; work through its mount instead (e.g. cachefs purge MOUNTPOINT)"
+    )]
+    LockedLive { path: String },
+    #[error("cannot lock backing dir {path}: {source}")]
+    Lock { path: String, source: io::Error },
+}
+
+/// How a process holds the backing dir's lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// A live daemon: several may share one backing dir.
+    Shared,
+    /// An offline command that changes entries: alone.
+    Exclusive,
 }
 
 impl Layout {
@@ -115,6 +139,74 @@ impl Layout {
                 source,
             })?;
         Ok(layout)
+    }
+
+    /// Opens an existing backing dir without creating or writing anything
+    /// (offline commands must not turn a typo into a new cache).
+    pub fn open_existing(root: &Path) -> Result<Layout, LayoutError> {
+        let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
+        match fs::read_to_string(root.join(FORMAT_FILE)) {
+            Ok(found) if found == expected => {}
+            Ok(found) => {
+                return Err(LayoutError::Foreign {
+                    path: root.display().to_string(),
+                    found: found.trim().to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(LayoutError::Missing {
+                    path: root.display().to_string(),
+                });
+            }
+        }
+        Ok(Layout {
+            root: root.to_path_buf(),
+            data: root.join("data"),
+            staging: root.join("staging"),
+            trash: root.join("trash"),
+            quarantine: root.join("quarantine"),
+            namespaces: root.join("namespaces"),
+            unique: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes the backing dir's lock without waiting; the lock lasts as
+    /// long as the returned file is open. A daemon takes it shared, an
+    /// offline command that changes entries exclusive: either fails at
+    /// once, naming the holder, when the other kind holds it.
+    pub fn lock(&self, mode: LockMode) -> Result<fs::File, LayoutError> {
+        use std::os::unix::io::AsRawFd;
+        let path = self.root.join(LOCK_FILE);
+        let err = |source| LayoutError::Lock {
+            path: self.root.display().to_string(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        let op = match mode {
+            LockMode::Shared => libc::LOCK_SH,
+            LockMode::Exclusive => libc::LOCK_EX,
+        };
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        let path = self.root.display().to_string();
+        Err(match (e.raw_os_error(), mode) {
+            (Some(libc::EWOULDBLOCK), LockMode::Shared) => LayoutError::LockedOffline { path },
+            (Some(libc::EWOULDBLOCK), LockMode::Exclusive) => LayoutError::LockedLive { path },
+            _ => err(e),
+        })
+    }
+
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
     }
 
     /// Lowercase hex of a digest, as `user.cachefs.sha256` shows it.

@@ -13,6 +13,12 @@
 //! 4. The backing dir is untrusted: files are validated before use, and
 //!    content checksums checked before bytes are first served.
 //!
+//! Metrics: each namespace's counters and histograms live in its index
+//! state behind an `Arc` (relaxed atomics, no lock to record); read
+//! handles carry that `Arc`, so reads record without any lock. `stats()`
+//! reads counters and gauges under the index lock: one consistent
+//! snapshot, O(namespaces).
+//!
 //! Locking: one mutex, `index`, protects the index and its accounting. It
 //! is a leaf lock (nothing else is taken under it). What runs under it is
 //! memory work plus the publish `rename` and moving victims into `trash/`
@@ -24,6 +30,8 @@ mod entry;
 mod index;
 mod layout;
 mod names;
+pub mod offline;
+mod purge;
 mod recover;
 mod staging;
 
@@ -34,17 +42,20 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
 pub use entry::ENTRY_FORMAT;
 pub use index::EntryMeta;
-pub use layout::{FORMAT_VERSION, Layout, LayoutError};
+pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
 pub use names::{CONTROL_DIR, Key, NAME_MAX, NameError, Namespace};
+pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
 pub use staging::{Owner, StagingFile};
 
 use crate::config::{Config, Durability, KeyFormat, NamespacePolicy};
-use crate::metrics::{NsCounters, NsStats, Snapshot};
+use crate::metrics::{
+    self, Formats, Gauges, MountMetrics, NsMetrics, NsStats, Op, Rejection, Snapshot,
+};
 use index::{GlobalLimits, Index, RemoveReason, Removed};
 
 /// Every way a store operation can fail; `fs` maps each to one errno.
@@ -121,6 +132,8 @@ pub struct ReadHandle {
     file: File,
     len: u64,
     version: u64,
+    /// Its namespace's metrics: reads record bytes and latency lock-free.
+    metrics: Arc<NsMetrics>,
 }
 
 impl ReadHandle {
@@ -139,6 +152,16 @@ impl ReadHandle {
 
     /// Reads up to `size` bytes at `offset`, never past the content.
     pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        let start = Instant::now();
+        let r = self.read_at_inner(offset, size);
+        if let Ok(buf) = &r {
+            metrics::add(&self.metrics.read_bytes, buf.len() as u64);
+        }
+        self.metrics.read.since(start);
+        r
+    }
+
+    fn read_at_inner(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         if offset >= self.len {
             return Ok(Vec::new());
@@ -193,6 +216,10 @@ pub struct Store {
     /// An index snapshot describing the current index is on disk. Set and
     /// cleared under the index lock; see `index_changed_locked`.
     snapshot_saved: AtomicBool,
+    /// Mount-wide figures (per-namespace ones live in the index).
+    metrics: MountMetrics,
+    /// The backing dir's lock, held shared while this store is open.
+    _lock: File,
 }
 
 /// A replaced version: its metadata, its kept file, when it was replaced.
@@ -211,6 +238,7 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Store, OpenError> {
         let layout = Layout::open(root)?;
+        let lock = layout.lock(LockMode::Shared)?;
         let orphans =
             layout::empty_dir(layout.staging_dir()) + layout::empty_dir(layout.trash_dir());
         if orphans > 0 {
@@ -229,6 +257,8 @@ impl Store {
             next_version: AtomicU64::new(FIRST_VERSION),
             retired: Mutex::new(HashMap::new()),
             snapshot_saved: AtomicBool::new(false),
+            metrics: MountMetrics::default(),
+            _lock: lock,
         };
         store
             .load_namespaces(&config)
@@ -338,6 +368,7 @@ impl Store {
             );
             idx.insert(&ns, key, meta);
         }
+        metrics::add(&self.metrics.corrupt, report.quarantined);
         log::info!(
             "scanned the backing dir: {} entries, {} quarantined",
             report.entries,
@@ -515,6 +546,7 @@ impl Store {
     }
 
     fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {
+        let start = Instant::now();
         let now = self.clock.now();
         let idx = self.lock();
         let Some(state) = idx.namespace(ns) else {
@@ -527,10 +559,60 @@ impl Store {
                 _ => Lookup::Hit(Self::info_locked(&idx, ns, meta)),
             },
         };
-        if count && !matches!(outcome, Lookup::Hit(_)) {
-            NsCounters::add(&state.counters.misses, 1);
+        if count {
+            let m = &state.metrics;
+            match outcome {
+                Lookup::Hit(_) => {}
+                Lookup::Miss => metrics::add(&m.misses, 1),
+                Lookup::Expired => {
+                    metrics::add(&m.misses, 1);
+                    metrics::add(&m.expired_misses, 1);
+                }
+            }
+            m.lookup.since(start);
         }
         outcome
+    }
+
+    /// Takes back a miss counted by `lookup`: the kernel looks a key up
+    /// before it creates it, and that lookup is part of the write, not a
+    /// read that missed (see README, "Metrics").
+    pub fn uncount_miss(&self, ns: &Namespace, expired: bool) {
+        if let Some(m) = self.ns_metrics(ns) {
+            metrics::sub(&m.misses, 1);
+            if expired {
+                metrics::sub(&m.expired_misses, 1);
+            }
+        }
+    }
+
+    /// Counts a write refused with EFBIG, ENOSPC or EINVAL.
+    pub fn record_rejection(&self, ns: &Namespace, why: Rejection) {
+        if let Some(m) = self.ns_metrics(ns) {
+            m.reject(why);
+        }
+    }
+
+    /// Counts a backing-volume failure reported to a caller as EIO.
+    pub fn record_io_error(&self) {
+        metrics::add(&self.metrics.io_errors, 1);
+    }
+
+    /// Records the latency of `op` in `ns` (for steps timed by the caller).
+    pub fn record_latency(&self, ns: &Namespace, op: Op, d: Duration) {
+        if let Some(m) = self.ns_metrics(ns) {
+            m.histogram(op).record(d);
+        }
+    }
+
+    fn ns_metrics(&self, ns: &Namespace) -> Option<Arc<NsMetrics>> {
+        self.lock().namespace(ns).map(|s| Arc::clone(&s.metrics))
+    }
+
+    /// Moves a bad file aside and counts it.
+    fn quarantine(&self, path: &std::path::Path, why: &str) {
+        metrics::add(&self.metrics.corrupt, 1);
+        recover::quarantine(&self.layout, path, why);
     }
 
     /// The live metadata of a key (not expired).
@@ -551,6 +633,7 @@ impl Store {
     /// Opens the live version of a key for reading; `NotFound` if it is
     /// gone, expired or corrupt. The handle says which version it holds.
     pub fn open_read(&self, ns: &Namespace, key: &Key) -> Result<ReadHandle, StoreError> {
+        let start = Instant::now();
         let path = self.layout.entry_path(ns, key);
         // A publish may rename a new file in between our reading the index
         // and opening the path: then the index already knows the new file,
@@ -560,7 +643,7 @@ impl Store {
             let file = match open_nofollow(&path) {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    recover::quarantine(&self.layout, &path, "a symlink");
+                    self.quarantine(&path, "a symlink");
                     self.forget_if_version(ns, key, meta.version);
                     return Err(StoreError::NotFound);
                 }
@@ -583,7 +666,7 @@ impl Store {
             }
             if !meta.verified {
                 if let Err(why) = verify_entry(&file, &meta) {
-                    recover::quarantine(&self.layout, &path, &why.to_string());
+                    self.quarantine(&path, &why.to_string());
                     self.forget_if_version(ns, key, meta.version);
                     return Err(StoreError::NotFound);
                 }
@@ -594,13 +677,17 @@ impl Store {
             {
                 m.verified = true;
             }
-            if let Some(state) = idx.namespace(ns) {
-                NsCounters::add(&state.counters.hits, 1);
-            }
+            let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
+                return Err(StoreError::NotFound);
+            };
+            drop(idx);
+            metrics::add(&m.hits, 1);
+            m.open.since(start);
             return Ok(ReadHandle {
                 file,
                 len: meta.logical_size,
                 version: meta.version,
+                metrics: m,
             });
         }
         Err(StoreError::Io(io::Error::other(
@@ -619,24 +706,41 @@ impl Store {
         match self.open_read(ns, key) {
             Ok(h) if h.version == version => Ok(h),
             // Replaced (or removed) since the kernel looked it up.
-            Ok(h) => Ok(self.open_retired(version)?.unwrap_or(h)),
-            Err(StoreError::NotFound) => self.open_retired(version)?.ok_or(StoreError::NotFound),
+            // (open_read counted this open's hit already.)
+            Ok(h) => Ok(self.open_retired(ns, version, false)?.unwrap_or(h)),
+            Err(StoreError::NotFound) => self
+                .open_retired(ns, version, true)?
+                .ok_or(StoreError::NotFound),
             Err(e) => Err(e),
         }
     }
 
-    fn open_retired(&self, version: u64) -> Result<Option<ReadHandle>, StoreError> {
+    /// Opens a replaced version still kept; `count`: this open's hit is
+    /// not counted yet.
+    fn open_retired(
+        &self,
+        ns: &Namespace,
+        version: u64,
+        count: bool,
+    ) -> Result<Option<ReadHandle>, StoreError> {
         let Some((meta, path, _)) = self.retired_lock().get(&version).cloned() else {
+            return Ok(None);
+        };
+        let Some(m) = self.ns_metrics(ns) else {
             return Ok(None);
         };
         let file = File::open(&path)?;
         if !meta.verified && verify_entry(&file, &meta).is_err() {
             return Err(StoreError::NotFound);
         }
+        if count {
+            metrics::add(&m.hits, 1);
+        }
         Ok(Some(ReadHandle {
             file,
             len: meta.logical_size,
             version,
+            metrics: m,
         }))
     }
 
@@ -670,12 +774,12 @@ impl Store {
                 Ok(())
             }
             Ok(_) => {
-                recover::quarantine(&self.layout, path, "names disagree with its path");
+                self.quarantine(path, "names disagree with its path");
                 self.forget_if_version(ns, key, version);
                 Err(StoreError::NotFound)
             }
             Err(why) => {
-                recover::quarantine(&self.layout, path, &why);
+                self.quarantine(path, &why);
                 self.forget_if_version(ns, key, version);
                 Err(StoreError::NotFound)
             }
@@ -775,7 +879,11 @@ impl Store {
     /// Publishes a staged write atomically, replacing any earlier version
     /// and evicting to stay within quotas.
     pub fn publish(&self, staging: StagingFile) -> Result<EntryInfo, StoreError> {
-        self.publish_inner(staging, None)
+        let start = Instant::now();
+        let ns = staging.ns.clone();
+        let r = self.publish_inner(staging, None);
+        self.record_latency(&ns, Op::Publish, start.elapsed());
+        r
     }
 
     fn publish_inner(
@@ -888,8 +996,9 @@ impl Store {
                 }
             }
             idx.insert(&ns, key.clone(), meta.clone());
-            let counters = Arc::clone(&idx.namespace(&ns).expect("exists").counters);
-            NsCounters::add(&counters.publishes, 1);
+            let m = &idx.namespace(&ns).expect("exists").metrics;
+            metrics::add(&m.publishes, 1);
+            metrics::add(&m.published_bytes, meta.logical_size);
             self.move_to_trash_locked(&idx, victims, &mut trash);
             Self::info_locked(&idx, &ns, &meta)
         };
@@ -910,11 +1019,14 @@ impl Store {
         }
         for v in victims {
             if let Some(state) = idx.namespace(&v.ns) {
-                let c = match v.reason {
-                    RemoveReason::Evicted => &state.counters.evictions,
-                    RemoveReason::Expired => &state.counters.expirations,
+                let m = &state.metrics;
+                let (n, bytes) = match v.reason {
+                    RemoveReason::Evicted => (&m.evictions, &m.evicted_bytes),
+                    RemoveReason::Expired => (&m.expirations, &m.expired_bytes),
+                    RemoveReason::Purged => (&m.purged, &m.purged_bytes),
                 };
-                NsCounters::add(c, 1);
+                metrics::add(n, 1);
+                metrics::add(bytes, v.meta.stored_bytes);
             }
             let to = self.layout.trash_path();
             match fs::rename(self.layout.entry_path(&v.ns, &v.key), &to) {
@@ -1070,18 +1182,52 @@ impl Store {
         }
     }
 
+    /// One consistent snapshot of every figure: gauges and counters are
+    /// read under the index lock, so a publish or an eviction is either
+    /// wholly in it or not at all. O(namespaces), never O(entries).
     pub fn stats(&self) -> Snapshot {
         let idx = self.lock();
         let per_ns = idx
             .namespaces()
             .map(|(ns, s)| {
-                (
-                    ns.to_string(),
-                    NsStats::from_counters(&s.counters, s.len(), s.bytes(), s.policy.max_bytes),
-                )
+                let gauges = Gauges {
+                    entries: s.len(),
+                    logical_bytes: s.logical_bytes(),
+                    stored_bytes: s.bytes(),
+                    max_bytes: s.policy.max_bytes,
+                    max_entries: s.policy.max_entries,
+                };
+                (ns.to_string(), NsStats::new(&s.metrics, gauges))
             })
             .collect();
-        Snapshot::new(per_ns, idx.limits.max_bytes)
+        let total = NsStats {
+            max_bytes: Some(idx.limits.max_bytes),
+            max_entries: idx.limits.max_entries,
+            ..NsStats::default()
+        };
+        Snapshot::new(
+            per_ns,
+            &self.metrics,
+            total,
+            Formats {
+                backing: FORMAT_VERSION,
+                entry: ENTRY_FORMAT,
+            },
+        )
+    }
+
+    /// Space and entry usage of one namespace against its own limits, for
+    /// a namespace that has a byte quota; `None` otherwise.
+    pub fn namespace_usage(&self, ns: &Namespace) -> Option<Usage> {
+        let idx = self.lock();
+        let s = idx.namespace(ns)?;
+        let quota = s.policy.max_bytes?;
+        Some(Usage {
+            quota_bytes: quota.min(idx.limits.max_bytes),
+            used_bytes: s.bytes(),
+            entries: s.len(),
+            max_entries: s.policy.max_entries,
+        })
     }
 
     /// Saves the index for a fast clean restart.

@@ -185,7 +185,7 @@ pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
     }
 }
 
-fn read_dir_sorted(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(super) fn read_dir_sorted(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = match fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
         Err(_) => Vec::new(),

@@ -42,6 +42,39 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Stops the store cleanly (index snapshot saved) and keeps it closed.
+    fn reopen_stopped(self) -> Stopped {
+        self.store.save_snapshot().unwrap();
+        Stopped {
+            dir: self.dir,
+            clock: self.clock,
+        }
+    }
+}
+
+/// A backing dir with no store open on it.
+struct Stopped {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl Stopped {
+    fn reopen(self, config: &str) -> Fixture {
+        let store = Store::open(
+            &self.dir.path().join("b"),
+            Config::parse(config).unwrap(),
+            self.clock.clone(),
+        )
+        .unwrap();
+        Fixture {
+            dir: self.dir,
+            clock: self.clock,
+            store,
+        }
+    }
+}
+
 fn ns(name: &str) -> Namespace {
     Namespace::parse(name.as_bytes()).unwrap()
 }
@@ -357,4 +390,262 @@ proptest! {
             f.store.check_invariants();
         }
     }
+}
+
+// ----- observability: counters, purge, offline commands -----
+
+fn offline(f: &Stopped, access: offline::Access, config: &str) -> offline::OfflineStore {
+    offline::OfflineStore::open(
+        &f.dir.path().join("b"),
+        access,
+        Config::parse(config).unwrap(),
+        f.clock.clone(),
+    )
+    .unwrap_or_else(|e| panic!("offline open: {e}"))
+}
+
+#[test]
+fn counters_follow_a_known_sequence() {
+    let f = fixture("[namespace.a]\nttl = \"10s\"\nmax_bytes = \"12KiB\"\n");
+    put(&f.store, "a", "k1", &[1; 3000]).unwrap();
+    put(&f.store, "a", "k2", &[2; 100]).unwrap();
+    assert!(get(&f.store, "a", "k1").is_some()); // hit
+    assert!(get(&f.store, "a", "k1").is_some()); // hit
+    assert!(get(&f.store, "a", "nope").is_none()); // miss
+    f.clock.advance(Duration::from_secs(11));
+    assert!(get(&f.store, "a", "k2").is_none()); // expired miss
+    put(&f.store, "a", "k3", &[3; 5000]).unwrap();
+    let s = &f.store.stats().namespaces["a"];
+    assert_eq!((s.hits, s.misses, s.expired_misses), (2, 2, 1));
+    assert_eq!(s.hit_ratio, Some(0.5));
+    assert_eq!((s.publishes, s.published_bytes), (3, 8100));
+    assert_eq!(s.read_bytes, 6000);
+    // The publish of k3 reclaimed both expired entries first.
+    assert_eq!((s.expirations, s.evictions), (2, 0));
+    assert_eq!((s.entries, s.logical_bytes), (1, 5000));
+    assert_eq!(s.max_bytes, Some(12 * 1024));
+    assert_eq!(s.latency.lookup.count, 4);
+    assert_eq!(s.latency.open.count, 2);
+    assert_eq!(s.latency.publish.count, 3);
+    assert!(s.latency.read.count >= 2);
+    // A miss taken back (the kernel's lookup before a create).
+    f.store.uncount_miss(&ns("a"), true);
+    let s = &f.store.stats().namespaces["a"];
+    assert_eq!((s.misses, s.expired_misses), (1, 0));
+    f.store
+        .record_rejection(&ns("a"), crate::metrics::Rejection::TooBig);
+    assert_eq!(f.store.stats().total.rejected_writes.efbig, 1);
+    f.store.check_invariants();
+}
+
+#[test]
+fn purge_removes_exactly_what_it_selects() {
+    let f = fixture("[namespace.a]\n[namespace.b]\nttl = \"1h\"\n");
+    put(&f.store, "a", "old", b"1").unwrap();
+    put(&f.store, "b", "old", b"1").unwrap();
+    f.clock.advance(Duration::from_secs(100));
+    put(&f.store, "a", "new", b"22").unwrap();
+    put(&f.store, "b", "new", b"22").unwrap();
+    let used = f.store.usage().used_bytes;
+    let older = |secs| PurgeFilter {
+        namespace: None,
+        select: PurgeSelect::OlderThan(Duration::from_secs(secs)),
+    };
+    assert_eq!(f.store.purge(&older(101)).entries, 0);
+    let r = f.store.purge(&PurgeFilter {
+        namespace: Some(ns("a")),
+        ..older(50)
+    });
+    assert_eq!(r.entries, 1);
+    assert!(get(&f.store, "a", "old").is_none());
+    assert!(get(&f.store, "b", "old").is_some(), "other namespace kept");
+    assert!(get(&f.store, "a", "new").is_some());
+    assert_eq!(f.store.usage().used_bytes, used - r.bytes);
+    assert_eq!(f.store.stats().namespaces["a"].purged, 1);
+    assert_eq!(f.store.stats().namespaces["a"].purged_bytes, r.bytes);
+    // Expired: only b's entries have a TTL that ran out.
+    f.clock.advance(Duration::from_secs(3550));
+    let r = f.store.purge(&PurgeFilter {
+        namespace: None,
+        select: PurgeSelect::Expired,
+    });
+    assert_eq!(r.entries, 1, "b/old expired, b/new not yet");
+    assert_eq!(f.store.purge(&older(0)).entries, 2);
+    assert_eq!(f.store.usage().entries, 0);
+    assert_eq!(f.store.usage().used_bytes, 0);
+    f.store.check_invariants();
+}
+
+#[test]
+fn purge_select_wire_form_round_trips() {
+    for s in [
+        PurgeSelect::All,
+        PurgeSelect::Expired,
+        PurgeSelect::OlderThan(Duration::from_secs(3600)),
+    ] {
+        assert_eq!(s.to_string().parse::<PurgeSelect>().unwrap(), s);
+    }
+    assert!("older-than=x".parse::<PurgeSelect>().is_err());
+    assert!("everything".parse::<PurgeSelect>().is_err());
+}
+
+#[test]
+fn offline_commands_refuse_a_live_backing_dir_and_vice_versa() {
+    let f = fixture("[namespace.a]\n");
+    let e = offline::OfflineStore::open(
+        &f.dir.path().join("b"),
+        offline::Access::Exclusive,
+        Config::default(),
+        f.clock.clone(),
+    )
+    .err()
+    .expect("exclusive while a store is open");
+    assert!(matches!(e, LayoutError::LockedLive { .. }), "{e}");
+    // Read-only work is fine beside a live store.
+    offline::OfflineStore::open(
+        &f.dir.path().join("b"),
+        offline::Access::ReadOnly,
+        Config::default(),
+        f.clock.clone(),
+    )
+    .unwrap();
+    let clock = f.clock.clone();
+    let dir = f.dir;
+    drop(f.store);
+    let off = offline::OfflineStore::open(
+        &dir.path().join("b"),
+        offline::Access::Exclusive,
+        Config::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    let e = Store::open(&dir.path().join("b"), Config::default(), clock.clone())
+        .err()
+        .expect("a store cannot open during an offline purge");
+    assert!(e.to_string().contains("offline"), "{e}");
+    drop(off);
+    Store::open(&dir.path().join("b"), Config::default(), clock).unwrap();
+    // A missing dir is an error, never created.
+    let missing = dir.path().join("nope");
+    assert!(
+        offline::OfflineStore::open(
+            &missing,
+            offline::Access::ReadOnly,
+            Config::default(),
+            Arc::new(ManualClock::new(T0))
+        )
+        .is_err()
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn verify_finds_a_flipped_bit_and_a_truncation_and_quarantines_them() {
+    let f = fixture("[namespace.a]\n");
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    put(&f.store, "a", "big", &big).unwrap();
+    put(&f.store, "a", "cut", &[5; 10_000]).unwrap();
+    put(&f.store, "a", "good", b"fine").unwrap();
+    let f = f.reopen_stopped();
+    let layout = Layout::open(&f.dir.path().join("b")).unwrap();
+    let big_path = layout.entry_path(&ns("a"), &key("big"));
+    let mut bytes = std::fs::read(&big_path).unwrap();
+    bytes[123_456] ^= 0x10;
+    std::fs::write(&big_path, &bytes).unwrap();
+    let cut_path = layout.entry_path(&ns("a"), &key("cut"));
+    let len = std::fs::metadata(&cut_path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut_path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+
+    let off = offline(&f, offline::Access::ReadOnly, "");
+    let files = off.entry_files();
+    let report = off.verify(&files, false, |_| {});
+    assert_eq!(report.checked, 3);
+    let mut bad: Vec<String> = report.bad.iter().map(|b| b.why.clone()).collect();
+    bad.sort();
+    assert_eq!(report.bad.len(), 2, "{bad:?}");
+    assert!(
+        report
+            .bad
+            .iter()
+            .any(|b| b.path == big_path && b.why.contains("checksum")),
+        "{bad:?}"
+    );
+    assert!(report.bad.iter().any(|b| b.path == cut_path), "{bad:?}");
+    assert!(big_path.exists(), "nothing moved without --quarantine");
+    drop(off);
+
+    let off = offline(&f, offline::Access::Exclusive, "");
+    let report = off.verify(&off.entry_files(), true, |_| {});
+    assert_eq!(report.bad.len(), 2);
+    assert!(report.bad.iter().all(|b| b.quarantined_to.is_some()));
+    assert!(!big_path.exists() && !cut_path.exists());
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join("b/quarantine"))
+            .unwrap()
+            .count(),
+        2
+    );
+    assert!(off.verify(&off.entry_files(), false, |_| {}).bad.is_empty());
+    drop(off);
+    // The snapshot no longer lists them: the next start does not serve,
+    // list or count them.
+    let f = f.reopen("[namespace.a]\n");
+    let keys: Vec<Key> = f
+        .store
+        .list(&ns("a"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec![key("good")]);
+    assert_eq!(f.store.usage().entries, 1);
+    f.store.check_invariants();
+}
+
+#[test]
+fn offline_purge_and_inspect() {
+    let f = fixture("[namespace.a]\nttl = \"1h\"\n[namespace.b]\n");
+    put(&f.store, "a", "old", b"1").unwrap();
+    put(&f.store, "b", "old", b"1").unwrap();
+    f.clock.advance(Duration::from_secs(100));
+    put(&f.store, "a", "new", b"22").unwrap();
+    let f = f.reopen_stopped();
+    let cfg = "[namespace.a]\nttl = \"1h\"\n";
+    let off = offline(&f, offline::Access::ReadOnly, cfg);
+    let files = off.entry_files();
+    let listed = off.list(&files, Some(b"a"));
+    assert_eq!(
+        listed.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        vec![b"new".to_vec(), b"old".to_vec()]
+    );
+    assert_eq!(listed[0].logical_size, 2);
+    assert_eq!(
+        listed[0].expires,
+        Some(T0 + 100 * 1_000_000_000 + 3600 * 1_000_000_000)
+    );
+    assert_eq!(off.list(&files, None).len(), 3);
+    drop(off);
+    let off = offline(&f, offline::Access::Exclusive, cfg);
+    let mut ticks = 0;
+    let r = off
+        .purge(
+            &files,
+            &PurgeFilter {
+                namespace: None,
+                select: PurgeSelect::OlderThan(Duration::from_secs(50)),
+            },
+            || ticks += 1,
+        )
+        .unwrap();
+    assert_eq!((r.entries, ticks), (2, 3));
+    drop(off);
+    let f = f.reopen("[namespace.a]\nttl = \"1h\"\n[namespace.b]\n");
+    assert_eq!(f.store.usage().entries, 1);
+    assert!(get(&f.store, "a", "new").is_some());
+    f.store.check_invariants();
 }

@@ -1,0 +1,173 @@
+//! Which FUSE lookups that find nothing count as cache misses.
+//!
+//! A miss is a read that found nothing. The kernel's lookups do not map
+//! one to one onto reads:
+//! - `open(O_CREAT)` of a missing key sends LOOKUP then CREATE: that lookup
+//!   is part of the write, not a read that missed;
+//! - an open of a key whose name the kernel still caches (it was there a
+//!   moment ago, then expired, was evicted or purged) sends LOOKUP twice:
+//!   the revalidation of the cached name, then a fresh lookup.
+//!
+//! So the store counts every lookup miss, and this ledger takes back:
+//! a repeated miss of the same key by the same thread within `BURST`, and
+//! the miss that a CREATE of the same key by the same thread follows. The
+//! ledger is touched on misses and creates only, never on hits.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::{Key, Namespace};
+
+/// Lookups of one missing key by one thread closer together than this are
+/// one miss.
+pub const BURST: Duration = Duration::from_millis(50);
+/// Misses remembered (the oldest are dropped first).
+const CAPACITY: usize = 64;
+
+struct Record {
+    pid: u32,
+    ns: Namespace,
+    key: Key,
+    expired: bool,
+    /// Whether this lookup's miss still stands in the counters.
+    counted: bool,
+    at: Instant,
+}
+
+/// What the caller must take back from the store's miss counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeBack {
+    Nothing,
+    /// One miss (and one expired miss if `expired`).
+    Miss {
+        expired: bool,
+    },
+}
+
+#[derive(Default)]
+pub struct MissLedger {
+    records: Mutex<VecDeque<Record>>,
+}
+
+impl MissLedger {
+    /// A lookup by thread `pid` missed (the store has counted it).
+    pub fn missed(
+        &self,
+        pid: u32,
+        ns: &Namespace,
+        key: &Key,
+        expired: bool,
+        now: Instant,
+    ) -> TakeBack {
+        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let repeat = q
+            .iter()
+            .rev()
+            .find(|r| r.pid == pid && &r.ns == ns && &r.key == key)
+            .is_some_and(|r| now.saturating_duration_since(r.at) < BURST);
+        if q.len() == CAPACITY {
+            q.pop_front();
+        }
+        q.push_back(Record {
+            pid,
+            ns: ns.clone(),
+            key: key.clone(),
+            expired,
+            counted: !repeat,
+            at: now,
+        });
+        if repeat {
+            TakeBack::Miss { expired }
+        } else {
+            TakeBack::Nothing
+        }
+    }
+
+    /// Thread `pid` creates `key`: the lookup just before was the
+    /// kernel's pre-create lookup.
+    pub fn created(&self, pid: u32, ns: &Namespace, key: &Key) -> TakeBack {
+        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = q
+            .iter()
+            .rposition(|r| r.pid == pid && &r.ns == ns && &r.key == key)
+        else {
+            return TakeBack::Nothing;
+        };
+        let r = q.remove(i).expect("found");
+        if r.counted {
+            TakeBack::Miss { expired: r.expired }
+        } else {
+            TakeBack::Nothing
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyFormat;
+
+    fn k(s: &str) -> Key {
+        Key::parse(s.as_bytes(), KeyFormat::Any).unwrap()
+    }
+
+    /// Net misses of a scripted sequence: +1 per lookup miss, minus take-backs.
+    fn net(steps: &[(&str, u64)]) -> i64 {
+        let l = MissLedger::default();
+        let ns = Namespace::parse(b"n").unwrap();
+        let t0 = Instant::now();
+        let mut n = 0i64;
+        for (op, ms) in steps {
+            let at = t0 + Duration::from_millis(*ms);
+            let back = match *op {
+                "lookup" => {
+                    n += 1;
+                    l.missed(1, &ns, &k("a"), false, at)
+                }
+                "other-key" => {
+                    n += 1;
+                    l.missed(1, &ns, &k("b"), false, at)
+                }
+                "other-thread" => {
+                    n += 1;
+                    l.missed(2, &ns, &k("a"), false, at)
+                }
+                "create" => l.created(1, &ns, &k("a")),
+                _ => unreachable!(),
+            };
+            if back != TakeBack::Nothing {
+                n -= 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn misses_are_reads_that_found_nothing() {
+        assert_eq!(net(&[("lookup", 0)]), 1, "a plain miss");
+        assert_eq!(net(&[("lookup", 0), ("create", 0)]), 0, "a create");
+        assert_eq!(
+            net(&[("lookup", 0), ("lookup", 0)]),
+            1,
+            "revalidation, then a fresh lookup"
+        );
+        assert_eq!(
+            net(&[("lookup", 0), ("lookup", 1), ("lookup", 2), ("create", 2)]),
+            1,
+            "a stale name read, then at once written: one miss"
+        );
+        assert_eq!(
+            net(&[("lookup", 0), ("lookup", 1000), ("create", 1000)]),
+            1,
+            "miss, compute for a second, then fill: one miss"
+        );
+        assert_eq!(net(&[("lookup", 0), ("lookup", 100)]), 2, "two reads");
+        assert_eq!(
+            net(&[("lookup", 0), ("other-thread", 1), ("other-key", 1)]),
+            3,
+            "other threads and keys are other misses"
+        );
+        assert_eq!(net(&[("create", 0)]), 0, "a create without a lookup");
+    }
+}
