@@ -513,7 +513,11 @@ impl Snapshot {
             ("published_bytes", "Logical bytes published.", |s| {
                 s.published_bytes
             }),
-            ("read_bytes", "Bytes served to readers.", |s| s.read_bytes),
+            (
+                "read_bytes",
+                "Size of the entries opened for reading.",
+                |s| s.read_bytes,
+            ),
             ("evictions", "Entries evicted to meet a quota.", |s| {
                 s.evictions
             }),

@@ -69,8 +69,11 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
     let store = Arc::new(Store::open(&args.backing, config, Arc::new(SystemClock))?);
     let fs = CacheFs::new(Arc::clone(&store));
     let open_handles = fs.open_handles();
+    let notifier_slot = fs.notifier_slot();
     let mut session = fuser::Session::new(fs, mountpoint, &fuse_cfg)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    // Kernel cache invalidations go through the session's channel.
+    let _ = notifier_slot.set(session.notifier());
     let usage = store.usage();
     log::info!(
         "mounted {} at {} ({} entries, {} of {} quota)",

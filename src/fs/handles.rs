@@ -96,6 +96,9 @@ pub struct HandleTable {
     /// How many handles are open, readable without the map's lock (a
     /// stopping daemon reports what keeps its mount busy).
     open: Arc<AtomicUsize>,
+    /// Kernel inodes of open write handles, with their counts. Apart from
+    /// `writers` so a reader's open never waits on a writer's state lock.
+    writer_inos: Mutex<HashMap<u64, usize>>,
 }
 
 impl HandleTable {
@@ -104,7 +107,7 @@ impl HandleTable {
         let key = match &h {
             Handle::Write(m) => {
                 let s = m.lock().unwrap_or_else(|p| p.into_inner());
-                Some((s.ns.clone(), s.key.clone()))
+                Some((s.ns.clone(), s.key.clone(), s.ino))
             }
             _ => None,
         };
@@ -113,8 +116,14 @@ impl HandleTable {
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Arc::new(h));
         self.open.fetch_add(1, Ordering::Relaxed);
-        if let Some(k) = key {
-            self.writers_lock().entry(k).or_default().push(fh);
+        if let Some((ns, key, ino)) = key {
+            self.writers_lock().entry((ns, key)).or_default().push(fh);
+            *self
+                .writer_inos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(ino)
+                .or_default() += 1;
         }
         fh
     }
@@ -135,6 +144,14 @@ impl HandleTable {
             .remove(&fh)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = h.write_state() {
+            let mut inos = self.writer_inos.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = inos.get_mut(&s.ino) {
+                *n -= 1;
+                if *n == 0 {
+                    inos.remove(&s.ino);
+                }
+            }
+            drop(inos);
             let mut writers = self.writers_lock();
             let k = (s.ns.clone(), s.key.clone());
             if let Some(v) = writers.get_mut(&k) {
@@ -165,7 +182,21 @@ impl HandleTable {
         fhs.into_iter().filter_map(|fh| self.get(fh)).collect()
     }
 
+    /// Whether a write handle has inode `ino` in the kernel (it published
+    /// that version and may write again through it).
+    pub fn writes_on_inode(&self, ino: u64) -> bool {
+        self.writer_inos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&ino)
+    }
+
+    /// Someone has content of `key` staged: written or claimed, not yet
+    /// published. A handle whose close published it is not (its RELEASE
+    /// arrives later, after close() has returned).
     pub fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
-        self.writers_lock().contains_key(&(ns.clone(), key.clone()))
+        self.writers_of(ns, key)
+            .iter()
+            .any(|h| h.write_state().is_some_and(|s| s.staging.is_some()))
     }
 }

@@ -1,20 +1,25 @@
 //! The FUSE layer: a translation. A request comes in, a store call goes out,
 //! the reply maps the result (errno mapping lives in `errno.rs` alone).
 //!
-//! Kernel cache rules (invariant 3 of the store, enforced here):
-//! - Entry dentries are handed out with an entry timeout of zero, so every
-//!   open walks through `lookup`: a key replaced by a publish on this mount
-//!   is seen by the very next open (read-your-writes), and an expired key
-//!   is refused by the store before any page cache is reached.
-//! - Entry attribute timeouts are zero (see `ENTRY_ATTR_TTL`), so trivially
-//!   within the entry's remaining TTL.
-//! - Readers and writers open with FOPEN_DIRECT_IO. A writer of an existing
-//!   key necessarily opens the inode readers hold (the kernel picks it from
-//!   the dentry), and the kernel then changes that inode's size (O_TRUNC,
-//!   writes past the end). Direct I/O keeps every read independent of that
-//!   shared state: each handle serves exactly the version it opened.
-//!   (Page-cache reuse across opens of an immutable version is the
-//!   performance issue's to win back, without giving this up.)
+//! Kernel cache rules (invariant 3 of the store, enforced here). A hot
+//! read is one request (OPEN, which counts the hit and checks the TTL;
+//! RELEASE follows after close() has returned):
+//! - An entry's inode is one published version, and a version never
+//!   changes, so readers open it with FOPEN_KEEP_CACHE: its pages stay in
+//!   the kernel across opens. FOPEN_NOFLUSH spares their close a FLUSH.
+//! - Its dentry and attributes are cached until the entry expires, at most
+//!   `ENTRY_CACHE_MAX`. Misses are not cached (each is a LOOKUP, counted).
+//! - Whatever replaces or removes a key drops its dentry before the change
+//!   is reported done: a writer's close() returns, a purge finishes, only
+//!   once the kernel forgot the old version (`invalidate.rs`); evictions
+//!   and expiries drop theirs as they happen. An open that still reaches a
+//!   version gone meanwhile gets ESTALE, and the kernel looks up again.
+//! - No writer ever opens a published version's inode: O_TRUNC would set
+//!   its size to 0 and writes past the end would grow it under its
+//!   readers' page cache. Such an open gets ESTALE, and the kernel's
+//!   retry (a fresh lookup from the same thread) is given a new inode,
+//!   the one its content will be published as (`Redirect`). Writers do
+//!   direct I/O, so their bytes never enter a page cache either.
 //!
 //! Metrics: the store counts what it does; this layer counts only what it
 //! alone sees: writes refused (by the errno decided here), backing I/O
@@ -26,6 +31,7 @@ mod control;
 mod errno;
 mod handles;
 mod inodes;
+mod invalidate;
 mod misses;
 
 use std::collections::HashMap;
@@ -53,12 +59,10 @@ use inodes::{InodeKind, InodeTable, kind_of};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
-/// Attribute caching of entries. Zero for now: a writer of an existing key
-/// changes the size the kernel holds for the inode its readers share
-/// (O_TRUNC, writes past the end), so `stat` must come here to report the
-/// version a reader holds. Any future non-zero value must stay bounded by
-/// the entry's remaining TTL.
-const ENTRY_ATTR_TTL: Duration = Duration::ZERO;
+/// The longest the kernel may cache an entry's dentry and attributes
+/// (never past the entry's expiry). What this mount changes it
+/// invalidates at once; the bound is for what it cannot see.
+const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
 const BLOCK: u32 = 4096;
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
@@ -86,11 +90,43 @@ pub struct CacheFs {
     misses: misses::MissLedger,
     /// Each purging process's last result per dir inode.
     purges: Mutex<HashMap<(u32, u64), PurgeReport>>,
+    notifier: invalidate::NotifierSlot,
+    invalidate: Arc<invalidate::Invalidator>,
+    /// Writers sent off a published version's inode (see `open`), by key
+    /// and the writing thread (several may be opening one key at once).
+    redirects: Mutex<HashMap<(Namespace, Key, u32), Redirect>>,
 }
+
+/// A writer whose open of a published version was refused with ESTALE:
+/// the kernel looks the name up again for it, and gets `version`, the
+/// inode its staged content will be published as.
+struct Redirect {
+    version: u64,
+    /// The size the redirected inode starts with (0 for O_TRUNC).
+    size: u64,
+    perm: u16,
+    until: Instant,
+}
+
+/// A redirected writer's lookup and open follow within microseconds; a
+/// redirect older than this belongs to a writer that gave up.
+const REDIRECT_LIFE: Duration = Duration::from_secs(5);
 
 impl CacheFs {
     pub fn new(store: Arc<Store>) -> CacheFs {
+        let notifier = invalidate::NotifierSlot::default();
+        let invalidate = Arc::new(invalidate::Invalidator::new(Arc::clone(&notifier)));
+        let inv = Arc::clone(&invalidate);
+        store.set_removal_listener(Box::new(move |ns_id, key| {
+            inv.entry(
+                inodes::namespace_ino(ns_id),
+                OsStr::from_bytes(key.as_bytes()).to_owned(),
+            )
+        }));
         CacheFs {
+            notifier,
+            invalidate,
+            redirects: Mutex::new(HashMap::new()),
             store,
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
@@ -100,6 +136,82 @@ impl CacheFs {
             ns_ops: Mutex::new(()),
             misses: misses::MissLedger::default(),
             purges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where the session's notifier must be put once the session exists:
+    /// until then no kernel cache is invalidated.
+    pub fn notifier_slot(&self) -> invalidate::NotifierSlot {
+        Arc::clone(&self.notifier)
+    }
+
+    /// How long the kernel may keep an entry's dentry and attributes:
+    /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
+    fn entry_ttl(&self, info: &EntryInfo) -> Duration {
+        match info.expires {
+            None => ENTRY_CACHE_MAX,
+            Some(at) => {
+                let left = at.saturating_sub(self.store.now());
+                Duration::from_nanos(left.max(0) as u64).min(ENTRY_CACHE_MAX)
+            }
+        }
+    }
+
+    /// Drops the kernel's dentry of a key (async; see `invalidate.rs`).
+    fn forget_dentry(&self, ns: &Namespace, key: &Key) {
+        if let Some(id) = self.store.namespace_id(ns) {
+            self.invalidate.entry(
+                inodes::namespace_ino(id),
+                OsStr::from_bytes(key.as_bytes()).to_owned(),
+            );
+        }
+    }
+
+    /// The inode a redirected writer's lookup gets, if `pid` is one.
+    fn redirected(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<FileAttr> {
+        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        redirects.retain(|_, r| r.until > now);
+        let r = redirects.get(&(ns.clone(), key.clone(), pid))?;
+        let t = SystemTime::now();
+        Some(FileAttr {
+            ino: INodeNo(r.version),
+            size: r.size,
+            blocks: r.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: FileType::RegularFile,
+            perm: r.perm,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLOCK,
+            flags: 0,
+        })
+    }
+
+    /// A writer has the key open, or is on its way (redirected).
+    fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
+        self.handles.is_being_written(ns, key)
+            || self
+                .redirects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .any(|(n, k, _)| n == ns && k == key)
+    }
+
+    /// Takes the redirect of thread `pid` to inode `ino`, if any.
+    fn take_redirect(&self, pid: u32, ns: &Namespace, key: &Key, ino: u64) -> Option<Redirect> {
+        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (ns.clone(), key.clone(), pid);
+        if redirects.get(&k).is_some_and(|r| r.version == ino) {
+            redirects.remove(&k)
+        } else {
+            None
         }
     }
 
@@ -251,23 +363,48 @@ impl CacheFs {
 
     /// Publishes what a write handle has staged. Errors are remembered so
     /// every later flush/close reports them too.
-    fn publish_pending(&self, state: &mut WriteState) -> Result<(), Errno> {
+    /// Answers a flush or fsync. After a publish the answer waits until the
+    /// kernel has dropped the key's old dentry: once close() returns,
+    /// every open finds the new version.
+    /// (Evictions this publish made queued theirs too: `is_busy`.)
+    fn reply_when_visible(&self, result: Result<bool, Errno>, reply: ReplyEmpty) {
+        match result {
+            Ok(queued) if queued || self.invalidate.is_busy() => {
+                self.invalidate.then(move || reply.ok())
+            }
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Returns whether the key's dentry drop was queued: a reply promising
+    /// the publish must then wait for it (`reply_when_visible`).
+    fn publish_pending(&self, state: &mut WriteState) -> Result<bool, Errno> {
         if let Some(e) = state.failed {
             return Err(e);
         }
         let Some(staging) = state.staging.take() else {
-            return Ok(());
+            return Ok(false);
         };
         state.dirty = false;
         if state.cancelled || staging.is_unmodified_copy() {
-            return Ok(());
+            return Ok(false);
         }
         let empty = staging.is_empty();
         match self.store.publish(staging) {
             Ok(info) => {
                 state.published_empty = empty.then_some(info.version);
                 self.inodes.refresh(self.entry_attr(&info));
-                Ok(())
+                // Usually the key's dentry already names this version: the
+                // writer's own inode (from its create or its redirect) is
+                // the version it publishes, and lookups during the write
+                // were not cached. A handle writing again after a publish
+                // stages a new version under its old inode: drop that.
+                if info.version == state.ino {
+                    return Ok(false);
+                }
+                self.forget_dentry(&state.ns, &state.key);
+                Ok(true)
             }
             Err(e) => {
                 let en = self.rejected(&state.ns, self.fail(&e));
@@ -284,6 +421,7 @@ impl CacheFs {
         key: Key,
         flags: i32,
         mode: Option<u32>,
+        version: Option<u64>,
     ) -> Result<(u64, FileAttr), Errno> {
         let from = if flags & libc::O_TRUNC != 0 {
             WriteFrom::Empty
@@ -297,7 +435,13 @@ impl CacheFs {
         };
         let staging = self
             .store
-            .begin_write(&ns, &key, from, owner)
+            .begin_write_as(
+                &ns,
+                &key,
+                from,
+                owner,
+                version.unwrap_or_else(|| self.store.reserve_version()),
+            )
             .map_err(|e| self.rejected(&ns, self.fail(&e)))?;
         let attr = self.staging_attr(&staging);
         let fh = self
@@ -481,13 +625,26 @@ impl Filesystem for CacheFs {
                     Ok(k) => k,
                     Err(e) => return reply.error(e),
                 };
+                // A writer sent here by `open` gets its own new inode.
+                if let Some(attr) = self.redirected(req.pid(), &ns, &key) {
+                    self.inodes.remember(&ns, &key, attr);
+                    return reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &attr, gen0);
+                }
                 // A key being written is invisible to everyone, its writer
                 // included, until it is published.
                 match self.store.lookup(&ns, &key) {
                     Lookup::Hit(info) => {
                         let attr = self.entry_attr(&info);
                         self.inodes.remember(&ns, &key, attr);
-                        reply.entry_with_ttls(&ENTRY_ATTR_TTL, &Duration::ZERO, &attr, gen0);
+                        // While the key is being written its version is
+                        // about to change: not cached, so the publish need
+                        // not wait to drop it (see `publish_pending`).
+                        let ttl = if self.is_being_written(&ns, &key) {
+                            Duration::ZERO
+                        } else {
+                            self.entry_ttl(&info)
+                        };
+                        reply.entry_with_ttls(&ttl, &ttl, &attr, gen0);
                     }
                     Lookup::Miss => {
                         let t = self
@@ -539,7 +696,7 @@ impl Filesystem for CacheFs {
                     Lookup::Hit(info) if info.version == ino.0 => {
                         let attr = self.entry_attr(&info);
                         self.inodes.refresh(attr);
-                        reply.attr(&ENTRY_ATTR_TTL, &attr)
+                        reply.attr(&self.entry_ttl(&info), &attr)
                     }
                     // An older version, still open somewhere: what it was.
                     _ => reply.attr(&Duration::ZERO, &last),
@@ -643,11 +800,23 @@ impl Filesystem for CacheFs {
             self.store.update(&ns, &key, update)
         };
         match result {
-            Ok(info) => {
-                let mut attr = self.entry_attr(&info);
-                // The kernel's inode stays the one it asked about.
-                attr.ino = ino;
-                reply.attr(&Duration::ZERO, &attr)
+            Ok(info) if info.version == ino.0 => {
+                // Same version (touch, chmod, chown): same content, new
+                // attributes for the inode the kernel holds.
+                let attr = self.entry_attr(&info);
+                self.inodes.refresh(attr);
+                reply.attr(&self.entry_ttl(&info), &attr)
+            }
+            Ok(_) => {
+                // A truncate made a new version: the asked inode stays
+                // the old version (its readers' pages stay right), and
+                // the key's dentry goes before the caller learns it is done.
+                let old = self.inodes.get(ino.0).map(|(_, _, a)| a);
+                self.forget_dentry(&ns, &key);
+                self.invalidate.then(move || match old {
+                    Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                    None => reply.error(Errno::ENOENT),
+                });
             }
             Err(e) => reply.error(self.fail(&e)),
         }
@@ -790,30 +959,56 @@ impl Filesystem for CacheFs {
                 };
                 if flags.acc_mode() == OpenAccMode::O_RDONLY {
                     match self.store.open_version(&ns, &key, ino.0) {
-                        // A publish landed between the kernel's lookup and
-                        // this open, and the older version is no longer kept:
-                        // the kernel retries an ESTALE open with a fresh lookup.
+                        // Replaced or removed since the kernel looked it up
+                        // (or cached its dentry), and no longer kept: the
+                        // kernel retries an ESTALE open with a fresh lookup.
                         Ok(rh) if rh.version() != ino.0 => reply.error(Errno::ESTALE),
                         Ok(rh) => {
-                            // Direct I/O: the kernel's size and page cache
-                            // of this inode are shared with any writer that
-                            // opens the same key (O_TRUNC sets its size to
-                            // 0, writes grow it), so reads are served from
-                            // the version this handle holds, never clamped
-                            // or filled by the shared inode's state.
+                            // A version is immutable: its pages may stay.
+                            // Except while a handle that published it is
+                            // still open for writing: its writes (to a new
+                            // version) would move the inode's size.
+                            let cache = if self.handles.writes_on_inode(ino.0) {
+                                FopenFlags::FOPEN_DIRECT_IO
+                            } else {
+                                FopenFlags::FOPEN_KEEP_CACHE
+                            };
                             let fh = self.handles.insert(Handle::Read(rh));
-                            reply.opened(
-                                FileHandle(fh),
-                                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-                            )
+                            reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
                         }
                         Err(e) => reply.error(self.fail(&e)),
                     }
-                } else {
-                    match self.open_write(req, ns, key, flags.0, Some(u32::from(last.perm))) {
+                } else if let Some(r) = self.take_redirect(req.pid(), &ns, &key, ino.0) {
+                    // The redirected writer, on the inode it was given.
+                    match self.open_write(
+                        req,
+                        ns,
+                        key,
+                        flags.0,
+                        Some(u32::from(r.perm)),
+                        Some(r.version),
+                    ) {
                         Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                         Err(e) => reply.error(e),
                     }
+                } else {
+                    // A writer on a published version's inode: send it to
+                    // a new one (see the module docs).
+                    let size = match self.store.entry_info(&ns, &key) {
+                        Lookup::Hit(info) if flags.0 & libc::O_TRUNC == 0 => info.logical_size,
+                        _ => 0,
+                    };
+                    let redirect = Redirect {
+                        version: self.store.reserve_version(),
+                        size,
+                        perm: last.perm,
+                        until: Instant::now() + REDIRECT_LIFE,
+                    };
+                    self.redirects
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((ns, key, req.pid()), redirect);
+                    reply.error(Errno::ESTALE)
                 }
             }
             Some(_) => reply.error(Errno::EISDIR),
@@ -855,6 +1050,7 @@ impl Filesystem for CacheFs {
             key.clone(),
             flags,
             Some(mode & !umask & 0o7777),
+            None,
         ) {
             Ok((fh, attr)) => {
                 self.inodes.remember(&ns, &key, attr);
@@ -970,6 +1166,7 @@ impl Filesystem for CacheFs {
                 s.staging = None;
                 if let Some(v) = s.published_empty.take() {
                     self.store.remove_version(&s.ns, &s.key, v);
+                    self.forget_dentry(&s.ns, &s.key);
                 }
                 reply.error(en)
             }
@@ -991,12 +1188,9 @@ impl Filesystem for CacheFs {
             Some(mut s) if s.is_closed_by_writer(lock_owner.0, req.pid()) => {
                 self.publish_pending(&mut s)
             }
-            _ => Ok(()),
+            _ => Ok(false),
         };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply_when_visible(result, reply);
     }
 
     fn fsync(
@@ -1011,14 +1205,11 @@ impl Filesystem for CacheFs {
         let result = match self.handles.get(fh.0) {
             Some(h) => match h.write_state() {
                 Some(mut s) => self.publish_pending(&mut s),
-                None => Ok(()),
+                None => Ok(false),
             },
-            None => Ok(()),
+            None => Ok(false),
         };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply_when_visible(result, reply);
     }
 
     fn release(
@@ -1127,6 +1318,9 @@ impl Filesystem for CacheFs {
         reply: ReplyEmpty,
     ) {
         if name.as_bytes() == XATTR_PURGE.as_bytes() {
+            // Answered at once, not after the purged keys' dentry drops:
+            // setxattr holds this directory's lock, which they need. The
+            // CLI's next call (getxattr of the result) waits for them.
             return match self.purge(req, ino.0, value) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1192,11 +1386,18 @@ impl Filesystem for CacheFs {
         } else {
             self.xattr_value(ino.0, name)
         };
-        match value {
+        let answer = move || match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(e),
+        };
+        if name.as_bytes() == XATTR_PURGED.as_bytes() {
+            // A purge's result is read once the kernel has forgotten the
+            // purged keys (getxattr holds no directory lock; see setxattr).
+            self.invalidate.then(answer);
+        } else {
+            answer();
         }
     }
 

@@ -41,7 +41,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
@@ -151,12 +151,11 @@ impl ReadHandle {
     }
 
     /// Reads up to `size` bytes at `offset`, never past the content.
+    /// (`read_bytes` is counted at open: most reads are served by the
+    /// kernel's page cache and never reach the store.)
     pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
         let start = Instant::now();
         let r = self.read_at_inner(offset, size);
-        if let Ok(buf) = &r {
-            metrics::add(&self.metrics.read_bytes, buf.len() as u64);
-        }
         self.metrics.read.since(start);
         r
     }
@@ -202,6 +201,9 @@ pub struct MetaUpdate {
     pub truncate: Option<u64>,
 }
 
+/// See `Store::set_removal_listener`: (namespace id, key).
+pub type RemovalListener = Box<dyn Fn(u32, &Key) + Send + Sync>;
+
 pub struct Store {
     layout: Layout,
     clock: Arc<dyn Clock>,
@@ -216,6 +218,9 @@ pub struct Store {
     /// An index snapshot describing the current index is on disk. Set and
     /// cleared under the index lock; see `index_changed_locked`.
     snapshot_saved: AtomicBool,
+    /// Told of every entry the store removes on its own (eviction,
+    /// expiry, purge), so the FUSE layer can drop the kernel's dentry.
+    on_removed: OnceLock<RemovalListener>,
     /// Mount-wide figures (per-namespace ones live in the index).
     metrics: MountMetrics,
     /// The backing dir's lock, held shared while this store is open.
@@ -257,6 +262,7 @@ impl Store {
             next_version: AtomicU64::new(FIRST_VERSION),
             retired: Mutex::new(HashMap::new()),
             snapshot_saved: AtomicBool::new(false),
+            on_removed: OnceLock::new(),
             metrics: MountMetrics::default(),
             _lock: lock,
         };
@@ -269,6 +275,12 @@ impl Store {
         store.recover();
         store.apply_limits(&config);
         Ok(store)
+    }
+
+    /// Installs the one listener told of entries the store removes by
+    /// itself. It is called with the index lock held: it must only queue.
+    pub fn set_removal_listener(&self, f: RemovalListener) {
+        let _ = self.on_removed.set(f);
     }
 
     fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
@@ -682,6 +694,7 @@ impl Store {
             };
             drop(idx);
             metrics::add(&m.hits, 1);
+            metrics::add(&m.read_bytes, meta.logical_size);
             m.open.since(start);
             return Ok(ReadHandle {
                 file,
@@ -735,6 +748,7 @@ impl Store {
         }
         if count {
             metrics::add(&m.hits, 1);
+            metrics::add(&m.read_bytes, meta.logical_size);
         }
         Ok(Some(ReadHandle {
             file,
@@ -816,6 +830,24 @@ impl Store {
         from: WriteFrom,
         owner: Owner,
     ) -> Result<StagingFile, StoreError> {
+        self.begin_write_as(ns, key, from, owner, self.new_version())
+    }
+
+    /// A version number no other write will use: for a writer that must
+    /// know the inode its content will be published as before it begins.
+    pub fn reserve_version(&self) -> u64 {
+        self.new_version()
+    }
+
+    /// `begin_write` of a version reserved with `reserve_version`.
+    pub fn begin_write_as(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        from: WriteFrom,
+        owner: Owner,
+        version: u64,
+    ) -> Result<StagingFile, StoreError> {
         let (limit, current) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -845,15 +877,8 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        let mut staging = StagingFile::new(
-            file,
-            path,
-            ns.clone(),
-            key.clone(),
-            self.new_version(),
-            limit,
-            owner,
-        );
+        let mut staging =
+            StagingFile::new(file, path, ns.clone(), key.clone(), version, limit, owner);
         if let Some(meta) = current {
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
@@ -1017,8 +1042,12 @@ impl Store {
         if !victims.is_empty() {
             self.index_changed_locked();
         }
+        let listener = self.on_removed.get();
         for v in victims {
             if let Some(state) = idx.namespace(&v.ns) {
+                if let Some(tell) = listener {
+                    tell(state.id, &v.key);
+                }
                 let m = &state.metrics;
                 let (n, bytes) = match v.reason {
                     RemoveReason::Evicted => (&m.evictions, &m.evicted_bytes),
