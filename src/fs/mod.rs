@@ -976,6 +976,9 @@ impl Filesystem for CacheFs {
                             let fh = self.handles.insert(Handle::Read(rh));
                             reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
                         }
+                        // Expired or removed behind a cached dentry: the
+                        // retry's lookup says so (and counts the miss).
+                        Err(StoreError::NotFound) => reply.error(Errno::ESTALE),
                         Err(e) => reply.error(self.fail(&e)),
                     }
                 } else if let Some(r) = self.take_redirect(req.pid(), &ns, &key, ino.0) {
