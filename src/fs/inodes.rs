@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::FileAttr;
+use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::store::{Key, Namespace};
 
@@ -48,11 +49,60 @@ pub fn namespace_ino(id: u32) -> u64 {
     NS_BASE + u64::from(id)
 }
 
+/// One per inode the kernel holds (after `ls -l` of a big namespace, one
+/// per entry): kept small. The attributes last told are what an older
+/// version, still open somewhere, reports; entries are regular files, so
+/// the rest of a `FileAttr` is implied.
 struct Node {
     ns: Namespace,
     key: Key,
     lookups: u64,
-    attr: FileAttr,
+    size: u64,
+    blocks: u64,
+    /// Nanoseconds since the epoch.
+    mtime: i64,
+    uid: u32,
+    gid: u32,
+    perm: u16,
+}
+
+impl Node {
+    fn set_attr(&mut self, attr: &FileAttr) {
+        self.size = attr.size;
+        self.blocks = attr.blocks;
+        self.mtime = match attr.mtime.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        };
+        self.uid = attr.uid;
+        self.gid = attr.gid;
+        self.perm = attr.perm;
+    }
+
+    fn attr(&self, ino: u64) -> FileAttr {
+        let mtime = if self.mtime >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(self.mtime as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_nanos(self.mtime.unsigned_abs())
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size: self.size,
+            blocks: self.blocks,
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind: FileType::RegularFile,
+            perm: self.perm,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,16 +122,21 @@ impl InodeTable {
             ns: ns.clone(),
             key: key.clone(),
             lookups: 0,
-            attr,
+            size: 0,
+            blocks: 0,
+            mtime: 0,
+            uid: 0,
+            gid: 0,
+            perm: 0,
         });
         node.lookups += 1;
-        node.attr = attr;
+        node.set_attr(&attr);
     }
 
     /// Updates the attributes last told for an inode the kernel holds.
     pub fn refresh(&self, attr: FileAttr) {
         if let Some(node) = self.lock().get_mut(&attr.ino.0) {
-            node.attr = attr;
+            node.set_attr(&attr);
         }
     }
 
@@ -99,7 +154,7 @@ impl InodeTable {
     pub fn get(&self, ino: u64) -> Option<(Namespace, Key, FileAttr)> {
         self.lock()
             .get(&ino)
-            .map(|n| (n.ns.clone(), n.key.clone(), n.attr))
+            .map(|n| (n.ns.clone(), n.key.clone(), n.attr(ino)))
     }
 
     /// Follows a rename: the kernel keeps the inode under its new name.

@@ -1274,8 +1274,14 @@ impl Filesystem for CacheFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
-        reply.ok()
+        let big = matches!(
+            self.handles.remove(fh.0).as_deref(),
+            Some(Handle::Dir(items)) if items.len() > 10_000
+        );
+        reply.ok();
+        if big {
+            crate::store::release_freed_memory();
+        }
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
