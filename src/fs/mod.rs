@@ -488,7 +488,13 @@ impl CacheFs {
                 Some(at) => (at.div_euclid(1_000_000_000)).to_string(),
                 None => "never".to_string(),
             },
-            n if n == XATTR_SHA256.as_bytes() => crate::store::Layout::hex_digest(&info.sha256),
+            n if n == XATTR_SHA256.as_bytes() => {
+                let digest = self
+                    .store
+                    .content_sha256(&ns, &key)
+                    .map_err(|e| errno(&e))?;
+                crate::store::Layout::hex_digest(&digest)
+            }
             n if n == XATTR_STORED.as_bytes() => info.stored_bytes.to_string(),
             _ => return Err(Errno::ENODATA),
         };

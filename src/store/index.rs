@@ -41,7 +41,8 @@ pub struct EntryMeta {
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
     pub stored_bytes: u64,
-    pub sha256: [u8; 32],
+    // The content's sha256 is not kept here (32 bytes an entry): it is in
+    // the entry's trailer, read when needed.
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -88,7 +89,8 @@ impl NsState {
 struct ExpiryItem {
     at: UnixNanos,
     version: u64,
-    ns: Namespace,
+    /// The namespace's id: 4 bytes an item where a handle takes 16.
+    ns: u32,
     key: Key,
 }
 
@@ -248,7 +250,7 @@ impl Index {
             self.expiry.push(Reverse(ExpiryItem {
                 at,
                 version: meta.version,
-                ns: ns.clone(),
+                ns: state.id,
                 key: key.clone(),
             }));
         }
@@ -279,7 +281,10 @@ impl Index {
                 break;
             }
             let Reverse(item) = self.expiry.pop().expect("peeked");
-            let Some(state) = self.namespaces.get(&item.ns) else {
+            let Some(ns) = self.by_id.get(&item.ns).cloned() else {
+                continue;
+            };
+            let Some(state) = self.namespaces.get(&ns) else {
                 continue;
             };
             let Some(meta) = state.entries.peek(&item.key) else {
@@ -290,9 +295,9 @@ impl Index {
             }
             match self.expires_at(&state.policy, meta) {
                 Some(at) if at <= now => {
-                    let meta = self.remove(&item.ns, &item.key).expect("peeked");
+                    let meta = self.remove(&ns, &item.key).expect("peeked");
                     out.push(Removed {
-                        ns: item.ns,
+                        ns,
                         key: item.key,
                         meta,
                         reason: RemoveReason::Expired,
@@ -406,13 +411,13 @@ impl Index {
     /// change, or when stale items outnumber live ones).
     pub fn rebuild_expiry(&mut self) {
         let mut heap = BinaryHeap::with_capacity(self.total_entries as usize);
-        for (ns, state) in &self.namespaces {
+        for state in self.namespaces.values() {
             for (key, meta) in state.entries.iter() {
                 if let Some(at) = self.expires_at(&state.policy, meta) {
                     heap.push(Reverse(ExpiryItem {
                         at,
                         version: meta.version,
-                        ns: ns.clone(),
+                        ns: state.id,
                         key: key.clone(),
                     }));
                 }

@@ -111,7 +111,6 @@ pub struct EntryInfo {
     /// `None`: never expires.
     pub expires: Option<UnixNanos>,
     pub ttl: Duration,
-    pub sha256: [u8; 32],
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -540,11 +539,21 @@ impl Store {
             mtime: meta.mtime,
             expires: idx.expires_at(policy, meta),
             ttl: idx.effective_ttl(policy, meta),
-            sha256: meta.sha256,
             mode: meta.mode,
             uid: meta.uid,
             gid: meta.gid,
         }
+    }
+
+    /// The content digest of a key's live version, read from its trailer
+    /// (the index does not keep it).
+    pub fn content_sha256(&self, ns: &Namespace, key: &Key) -> Result<[u8; 32], StoreError> {
+        self.live_meta(ns, key)?;
+        let file = open_nofollow(&self.layout.entry_path(ns, key))?;
+        let len = file.metadata()?.len();
+        entry::read_header(&file, len)
+            .map(|h| h.content_sha256)
+            .map_err(|_| StoreError::NotFound)
     }
 
     /// Looks a key up (a read's first step: misses are counted), without
@@ -893,7 +902,10 @@ impl Store {
                     "entry shorter than its header says",
                 )));
             }
-            staging.set_copied(meta.logical_size, meta.sha256);
+            let header = entry::read_header(&src, meta.file_size).map_err(|e| {
+                StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            })?;
+            staging.set_copied(meta.logical_size, header.content_sha256);
             staging.mode = meta.mode;
             staging.uid = meta.uid;
             staging.gid = meta.gid;
@@ -1300,7 +1312,6 @@ fn meta_from_header(
         ttl_secs: h.ttl_secs,
         logical_size: h.logical_size,
         stored_bytes,
-        sha256: h.content_sha256,
         mode: h.mode,
         uid: h.uid,
         gid: h.gid,
@@ -1312,7 +1323,7 @@ fn meta_from_header(
 /// Checks a file's trailer and content against what the index expects.
 fn verify_entry(file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
     let h = entry::read_header(file, meta.file_size)?;
-    if h.content_sha256 != meta.sha256 {
+    if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
         return Err(entry::CorruptEntry::ContentChecksum);
     }
     entry::verify_content(file, &h)
