@@ -776,7 +776,13 @@ impl Filesystem for CacheFs {
                     st.set_mtime(time_of(t, self.store.now()));
                 }
                 let attr = self.staging_attr(st);
-                s.dirty |= size.is_some();
+                // Metadata changes too: `touch` (open, futimens, close)
+                // must be published by its own close, not later at release.
+                s.dirty |= size.is_some()
+                    || mtime.is_some()
+                    || mode.is_some()
+                    || uid.is_some()
+                    || gid.is_some();
                 return reply.attr(&Duration::ZERO, &attr);
             }
         }
