@@ -8,6 +8,7 @@
  *   read     -p PATH | -d DIR -k PREFIX -m K   open(O_RDONLY) + read until EOF + close; with -m,
  *            -n N [-w W] [-s SIZE] [-a FIRST]  op i reads key ((FIRST + i) * 1000003) % K of the set
  *                                              (a different key each op while N < K)
+ *            [-t STRIDE]                       the set is keys 0, STRIDE, 2*STRIDE, ... (K of them)
  *   stat     -p PATH | -d DIR -k PREFIX -m K   stat()
  *   miss     -d DIR  -n N [-w W] -k PREFIX      open() of missing keys, expects ENOENT
  *   publish  -d DIR  -n N [-w W] -k PREFIX -s SIZE
@@ -56,7 +57,7 @@
 
 static const char *mode, *path, *dir, *prefix = "k", *outfile;
 static long n = 1000, warm = 10, size = 10240, expected = -1, first = 0, end = 0, setsize = 0,
-            procs = 1, proc_idx = 0;
+            procs = 1, proc_idx = 0, stride = 1;
 static char *buf, *dbuf;
 static size_t bufsz = 1 << 20;
 static uint64_t prefix_hash;
@@ -105,7 +106,7 @@ static void keypath(char *out, size_t outsz, const char *d, long i) {
 static const char *op_path(long i, char *p, size_t psz) {
     if (!setsize) return path;
     long j = (long)(((uint64_t)(i + first + proc_idx * 7919) * 1000003ull) % (uint64_t)setsize);
-    keypath(p, psz, dir, j);
+    keypath(p, psz, dir, j * stride);
     return p;
 }
 
@@ -245,7 +246,7 @@ static double pct(const uint64_t *s, long cnt, double q) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_client read|stat|miss|publish|publish_rename|ls|du|populate|mark|key "
                     "[-p PATH] [-d DIR] [-n N] [-w W] [-k PREFIX] [-s SIZE] [-e EXPECTED] "
-                    "[-a FIRST] [-b END] [-m SETSIZE] [-j PROCS] [-o SAMPLES]\n");
+                    "[-a FIRST] [-b END] [-m SETSIZE] [-t STRIDE] [-j PROCS] [-o SAMPLES]\n");
     exit(2);
 }
 
@@ -279,7 +280,7 @@ int main(int argc, char **argv) {
     mode = argv[1];
     int c;
     optind = 2;
-    while ((c = getopt(argc, argv, "p:d:n:w:k:s:e:a:b:m:j:o:")) != -1) {
+    while ((c = getopt(argc, argv, "p:d:n:w:k:s:e:a:b:m:t:j:o:")) != -1) {
         switch (c) {
         case 'p': path = optarg; break;
         case 'd': dir = optarg; break;
@@ -291,6 +292,7 @@ int main(int argc, char **argv) {
         case 'a': first = atol(optarg); break;
         case 'b': end = atol(optarg); break;
         case 'm': setsize = atol(optarg); break;
+        case 't': stride = atol(optarg); break;
         case 'j': procs = atol(optarg); break;
         case 'o': outfile = optarg; break;
         default: usage();
