@@ -1422,6 +1422,22 @@ impl Filesystem for CacheFs {
         }
     }
 
+    /// No ioctls: ENOTTY at once, as a regular file answers. Python's
+    /// `open()` asks (isatty) on every open, so this is on its hot path.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let mut names = Vec::new();
         if kind_of(ino.0) == Some(InodeKind::Entry) {
