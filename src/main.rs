@@ -26,27 +26,7 @@ struct Cli {
 enum Command {
     /// Mount a cache in the foreground until SIGINT/SIGTERM (SIGHUP reloads
     /// the config's policies).
-    Mount {
-        /// Directory holding the entries (created, mode 0700, if missing).
-        backing: PathBuf,
-        /// Where the cache appears; must be an existing directory.
-        mountpoint: PathBuf,
-        /// TOML config file; without one, the embedded defaults apply
-        /// (TTL 2h, quota 1GiB, namespaces made by mkdir).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Mount options, comma separated: allow_other, allow_root,
-        /// default_permissions, ro, and other FUSE options.
-        #[arg(short = 'o', value_name = "OPTS")]
-        options: Vec<String>,
-        /// FUSE worker threads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// On SIGTERM, how long to wait for open files to close before
-        /// detaching the mount ("10s", "1m").
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        stop_timeout: std::time::Duration,
-    },
+    Mount(cli::mount::MountArgs),
     /// Show a live mount's figures: hit ratio, entries, bytes against
     /// quota, evictions, expirations, rejected writes and latency
     /// percentiles, per namespace and in total.
@@ -185,21 +165,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Mount {
-            backing,
-            mountpoint,
-            config,
-            options,
-            threads,
-            stop_timeout,
-        } => cli::mount::mount(&cli::mount::MountArgs {
-            backing,
-            mountpoint,
-            config,
-            options,
-            threads,
-            stop_timeout,
-        }),
+        Command::Mount(args) => cli::mount::mount(&args),
         Command::Stats { mountpoint, json } => cli::stats::run(mountpoint.as_deref(), json),
         Command::Purge {
             mountpoint,

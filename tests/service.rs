@@ -177,16 +177,20 @@ fn sighup_changes_ttl_and_quota_live_and_a_bad_config_keeps_the_old_policy() {
     assert!(m.stop().success());
 }
 
+fn mount_with_stop_timeout(timeout: &str) -> Mount {
+    Mount::start(MountOpts {
+        config: Some("[namespace.a]\n".into()),
+        args: vec!["--stop-timeout".into(), timeout.into()],
+        ..Default::default()
+    })
+}
+
 #[test]
 fn sigterm_lets_an_inflight_publish_finish_then_saves_and_unmounts() {
     if skip_without_fuse() {
         return;
     }
-    let mut m = Mount::start(MountOpts {
-        config: Some("[namespace.a]\n".into()),
-        args: vec!["--stop-timeout".into(), "20s".into()],
-        ..Default::default()
-    });
+    let mut m = mount_with_stop_timeout("20s");
     let mut writer = File::create(m.path("a", "k")).unwrap();
     writer.write_all(b"first half, ").unwrap();
     unsafe { libc::kill(m.pid(), libc::SIGTERM) };
@@ -214,11 +218,7 @@ fn sigterm_on_a_busy_mount_reports_it_then_detaches_after_the_timeout() {
     if skip_without_fuse() {
         return;
     }
-    let mut m = Mount::start(MountOpts {
-        config: Some("[namespace.a]\n".into()),
-        args: vec!["--stop-timeout".into(), "1s".into()],
-        ..Default::default()
-    });
+    let mut m = mount_with_stop_timeout("1s");
     write_file(&m.path("a", "k"), b"value").unwrap();
     let mut reader = File::open(m.path("a", "k")).unwrap();
     unsafe { libc::kill(m.pid(), libc::SIGTERM) };

@@ -27,12 +27,26 @@ use cachefs::fs::CacheFs;
 use cachefs::store::{Store, SystemClock};
 
 /// What `cachefs mount` was asked to do.
+#[derive(clap::Args)]
 pub struct MountArgs {
+    /// Directory holding the entries (created, mode 0700, if missing).
     pub backing: PathBuf,
+    /// Where the cache appears; must be an existing directory.
     pub mountpoint: PathBuf,
+    /// TOML config file; without one, the embedded defaults apply
+    /// (TTL 2h, quota 1GiB, namespaces made by mkdir).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Mount options, comma separated: allow_other, allow_root,
+    /// default_permissions, ro, and other FUSE options.
+    #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// On SIGTERM, how long to wait for open files to close before
+    /// detaching the mount ("10s", "1m").
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
 }
 

@@ -89,15 +89,7 @@ impl Layout {
                 })
         };
         create(root)?;
-        let layout = Layout {
-            root: root.to_path_buf(),
-            data: root.join("data"),
-            staging: root.join("staging"),
-            trash: root.join("trash"),
-            quarantine: root.join("quarantine"),
-            namespaces: root.join("namespaces"),
-            unique: AtomicU64::new(0),
-        };
+        let layout = Layout::at(root);
         let format_path = root.join(FORMAT_FILE);
         let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
         match fs::read_to_string(&format_path) {
@@ -159,7 +151,12 @@ impl Layout {
                 });
             }
         }
-        Ok(Layout {
+        Ok(Layout::at(root))
+    }
+
+    /// The paths of a backing dir at `root` (nothing is touched).
+    fn at(root: &Path) -> Layout {
+        Layout {
             root: root.to_path_buf(),
             data: root.join("data"),
             staging: root.join("staging"),
@@ -167,7 +164,7 @@ impl Layout {
             quarantine: root.join("quarantine"),
             namespaces: root.join("namespaces"),
             unique: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Takes the backing dir's lock without waiting; the lock lasts as
