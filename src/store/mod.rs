@@ -125,10 +125,15 @@ pub struct Usage {
     pub max_entries: Option<u64>,
 }
 
+/// At most this many files kept open in `Store::open_files` (well under
+/// the default soft limit of 1024 descriptors).
+const OPEN_FILES_MAX: usize = 256;
+
 /// An open published version. Reads keep working after the entry is
 /// replaced, expired or removed (the file stays open).
 pub struct ReadHandle {
-    file: File,
+    /// Shared with the other readers of the version (reads are `pread`).
+    file: Arc<File>,
     len: u64,
     version: u64,
     /// Its namespace's metrics: reads record bytes and latency lock-free.
@@ -220,6 +225,10 @@ pub struct Store {
     /// Told of every entry the store removes on its own (eviction,
     /// expiry, purge), so the FUSE layer can drop the kernel's dentry.
     on_removed: OnceLock<RemovalListener>,
+    /// Open files of verified live versions, shared by their readers, so
+    /// a hot open makes no system call. Filled and emptied under the
+    /// index lock (taken after it), so it never holds a removed version.
+    open_files: Mutex<HashMap<u64, Arc<File>>>,
     /// Mount-wide figures (per-namespace ones live in the index).
     metrics: MountMetrics,
     /// The backing dir's lock, held shared while this store is open.
@@ -262,6 +271,7 @@ impl Store {
             retired: Mutex::new(HashMap::new()),
             snapshot_saved: AtomicBool::new(false),
             on_removed: OnceLock::new(),
+            open_files: Mutex::new(HashMap::new()),
             metrics: MountMetrics::default(),
             _lock: lock,
         };
@@ -281,6 +291,16 @@ impl Store {
     /// itself. It is called with the index lock held: it must only queue.
     pub fn set_removal_listener(&self, f: RemovalListener) {
         let _ = self.on_removed.set(f);
+    }
+
+    fn open_files_lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<File>>> {
+        self.open_files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A version left the index (removed, replaced, evicted): close the
+    /// shared file it may have. Call with the index lock held.
+    fn close_version_locked(&self, version: u64) {
+        self.open_files_lock().remove(&version);
     }
 
     fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
@@ -662,6 +682,30 @@ impl Store {
         // and one more round opens it consistently.
         for _ in 0..4 {
             let meta = self.live_meta(ns, key)?;
+            let shared = meta
+                .verified
+                .then(|| self.open_files_lock().get(&meta.version).cloned())
+                .flatten();
+            if let Some(file) = shared {
+                let mut idx = self.lock();
+                let live = idx
+                    .promote(ns, key, self.clock.now())
+                    .is_some_and(|m| m.version == meta.version);
+                let metrics = idx.namespace(ns).map(|s| Arc::clone(&s.metrics));
+                drop(idx);
+                if let (true, Some(m)) = (live, metrics) {
+                    metrics::add(&m.hits, 1);
+                    metrics::add(&m.read_bytes, meta.logical_size);
+                    m.open.since(start);
+                    return Ok(ReadHandle {
+                        file,
+                        len: meta.logical_size,
+                        version: meta.version,
+                        metrics: m,
+                    });
+                }
+                continue;
+            }
             let file = match open_nofollow(&path) {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -693,11 +737,17 @@ impl Store {
                     return Err(StoreError::NotFound);
                 }
             }
+            let file = Arc::new(file);
             let mut idx = self.lock();
             if let Some(m) = idx.promote(ns, key, self.clock.now())
                 && m.version == meta.version
             {
                 m.verified = true;
+                let mut open = self.open_files_lock();
+                if open.len() >= OPEN_FILES_MAX {
+                    open.clear();
+                }
+                open.insert(meta.version, Arc::clone(&file));
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
                 return Err(StoreError::NotFound);
@@ -761,7 +811,7 @@ impl Store {
             metrics::add(&m.read_bytes, meta.logical_size);
         }
         Ok(Some(ReadHandle {
-            file,
+            file: Arc::new(file),
             len: meta.logical_size,
             version,
             metrics: m,
@@ -793,6 +843,7 @@ impl Store {
                 let mut idx = self.lock();
                 if idx.peek(ns, key).is_some_and(|m| m.version == version) {
                     self.index_changed_locked();
+                    self.close_version_locked(version);
                     idx.insert(ns, key.clone(), meta);
                 }
                 Ok(())
@@ -814,6 +865,7 @@ impl Store {
         let mut idx = self.lock();
         if idx.peek(ns, key).is_some_and(|m| m.version == version) {
             self.index_changed_locked();
+            self.close_version_locked(version);
             idx.remove(ns, key);
         }
     }
@@ -992,6 +1044,9 @@ impl Store {
             }
             self.index_changed_locked();
             let old = idx.remove(&ns, &key);
+            if let Some(old) = &old {
+                self.close_version_locked(old.version);
+            }
             let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
                 if let Some(old) = old {
                     idx.insert(&ns, key.clone(), old);
@@ -1027,6 +1082,7 @@ impl Store {
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
                 idx.remove(&ns, from);
+                self.close_version_locked(*version);
                 let from_path = self.layout.entry_path(&ns, from);
                 let to = self.layout.trash_path();
                 if fs::rename(&from_path, &to).is_ok() {
@@ -1057,6 +1113,7 @@ impl Store {
         }
         let listener = self.on_removed.get();
         for v in victims {
+            self.close_version_locked(v.meta.version);
             if let Some(state) = idx.namespace(&v.ns) {
                 if let Some(tell) = listener {
                     tell(state.id, &v.key);
@@ -1115,6 +1172,7 @@ impl Store {
                 .is_some_and(|at| at <= now);
             self.index_changed_locked();
             let meta = idx.remove(ns, key).expect("peeked");
+            self.close_version_locked(meta.version);
             let victim = Removed {
                 ns: ns.clone(),
                 key: key.clone(),

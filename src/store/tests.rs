@@ -649,3 +649,39 @@ fn offline_purge_and_inspect() {
     assert!(get(&f.store, "a", "new").is_some());
     f.store.check_invariants();
 }
+
+/// Readers share one open file per hot version; once the version leaves
+/// the index (replaced, removed, evicted) that file must be closed, or its
+/// disk space would stay in use behind the quota's back.
+#[test]
+fn versions_gone_from_the_index_keep_no_file_open() {
+    let f = fixture("[namespace.a]\nmax_bytes = \"8KiB\"\n");
+    let root = f.dir.path().canonicalize().unwrap();
+    let open_in_backing = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| t.starts_with(&root))
+            .count()
+    };
+    for k in ["k1", "k2"] {
+        put(&f.store, "a", k, &[1; 3000]).unwrap();
+        assert!(get(&f.store, "a", k).is_some());
+        assert!(
+            get(&f.store, "a", k).is_some(),
+            "a second open shares the file"
+        );
+    }
+    assert_eq!(
+        open_in_backing(),
+        3,
+        "one shared file per read version, and the lock"
+    );
+    put(&f.store, "a", "k1", &[2; 3000]).unwrap(); // replaced
+    put(&f.store, "a", "k3", &[3; 3000]).unwrap(); // evicts k2
+    assert!(get(&f.store, "a", "k2").is_none(), "k2 was evicted");
+    assert_eq!(open_in_backing(), 1, "only the backing dir's lock");
+    assert!(get(&f.store, "a", "k1").is_some());
+    f.store.remove(&ns("a"), &key("k1")).unwrap();
+    assert_eq!(open_in_backing(), 1);
+}
