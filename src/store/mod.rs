@@ -141,6 +141,19 @@ pub struct ReadHandle {
 }
 
 impl ReadHandle {
+    /// The handle of an open that found its entry: counts the hit.
+    fn counted(file: Arc<File>, meta: &EntryMeta, m: Arc<NsMetrics>, start: Instant) -> Self {
+        metrics::add(&m.hits, 1);
+        metrics::add(&m.read_bytes, meta.logical_size);
+        m.open.since(start);
+        ReadHandle {
+            file,
+            len: meta.logical_size,
+            version: meta.version,
+            metrics: m,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -694,15 +707,7 @@ impl Store {
                 let metrics = idx.namespace(ns).map(|s| Arc::clone(&s.metrics));
                 drop(idx);
                 if let (true, Some(m)) = (live, metrics) {
-                    metrics::add(&m.hits, 1);
-                    metrics::add(&m.read_bytes, meta.logical_size);
-                    m.open.since(start);
-                    return Ok(ReadHandle {
-                        file,
-                        len: meta.logical_size,
-                        version: meta.version,
-                        metrics: m,
-                    });
+                    return Ok(ReadHandle::counted(file, &meta, m, start));
                 }
                 continue;
             }
@@ -753,15 +758,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             };
             drop(idx);
-            metrics::add(&m.hits, 1);
-            metrics::add(&m.read_bytes, meta.logical_size);
-            m.open.since(start);
-            return Ok(ReadHandle {
-                file,
-                len: meta.logical_size,
-                version: meta.version,
-                metrics: m,
-            });
+            return Ok(ReadHandle::counted(file, &meta, m, start));
         }
         Err(StoreError::Io(io::Error::other(
             "entry keeps changing under the reader",
