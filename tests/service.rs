@@ -292,20 +292,26 @@ fn install_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh")
 }
 
-#[test]
-fn install_into_destdir_then_uninstall() {
+/// `DESTDIR=<temp> scripts/install.sh` with the test binary; the temp root.
+fn install_into_temp_root() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
-    let dest = root.path();
     let out = Command::new(install_script())
-        .env("DESTDIR", dest)
+        .env("DESTDIR", root.path())
         .env("CACHEFS_BIN", BIN)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "install.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    root
+}
+
+#[test]
+fn install_into_destdir_then_uninstall() {
+    let root = install_into_temp_root();
+    let dest = root.path();
 
     let expect = [
         ("usr/local/bin/cachefs", 0o755),
@@ -354,14 +360,8 @@ fn the_installed_unit_passes_systemd_analyze_verify() {
         return;
     };
     assert!(version.status.success());
-    let root = tempfile::tempdir().unwrap();
+    let root = install_into_temp_root();
     let dest = root.path();
-    let out = Command::new(install_script())
-        .env("DESTDIR", dest)
-        .env("CACHEFS_BIN", BIN)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     // verify checks that ExecStart= exists: point it into DESTDIR.
     let unit = fs::read_to_string(dest.join("etc/systemd/system/cachefs@.service")).unwrap();
     let units = dest.join("units");
