@@ -589,7 +589,8 @@ impl Filesystem for CacheFs {
             log::warn!("kernel lacks atomic O_TRUNC; truncating opens publish early");
         }
         let _ = config.set_max_write(1 << 20);
-        // mmap of entries despite direct I/O (kernels from 6.6).
+        // mmap of a file being written (writers use direct I/O; kernels
+        // from 6.6). Readers use the page cache and mmap as usual.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         Ok(())
     }
