@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
@@ -49,6 +49,43 @@ pub fn namespace_ino(id: u32) -> u64 {
     NS_BASE + u64::from(id)
 }
 
+/// What an entry (a regular file) shows: the rest of a `FileAttr` is
+/// implied. The one place such attributes are built.
+pub struct EntryAttr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub mtime: SystemTime,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl EntryAttr {
+    pub fn to_attr(&self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(self.ino),
+            size: self.size,
+            blocks: self.blocks,
+            atime: self.mtime,
+            mtime: self.mtime,
+            ctime: self.mtime,
+            crtime: self.mtime,
+            kind: FileType::RegularFile,
+            perm: (self.perm & 0o7777) as u16,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+}
+
+/// The block size entries report.
+pub const BLOCK_SIZE: u32 = 4096;
+
 /// One per inode the kernel holds (after `ls -l` of a big namespace, one
 /// per entry): kept small. The attributes last told are what an older
 /// version, still open somewhere, reports; entries are regular files, so
@@ -85,23 +122,16 @@ impl Node {
         } else {
             UNIX_EPOCH - Duration::from_nanos(self.mtime.unsigned_abs())
         };
-        FileAttr {
-            ino: INodeNo(ino),
+        EntryAttr {
+            ino,
             size: self.size,
             blocks: self.blocks,
-            atime: mtime,
             mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind: FileType::RegularFile,
-            perm: self.perm,
-            nlink: 1,
+            perm: u32::from(self.perm),
             uid: self.uid,
             gid: self.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
         }
+        .to_attr()
     }
 }
 

@@ -17,7 +17,7 @@
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use fuser::{INodeNo, Notifier};
 
@@ -31,7 +31,7 @@ enum Job {
 }
 
 pub struct Invalidator {
-    tx: Mutex<Sender<Job>>,
+    tx: Sender<Job>,
     /// Invalidations queued and not yet sent.
     pending: Arc<AtomicUsize>,
 }
@@ -45,10 +45,7 @@ impl Invalidator {
             .name("invalidate".into())
             .spawn(move || run(&slot, &rx, &left))
             .expect("spawn the invalidation thread");
-        Invalidator {
-            tx: Mutex::new(tx),
-            pending,
-        }
+        Invalidator { tx, pending }
     }
 
     /// Whether invalidations are queued (a reply that must follow them
@@ -58,8 +55,7 @@ impl Invalidator {
     }
 
     fn send(&self, job: Job) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(failed) = tx.send(job) {
+        if let Err(failed) = self.tx.send(job) {
             // The thread is gone (it never exits while we live): still
             // answer a waiting request rather than hang its caller.
             if let Job::Then(f) = failed.0 {

@@ -55,7 +55,7 @@ use crate::store::{
 };
 use errno::errno;
 use handles::{ANY_OWNER, DirEntryItem, Handle, HandleTable, WriteState};
-use inodes::{InodeKind, InodeTable, kind_of};
+use inodes::{BLOCK_SIZE as BLOCK, EntryAttr, InodeKind, InodeTable, kind_of};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
@@ -63,7 +63,6 @@ const DIR_TTL: Duration = Duration::from_secs(10);
 /// (never past the entry's expiry). What this mount changes it
 /// invalidates at once; the bound is for what it cannot see.
 const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
-const BLOCK: u32 = 4096;
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
@@ -169,28 +168,22 @@ impl CacheFs {
 
     /// The inode a redirected writer's lookup gets, if `pid` is one.
     fn redirected(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<FileAttr> {
-        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        redirects.retain(|_, r| r.until > now);
-        let r = redirects.get(&(ns.clone(), key.clone(), pid))?;
-        let t = SystemTime::now();
-        Some(FileAttr {
-            ino: INodeNo(r.version),
-            size: r.size,
-            blocks: r.size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind: FileType::RegularFile,
-            perm: r.perm,
-            nlink: 1,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
-        })
+        let redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+        let r = redirects
+            .get(&(ns.clone(), key.clone(), pid))
+            .filter(|r| r.until > Instant::now())?;
+        Some(
+            EntryAttr {
+                ino: r.version,
+                size: r.size,
+                blocks: r.size.div_ceil(512),
+                mtime: SystemTime::now(),
+                perm: u32::from(r.perm),
+                uid: self.uid,
+                gid: self.gid,
+            }
+            .to_attr(),
+        )
     }
 
     /// A writer has the key open, or is on its way (redirected).
@@ -298,46 +291,30 @@ impl CacheFs {
     }
 
     fn entry_attr(&self, info: &EntryInfo) -> FileAttr {
-        let mtime = to_system_time(info.mtime);
-        FileAttr {
-            ino: INodeNo(info.version),
+        EntryAttr {
+            ino: info.version,
             size: info.logical_size,
             blocks: info.stored_bytes.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind: FileType::RegularFile,
-            perm: (info.mode & 0o7777) as u16,
-            nlink: 1,
+            mtime: to_system_time(info.mtime),
+            perm: info.mode,
             uid: info.uid,
             gid: info.gid,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
         }
+        .to_attr()
     }
 
     fn staging_attr(&self, st: &StagingFile) -> FileAttr {
-        let now = SystemTime::now();
         let (uid, gid) = st.owner();
-        FileAttr {
-            ino: INodeNo(st.version()),
+        EntryAttr {
+            ino: st.version(),
             size: st.len(),
             blocks: st.len().div_ceil(512),
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind: FileType::RegularFile,
-            perm: (st.mode() & 0o7777) as u16,
-            nlink: 1,
+            mtime: SystemTime::now(),
+            perm: st.mode(),
             uid,
             gid,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
         }
+        .to_attr()
     }
 
     fn namespace_of(&self, ino: u64) -> Option<Namespace> {
@@ -1020,10 +997,12 @@ impl Filesystem for CacheFs {
                         perm: last.perm,
                         until: Instant::now() + REDIRECT_LIFE,
                     };
-                    self.redirects
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((ns, key, req.pid()), redirect);
+                    let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+                    // Redirects of writers that never came back go here,
+                    // not on every lookup.
+                    let now = Instant::now();
+                    redirects.retain(|_, r| r.until > now);
+                    redirects.insert((ns, key, req.pid()), redirect);
                     reply.error(Errno::ESTALE)
                 }
             }

@@ -17,6 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,8 +126,17 @@ pub struct Index {
     total_bytes: u64,
     total_entries: u64,
     expiry: BinaryHeap<Reverse<ExpiryItem>>,
+    /// Open backing files of verified versions, shared by their readers
+    /// (reads are `pread`), so a hot open makes no system call. Kept here
+    /// so that every way out of the index (`remove`, `pop_lru`) closes
+    /// the version's file: none holds disk space behind the quota's back.
+    shared_files: HashMap<u64, Arc<File>>,
     pub limits: GlobalLimits,
 }
+
+/// At most this many files are shared (well under the default soft limit
+/// of 1024 descriptors).
+const SHARED_FILES_MAX: usize = 256;
 
 impl Index {
     pub fn new(limits: GlobalLimits) -> Index {
@@ -137,8 +147,22 @@ impl Index {
             total_bytes: 0,
             total_entries: 0,
             expiry: BinaryHeap::new(),
+            shared_files: HashMap::new(),
             limits,
         }
+    }
+
+    /// The shared open file of a live version, if one is kept.
+    pub fn shared_file(&self, version: u64) -> Option<Arc<File>> {
+        self.shared_files.get(&version).cloned()
+    }
+
+    /// Keeps a live version's open file for its next readers.
+    pub fn share_file(&mut self, version: u64, file: &Arc<File>) {
+        if self.shared_files.len() >= SHARED_FILES_MAX {
+            self.shared_files.clear();
+        }
+        self.shared_files.insert(version, Arc::clone(file));
     }
 
     pub fn add_namespace(&mut self, ns: Namespace, policy: NamespacePolicy, from_config: bool) {
@@ -266,6 +290,7 @@ impl Index {
     pub fn remove(&mut self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
         let state = self.namespaces.get_mut(ns)?;
         let meta = state.entries.pop(key)?;
+        self.shared_files.remove(&meta.version);
         state.bytes -= meta.stored_bytes;
         state.logical -= meta.logical_size;
         self.total_bytes -= meta.stored_bytes;
@@ -400,6 +425,7 @@ impl Index {
     fn pop_lru(&mut self, ns: &Namespace) -> Option<(Key, EntryMeta)> {
         let state = self.namespaces.get_mut(ns)?;
         let (key, meta) = state.entries.pop_lru()?;
+        self.shared_files.remove(&meta.version);
         state.bytes -= meta.stored_bytes;
         state.logical -= meta.logical_size;
         self.total_bytes -= meta.stored_bytes;

@@ -125,10 +125,6 @@ pub struct Usage {
     pub max_entries: Option<u64>,
 }
 
-/// At most this many files kept open in `Store::open_files` (well under
-/// the default soft limit of 1024 descriptors).
-const OPEN_FILES_MAX: usize = 256;
-
 /// An open published version. Reads keep working after the entry is
 /// replaced, expired or removed (the file stays open).
 pub struct ReadHandle {
@@ -238,10 +234,6 @@ pub struct Store {
     /// Told of every entry the store removes on its own (eviction,
     /// expiry, purge), so the FUSE layer can drop the kernel's dentry.
     on_removed: OnceLock<RemovalListener>,
-    /// Open files of verified live versions, shared by their readers, so
-    /// a hot open makes no system call. Filled and emptied under the
-    /// index lock (taken after it), so it never holds a removed version.
-    open_files: Mutex<HashMap<u64, Arc<File>>>,
     /// Mount-wide figures (per-namespace ones live in the index).
     metrics: MountMetrics,
     /// The backing dir's lock, held shared while this store is open.
@@ -284,7 +276,6 @@ impl Store {
             retired: Mutex::new(HashMap::new()),
             snapshot_saved: AtomicBool::new(false),
             on_removed: OnceLock::new(),
-            open_files: Mutex::new(HashMap::new()),
             metrics: MountMetrics::default(),
             _lock: lock,
         };
@@ -304,16 +295,6 @@ impl Store {
     /// itself. It is called with the index lock held: it must only queue.
     pub fn set_removal_listener(&self, f: RemovalListener) {
         let _ = self.on_removed.set(f);
-    }
-
-    fn open_files_lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<File>>> {
-        self.open_files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A version left the index (removed, replaced, evicted): close the
-    /// shared file it may have. Call with the index lock held.
-    fn close_version_locked(&self, version: u64) {
-        self.open_files_lock().remove(&version);
     }
 
     fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
@@ -685,32 +666,40 @@ impl Store {
         Ok(meta.clone())
     }
 
+    /// A hot open: the live version is verified and its file is shared.
+    /// One index lock, no system call; `None` sends the open the long way.
+    fn open_shared(&self, ns: &Namespace, key: &Key, start: Instant) -> Option<ReadHandle> {
+        let now = self.clock.now();
+        let mut idx = self.lock();
+        let state = idx.namespace(ns)?;
+        let meta = state.peek(key)?;
+        if !meta.verified
+            || idx
+                .expires_at(&state.policy, meta)
+                .is_some_and(|at| at <= now)
+        {
+            return None;
+        }
+        let file = idx.shared_file(meta.version)?;
+        let metrics = Arc::clone(&state.metrics);
+        let meta = idx.promote(ns, key, now)?.clone();
+        drop(idx);
+        Some(ReadHandle::counted(file, &meta, metrics, start))
+    }
+
     /// Opens the live version of a key for reading; `NotFound` if it is
     /// gone, expired or corrupt. The handle says which version it holds.
     pub fn open_read(&self, ns: &Namespace, key: &Key) -> Result<ReadHandle, StoreError> {
         let start = Instant::now();
+        if let Some(h) = self.open_shared(ns, key, start) {
+            return Ok(h);
+        }
         let path = self.layout.entry_path(ns, key);
         // A publish may rename a new file in between our reading the index
         // and opening the path: then the index already knows the new file,
         // and one more round opens it consistently.
         for _ in 0..4 {
             let meta = self.live_meta(ns, key)?;
-            let shared = meta
-                .verified
-                .then(|| self.open_files_lock().get(&meta.version).cloned())
-                .flatten();
-            if let Some(file) = shared {
-                let mut idx = self.lock();
-                let live = idx
-                    .promote(ns, key, self.clock.now())
-                    .is_some_and(|m| m.version == meta.version);
-                let metrics = idx.namespace(ns).map(|s| Arc::clone(&s.metrics));
-                drop(idx);
-                if let (true, Some(m)) = (live, metrics) {
-                    return Ok(ReadHandle::counted(file, &meta, m, start));
-                }
-                continue;
-            }
             let file = match open_nofollow(&path) {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -748,11 +737,7 @@ impl Store {
                 && m.version == meta.version
             {
                 m.verified = true;
-                let mut open = self.open_files_lock();
-                if open.len() >= OPEN_FILES_MAX {
-                    open.clear();
-                }
-                open.insert(meta.version, Arc::clone(&file));
+                idx.share_file(meta.version, &file);
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
                 return Err(StoreError::NotFound);
@@ -840,7 +825,6 @@ impl Store {
                 let mut idx = self.lock();
                 if idx.peek(ns, key).is_some_and(|m| m.version == version) {
                     self.index_changed_locked();
-                    self.close_version_locked(version);
                     idx.insert(ns, key.clone(), meta);
                 }
                 Ok(())
@@ -862,7 +846,6 @@ impl Store {
         let mut idx = self.lock();
         if idx.peek(ns, key).is_some_and(|m| m.version == version) {
             self.index_changed_locked();
-            self.close_version_locked(version);
             idx.remove(ns, key);
         }
     }
@@ -1041,9 +1024,6 @@ impl Store {
             }
             self.index_changed_locked();
             let old = idx.remove(&ns, &key);
-            if let Some(old) = &old {
-                self.close_version_locked(old.version);
-            }
             let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
                 if let Some(old) = old {
                     idx.insert(&ns, key.clone(), old);
@@ -1079,7 +1059,6 @@ impl Store {
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
                 idx.remove(&ns, from);
-                self.close_version_locked(*version);
                 let from_path = self.layout.entry_path(&ns, from);
                 let to = self.layout.trash_path();
                 if fs::rename(&from_path, &to).is_ok() {
@@ -1110,7 +1089,6 @@ impl Store {
         }
         let listener = self.on_removed.get();
         for v in victims {
-            self.close_version_locked(v.meta.version);
             if let Some(state) = idx.namespace(&v.ns) {
                 if let Some(tell) = listener {
                     tell(state.id, &v.key);
@@ -1169,7 +1147,6 @@ impl Store {
                 .is_some_and(|at| at <= now);
             self.index_changed_locked();
             let meta = idx.remove(ns, key).expect("peeked");
-            self.close_version_locked(meta.version);
             let victim = Removed {
                 ns: ns.clone(),
                 key: key.clone(),
