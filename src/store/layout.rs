@@ -41,7 +41,13 @@ pub struct Layout {
     quarantine: PathBuf,
     namespaces: PathBuf,
     unique: AtomicU64,
+    /// One bit per leaf shard directory (65 536) known to exist, so a
+    /// publish into a known shard makes no `stat` of it.
+    shards_seen: Box<[AtomicU64]>,
 }
+
+/// Leaf shard directories: two levels of 256.
+const SHARDS: usize = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -164,6 +170,7 @@ impl Layout {
             quarantine: root.join("quarantine"),
             namespaces: root.join("namespaces"),
             unique: AtomicU64::new(0),
+            shards_seen: (0..SHARDS / 64).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -199,6 +206,23 @@ impl Layout {
             (Some(libc::EWOULDBLOCK), LockMode::Shared) => LayoutError::LockedOffline { path },
             (Some(libc::EWOULDBLOCK), LockMode::Exclusive) => LayoutError::LockedLive { path },
             _ => err(e),
+        })
+    }
+
+    /// Turns an exclusive lock into the shared one a daemon holds.
+    /// Linux does this in two steps (unlock, lock), so an offline command
+    /// may take the lock in between: then this fails as `lock` would.
+    pub fn downgrade(&self, lock: &fs::File) -> Result<(), LayoutError> {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        let path = self.root.display().to_string();
+        Err(match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => LayoutError::LockedOffline { path },
+            _ => LayoutError::Lock { path, source: e },
         })
     }
 
@@ -251,12 +275,31 @@ impl Layout {
 
     /// Creates the shard directories of an entry path if they are missing.
     pub fn ensure_shard(&self, entry_path: &Path) -> io::Result<()> {
-        match entry_path.parent() {
-            Some(dir) if !dir.is_dir() => fs::DirBuilder::new()
+        let Some(dir) = entry_path.parent() else {
+            return Ok(());
+        };
+        let shard = shard_of(entry_path);
+        if let Some((word, bit)) = shard
+            && self.shards_seen[word].load(Ordering::Relaxed) & bit != 0
+        {
+            return Ok(());
+        }
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(dir),
-            _ => Ok(()),
+                .create(dir)?;
+        }
+        if let Some((word, bit)) = shard {
+            self.shards_seen[word].fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Forgets that an entry's shard exists (something removed it).
+    pub fn shard_vanished(&self, entry_path: &Path) {
+        if let Some((word, bit)) = shard_of(entry_path) {
+            self.shards_seen[word].fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
@@ -299,6 +342,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Removes every file directly inside `dir`; returns how many.
+/// The word and bit of an entry path's leaf shard in `shards_seen`: the
+/// first four hex digits of its file name.
+fn shard_of(entry_path: &Path) -> Option<(usize, u64)> {
+    let name = entry_path.file_name()?.as_bytes().get(..4)?;
+    let n = u16::from_str_radix(std::str::from_utf8(name).ok()?, 16).ok()? as usize;
+    Some((n / 64, 1 << (n % 64)))
+}
+
 pub fn empty_dir(dir: &Path) -> usize {
     let mut n = 0;
     if let Ok(rd) = fs::read_dir(dir) {

@@ -32,6 +32,7 @@ mod layout;
 mod names;
 pub mod offline;
 mod purge;
+mod reaper;
 mod recover;
 mod staging;
 
@@ -236,6 +237,8 @@ pub struct Store {
     on_removed: OnceLock<RemovalListener>,
     /// Mount-wide figures (per-namespace ones live in the index).
     metrics: MountMetrics,
+    /// Unlinks what publishes and removals moved into trash/.
+    reaper: reaper::Reaper,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -256,12 +259,21 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Store, OpenError> {
         let layout = Layout::open(root)?;
-        let lock = layout.lock(LockMode::Shared)?;
-        let orphans =
-            layout::empty_dir(layout.staging_dir()) + layout::empty_dir(layout.trash_dir());
-        if orphans > 0 {
-            log::info!("removed {orphans} orphaned staging/trash files");
-        }
+        // Staging and trash files are orphans only if no other daemon
+        // shares this backing dir: its writes in progress live there.
+        let lock = match layout.lock(LockMode::Exclusive) {
+            Ok(alone) => {
+                let orphans =
+                    layout::empty_dir(layout.staging_dir()) + layout::empty_dir(layout.trash_dir());
+                if orphans > 0 {
+                    log::info!("removed {orphans} orphaned staging/trash files");
+                }
+                layout.downgrade(&alone)?;
+                alone
+            }
+            Err(LayoutError::LockedLive { .. }) => layout.lock(LockMode::Shared)?,
+            Err(e) => return Err(e.into()),
+        };
         let limits = GlobalLimits {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
@@ -277,6 +289,7 @@ impl Store {
             snapshot_saved: AtomicBool::new(false),
             on_removed: OnceLock::new(),
             metrics: MountMetrics::default(),
+            reaper: reaper::Reaper::start(),
             _lock: lock,
         };
         store
@@ -985,7 +998,9 @@ impl Store {
         };
         {
             use std::os::unix::fs::FileExt;
-            staging.file.set_len(staging.len)?;
+            if staging.overrun {
+                staging.file.set_len(staging.len)?;
+            }
             staging
                 .file
                 .write_all_at(&header.encode_trailer(), staging.len)?;
@@ -1039,7 +1054,7 @@ impl Store {
                     let keep = self.layout.trash_path();
                     fs::hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
                 });
-            if let Err(e) = fs::rename(&staging.path, &dest) {
+            if let Err(e) = self.rename_into_place(&staging.path, &dest) {
                 if let Some((_, keep)) = retired {
                     trash.push(keep);
                 }
@@ -1048,7 +1063,7 @@ impl Store {
                 }
                 self.move_to_trash_locked(&idx, victims, &mut trash);
                 drop(idx);
-                unlink_all(&trash);
+                self.reaper.reap(trash);
                 return Err(e.into());
             }
             staging.published = true;
@@ -1072,13 +1087,26 @@ impl Store {
             self.move_to_trash_locked(&idx, victims, &mut trash);
             Self::info_locked(&idx, &ns, &meta)
         };
-        unlink_all(&trash);
+        self.reaper.reap(trash);
         if durability == Durability::Fsync
             && let Some(dir) = dest.parent()
         {
             File::open(dir)?.sync_all()?;
         }
         Ok(info)
+    }
+
+    /// Renames a staged file to its entry path. The shard directory is
+    /// made again if it went away since it was last seen.
+    fn rename_into_place(&self, from: &std::path::Path, dest: &std::path::Path) -> io::Result<()> {
+        match fs::rename(from, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
+                self.layout.shard_vanished(dest);
+                self.layout.ensure_shard(dest)?;
+                fs::rename(from, dest)
+            }
+            r => r,
+        }
     }
 
     /// Takes victims' files out of place (a rename each) and counts them.
@@ -1156,7 +1184,7 @@ impl Store {
             if expired {
                 self.move_to_trash_locked(&idx, vec![victim], &mut trash);
                 drop(idx);
-                unlink_all(&trash);
+                self.reaper.reap(trash);
                 return Err(StoreError::NotFound);
             }
             let to = self.layout.trash_path();
@@ -1164,7 +1192,7 @@ impl Store {
                 trash.push(to);
             }
         }
-        unlink_all(&trash);
+        self.reaper.reap(trash);
         Ok(())
     }
 
@@ -1304,11 +1332,13 @@ impl Store {
         })
     }
 
-    /// Saves the index for a fast clean restart.
     /// Saves the index for a fast next start. The lock is held until the
     /// snapshot is in place, so no change can slip in between collecting
     /// and renaming; any change after it deletes the snapshot again.
     pub fn save_snapshot(&self) -> io::Result<usize> {
+        // A stop leaves no trash behind: the next start may not be alone
+        // in this backing dir, and then it could not clean it.
+        self.reaper.finish();
         let idx = self.lock();
         let entries: Vec<recover::SnapshotEntry> = idx
             .namespaces()

@@ -37,6 +37,9 @@ pub struct StagingFile {
     pub(super) published: bool,
     /// Still a verbatim copy of a published version, metadata included.
     unmodified_copy: bool,
+    /// A failed write may have left bytes past `len`: the file is cut back
+    /// before the trailer goes on. Otherwise the file is `len` long.
+    pub(super) overrun: bool,
 }
 
 /// Who writes, for the entry's owner and mode.
@@ -75,6 +78,7 @@ impl StagingFile {
             gid: owner.gid,
             published: false,
             unmodified_copy: false,
+            overrun: false,
         }
     }
 
@@ -161,7 +165,10 @@ impl StagingFile {
         if end > self.limit {
             return Err(StoreError::TooBig);
         }
-        self.file.write_all_at(data, offset)?;
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            self.overrun = true;
+            return Err(e.into());
+        }
         self.known_sha256 = None;
         self.unmodified_copy = false;
         match &mut self.hasher {
@@ -194,7 +201,10 @@ impl StagingFile {
         if size > self.limit {
             return Err(StoreError::TooBig);
         }
-        self.file.set_len(size)?;
+        if let Err(e) = self.file.set_len(size) {
+            self.overrun = true;
+            return Err(e.into());
+        }
         if size != self.len {
             self.known_sha256 = None;
             self.unmodified_copy = false;

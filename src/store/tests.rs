@@ -685,3 +685,80 @@ fn versions_gone_from_the_index_keep_no_file_open() {
     f.store.remove(&ns("a"), &key("k1")).unwrap();
     assert_eq!(open_in_backing(), 1);
 }
+
+#[test]
+fn a_second_daemon_leaves_the_first_ones_writes_in_progress_alone() {
+    let f = fixture("[namespace.a]\n");
+    let mut st = f
+        .store
+        .begin_write(&ns("a"), &key("k"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    st.write_at(0, b"being written").unwrap();
+    let second = Store::open(
+        &f.dir.path().join("b"),
+        Config::parse("[namespace.a]\n").unwrap(),
+        f.clock.clone(),
+    )
+    .unwrap();
+    f.store.publish(st).expect("the first daemon's publish");
+    assert_eq!(get(&f.store, "a", "k").unwrap(), b"being written");
+    drop(second);
+}
+
+#[test]
+fn a_daemon_alone_removes_orphaned_staging_and_trash_files() {
+    let f = fixture("[namespace.a]\n");
+    let b = f.dir.path().join("b");
+    std::fs::write(b.join("staging/tmp.crashed"), b"x").unwrap();
+    std::fs::write(b.join("trash/old.crashed"), b"x").unwrap();
+    let f = f.reopen("[namespace.a]\n");
+    assert!(!b.join("staging/tmp.crashed").exists());
+    assert!(!b.join("trash/old.crashed").exists());
+    put(&f.store, "a", "k", b"v").expect("the lock is shared again after cleaning");
+    let second = Store::open(
+        &b,
+        Config::parse("[namespace.a]\n").unwrap(),
+        f.clock.clone(),
+    );
+    assert!(second.is_ok(), "a second daemon may join");
+}
+
+#[test]
+fn a_shard_directory_removed_behind_the_store_is_made_again() {
+    let f = fixture("[namespace.a]\n");
+    put(&f.store, "a", "k", b"one").unwrap();
+    let path = f.store.layout.entry_path(&ns("a"), &key("k"));
+    f.store.remove(&ns("a"), &key("k")).unwrap();
+    std::fs::remove_dir(path.parent().unwrap()).unwrap();
+    put(&f.store, "a", "k", b"two").expect("publish into a vanished shard");
+    assert_eq!(get(&f.store, "a", "k").unwrap(), b"two");
+    assert!(path.exists());
+}
+
+#[test]
+fn evicted_files_are_unlinked_by_the_time_the_index_is_saved() {
+    let f = fixture("[namespace.a]\nmax_bytes = \"8KiB\"\n");
+    for i in 0..20 {
+        put(&f.store, "a", &format!("k{i}"), &[1; 3000]).unwrap();
+    }
+    assert_eq!(f.store.stats().namespaces["a"].evictions, 18);
+    f.store.save_snapshot().unwrap();
+    let trash = f.dir.path().join("b/trash");
+    assert_eq!(std::fs::read_dir(trash).unwrap().count(), 0);
+    let data_files = walk_files(&f.dir.path().join("b/data"));
+    assert_eq!(data_files, 2, "only the two live entries are on disk");
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
