@@ -41,8 +41,11 @@ pub struct MountArgs {
     /// default_permissions, ro, and other FUSE options.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4)]
+    /// FUSE worker threads. Two lets one request wait on the disk while
+    /// the other thread serves; more make every request slower, because
+    /// the kernel hands each request to the thread idle longest (measured
+    /// in the README's benchmark notes).
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// On SIGTERM, how long to wait for open files to close before
     /// detaching the mount ("10s", "1m").
