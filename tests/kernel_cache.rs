@@ -8,6 +8,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};
 
@@ -199,4 +200,61 @@ fn every_open_is_a_counted_hit_even_when_pages_are_cached() {
     }
     assert_eq!(m.ns_stat("a", "hits"), 5);
     assert_eq!(m.ns_stat("a", "read_bytes"), 50_000);
+}
+
+#[test]
+fn entries_not_in_any_page_cache_read_back_whole() {
+    if skip_without_fuse() {
+        return;
+    }
+    // Opens that must check content on disk, and reads the page cache
+    // cannot answer, wait on threads of their own; what they return must
+    // be the same bytes.
+    let b = tempfile::tempdir().unwrap();
+    let backing = b.path().join("b");
+    let sizes = [1usize, 4096, 10_000, 300_000, 2_500_000];
+    let mut m = Mount::with_backing(CFG, &backing);
+    for (i, n) in sizes.iter().enumerate() {
+        fs::write(m.path("a", &format!("k{i}")), payload(i as u8, *n)).unwrap();
+    }
+    let files: Vec<_> = (0..sizes.len())
+        .map(|i| m.backing_path("a", format!("k{i}").as_bytes()))
+        .collect();
+    let drop_pages = || {
+        for f in &files {
+            let file = File::open(f).unwrap();
+            file.sync_all().unwrap();
+            // SAFETY: advice on a descriptor we own; no memory is passed.
+            let rc =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(rc, 0, "drop {}'s pages", f.display());
+        }
+    };
+    assert!(m.stop().success());
+    drop_pages();
+    let m = Mount::with_backing(CFG, &backing);
+    // The first opens since the start check each entry on disk...
+    let opened: Vec<File> = (0..sizes.len())
+        .map(|i| File::open(m.path("a", &format!("k{i}"))).unwrap())
+        .collect();
+    // ...and their reads find nothing cached either.
+    drop_pages();
+    let readers: Vec<_> = opened
+        .into_iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (mut f, n))| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                f.read_to_end(&mut got).unwrap();
+                (got, payload(i as u8, n))
+            })
+        })
+        .collect();
+    for r in readers {
+        let (got, want) = r.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "content of a cold read");
+    }
+    assert_eq!(m.ns_stat("a", "hits"), sizes.len() as u64);
 }

@@ -28,6 +28,7 @@
 //! are one store call each.
 
 mod control;
+mod disk;
 mod errno;
 mod handles;
 mod inodes;
@@ -50,8 +51,9 @@ use fuser::{
 
 use crate::metrics::Rejection;
 use crate::store::{
-    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, Owner, PurgeFilter, PurgeReport,
-    PurgeSelect, StagingFile, Store, StoreError, WriteFrom, to_nanos, to_system_time,
+    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, OpenHot, Owner, PurgeFilter,
+    PurgeReport, PurgeSelect, ReadHandle, StagingFile, Store, StoreError, WriteFrom, to_nanos,
+    to_system_time,
 };
 use errno::errno;
 use handles::{ANY_OWNER, DirEntryItem, Handle, HandleTable, WriteState};
@@ -79,7 +81,7 @@ pub const XATTR_PURGED: &str = "user.cachefs.purged";
 pub struct CacheFs {
     store: Arc<Store>,
     inodes: InodeTable,
-    handles: HandleTable,
+    handles: Arc<HandleTable>,
     uid: u32,
     gid: u32,
     started: SystemTime,
@@ -94,6 +96,8 @@ pub struct CacheFs {
     /// Writers sent off a published version's inode (see `open`), by key
     /// and the writing thread (several may be opening one key at once).
     redirects: Mutex<HashMap<(Namespace, Key, u32), Redirect>>,
+    /// Where reads that must wait for the disk go (see `disk.rs`).
+    disk: disk::DiskReaders,
 }
 
 /// A writer whose open of a published version was refused with ESTALE:
@@ -126,9 +130,10 @@ impl CacheFs {
             notifier,
             invalidate,
             redirects: Mutex::new(HashMap::new()),
+            disk: disk::DiskReaders::new(),
             store,
             inodes: InodeTable::default(),
-            handles: HandleTable::default(),
+            handles: Arc::default(),
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             started: SystemTime::now(),
@@ -210,11 +215,7 @@ impl CacheFs {
 
     /// Maps a store failure to its errno, counting backing I/O errors.
     fn fail(&self, e: &StoreError) -> Errno {
-        let en = errno(e);
-        if en == Errno::EIO {
-            self.store.record_io_error();
-        }
-        en
+        counted_errno(&self.store, e)
     }
 
     /// Counts a refused write by the errno its writer sees.
@@ -546,6 +547,50 @@ impl CacheFs {
         }
         Ok(items)
     }
+}
+
+/// Opens version `ino` of a key for reading and answers the open.
+fn open_read(
+    store: &Store,
+    handles: &HandleTable,
+    ns: &Namespace,
+    key: &Key,
+    ino: u64,
+    reply: ReplyOpen,
+) {
+    match store.open_version(ns, key, ino) {
+        // Replaced or removed since the kernel looked it up (or cached its
+        // dentry), and no longer kept: the kernel retries an ESTALE open
+        // with a fresh lookup.
+        Ok(rh) if rh.version() != ino => reply.error(Errno::ESTALE),
+        Ok(rh) => reply_opened(handles, rh, ino, reply),
+        // Expired or removed behind a cached dentry: the retry's lookup
+        // says so (and counts the miss).
+        Err(StoreError::NotFound) => reply.error(Errno::ESTALE),
+        Err(e) => reply.error(counted_errno(store, &e)),
+    }
+}
+
+fn reply_opened(handles: &HandleTable, rh: ReadHandle, ino: u64, reply: ReplyOpen) {
+    // A version is immutable: its pages may stay. Except while a handle
+    // that published it is still open for writing: its writes (to a new
+    // version) would move the inode's size.
+    let cache = if handles.writes_on_inode(ino) {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    };
+    let fh = handles.insert(Handle::Read(rh));
+    reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
+}
+
+/// The errno of a failure; a backing I/O error is counted as one.
+fn counted_errno(store: &Store, e: &StoreError) -> Errno {
+    let en = errno(e);
+    if en == Errno::EIO {
+        store.record_io_error();
+    }
+    en
 }
 
 fn time_of(t: TimeOrNow, now: i64) -> i64 {
@@ -948,28 +993,19 @@ impl Filesystem for CacheFs {
                     return reply.error(Errno::ESTALE);
                 };
                 if flags.acc_mode() == OpenAccMode::O_RDONLY {
-                    match self.store.open_version(&ns, &key, ino.0) {
-                        // Replaced or removed since the kernel looked it up
-                        // (or cached its dentry), and no longer kept: the
-                        // kernel retries an ESTALE open with a fresh lookup.
-                        Ok(rh) if rh.version() != ino.0 => reply.error(Errno::ESTALE),
-                        Ok(rh) => {
-                            // A version is immutable: its pages may stay.
-                            // Except while a handle that published it is
-                            // still open for writing: its writes (to a new
-                            // version) would move the inode's size.
-                            let cache = if self.handles.writes_on_inode(ino.0) {
-                                FopenFlags::FOPEN_DIRECT_IO
-                            } else {
-                                FopenFlags::FOPEN_KEEP_CACHE
-                            };
-                            let fh = self.handles.insert(Handle::Read(rh));
-                            reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
-                        }
-                        // Expired or removed behind a cached dentry: the
-                        // retry's lookup says so (and counts the miss).
-                        Err(StoreError::NotFound) => reply.error(Errno::ESTALE),
-                        Err(e) => reply.error(self.fail(&e)),
+                    let hot = self.store.open_hot(&ns, &key, ino.0);
+                    if let OpenHot::Done(rh) = hot {
+                        return reply_opened(&self.handles, rh, ino.0, reply);
+                    }
+                    let store = Arc::clone(&self.store);
+                    let handles = Arc::clone(&self.handles);
+                    let open = move || open_read(&store, &handles, &ns, &key, ino.0, reply);
+                    // The first open after a start checks the whole content
+                    // against its checksum: a disk read, off this thread.
+                    if matches!(hot, OpenHot::Verify) {
+                        self.disk.submit(open);
+                    } else {
+                        open();
                     }
                 } else if let Some(r) = self.take_redirect(req.pid(), &ns, &key, ino.0) {
                     // The redirected writer, on the inode it was given.
@@ -1076,8 +1112,20 @@ impl Filesystem for CacheFs {
             return reply.error(Errno::EBADF);
         };
         match &*h {
-            Handle::Read(rh) => match rh.read_at(offset, size as usize) {
-                Ok(buf) => reply.data(&buf),
+            Handle::Read(rh) => match rh.read_cached(offset, size as usize) {
+                Ok(Some(buf)) => reply.data(&buf),
+                Ok(None) => {
+                    let store = Arc::clone(&self.store);
+                    self.disk.submit(move || {
+                        let Handle::Read(rh) = &*h else {
+                            unreachable!("a read handle stays one")
+                        };
+                        match rh.read_at(offset, size as usize) {
+                            Ok(buf) => reply.data(&buf),
+                            Err(e) => reply.error(counted_errno(&store, &StoreError::Io(e))),
+                        }
+                    });
+                }
                 Err(e) => reply.error(self.fail(&StoreError::Io(e))),
             },
             Handle::Write(_) => {

@@ -174,6 +174,48 @@ impl ReadHandle {
         r
     }
 
+    /// Like `read_at`, but only from the page cache: `None` when the read
+    /// would wait for the disk (the caller then reads where waiting costs
+    /// no one else). A filesystem that cannot tell just reads.
+    pub fn read_cached(&self, offset: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
+        use std::os::fd::AsRawFd;
+        let start = Instant::now();
+        if offset >= self.len {
+            return Ok(Some(Vec::new()));
+        }
+        let n = size.min((self.len - offset) as usize);
+        let mut buf = vec![0u8; n];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        // SAFETY: one iovec over `buf`, which is `n` bytes long and lives
+        // across the call; the descriptor is ours and open.
+        let got = unsafe {
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                offset as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(None),
+                Some(libc::EOPNOTSUPP | libc::EINVAL) => self.read_at(offset, size).map(Some),
+                _ => Err(e),
+            };
+        }
+        if (got as usize) < n {
+            // Part of it is cached: the rest may need the disk.
+            return Ok(None);
+        }
+        self.metrics.read.since(start);
+        Ok(Some(buf))
+    }
+
     fn read_at_inner(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         if offset >= self.len {
@@ -192,6 +234,17 @@ impl ReadHandle {
         buf.truncate(done);
         Ok(buf)
     }
+}
+
+/// What `Store::open_hot` could do.
+pub enum OpenHot {
+    /// Opened (and counted).
+    Done(ReadHandle),
+    /// Needs system calls: `open_version` (a few microseconds).
+    Cold,
+    /// `open_version` must first read the whole content to check it (the
+    /// version's first open since a start from disk).
+    Verify,
 }
 
 /// Where a new write starts from.
@@ -677,6 +730,42 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         Ok(meta.clone())
+    }
+
+    /// A hot open of exactly version `version`, if it can be one: the
+    /// live version, checked, its file shared (one index lock, no system
+    /// call). Otherwise says what the open must do (`open_version`).
+    pub fn open_hot(&self, ns: &Namespace, key: &Key, version: u64) -> OpenHot {
+        let start = Instant::now();
+        let now = self.clock.now();
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return OpenHot::Cold;
+        };
+        let Some(meta) = state.peek(key) else {
+            return OpenHot::Cold;
+        };
+        if meta.version != version {
+            return OpenHot::Cold;
+        }
+        if !meta.verified {
+            return OpenHot::Verify;
+        }
+        if idx
+            .expires_at(&state.policy, meta)
+            .is_some_and(|at| at <= now)
+        {
+            return OpenHot::Cold;
+        }
+        let Some(file) = idx.shared_file(meta.version) else {
+            return OpenHot::Cold;
+        };
+        let metrics = Arc::clone(&state.metrics);
+        let Some(meta) = idx.promote(ns, key, now).map(|m| m.clone()) else {
+            return OpenHot::Cold;
+        };
+        drop(idx);
+        OpenHot::Done(ReadHandle::counted(file, &meta, metrics, start))
     }
 
     /// A hot open: the live version is verified and its file is shared.
