@@ -5,34 +5,45 @@
 //! victims are out of place before the index lock is released, so no one
 //! can reach them any more; only their space is still held. Freeing it
 //! here keeps it off the reply of the publish that evicted them. When the
-//! thread falls behind by `BACKLOG_MAX` files, callers unlink their own, so
-//! the space held in trash stays bounded.
+//! thread falls behind by `BACKLOG_FILES` files or `BACKLOG_BYTES` bytes,
+//! callers unlink their own, so what trash holds beyond the quotas stays
+//! bounded.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-const BACKLOG_MAX: usize = 1024;
+const BACKLOG_FILES: usize = 1024;
+const BACKLOG_BYTES: u64 = 64 << 20;
+
+/// Files and bytes handed over and not yet unlinked.
+#[derive(Default)]
+struct Backlog {
+    files: AtomicUsize,
+    bytes: AtomicU64,
+}
 
 pub struct Reaper {
-    tx: Mutex<Option<Sender<PathBuf>>>,
-    backlog: Arc<AtomicUsize>,
+    tx: Mutex<Option<Sender<(PathBuf, u64)>>>,
+    backlog: Arc<Backlog>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Reaper {
     pub fn start() -> Reaper {
-        let (tx, rx) = channel::<PathBuf>();
-        let backlog = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = channel::<(PathBuf, u64)>();
+        let backlog = Arc::new(Backlog::default());
         let left = Arc::clone(&backlog);
         let thread = std::thread::Builder::new()
             .name("cachefs-reaper".into())
             .spawn(move || {
-                for path in rx {
+                for (path, bytes) in rx {
                     unlink(&path);
-                    left.fetch_sub(1, Ordering::Relaxed);
+                    left.files.fetch_sub(1, Ordering::Relaxed);
+                    left.bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
             })
             .map_err(|e| log::warn!("no reaper thread ({e}); evictions unlink inline"))
@@ -47,16 +58,25 @@ impl Reaper {
     /// Unlinks `paths` soon (or now, when the thread is behind or gone).
     pub fn reap(&self, paths: Vec<PathBuf>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &self.backlog;
         for path in paths {
-            match &*tx {
-                Some(tx) if self.backlog.load(Ordering::Relaxed) < BACKLOG_MAX => {
-                    self.backlog.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = tx.send(path) {
-                        self.backlog.fetch_sub(1, Ordering::Relaxed);
-                        unlink(&e.0);
-                    }
-                }
-                _ => unlink(&path),
+            let Some(tx) = &*tx else {
+                unlink(&path);
+                continue;
+            };
+            let bytes = std::fs::symlink_metadata(&path).map_or(0, |m| m.blocks() * 512);
+            if b.files.load(Ordering::Relaxed) >= BACKLOG_FILES
+                || b.bytes.load(Ordering::Relaxed) + bytes > BACKLOG_BYTES
+            {
+                unlink(&path);
+                continue;
+            }
+            b.files.fetch_add(1, Ordering::Relaxed);
+            b.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if let Err(e) = tx.send((path, bytes)) {
+                b.files.fetch_sub(1, Ordering::Relaxed);
+                b.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                unlink(&e.0.0);
             }
         }
     }
