@@ -590,9 +590,9 @@ impl Store {
         };
         let outcome = match state.peek(key) {
             None => Lookup::Miss,
-            Some(meta) => match idx.expires_at(&state.policy, meta) {
+            Some(meta) => match idx.expires_at(&state.policy, &meta) {
                 Some(at) if at <= now => Lookup::Expired,
-                _ => Lookup::Hit(Self::info_locked(&idx, ns, meta)),
+                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
             },
         };
         if count {
@@ -658,12 +658,12 @@ impl Store {
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
         let meta = state.peek(key).ok_or(StoreError::NotFound)?;
         if idx
-            .expires_at(&state.policy, meta)
+            .expires_at(&state.policy, &meta)
             .is_some_and(|at| at <= now)
         {
             return Err(StoreError::NotFound);
         }
-        Ok(meta.clone())
+        Ok(meta)
     }
 
     /// A hot open: the live version is verified and its file is shared.
@@ -675,14 +675,14 @@ impl Store {
         let meta = state.peek(key)?;
         if !meta.verified
             || idx
-                .expires_at(&state.policy, meta)
+                .expires_at(&state.policy, &meta)
                 .is_some_and(|at| at <= now)
         {
             return None;
         }
         let file = idx.shared_file(meta.version)?;
         let metrics = Arc::clone(&state.metrics);
-        let meta = idx.promote(ns, key, now)?.clone();
+        let meta = idx.promote(ns, key, now)?;
         drop(idx);
         Some(ReadHandle::counted(file, &meta, metrics, start))
     }
@@ -733,10 +733,11 @@ impl Store {
             }
             let file = Arc::new(file);
             let mut idx = self.lock();
-            if let Some(m) = idx.promote(ns, key, self.clock.now())
-                && m.version == meta.version
+            if idx
+                .promote(ns, key, self.clock.now())
+                .is_some_and(|m| m.version == meta.version)
             {
-                m.verified = true;
+                idx.mark_verified(ns, key, meta.version);
                 idx.share_file(meta.version, &file);
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
@@ -858,7 +859,7 @@ impl Store {
         Ok(state
             .iter_lru()
             .filter(|(_, m)| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
-            .map(|(k, m)| (k.clone(), m.version))
+            .map(|(k, m)| (Key::from_index(&k), m.version))
             .collect())
     }
 
@@ -907,8 +908,7 @@ impl Store {
                 WriteFrom::Empty => None,
                 WriteFrom::Current => state
                     .peek(key)
-                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
-                    .cloned(),
+                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now)),
             };
             (limit, current)
         };
@@ -1143,7 +1143,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             let expired = idx
-                .expires_at(&state.policy, meta)
+                .expires_at(&state.policy, &meta)
                 .is_some_and(|at| at <= now);
             self.index_changed_locked();
             let meta = idx.remove(ns, key).expect("peeked");
@@ -1314,7 +1314,7 @@ impl Store {
             .namespaces()
             .flat_map(|(ns, s)| {
                 s.iter_lru()
-                    .map(move |(k, m)| recover::SnapshotEntry::new(ns, k, m))
+                    .map(move |(k, m)| recover::SnapshotEntry::new(ns, &k, &m))
             })
             .collect();
         recover::save_snapshot(&self.layout, &entries)?;
