@@ -457,13 +457,14 @@ impl Store {
                     let _ = File::create(self.layout.namespace_marker(&ns));
                 }
             }
-            idx.rebuild_expiry();
         }
         self.apply_limits(&config);
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
         let mut trash = Vec::new();
         let n = {
             let mut idx = self.lock();
+            // After apply_limits: the default TTL is among what changed.
+            idx.rebuild_expiry();
             let victims = idx.shrink_to_limits(self.clock.now());
             let n = victims.len();
             self.move_to_trash_locked(&idx, victims, &mut trash);
