@@ -31,6 +31,9 @@ use hashbrown::hash_table::Entry;
 use super::EntryMeta;
 use super::slot::{KeyBytes, NIL, Probe, Slot, Wide};
 
+/// A table emptied with more slots than this frees them.
+const RELEASE_EMPTY_OVER: usize = 1024;
+
 pub struct EntryTable {
     slots: Vec<Slot>,
     buckets: HashTable<u32>,
@@ -63,6 +66,12 @@ impl Default for EntryTable {
 impl EntryTable {
     pub fn len(&self) -> usize {
         self.len as usize
+    }
+
+    /// Slots held, occupied or vacant.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// The slot holding `key`.
@@ -216,6 +225,13 @@ impl EntryTable {
         self.slots[i as usize].make_vacant(self.free);
         self.free = i;
         self.len -= 1;
+        if self.len == 0 && self.slots.len() > RELEASE_EMPTY_OVER {
+            // Neither the slab nor hashbrown's buckets shrink as entries
+            // leave; a namespace emptied (purged, expired) gives its
+            // memory back. Slot numbers start over: stale expiry items
+            // that name them are only hints (see `Index::take_expired`).
+            *self = EntryTable::default();
+        }
         meta
     }
 

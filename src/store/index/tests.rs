@@ -332,3 +332,21 @@ fn many_entries_in_and_out_keep_the_table_whole() {
     assert_eq!(order, want);
     assert_eq!(idx.pop_lru(&ns).map(|(k, _)| k), Some(hex_key(1)));
 }
+
+#[test]
+fn an_emptied_table_frees_its_slots_and_stale_items_stay_harmless() {
+    let mut idx = index();
+    let ns = Namespace::parse(b"a").unwrap();
+    for i in 0..2000 {
+        idx.insert(&ns, hex_key(i), meta(i, 0, Some(1)));
+    }
+    for i in 0..2000 {
+        idx.remove(&ns, &hex_key(i));
+    }
+    assert_eq!(idx.namespace(&ns).unwrap().entries.capacity(), 0);
+    // Slot 0 again, under items of the old entries that fire at 1 s.
+    idx.insert(&ns, hex_key(5000), meta(5000, 0, Some(60)));
+    idx.debug_check();
+    assert!(idx.take_expired(2 * SECOND).is_empty());
+    assert_eq!(idx.take_expired(60 * SECOND).len(), 1);
+}
