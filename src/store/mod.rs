@@ -523,13 +523,14 @@ impl Store {
                     let _ = File::create(self.layout.namespace_marker(&ns));
                 }
             }
-            idx.rebuild_expiry();
         }
         self.apply_limits(&config);
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
         let mut trash = Vec::new();
         let n = {
             let mut idx = self.lock();
+            // After apply_limits: the default TTL is among what changed.
+            idx.rebuild_expiry();
             let victims = idx.shrink_to_limits(self.clock.now());
             let n = victims.len();
             self.move_to_trash_locked(&idx, victims, &mut trash);
@@ -656,9 +657,9 @@ impl Store {
         };
         let outcome = match state.peek(key) {
             None => Lookup::Miss,
-            Some(meta) => match idx.expires_at(&state.policy, meta) {
+            Some(meta) => match idx.expires_at(&state.policy, &meta) {
                 Some(at) if at <= now => Lookup::Expired,
-                _ => Lookup::Hit(Self::info_locked(&idx, ns, meta)),
+                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
             },
         };
         if count {
@@ -724,12 +725,12 @@ impl Store {
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
         let meta = state.peek(key).ok_or(StoreError::NotFound)?;
         if idx
-            .expires_at(&state.policy, meta)
+            .expires_at(&state.policy, &meta)
             .is_some_and(|at| at <= now)
         {
             return Err(StoreError::NotFound);
         }
-        Ok(meta.clone())
+        Ok(meta)
     }
 
     /// A hot open of exactly version `version`, if it can be one: the
@@ -777,14 +778,14 @@ impl Store {
         let meta = state.peek(key)?;
         if !meta.verified
             || idx
-                .expires_at(&state.policy, meta)
+                .expires_at(&state.policy, &meta)
                 .is_some_and(|at| at <= now)
         {
             return None;
         }
         let file = idx.shared_file(meta.version)?;
         let metrics = Arc::clone(&state.metrics);
-        let meta = idx.promote(ns, key, now)?.clone();
+        let meta = idx.promote(ns, key, now)?;
         drop(idx);
         Some(ReadHandle::counted(file, &meta, metrics, start))
     }
@@ -835,10 +836,11 @@ impl Store {
             }
             let file = Arc::new(file);
             let mut idx = self.lock();
-            if let Some(m) = idx.promote(ns, key, self.clock.now())
-                && m.version == meta.version
+            if idx
+                .promote(ns, key, self.clock.now())
+                .is_some_and(|m| m.version == meta.version)
             {
-                m.verified = true;
+                idx.mark_verified(ns, key, meta.version);
                 idx.share_file(meta.version, &file);
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
@@ -960,7 +962,7 @@ impl Store {
         Ok(state
             .iter_lru()
             .filter(|(_, m)| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
-            .map(|(k, m)| (k.clone(), m.version))
+            .map(|(k, m)| (Key::from_index(&k), m.version))
             .collect())
     }
 
@@ -1009,8 +1011,7 @@ impl Store {
                 WriteFrom::Empty => None,
                 WriteFrom::Current => state
                     .peek(key)
-                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
-                    .cloned(),
+                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now)),
             };
             (limit, current)
         };
@@ -1260,7 +1261,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             let expired = idx
-                .expires_at(&state.policy, meta)
+                .expires_at(&state.policy, &meta)
                 .is_some_and(|at| at <= now);
             self.index_changed_locked();
             let meta = idx.remove(ns, key).expect("peeked");
@@ -1433,7 +1434,7 @@ impl Store {
             .namespaces()
             .flat_map(|(ns, s)| {
                 s.iter_lru()
-                    .map(move |(k, m)| recover::SnapshotEntry::new(ns, k, m))
+                    .map(move |(k, m)| recover::SnapshotEntry::new(ns, &k, &m))
             })
             .collect();
         recover::save_snapshot(&self.layout, &entries)?;

@@ -77,6 +77,13 @@ impl Key {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key read back from the index, which only ever held parsed keys
+    /// (it keeps them in a compact form of its own, not as `Key`s).
+    pub(super) fn from_index(bytes: &[u8]) -> Key {
+        debug_assert_eq!(check_file_name(bytes), Ok(()));
+        Key(bytes.into())
+    }
 }
 
 impl fmt::Debug for Namespace {

@@ -102,11 +102,11 @@ impl Store {
                 .flat_map(|(ns, state)| {
                     let idx = &idx;
                     state.iter_lru().filter_map(move |(key, meta)| {
-                        let expires = idx.expires_at(&state.policy, meta);
+                        let expires = idx.expires_at(&state.policy, &meta);
                         filter
                             .select
                             .matches(meta.mtime, expires, now)
-                            .then(|| (ns.clone(), key.clone(), meta.version))
+                            .then(|| (ns.clone(), Key::from_index(&key), meta.version))
                     })
                 })
                 .collect()

@@ -40,10 +40,10 @@ pub struct SnapshotEntry {
 }
 
 impl SnapshotEntry {
-    pub fn new(ns: &Namespace, key: &Key, m: &EntryMeta) -> Self {
+    pub fn new(ns: &Namespace, key: &[u8], m: &EntryMeta) -> Self {
         SnapshotEntry {
             namespace: ns.as_bytes().to_vec(),
-            key: key.as_bytes().to_vec(),
+            key: key.to_vec(),
             file_id: m.file_id,
             file_size: m.file_size,
             mtime: m.mtime,

@@ -302,6 +302,25 @@ fn reload_with_a_lower_quota_evicts_down_to_it_at_once() {
 }
 
 #[test]
+fn reload_with_a_longer_default_ttl_still_sweeps_at_the_new_expiry() {
+    let f = fixture("[cache]\ndefault_ttl = \"10s\"\n[namespace.a]\n");
+    put(&f.store, "a", "k", b"v").unwrap();
+    f.store
+        .reload(Config::parse("[cache]\ndefault_ttl = \"100s\"\n[namespace.a]\n").unwrap());
+    f.store.check_invariants();
+    f.clock.advance(Duration::from_secs(50));
+    assert!(get(&f.store, "a", "k").is_some(), "lives by the new TTL");
+    assert_eq!(f.store.sweep_expired(), 0);
+    f.clock.advance(Duration::from_secs(51));
+    assert!(matches!(
+        f.store.lookup(&ns("a"), &key("k")),
+        Lookup::Expired
+    ));
+    assert_eq!(f.store.sweep_expired(), 1, "swept at the new expiry");
+    assert_eq!(f.store.usage().entries, 0);
+}
+
+#[test]
 fn crash_restart_rebuilds_by_scan_and_quarantines_garbage() {
     let f = fixture("[namespace.a]\n");
     put(&f.store, "a", "good", b"good bytes").unwrap();

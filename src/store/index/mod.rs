@@ -1,19 +1,32 @@
 //! The in-memory index: key -> entry metadata, recency order, expiry order,
 //! and byte/entry accounting per namespace and overall.
 //!
+//! Each namespace's entries live in an `EntryTable` (table.rs): a slab of
+//! compact slots (slot.rs) with a hash table of slot numbers and a recency
+//! list through the slots; expiry items name a slot, not a key. That keeps
+//! the index near 140 bytes an entry at 10^6, where it took 300 (the
+//! budget for the whole daemon is 250; `examples/index_memory` measures).
+//!
 //! Invariants (checked by `debug_check` in tests):
 //! - `ns.bytes` is the sum of `stored_bytes` of the namespace's entries, and
 //!   `total_bytes`/`total_entries` the sums over namespaces. Every mutation
 //!   goes through `insert`/`remove`, which keep them in step.
-//! - Each namespace's LRU is ordered by `last_access`: the tail is the least
-//!   recently read or written entry. Lookup, recency update and the
-//!   eviction pick are O(1) per namespace; the global pick compares the tails
-//!   of the (few) namespaces.
-//! - The expiry heap holds at least one item for every entry that can
-//!   expire; items are checked against the entry when popped, so a stale
-//!   item (entry replaced, touched or removed) is simply skipped.
+//! - Each namespace's recency list has the least recently read or written
+//!   entry at its tail. Lookup, recency update and the eviction pick are
+//!   O(1) per namespace; the global pick compares the tails of the (few)
+//!   namespaces.
+//! - The expiry heap holds an item at the expiry instant of every entry
+//!   that can expire, naming its namespace and slot. An item only says
+//!   "look at this slot then": when popped, the slot's current entry (if
+//!   any) is removed only if it has expired by its own metadata, so a stale
+//!   item (entry replaced, touched or removed, slot reused) is skipped.
 //!
 //! The index is plain data; `Store` owns it behind one mutex.
+
+mod slot;
+mod table;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,14 +34,15 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lru::LruCache;
-
 use super::clock::UnixNanos;
 use super::names::{Key, Namespace};
 use crate::config::NamespacePolicy;
 use crate::metrics::NsMetrics;
+pub use slot::KeyBytes;
+use table::EntryTable;
 
-/// What the index knows of one published entry.
+/// What the index knows of one published entry. (The index keeps it in a
+/// narrower form and hands out copies.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {
     /// The version's identity (the inode number the fs hands out). A new
@@ -58,7 +72,7 @@ pub struct NsState {
     pub from_config: bool,
     /// Shared with whatever records this namespace's events (lock-free).
     pub metrics: Arc<NsMetrics>,
-    entries: LruCache<Key, EntryMeta>,
+    entries: EntryTable,
     bytes: u64,
     logical: u64,
 }
@@ -76,23 +90,35 @@ impl NsState {
         self.logical
     }
 
-    pub fn peek(&self, key: &Key) -> Option<&EntryMeta> {
-        self.entries.peek(key)
+    pub fn peek(&self, key: &Key) -> Option<EntryMeta> {
+        let i = self.entries.find(key.as_bytes())?;
+        Some(self.entries.meta(i))
     }
 
     /// Entries from least to most recently used.
-    pub fn iter_lru(&self) -> impl Iterator<Item = (&Key, &EntryMeta)> {
-        self.entries.iter().rev()
+    pub fn iter_lru(&self) -> impl Iterator<Item = (KeyBytes<'_>, EntryMeta)> {
+        self.entries
+            .iter_lru()
+            .map(|i| (self.entries.key(i), self.entries.meta(i)))
+    }
+
+    /// Takes the entry of slot `i` out, keeping the namespace's accounts
+    /// (the caller keeps the index's).
+    fn remove_slot(&mut self, i: u32) -> (Key, EntryMeta) {
+        let key = Key::from_index(&self.entries.key(i));
+        let meta = self.entries.remove(i);
+        self.bytes -= meta.stored_bytes;
+        self.logical -= meta.logical_size;
+        (key, meta)
     }
 }
 
+/// "At `at`, look at slot `slot` of namespace `ns`": 16 bytes, no key.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct ExpiryItem {
     at: UnixNanos,
-    version: u64,
-    /// The namespace's id: 4 bytes an item where a handle takes 16.
     ns: u32,
-    key: Key,
+    slot: u32,
 }
 
 /// An entry taken out of the index whose file must now be removed.
@@ -181,7 +207,7 @@ impl Index {
                 policy,
                 from_config,
                 metrics: Arc::default(),
-                entries: LruCache::unbounded(),
+                entries: EntryTable::default(),
                 bytes: 0,
                 logical: 0,
             },
@@ -244,52 +270,67 @@ impl Index {
         }
     }
 
-    pub fn peek(&self, ns: &Namespace, key: &Key) -> Option<&EntryMeta> {
-        self.namespaces.get(ns)?.entries.peek(key)
+    pub fn peek(&self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
+        self.namespaces.get(ns)?.peek(key)
     }
 
-    /// Marks an entry most recently used.
-    pub fn promote(&mut self, ns: &Namespace, key: &Key, now: UnixNanos) -> Option<&mut EntryMeta> {
-        let meta = self.namespaces.get_mut(ns)?.entries.get_mut(key)?;
-        meta.last_access = now;
-        Some(meta)
+    /// Marks an entry most recently used; returns its metadata.
+    pub fn promote(&mut self, ns: &Namespace, key: &Key, now: UnixNanos) -> Option<EntryMeta> {
+        let entries = &mut self.namespaces.get_mut(ns)?.entries;
+        let i = entries.find(key.as_bytes())?;
+        entries.promote(i, now);
+        Some(entries.meta(i))
+    }
+
+    /// Records that the content of `key`'s entry was checked, if the entry
+    /// is still `version`.
+    pub fn mark_verified(&mut self, ns: &Namespace, key: &Key, version: u64) -> bool {
+        let Some(state) = self.namespaces.get_mut(ns) else {
+            return false;
+        };
+        match state.entries.find(key.as_bytes()) {
+            Some(i) if state.entries.meta(i).version == version => {
+                state.entries.set_verified(i);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Adds or replaces an entry as the most recently used; returns the
-    /// replaced metadata. The namespace must exist.
+    /// replaced metadata. The namespace must exist. (The index keeps a
+    /// compact copy of the key, not `key`.)
     pub fn insert(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
         let old = self.remove(ns, &key);
-        let state = self
+        let policy = &self
             .namespaces
-            .get_mut(ns)
-            .expect("insert into a namespace that exists");
-        let expires = {
-            let ttl = match meta.ttl_secs {
-                Some(s) => Duration::from_secs(s),
-                None => state.policy.ttl.unwrap_or(self.limits.default_ttl),
-            };
-            (!ttl.is_zero()).then(|| meta.mtime.saturating_add(ttl.as_nanos() as i64))
-        };
-        if let Some(at) = expires {
-            self.expiry.push(Reverse(ExpiryItem {
-                at,
-                version: meta.version,
-                ns: state.id,
-                key: key.clone(),
-            }));
-        }
+            .get(ns)
+            .expect("insert into a namespace that exists")
+            .policy;
+        // The same instant `take_expired` checks against: a TTL too long
+        // for i64 nanoseconds saturates (a wrapped one would never fire).
+        let expires = self.expires_at(policy, &meta);
+        let state = self.namespaces.get_mut(ns).expect("just seen");
         state.bytes += meta.stored_bytes;
         state.logical += meta.logical_size;
         self.total_bytes += meta.stored_bytes;
         self.total_entries += 1;
-        state.entries.push(key, meta);
+        let (slot, replaced) = state.entries.insert(key.as_bytes(), &meta);
+        debug_assert!(replaced.is_none(), "removed above");
+        if let Some(at) = expires {
+            self.expiry.push(Reverse(ExpiryItem {
+                at,
+                ns: state.id,
+                slot,
+            }));
+        }
         self.compact_expiry_if_bloated();
         old
     }
 
     pub fn remove(&mut self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
         let state = self.namespaces.get_mut(ns)?;
-        let meta = state.entries.pop(key)?;
+        let meta = state.entries.remove_key(key.as_bytes())?;
         self.shared_files.remove(&meta.version);
         state.bytes -= meta.stored_bytes;
         state.logical -= meta.logical_size;
@@ -306,29 +347,33 @@ impl Index {
                 break;
             }
             let Reverse(item) = self.expiry.pop().expect("peeked");
-            let Some(ns) = self.by_id.get(&item.ns).cloned() else {
+            let Some(ns) = self.by_id.get(&item.ns) else {
                 continue;
             };
-            let Some(state) = self.namespaces.get(&ns) else {
+            let Some(state) = self.namespaces.get(ns) else {
                 continue;
             };
-            let Some(meta) = state.entries.peek(&item.key) else {
+            let Some(meta) = state.entries.get(item.slot) else {
                 continue;
             };
-            if meta.version != item.version {
-                continue;
-            }
-            match self.expires_at(&state.policy, meta) {
+            match self.expires_at(&state.policy, &meta) {
                 Some(at) if at <= now => {
-                    let meta = self.remove(&ns, &item.key).expect("peeked");
+                    let ns = ns.clone();
+                    let state = self.namespaces.get_mut(&ns).expect("just seen");
+                    let (key, meta) = state.remove_slot(item.slot);
+                    self.shared_files.remove(&meta.version);
+                    self.total_bytes -= meta.stored_bytes;
+                    self.total_entries -= 1;
                     out.push(Removed {
                         ns,
-                        key: item.key,
+                        key,
                         meta,
                         reason: RemoveReason::Expired,
                     });
                 }
-                // Touched, or its TTL changed: a newer item stands for it.
+                // Not expired: the item is stale (the entry was replaced,
+                // touched or its TTL changed, or the slot reused), and a
+                // newer item stands for the entry there now.
                 _ => {}
             }
         }
@@ -407,7 +452,7 @@ impl Index {
             let victim_ns = self
                 .namespaces
                 .iter()
-                .filter_map(|(n, s)| s.entries.peek_lru().map(|(_, m)| (m.last_access, n)))
+                .filter_map(|(n, s)| s.entries.lru_last_access().map(|at| (at, n)))
                 .min()
                 .map(|(_, n)| n.clone())?;
             let (key, meta) = self.pop_lru(&victim_ns).expect("just seen");
@@ -424,10 +469,8 @@ impl Index {
     /// Takes a namespace's least recently used entry, keeping accounts.
     fn pop_lru(&mut self, ns: &Namespace) -> Option<(Key, EntryMeta)> {
         let state = self.namespaces.get_mut(ns)?;
-        let (key, meta) = state.entries.pop_lru()?;
+        let (key, meta) = state.remove_slot(state.entries.lru()?);
         self.shared_files.remove(&meta.version);
-        state.bytes -= meta.stored_bytes;
-        state.logical -= meta.logical_size;
         self.total_bytes -= meta.stored_bytes;
         self.total_entries -= 1;
         Some((key, meta))
@@ -436,20 +479,22 @@ impl Index {
     /// Re-derives the expiry heap from the entries (after a TTL policy
     /// change, or when stale items outnumber live ones).
     pub fn rebuild_expiry(&mut self) {
-        let mut heap = BinaryHeap::with_capacity(self.total_entries as usize);
+        // Dropped first: the old heap and the new one need not both be in
+        // memory at 10^6 entries.
+        self.expiry = BinaryHeap::new();
+        let mut items = Vec::with_capacity(self.total_entries as usize);
         for state in self.namespaces.values() {
-            for (key, meta) in state.entries.iter() {
-                if let Some(at) = self.expires_at(&state.policy, meta) {
-                    heap.push(Reverse(ExpiryItem {
+            for slot in state.entries.iter_lru() {
+                if let Some(at) = self.expires_at(&state.policy, &state.entries.meta(slot)) {
+                    items.push(Reverse(ExpiryItem {
                         at,
-                        version: meta.version,
                         ns: state.id,
-                        key: key.clone(),
+                        slot,
                     }));
                 }
             }
         }
-        self.expiry = heap;
+        self.expiry = BinaryHeap::from(items);
     }
 
     fn compact_expiry_if_bloated(&mut self) {
@@ -458,18 +503,35 @@ impl Index {
         }
     }
 
-    /// Panics if the accounting disagrees with the entries.
+    /// Panics if the accounting disagrees with the entries, a table breaks
+    /// its invariants, or an entry that can expire has no expiry item at
+    /// its expiry instant.
     #[cfg(test)]
     pub fn debug_check(&self) {
+        use std::collections::HashSet;
+        let items: HashSet<(UnixNanos, u32, u32)> = self
+            .expiry
+            .iter()
+            .map(|Reverse(i)| (i.at, i.ns, i.slot))
+            .collect();
         let mut total_b = 0;
         let mut total_n = 0;
         for s in self.namespaces.values() {
-            let b: u64 = s.entries.iter().map(|(_, m)| m.stored_bytes).sum();
+            s.entries.debug_check();
+            let b: u64 = s.iter_lru().map(|(_, m)| m.stored_bytes).sum();
             assert_eq!(b, s.bytes, "namespace bytes");
-            let l: u64 = s.entries.iter().map(|(_, m)| m.logical_size).sum();
+            let l: u64 = s.iter_lru().map(|(_, m)| m.logical_size).sum();
             assert_eq!(l, s.logical, "namespace logical bytes");
             total_b += b;
             total_n += s.len();
+            for slot in s.entries.iter_lru() {
+                if let Some(at) = self.expires_at(&s.policy, &s.entries.meta(slot)) {
+                    assert!(
+                        items.contains(&(at, s.id, slot)),
+                        "no expiry item for slot {slot} at {at}"
+                    );
+                }
+            }
         }
         assert_eq!(total_b, self.total_bytes, "total bytes");
         assert_eq!(total_n, self.total_entries, "total entries");
