@@ -737,7 +737,17 @@ impl Store {
     /// live version, checked, its file shared (one index lock, no system
     /// call). Otherwise says what the open must do (`open_version`).
     pub fn open_hot(&self, ns: &Namespace, key: &Key, version: u64) -> OpenHot {
-        let start = Instant::now();
+        self.open_shared(ns, key, Some(version), Instant::now())
+    }
+
+    /// A hot open of the live version (of `version` only, if given).
+    fn open_shared(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: Option<u64>,
+        start: Instant,
+    ) -> OpenHot {
         let now = self.clock.now();
         let mut idx = self.lock();
         let Some(state) = idx.namespace(ns) else {
@@ -746,14 +756,14 @@ impl Store {
         let Some(meta) = state.peek(key) else {
             return OpenHot::Cold;
         };
-        if meta.version != version {
+        if version.is_some_and(|v| v != meta.version) {
             return OpenHot::Cold;
         }
         if !meta.verified {
             return OpenHot::Verify;
         }
         if idx
-            .expires_at(&state.policy, meta)
+            .expires_at(&state.policy, &meta)
             .is_some_and(|at| at <= now)
         {
             return OpenHot::Cold;
@@ -762,39 +772,18 @@ impl Store {
             return OpenHot::Cold;
         };
         let metrics = Arc::clone(&state.metrics);
-        let Some(meta) = idx.promote(ns, key, now).map(|m| m.clone()) else {
+        let Some(meta) = idx.promote(ns, key, now) else {
             return OpenHot::Cold;
         };
         drop(idx);
         OpenHot::Done(ReadHandle::counted(file, &meta, metrics, start))
     }
 
-    /// A hot open: the live version is verified and its file is shared.
-    /// One index lock, no system call; `None` sends the open the long way.
-    fn open_shared(&self, ns: &Namespace, key: &Key, start: Instant) -> Option<ReadHandle> {
-        let now = self.clock.now();
-        let mut idx = self.lock();
-        let state = idx.namespace(ns)?;
-        let meta = state.peek(key)?;
-        if !meta.verified
-            || idx
-                .expires_at(&state.policy, &meta)
-                .is_some_and(|at| at <= now)
-        {
-            return None;
-        }
-        let file = idx.shared_file(meta.version)?;
-        let metrics = Arc::clone(&state.metrics);
-        let meta = idx.promote(ns, key, now)?;
-        drop(idx);
-        Some(ReadHandle::counted(file, &meta, metrics, start))
-    }
-
     /// Opens the live version of a key for reading; `NotFound` if it is
     /// gone, expired or corrupt. The handle says which version it holds.
     pub fn open_read(&self, ns: &Namespace, key: &Key) -> Result<ReadHandle, StoreError> {
         let start = Instant::now();
-        if let Some(h) = self.open_shared(ns, key, start) {
+        if let OpenHot::Done(h) = self.open_shared(ns, key, None, start) {
             return Ok(h);
         }
         let path = self.layout.entry_path(ns, key);
