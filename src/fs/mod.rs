@@ -339,8 +339,6 @@ impl CacheFs {
             })
     }
 
-    /// Publishes what a write handle has staged. Errors are remembered so
-    /// every later flush/close reports them too.
     /// Answers a flush or fsync. After a publish the answer waits until the
     /// kernel has dropped the key's old dentry: once close() returns,
     /// every open finds the new version.
@@ -355,8 +353,10 @@ impl CacheFs {
         }
     }
 
-    /// Returns whether the key's dentry drop was queued: a reply promising
-    /// the publish must then wait for it (`reply_when_visible`).
+    /// Publishes what a write handle has staged. Errors are remembered so
+    /// every later flush/close reports them too. Returns whether the key's
+    /// dentry drop was queued: a reply promising the publish must then
+    /// wait for it (`reply_when_visible`).
     fn publish_pending(&self, state: &mut WriteState) -> Result<bool, Errno> {
         if let Some(e) = state.failed {
             return Err(e);
@@ -550,7 +550,7 @@ impl CacheFs {
 }
 
 /// Opens version `ino` of a key for reading and answers the open.
-fn open_read(
+fn open_and_reply(
     store: &Store,
     handles: &HandleTable,
     ns: &Namespace,
@@ -999,7 +999,7 @@ impl Filesystem for CacheFs {
                     }
                     let store = Arc::clone(&self.store);
                     let handles = Arc::clone(&self.handles);
-                    let open = move || open_read(&store, &handles, &ns, &key, ino.0, reply);
+                    let open = move || open_and_reply(&store, &handles, &ns, &key, ino.0, reply);
                     // The first open after a start checks the whole content
                     // against its checksum: a disk read, off this thread.
                     if matches!(hot, OpenHot::Verify) {

@@ -273,18 +273,20 @@ impl Layout {
         self.data.join(&h[0..2]).join(&h[2..4]).join(h)
     }
 
-    /// Creates the shard directories of an entry path if they are missing.
-    pub fn ensure_shard(&self, entry_path: &Path) -> io::Result<()> {
+    /// Creates the shard directories of an entry path if they are missing;
+    /// says whether it made any.
+    pub fn ensure_shard(&self, entry_path: &Path) -> io::Result<bool> {
         let Some(dir) = entry_path.parent() else {
-            return Ok(());
+            return Ok(false);
         };
         let shard = shard_of(entry_path);
         if let Some((word, bit)) = shard
             && self.shards_seen[word].load(Ordering::Relaxed) & bit != 0
         {
-            return Ok(());
+            return Ok(false);
         }
-        if !dir.is_dir() {
+        let made = !dir.is_dir();
+        if made {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -293,7 +295,7 @@ impl Layout {
         if let Some((word, bit)) = shard {
             self.shards_seen[word].fetch_or(bit, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(made)
     }
 
     /// Forgets that an entry's shard exists (something removed it).
@@ -341,7 +343,6 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Removes every file directly inside `dir`; returns how many.
 /// The word and bit of an entry path's leaf shard in `shards_seen`: the
 /// first four hex digits of its file name.
 fn shard_of(entry_path: &Path) -> Option<(usize, u64)> {
@@ -350,6 +351,7 @@ fn shard_of(entry_path: &Path) -> Option<(usize, u64)> {
     Some((n / 64, 1 << (n % 64)))
 }
 
+/// Removes every file directly inside `dir`; returns how many.
 pub fn empty_dir(dir: &Path) -> usize {
     let mut n = 0;
     if let Ok(rd) = fs::read_dir(dir) {

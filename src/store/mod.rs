@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -175,13 +175,16 @@ impl ReadHandle {
     }
 
     /// Like `read_at`, but only from the page cache: `None` when the read
-    /// would wait for the disk (the caller then reads where waiting costs
-    /// no one else). A filesystem that cannot tell just reads.
+    /// would wait for the disk, or the filesystem cannot tell (the caller
+    /// then reads where waiting costs no one else).
     pub fn read_cached(&self, offset: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
         use std::os::fd::AsRawFd;
         let start = Instant::now();
         if offset >= self.len {
             return Ok(Some(Vec::new()));
+        }
+        if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+            return Ok(None);
         }
         let n = size.min((self.len - offset) as usize);
         let mut buf = vec![0u8; n];
@@ -204,7 +207,12 @@ impl ReadHandle {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EAGAIN) => Ok(None),
-                Some(libc::EOPNOTSUPP | libc::EINVAL) => self.read_at(offset, size).map(Some),
+                // The filesystem (or kernel) cannot tell without waiting,
+                // so any read of it may wait: never ask again.
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                    NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
                 _ => Err(e),
             };
         }
@@ -246,6 +254,10 @@ pub enum OpenHot {
     /// version's first open since a start from disk).
     Verify,
 }
+
+/// The backing filesystem refused `RWF_NOWAIT`: every read goes to the
+/// disk threads.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// Where a new write starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +304,9 @@ pub struct Store {
     metrics: MountMetrics,
     /// Unlinks what publishes and removals moved into trash/.
     reaper: reaper::Reaper,
+    /// The backing volume, not the quota, bounds the cache: evicted files
+    /// are unlinked before the reply (`dispose`).
+    volume_bound: AtomicBool,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -343,6 +358,7 @@ impl Store {
             on_removed: OnceLock::new(),
             metrics: MountMetrics::default(),
             reaper: reaper::Reaper::start(),
+            volume_bound: AtomicBool::new(false),
             _lock: lock,
         };
         store
@@ -488,6 +504,12 @@ impl Store {
             .max_bytes
             .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
         let cap = used.saturating_add(room);
+        // The reaper frees evicted space a moment later; where the volume,
+        // not the quota, is the limit, that space is needed at once.
+        self.volume_bound.store(
+            wanted > cap.saturating_sub(reaper::BACKLOG_BYTES),
+            Ordering::Relaxed,
+        );
         if wanted > cap {
             log::warn!(
                 "quota {wanted} bytes exceeds what the backing volume can hold; using {cap}"
@@ -878,6 +900,11 @@ impl Store {
             return Ok(None);
         };
         let file = File::open(&path)?;
+        // The kept link must still be that version's file (a hard link
+        // keeps the inode), whatever else may have taken its name.
+        if file.metadata()?.ino() != meta.file_id {
+            return Ok(None);
+        }
         if !meta.verified && verify_entry(&file, &meta).is_err() {
             return Err(StoreError::NotFound);
         }
@@ -1097,7 +1124,7 @@ impl Store {
             true,
         );
         let dest = self.layout.entry_path(&staging.ns, &staging.key);
-        self.layout.ensure_shard(&dest)?;
+        let mut made_shard = self.layout.ensure_shard(&dest)?;
 
         let (ns, key) = (staging.ns.clone(), staging.key.clone());
         let mut trash = Vec::new();
@@ -1133,7 +1160,11 @@ impl Store {
                     let keep = self.layout.trash_path();
                     fs::hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
                 });
-            if let Err(e) = self.rename_into_place(&staging.path, &dest) {
+            let renamed = self.rename_into_place(&staging.path, &dest);
+            if let Ok(made) = renamed {
+                made_shard |= made;
+            }
+            if let Err(e) = renamed {
                 if let Some((_, keep)) = retired {
                     trash.push(keep);
                 }
@@ -1142,7 +1173,7 @@ impl Store {
                 }
                 self.move_to_trash_locked(&idx, victims, &mut trash);
                 drop(idx);
-                self.reaper.reap(trash);
+                self.dispose(trash);
                 return Err(e.into());
             }
             staging.published = true;
@@ -1166,25 +1197,41 @@ impl Store {
             self.move_to_trash_locked(&idx, victims, &mut trash);
             Self::info_locked(&idx, &ns, &meta)
         };
-        self.reaper.reap(trash);
+        self.dispose(trash);
         if durability == Durability::Fsync
             && let Some(dir) = dest.parent()
         {
             File::open(dir)?.sync_all()?;
+            // A shard made for this entry must be in its parents too.
+            if made_shard {
+                for up in dir.ancestors().skip(1).take(2) {
+                    File::open(up)?.sync_all()?;
+                }
+            }
         }
         Ok(info)
     }
 
+    /// Frees files moved into trash/: on the reaper's thread, or at once
+    /// when the volume is what bounds the cache.
+    fn dispose(&self, trash: Vec<PathBuf>) {
+        if self.volume_bound.load(Ordering::Relaxed) {
+            unlink_all(&trash);
+        } else {
+            self.reaper.reap(trash);
+        }
+    }
+
     /// Renames a staged file to its entry path. The shard directory is
-    /// made again if it went away since it was last seen.
-    fn rename_into_place(&self, from: &std::path::Path, dest: &std::path::Path) -> io::Result<()> {
+    /// made again if it went away since it was last seen; says whether.
+    fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
         match fs::rename(from, dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
                 self.layout.shard_vanished(dest);
-                self.layout.ensure_shard(dest)?;
-                fs::rename(from, dest)
+                let made = self.layout.ensure_shard(dest)?;
+                fs::rename(from, dest).map(|()| made)
             }
-            r => r,
+            r => r.map(|()| false),
         }
     }
 
@@ -1263,7 +1310,7 @@ impl Store {
             if expired {
                 self.move_to_trash_locked(&idx, vec![victim], &mut trash);
                 drop(idx);
-                self.reaper.reap(trash);
+                self.dispose(trash);
                 return Err(StoreError::NotFound);
             }
             let to = self.layout.trash_path();
@@ -1271,7 +1318,7 @@ impl Store {
                 trash.push(to);
             }
         }
-        self.reaper.reap(trash);
+        self.dispose(trash);
         Ok(())
     }
 

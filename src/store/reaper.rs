@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 const BACKLOG_FILES: usize = 1024;
-const BACKLOG_BYTES: u64 = 64 << 20;
+pub const BACKLOG_BYTES: u64 = 64 << 20;
 
 /// Files and bytes handed over and not yet unlinked.
 #[derive(Default)]
@@ -57,10 +57,13 @@ impl Reaper {
 
     /// Unlinks `paths` soon (or now, when the thread is behind or gone).
     pub fn reap(&self, paths: Vec<PathBuf>) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if paths.is_empty() {
+            return;
+        }
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let b = &self.backlog;
         for path in paths {
-            let Some(tx) = &*tx else {
+            let Some(tx) = &tx else {
                 unlink(&path);
                 continue;
             };

@@ -165,12 +165,14 @@ impl StagingFile {
         if end > self.limit {
             return Err(StoreError::TooBig);
         }
-        if let Err(e) = self.file.write_all_at(data, offset) {
-            self.overrun = true;
-            return Err(e.into());
-        }
+        // Whatever happens next, the bytes may no longer be the copy's.
         self.known_sha256 = None;
         self.unmodified_copy = false;
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            self.overrun = true;
+            self.hasher = None;
+            return Err(e.into());
+        }
         match &mut self.hasher {
             Some((h, upto)) if *upto == offset && offset == self.len => {
                 h.update(data);
@@ -203,6 +205,9 @@ impl StagingFile {
         }
         if let Err(e) = self.file.set_len(size) {
             self.overrun = true;
+            self.known_sha256 = None;
+            self.unmodified_copy = false;
+            self.hasher = None;
             return Err(e.into());
         }
         if size != self.len {
