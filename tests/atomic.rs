@@ -182,9 +182,9 @@ fn hammer_one_key() {
     assert_eq!(m.ns_stat("h", "entries"), 1, "stats: {}", m.stats());
     let staging = m.backing.join("staging");
     assert!(
-        wait_until(Duration::from_secs(2), || files_under(&staging).is_empty()),
+        wait_until(Duration::from_secs(2), || staged_files(&staging).is_empty()),
         "staging not empty after all writers closed: {:?}",
-        files_under(&staging)
+        staged_files(&staging)
     );
 }
 

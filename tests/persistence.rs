@@ -323,9 +323,9 @@ fn kill9_crash_loop() {
         );
         let staging = backing.join("staging");
         assert!(
-            wait_until(Duration::from_secs(5), || files_under(&staging).is_empty()),
+            wait_until(Duration::from_secs(5), || staged_files(&staging).is_empty()),
             "round {round}: orphans left in staging after start: {:?}",
-            files_under(&staging)
+            staged_files(&staging)
         );
         let listed: usize = ["c", "f"].iter().map(|ns| list(&m.ns(ns)).len()).sum();
         assert_eq!(

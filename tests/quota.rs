@@ -380,7 +380,7 @@ max_bytes = "32KiB"
 "#,
     );
     let staging = m.backing.join("staging");
-    let staging_empty = || wait_until(Duration::from_secs(2), || files_under(&staging).is_empty());
+    let staging_empty = || wait_until(Duration::from_secs(2), || staged_files(&staging).is_empty());
 
     // Exactly the limit is fine.
     let ok = m.path("small", "exact");

@@ -180,6 +180,7 @@ impl Daemon {
             Ok(n) => log::info!("stopped; saved the index ({n} entries)"),
             Err(e) => log::error!("stopped; cannot save the index (the next start scans): {e}"),
         }
+        self.store.end_session();
         *finished = true;
     }
 

@@ -4,8 +4,12 @@
 //! BACKING/
 //!   FORMAT                  "cachefs backing format N": refuses a foreign or newer dir
 //!   data/ab/cd/<sha256-hex> one file per entry (content, then a metadata trailer)
-//!   staging/                files being written; same filesystem, so publish is one rename
-//!   trash/                  evicted entries renamed out of place, unlinked outside the lock
+//!   staging/<session>/      a daemon's files being written; same filesystem, so
+//!                           publish is one rename
+//!   staging/<session>.lock  flock held by that daemon while it lives
+//!   trash/<session>/        a daemon's evicted entries renamed out of place,
+//!                           unlinked outside the lock
+//!                           (offline commands use staging/ and trash/ themselves)
 //!   quarantine/             files that failed validation, kept for inspection
 //!   namespaces/<name>       one marker per namespace made by mkdir
 //!   index.snapshot          the index saved at clean stop; removed at start
@@ -21,7 +25,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +44,16 @@ pub struct Layout {
     trash: PathBuf,
     quarantine: PathBuf,
     namespaces: PathBuf,
+    /// Where this process stages and trashes: its own session's dirs
+    /// (`begin_session`), else staging/ and trash/ themselves.
+    staging_work: PathBuf,
+    trash_work: PathBuf,
+    /// Names this process (a daemon's session, or an offline command)
+    /// apart from any other on the backing dir, on any host: unique
+    /// names made here cannot collide with another's.
+    token: String,
+    /// The session's lock (see `begin_session`).
+    session_lock: Option<fs::File>,
     unique: AtomicU64,
     /// One bit per leaf shard directory (65 536) known to exist, so a
     /// publish into a known shard makes no `stat` of it.
@@ -169,6 +183,10 @@ impl Layout {
             trash: root.join("trash"),
             quarantine: root.join("quarantine"),
             namespaces: root.join("namespaces"),
+            staging_work: root.join("staging"),
+            trash_work: root.join("trash"),
+            token: new_token(),
+            session_lock: None,
             unique: AtomicU64::new(0),
             shards_seen: (0..SHARDS / 64).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -307,12 +325,78 @@ impl Layout {
 
     /// A fresh, unique name in staging.
     pub fn staging_path(&self) -> PathBuf {
-        self.staging.join(self.unique_name("tmp"))
+        self.staging_work.join(self.unique_name("tmp"))
     }
 
     /// A fresh, unique name in trash.
     pub fn trash_path(&self) -> PathBuf {
-        self.trash.join(self.unique_name("old"))
+        self.trash_work.join(self.unique_name("old"))
+    }
+
+    /// Gives this daemon staging and trash dirs of its own, under a lock
+    /// it holds while it lives: whatever a daemon leaves there when it dies
+    /// is found by the next daemon to start (`reap_dead_sessions`), even
+    /// while others share the backing dir.
+    pub fn begin_session(&mut self) -> Result<(), LayoutError> {
+        let err = |p: &Path, source| LayoutError::NotWritable {
+            path: p.display().to_string(),
+            source,
+        };
+        let lock_path = self.staging.join(format!("{}.lock", self.token));
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| err(&lock_path, e))?;
+        flock(&lock, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| err(&lock_path, e))?;
+        let staging = self.staging.join(&self.token);
+        let trash = self.trash.join(&self.token);
+        for dir in [&staging, &trash] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err(dir, e))?;
+        }
+        self.staging_work = staging;
+        self.trash_work = trash;
+        self.session_lock = Some(lock);
+        Ok(())
+    }
+
+    /// Removes this daemon's staging and trash dirs with whatever is left
+    /// in them (writes that will never close, kept old versions).
+    pub fn end_session(&self) {
+        if self.session_lock.is_none() {
+            return;
+        }
+        remove_session(&self.staging, &self.trash, &self.token);
+    }
+
+    /// Removes what daemons that died left in their session dirs: a
+    /// session whose lock can be taken has no daemon. Returns how many
+    /// files went.
+    pub fn reap_dead_sessions(&self) -> usize {
+        let mut removed = 0;
+        let Ok(rd) = fs::read_dir(&self.staging) else {
+            return 0;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(token) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if token == self.token {
+                continue;
+            }
+            let Ok(lock) = fs::OpenOptions::new().write(true).open(e.path()) else {
+                continue;
+            };
+            if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+                removed += remove_session(&self.staging, &self.trash, token);
+            }
+        }
+        removed
     }
 
     pub fn quarantine_path(&self, original: &Path) -> PathBuf {
@@ -329,7 +413,7 @@ impl Layout {
 
     fn unique_name(&self, ext: &str) -> String {
         let n = self.unique.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}.{ext}", std::process::id())
+        format!("{}-{n}.{ext}", self.token)
     }
 }
 
@@ -341,6 +425,42 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
+}
+
+/// A name for this process no other can take: its pid (for people
+/// reading the dir) and 64 random bits (pids repeat across hosts and
+/// containers).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{}-{:016x}", std::process::id(), h.finish())
+}
+
+fn flock(file: &fs::File, op: libc::c_int) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes a session's staging and trash dirs and then its lock file;
+/// returns how many files went.
+fn remove_session(staging: &Path, trash: &Path, token: &str) -> usize {
+    let mut n = 0;
+    for dir in [staging.join(token), trash.join(token)] {
+        n += empty_dir(&dir);
+        let _ = fs::remove_dir(&dir);
+    }
+    let _ = fs::remove_file(staging.join(format!("{token}.lock")));
+    n
 }
 
 /// The word and bit of an entry path's leaf shard in `shards_seen`: the

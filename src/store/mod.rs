@@ -326,22 +326,33 @@ impl Store {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, OpenError> {
-        let layout = Layout::open(root)?;
-        // Staging and trash files are orphans only if no other daemon
-        // shares this backing dir: its writes in progress live there.
+        let mut layout = Layout::open(root)?;
         let lock = match layout.lock(LockMode::Exclusive) {
             Ok(alone) => {
-                let orphans =
-                    layout::empty_dir(layout.staging_dir()) + layout::empty_dir(layout.trash_dir());
+                // Files directly in staging/ and trash/ are an offline
+                // command's (they run alone): orphans, when we are alone.
+                let orphans = layout.reap_dead_sessions()
+                    + layout::empty_dir(layout.staging_dir())
+                    + layout::empty_dir(layout.trash_dir());
                 if orphans > 0 {
                     log::info!("removed {orphans} orphaned staging/trash files");
                 }
                 layout.downgrade(&alone)?;
                 alone
             }
-            Err(LayoutError::LockedLive { .. }) => layout.lock(LockMode::Shared)?,
+            Err(LayoutError::LockedLive { .. }) => {
+                let lock = shared_lock_soon(&layout)?;
+                // Other daemons live here: only the sessions of dead ones
+                // are orphans.
+                let orphans = layout.reap_dead_sessions();
+                if orphans > 0 {
+                    log::info!("removed {orphans} files left by daemons that died");
+                }
+                lock
+            }
             Err(e) => return Err(e.into()),
         };
+        layout.begin_session()?;
         let limits = GlobalLimits {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
@@ -1458,6 +1469,14 @@ impl Store {
         })
     }
 
+    /// Ends this daemon's session: whatever is still staged (writes that
+    /// will never close) or kept in its trash goes. The store must not be
+    /// written through afterwards.
+    pub fn end_session(&self) {
+        self.reaper.finish();
+        self.layout.end_session();
+    }
+
     /// Saves the index for a fast next start. The lock is held until the
     /// snapshot is in place, so no change can slip in between collecting
     /// and renaming; any change after it deletes the snapshot again.
@@ -1525,6 +1544,21 @@ fn open_nofollow(path: &std::path::Path) -> io::Result<File> {
         .open(path)
 }
 
+/// The shared lock, for a daemon that found other daemons live. One of
+/// them may hold the lock exclusive for a moment (a start, cleaning up):
+/// wait a little before concluding an offline command holds it.
+fn shared_lock_soon(layout: &Layout) -> Result<File, LayoutError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match layout.lock(LockMode::Shared) {
+            Err(LayoutError::LockedOffline { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn unlink_all(paths: &[PathBuf]) {
     for p in paths {
         if let Err(e) = fs::remove_file(p) {
@@ -1537,6 +1571,12 @@ fn unlink_all(paths: &[PathBuf]) {
 fn volume_available(path: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.end_session();
+    }
 }
 
 #[cfg(test)]

@@ -135,12 +135,7 @@ fn staged_content_is_invisible_until_published() {
         .begin_write(&ns("a"), &key("k2"), WriteFrom::Empty, OWNER)
         .unwrap();
     drop(st);
-    assert_eq!(
-        std::fs::read_dir(f.dir.path().join("b/staging"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(work_files(&f.dir.path().join("b/staging")), 0);
 }
 
 #[test]
@@ -223,12 +218,7 @@ fn too_big_fails_early_and_leaves_nothing() {
     assert!(matches!(st.write_at(100, &[0]), Err(StoreError::TooBig)));
     drop(st);
     assert!(get(&f.store, "a", "k").is_none());
-    assert_eq!(
-        std::fs::read_dir(f.dir.path().join("b/staging"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(work_files(&f.dir.path().join("b/staging")), 0);
 }
 
 #[test]
@@ -693,16 +683,16 @@ fn versions_gone_from_the_index_keep_no_file_open() {
     }
     assert_eq!(
         open_in_backing(),
-        3,
-        "one shared file per read version, and the lock"
+        4,
+        "one shared file per read version, the backing dir's lock and the session's"
     );
     put(&f.store, "a", "k1", &[2; 3000]).unwrap(); // replaced
     put(&f.store, "a", "k3", &[3; 3000]).unwrap(); // evicts k2
     assert!(get(&f.store, "a", "k2").is_none(), "k2 was evicted");
-    assert_eq!(open_in_backing(), 1, "only the backing dir's lock");
+    assert_eq!(open_in_backing(), 2, "only the two locks");
     assert!(get(&f.store, "a", "k1").is_some());
     f.store.remove(&ns("a"), &key("k1")).unwrap();
-    assert_eq!(open_in_backing(), 1);
+    assert_eq!(open_in_backing(), 2);
 }
 
 #[test]
@@ -762,10 +752,24 @@ fn evicted_files_are_unlinked_by_the_time_the_index_is_saved() {
     }
     assert_eq!(f.store.stats().namespaces["a"].evictions, 18);
     f.store.save_snapshot().unwrap();
-    let trash = f.dir.path().join("b/trash");
-    assert_eq!(std::fs::read_dir(trash).unwrap().count(), 0);
+    assert_eq!(work_files(&f.dir.path().join("b/trash")), 0);
     let data_files = walk_files(&f.dir.path().join("b/data"));
     assert_eq!(data_files, 2, "only the two live entries are on disk");
+}
+
+/// Files under staging/ or trash/ (a daemon's session lock aside).
+fn work_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                work_files(&e.path())
+            } else {
+                usize::from(!e.file_name().to_string_lossy().ends_with(".lock"))
+            }
+        })
+        .sum()
 }
 
 fn walk_files(dir: &std::path::Path) -> usize {
@@ -780,4 +784,82 @@ fn walk_files(dir: &std::path::Path) -> usize {
             }
         })
         .sum()
+}
+
+#[test]
+fn a_daemon_starting_while_another_cleans_up_waits_for_it() {
+    let Fixture { dir, store, .. } = fixture("[namespace.a]\n");
+    drop(store);
+    let root = dir.path().join("b");
+    // Another daemon starting holds the lock exclusive while it cleans up.
+    let starting = Layout::open_existing(&root)
+        .unwrap()
+        .lock(LockMode::Exclusive)
+        .unwrap();
+    let opener = {
+        let root = root.clone();
+        std::thread::spawn(move || {
+            Store::open(
+                &root,
+                Config::parse("[namespace.a]\n").unwrap(),
+                Arc::new(ManualClock::new(T0)),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100)); // its clean-up
+    drop(starting);
+    opener.join().unwrap().expect("the second daemon starts");
+}
+
+#[test]
+fn a_daemon_removes_what_dead_daemons_left_and_nothing_of_live_ones() {
+    let f = fixture("[namespace.a]\n");
+    let b = f.dir.path().join("b");
+    let mut st = f
+        .store
+        .begin_write(&ns("a"), &key("k"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    st.write_at(0, b"live").unwrap();
+    // A daemon that died left its session behind (its lock is free).
+    std::fs::write(b.join("staging/dead-1.lock"), b"").unwrap();
+    for d in ["staging/dead-1", "trash/dead-1"] {
+        std::fs::create_dir(b.join(d)).unwrap();
+        std::fs::write(b.join(d).join("left"), b"x").unwrap();
+    }
+    let second = Store::open(
+        &b,
+        Config::parse("[namespace.a]\n").unwrap(),
+        f.clock.clone(),
+    )
+    .unwrap();
+    assert!(!b.join("staging/dead-1").exists());
+    assert!(!b.join("trash/dead-1").exists());
+    assert!(!b.join("staging/dead-1.lock").exists());
+    f.store
+        .publish(st)
+        .expect("the live daemon's write survives");
+    assert_eq!(get(&f.store, "a", "k").unwrap(), b"live");
+    drop(second);
+}
+
+#[test]
+fn a_stopped_daemon_leaves_nothing_in_staging_or_trash() {
+    let f = fixture("[namespace.a]\n");
+    let b = f.dir.path().join("b");
+    put(&f.store, "a", "k", b"one").unwrap();
+    put(&f.store, "a", "k", b"two").unwrap(); // the first is kept a moment
+    let mut st = f
+        .store
+        .begin_write(&ns("a"), &key("k2"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    st.write_at(0, b"never closed").unwrap();
+    std::mem::forget(st);
+    f.store.save_snapshot().unwrap();
+    f.store.end_session();
+    for d in ["staging", "trash"] {
+        let left: Vec<_> = std::fs::read_dir(b.join(d)).unwrap().collect();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
 }

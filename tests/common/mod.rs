@@ -565,6 +565,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Files under a backing dir's staging/ (or trash/): writes in progress or
+/// left behind. A live daemon's session lock file does not count.
+pub fn staged_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+        .collect()
+}
+
 /// Sorted names (as bytes) of a directory's entries.
 pub fn list(dir: &Path) -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = fs::read_dir(dir)
