@@ -1,0 +1,131 @@
+//! Lookups: what the index says of a key (hit, miss, expired), its live
+//! metadata, its content digest, and a namespace's listing.
+//!
+//! Invariants: a lookup touches neither the disk nor the key's recency; an
+//! expired entry is never reported live; only `lookup` counts misses.
+
+use std::time::{Duration, Instant};
+
+use super::clock::UnixNanos;
+use super::index::{EntryMeta, Index};
+use super::names::{Key, Namespace};
+use super::{Store, StoreError, entry, open_nofollow};
+use crate::metrics;
+
+/// The outcome of looking a key up.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Hit(EntryInfo),
+    Miss,
+    Expired,
+}
+
+/// What callers need to know of a live entry.
+#[derive(Debug, Clone)]
+pub struct EntryInfo {
+    pub version: u64,
+    pub logical_size: u64,
+    pub stored_bytes: u64,
+    pub mtime: UnixNanos,
+    /// `None`: never expires.
+    pub expires: Option<UnixNanos>,
+    pub ttl: Duration,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Store {
+    pub(super) fn info_locked(idx: &Index, ns: &Namespace, meta: &EntryMeta) -> EntryInfo {
+        let policy = &idx.namespace(ns).expect("entry's namespace").policy;
+        EntryInfo {
+            version: meta.version,
+            logical_size: meta.logical_size,
+            stored_bytes: meta.stored_bytes,
+            mtime: meta.mtime,
+            expires: idx.expires_at(policy, meta),
+            ttl: idx.effective_ttl(policy, meta),
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+        }
+    }
+
+    /// The content digest of a key's live version, read from its trailer
+    /// (the index does not keep it).
+    pub fn content_sha256(&self, ns: &Namespace, key: &Key) -> Result<[u8; 32], StoreError> {
+        self.live_meta(ns, key)?;
+        let file = open_nofollow(&self.layout.entry_path(ns, key))?;
+        let len = file.metadata()?.len();
+        entry::read_header(&file, len)
+            .map(|h| h.content_sha256)
+            .map_err(|_| StoreError::NotFound)
+    }
+
+    /// Looks a key up (a read's first step: misses are counted), without
+    /// touching the disk or the key's recency.
+    pub fn lookup(&self, ns: &Namespace, key: &Key) -> Lookup {
+        self.lookup_inner(ns, key, true)
+    }
+
+    /// Like `lookup`, for metadata questions: counts nothing.
+    pub fn entry_info(&self, ns: &Namespace, key: &Key) -> Lookup {
+        self.lookup_inner(ns, key, false)
+    }
+
+    fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {
+        let start = Instant::now();
+        let now = self.clock.now();
+        let idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return Lookup::Miss;
+        };
+        let outcome = match state.peek(key) {
+            None => Lookup::Miss,
+            Some(meta) => match idx.expires_at(&state.policy, &meta) {
+                Some(at) if at <= now => Lookup::Expired,
+                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
+            },
+        };
+        if count {
+            let m = &state.metrics;
+            match outcome {
+                Lookup::Hit(_) => {}
+                Lookup::Miss => metrics::add(&m.misses, 1),
+                Lookup::Expired => {
+                    metrics::add(&m.misses, 1);
+                    metrics::add(&m.expired_misses, 1);
+                }
+            }
+            m.lookup.since(start);
+        }
+        outcome
+    }
+
+    /// The live metadata of a key (not expired).
+    pub(super) fn live_meta(&self, ns: &Namespace, key: &Key) -> Result<EntryMeta, StoreError> {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+        if idx
+            .expires_at(&state.policy, &meta)
+            .is_some_and(|at| at <= now)
+        {
+            return Err(StoreError::NotFound);
+        }
+        Ok(meta)
+    }
+
+    /// Live keys of a namespace with their versions, least recent first.
+    pub fn list(&self, ns: &Namespace) -> Result<Vec<(Key, u64)>, StoreError> {
+        let now = self.clock.now();
+        let idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        Ok(state
+            .iter_lru()
+            .filter(|(_, m)| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
+            .map(|(k, m)| (Key::from_index(&k), m.version))
+            .collect())
+    }
+}

@@ -1,0 +1,191 @@
+//! Namespaces and policies: the namespaces known at start (config and
+//! markers), the whole-cache limits, config reload (SIGHUP), and creating
+//! and removing namespaces.
+//!
+//! Invariants: a namespace named in the config keeps its configured policy
+//! and cannot be removed; every other namespace has a marker file and the
+//! default policy. The whole-cache quota never exceeds what the backing
+//! volume can hold, and a lowered quota is enforced at once.
+
+use std::fs::{self, File};
+use std::io;
+use std::sync::atomic::Ordering;
+
+use super::index::{GlobalLimits, Index};
+use super::names::{Key, Namespace};
+use super::{Store, StoreError, reaper, unlink_all};
+use crate::config::{Config, KeyFormat, NamespacePolicy};
+
+impl Store {
+    pub(super) fn load_namespaces(&self, config: &Config) -> io::Result<()> {
+        let mut idx = self.lock();
+        for (name, policy) in &config.namespaces {
+            let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
+            idx.add_namespace(ns, policy.clone(), true);
+        }
+        for e in fs::read_dir(self.layout.namespaces_dir())?.flatten() {
+            use std::os::unix::ffi::OsStrExt;
+            match Namespace::parse(e.file_name().as_bytes()) {
+                Ok(ns) if idx.namespace(&ns).is_none() => {
+                    idx.add_namespace(ns, NamespacePolicy::default(), false)
+                }
+                Ok(_) => {}
+                Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A namespace found on disk but in neither the config nor the markers
+    /// gets the default policy (its marker is recreated).
+    pub(super) fn ensure_namespace_locked(&self, idx: &mut Index, ns: &Namespace) {
+        if idx.namespace(ns).is_none() {
+            let _ = File::create(self.layout.namespace_marker(ns));
+            idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        }
+    }
+
+    /// Applies the whole-cache limits: the configured (or default) quota,
+    /// never more than the backing volume can hold.
+    pub(super) fn apply_limits(&self, config: &Config) {
+        let mut idx = self.lock();
+        let used = idx.total_bytes();
+        let room = volume_available(self.layout.root()).unwrap_or(u64::MAX);
+        let wanted = config
+            .cache
+            .max_bytes
+            .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
+        let cap = used.saturating_add(room);
+        // The reaper frees evicted space a moment later; where the volume,
+        // not the quota, is the limit, that space is needed at once.
+        self.volume_bound.store(
+            wanted > cap.saturating_sub(reaper::BACKLOG_BYTES),
+            Ordering::Relaxed,
+        );
+        if wanted > cap {
+            log::warn!(
+                "quota {wanted} bytes exceeds what the backing volume can hold; using {cap}"
+            );
+        }
+        idx.limits = GlobalLimits {
+            max_bytes: wanted.min(cap),
+            max_entries: config.cache.max_entries,
+            default_ttl: config.cache.default_ttl,
+        };
+    }
+
+    /// Reloads policies (SIGHUP): limits, TTLs, namespaces named in the
+    /// config. Entries over a lowered quota are evicted at once; returns
+    /// how many were.
+    pub fn reload(&self, config: Config) -> usize {
+        {
+            let mut idx = self.lock();
+            for (name, policy) in &config.namespaces {
+                if let Ok(ns) = Namespace::parse(name.as_bytes()) {
+                    idx.add_namespace(ns, policy.clone(), true);
+                }
+            }
+            let names: Vec<Namespace> = idx.namespaces().map(|(n, _)| n.clone()).collect();
+            for ns in names {
+                let name = String::from_utf8_lossy(ns.as_bytes()).into_owned();
+                if let Some(state) = idx.namespace_mut(&ns)
+                    && state.from_config
+                    && !config.namespaces.contains_key(&name)
+                {
+                    state.policy = NamespacePolicy::default();
+                    state.from_config = false;
+                    let _ = File::create(self.layout.namespace_marker(&ns));
+                }
+            }
+        }
+        self.apply_limits(&config);
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        let mut trash = Vec::new();
+        let n = {
+            let mut idx = self.lock();
+            // After apply_limits: the default TTL is among what changed.
+            idx.rebuild_expiry();
+            let victims = idx.shrink_to_limits(self.clock.now());
+            let n = victims.len();
+            self.move_to_trash_locked(&idx, victims, &mut trash);
+            n
+        };
+        unlink_all(&trash);
+        n
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    // ----- namespaces -----
+
+    pub fn namespaces(&self) -> Vec<(Namespace, u32)> {
+        let idx = self.lock();
+        let mut v: Vec<_> = idx.namespaces().map(|(n, s)| (n.clone(), s.id)).collect();
+        v.sort();
+        v
+    }
+
+    pub fn namespace_id(&self, ns: &Namespace) -> Option<u32> {
+        self.lock().namespace(ns).map(|s| s.id)
+    }
+
+    pub fn namespace_by_id(&self, id: u32) -> Option<Namespace> {
+        self.lock().namespace_by_id(id).cloned()
+    }
+
+    pub fn key_format(&self, ns: &Namespace) -> Option<KeyFormat> {
+        self.lock().namespace(ns).map(|s| s.policy.key_format)
+    }
+
+    pub fn create_namespace(&self, name: &[u8]) -> Result<(Namespace, u32), StoreError> {
+        let ns = Namespace::parse(name)?;
+        let allow = self.config().cache.allow_new_namespaces;
+        let mut idx = self.lock();
+        if idx.namespace(&ns).is_some() {
+            return Err(StoreError::Exists);
+        }
+        if !allow {
+            return Err(StoreError::NotPermitted);
+        }
+        File::create(self.layout.namespace_marker(&ns))?;
+        idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        let id = idx.namespace(&ns).expect("just added").id;
+        Ok((ns, id))
+    }
+
+    pub fn remove_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
+        self.sweep_expired();
+        let mut idx = self.lock();
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        if state.len() > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        if state.from_config {
+            return Err(StoreError::Busy);
+        }
+        match fs::remove_file(self.layout.namespace_marker(ns)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        idx.remove_namespace(ns);
+        Ok(())
+    }
+
+    /// Parses a key for a namespace, under that namespace's key format.
+    pub fn parse_key(&self, ns: &Namespace, name: &[u8]) -> Result<Key, StoreError> {
+        let format = self.key_format(ns).ok_or(StoreError::NotFound)?;
+        Ok(Key::parse(name, format)?)
+    }
+}
+
+/// Bytes the backing volume can still give to an unprivileged writer.
+fn volume_available(path: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}

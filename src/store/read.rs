@@ -1,0 +1,384 @@
+//! Reads: the read handle, and the open paths (hot, cold, of an exact
+//! version, of a version replaced moments ago).
+//!
+//! Invariants: a version's content is checked against its trailer before
+//! it is first served; a file under a key that is not the one the index
+//! knows is taken in only if valid, else quarantined; a handle reads its
+//! version for good, whatever happens to the entry afterwards.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::index::EntryMeta;
+use super::names::{Key, Namespace};
+use super::{Store, StoreError, entry, meta_from_header, open_nofollow, recover};
+use crate::metrics::{self, NsMetrics};
+
+/// An open published version. Reads keep working after the entry is
+/// replaced, expired or removed (the file stays open).
+pub struct ReadHandle {
+    /// Shared with the other readers of the version (reads are `pread`).
+    file: Arc<File>,
+    len: u64,
+    version: u64,
+    /// Its namespace's metrics: reads record bytes and latency lock-free.
+    metrics: Arc<NsMetrics>,
+}
+
+impl ReadHandle {
+    /// The handle of an open that found its entry: counts the hit.
+    fn counted(file: Arc<File>, meta: &EntryMeta, m: Arc<NsMetrics>, start: Instant) -> Self {
+        metrics::add(&m.hits, 1);
+        metrics::add(&m.read_bytes, meta.logical_size);
+        m.open.since(start);
+        ReadHandle {
+            file,
+            len: meta.logical_size,
+            version: meta.version,
+            metrics: m,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The version this handle reads, for good.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Reads up to `size` bytes at `offset`, never past the content.
+    /// (`read_bytes` is counted at open: most reads are served by the
+    /// kernel's page cache and never reach the store.)
+    pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        let start = Instant::now();
+        let r = self.read_at_inner(offset, size);
+        self.metrics.read.since(start);
+        r
+    }
+
+    /// Like `read_at`, but only from the page cache: `None` when the read
+    /// would wait for the disk, or the filesystem cannot tell (the caller
+    /// then reads where waiting costs no one else).
+    pub fn read_cached(&self, offset: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
+        use std::os::fd::AsRawFd;
+        let start = Instant::now();
+        if offset >= self.len {
+            return Ok(Some(Vec::new()));
+        }
+        if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let n = size.min((self.len - offset) as usize);
+        let mut buf = vec![0u8; n];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        // SAFETY: one iovec over `buf`, which is `n` bytes long and lives
+        // across the call; the descriptor is ours and open.
+        let got = unsafe {
+            libc::preadv2(
+                self.file.as_raw_fd(),
+                &iov,
+                1,
+                offset as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(None),
+                // The filesystem (or kernel) cannot tell without waiting,
+                // so any read of it may wait: never ask again.
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                    NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+                _ => Err(e),
+            };
+        }
+        if (got as usize) < n {
+            // Part of it is cached: the rest may need the disk.
+            return Ok(None);
+        }
+        self.metrics.read.since(start);
+        Ok(Some(buf))
+    }
+
+    fn read_at_inner(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if offset >= self.len {
+            return Ok(Vec::new());
+        }
+        let n = size.min((self.len - offset) as usize);
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            let got = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if got == 0 {
+                break;
+            }
+            done += got;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
+
+/// What `Store::open_hot` could do.
+pub enum OpenHot {
+    /// Opened (and counted).
+    Done(ReadHandle),
+    /// Needs system calls: `open_version` (a few microseconds).
+    Cold,
+    /// `open_version` must first read the whole content to check it (the
+    /// version's first open since a start from disk).
+    Verify,
+}
+
+/// The backing filesystem refused `RWF_NOWAIT`: every read goes to the
+/// disk threads.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+impl Store {
+    /// Moves a bad file aside and counts it.
+    fn quarantine(&self, path: &std::path::Path, why: &str) {
+        metrics::add(&self.metrics.corrupt, 1);
+        recover::quarantine(&self.layout, path, why);
+    }
+
+    /// A hot open of exactly version `version`, if it can be one: the
+    /// live version, checked, its file shared (one index lock, no system
+    /// call). Otherwise says what the open must do (`open_version`).
+    pub fn open_hot(&self, ns: &Namespace, key: &Key, version: u64) -> OpenHot {
+        self.open_shared(ns, key, Some(version), Instant::now())
+    }
+
+    /// A hot open of the live version (of `version` only, if given).
+    fn open_shared(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: Option<u64>,
+        start: Instant,
+    ) -> OpenHot {
+        let now = self.clock.now();
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return OpenHot::Cold;
+        };
+        let Some(meta) = state.peek(key) else {
+            return OpenHot::Cold;
+        };
+        if version.is_some_and(|v| v != meta.version) {
+            return OpenHot::Cold;
+        }
+        if !meta.verified {
+            return OpenHot::Verify;
+        }
+        if idx
+            .expires_at(&state.policy, &meta)
+            .is_some_and(|at| at <= now)
+        {
+            return OpenHot::Cold;
+        }
+        let Some(file) = idx.shared_file(meta.version) else {
+            return OpenHot::Cold;
+        };
+        let metrics = Arc::clone(&state.metrics);
+        let Some(meta) = idx.promote(ns, key, now) else {
+            return OpenHot::Cold;
+        };
+        drop(idx);
+        OpenHot::Done(ReadHandle::counted(file, &meta, metrics, start))
+    }
+
+    /// Opens the live version of a key for reading; `NotFound` if it is
+    /// gone, expired or corrupt. The handle says which version it holds.
+    pub fn open_read(&self, ns: &Namespace, key: &Key) -> Result<ReadHandle, StoreError> {
+        let start = Instant::now();
+        if let OpenHot::Done(h) = self.open_shared(ns, key, None, start) {
+            return Ok(h);
+        }
+        let path = self.layout.entry_path(ns, key);
+        // A publish may rename a new file in between our reading the index
+        // and opening the path: then the index already knows the new file,
+        // and one more round opens it consistently.
+        for _ in 0..4 {
+            let meta = self.live_meta(ns, key)?;
+            let file = match open_nofollow(&path) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    self.quarantine(&path, "a symlink");
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    log::warn!("entry {ns}/{key:?} vanished from the backing dir");
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let md = file.metadata()?;
+            if md.ino() != meta.file_id || md.len() != meta.file_size {
+                if !self
+                    .live_meta(ns, key)
+                    .is_ok_and(|m| m.file_id == md.ino() && m.file_size == md.len())
+                {
+                    self.adopt_changed_file(ns, key, meta.version, &path)?;
+                }
+                continue;
+            }
+            if !meta.verified {
+                if let Err(why) = verify_entry(&file, &meta) {
+                    self.quarantine(&path, &why.to_string());
+                    self.forget_if_version(ns, key, meta.version);
+                    return Err(StoreError::NotFound);
+                }
+            }
+            let file = Arc::new(file);
+            let mut idx = self.lock();
+            if idx
+                .promote(ns, key, self.clock.now())
+                .is_some_and(|m| m.version == meta.version)
+            {
+                idx.mark_verified(ns, key, meta.version);
+                idx.share_file(meta.version, &file);
+            }
+            let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
+                return Err(StoreError::NotFound);
+            };
+            drop(idx);
+            return Ok(ReadHandle::counted(file, &meta, m, start));
+        }
+        Err(StoreError::Io(io::Error::other(
+            "entry keeps changing under the reader",
+        )))
+    }
+
+    /// Opens exactly version `version` of a key: the live one, or one
+    /// replaced moments ago (still kept). `NotFound` otherwise.
+    pub fn open_version(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+    ) -> Result<ReadHandle, StoreError> {
+        match self.open_read(ns, key) {
+            Ok(h) if h.version == version => Ok(h),
+            // Replaced (or removed) since the kernel looked it up.
+            // (open_read counted this open's hit already.)
+            Ok(h) => Ok(self.open_retired(ns, version, false)?.unwrap_or(h)),
+            Err(StoreError::NotFound) => self
+                .open_retired(ns, version, true)?
+                .ok_or(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a replaced version still kept; `count`: this open's hit is
+    /// not counted yet.
+    fn open_retired(
+        &self,
+        ns: &Namespace,
+        version: u64,
+        count: bool,
+    ) -> Result<Option<ReadHandle>, StoreError> {
+        let Some((meta, path, _)) = self.retired_lock().get(&version).cloned() else {
+            return Ok(None);
+        };
+        let Some(m) = self.ns_metrics(ns) else {
+            return Ok(None);
+        };
+        let file = File::open(&path)?;
+        // The kept link must still be that version's file (a hard link
+        // keeps the inode), whatever else may have taken its name.
+        if file.metadata()?.ino() != meta.file_id {
+            return Ok(None);
+        }
+        if !meta.verified && verify_entry(&file, &meta).is_err() {
+            return Err(StoreError::NotFound);
+        }
+        if count {
+            metrics::add(&m.hits, 1);
+            metrics::add(&m.read_bytes, meta.logical_size);
+        }
+        Ok(Some(ReadHandle {
+            file: Arc::new(file),
+            len: meta.logical_size,
+            version,
+            metrics: m,
+        }))
+    }
+
+    /// The file under a key is not the one the index knows (another writer
+    /// or a foreign hand replaced it): take it in if valid, else quarantine.
+    fn adopt_changed_file(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        match recover::inspect(path) {
+            Ok(found)
+                if found.header.namespace == ns.as_bytes()
+                    && found.header.key == key.as_bytes() =>
+            {
+                let meta = meta_from_header(
+                    &found.header,
+                    self.new_version(),
+                    found.file_id,
+                    found.file_size,
+                    found.stored_bytes,
+                    false,
+                );
+                let mut idx = self.lock();
+                if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+                    self.index_changed_locked();
+                    idx.insert(ns, key.clone(), meta);
+                }
+                Ok(())
+            }
+            Ok(_) => {
+                self.quarantine(path, "names disagree with its path");
+                self.forget_if_version(ns, key, version);
+                Err(StoreError::NotFound)
+            }
+            Err(why) => {
+                self.quarantine(path, &why);
+                self.forget_if_version(ns, key, version);
+                Err(StoreError::NotFound)
+            }
+        }
+    }
+
+    fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
+        let mut idx = self.lock();
+        if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+            self.index_changed_locked();
+            idx.remove(ns, key);
+        }
+    }
+}
+
+/// Checks a file's trailer and content against what the index expects.
+fn verify_entry(file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
+    let h = entry::read_header(file, meta.file_size)?;
+    if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
+        return Err(entry::CorruptEntry::ContentChecksum);
+    }
+    entry::verify_content(file, &h)
+}

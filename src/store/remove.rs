@@ -1,0 +1,144 @@
+//! Removal: unlinking a key, the expiry sweep, and taking victims
+//! (evicted, expired, purged) out of place into `trash/`, whose files are
+//! then freed.
+//!
+//! Invariants: a victim leaves the index and its file leaves its place in
+//! one critical section (a rename into `trash/`); unlinking happens only
+//! after the index lock is released; the removal listener hears of every
+//! entry the store removes on its own.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use super::index::{Index, RemoveReason, Removed};
+use super::names::{Key, Namespace};
+use super::{RETIRED_GRACE_NANOS, Store, StoreError, unlink_all};
+use crate::metrics;
+
+impl Store {
+    /// Frees files moved into trash/: on the reaper's thread, or at once
+    /// when the volume is what bounds the cache.
+    pub(super) fn dispose(&self, trash: Vec<PathBuf>) {
+        if self.volume_bound.load(Ordering::Relaxed) {
+            unlink_all(&trash);
+        } else {
+            self.reaper.reap(trash);
+        }
+    }
+
+    /// Takes victims' files out of place (a rename each) and counts them.
+    /// Their unlinking waits until the lock is released.
+    pub(super) fn move_to_trash_locked(
+        &self,
+        idx: &Index,
+        victims: Vec<Removed>,
+        trash: &mut Vec<PathBuf>,
+    ) {
+        if !victims.is_empty() {
+            self.index_changed_locked();
+        }
+        let listener = self.on_removed.get();
+        for v in victims {
+            if let Some(state) = idx.namespace(&v.ns) {
+                if let Some(tell) = listener {
+                    tell(state.id, &v.key);
+                }
+                let m = &state.metrics;
+                let (n, bytes) = match v.reason {
+                    RemoveReason::Evicted => (&m.evictions, &m.evicted_bytes),
+                    RemoveReason::Expired => (&m.expirations, &m.expired_bytes),
+                    RemoveReason::Purged => (&m.purged, &m.purged_bytes),
+                };
+                metrics::add(n, 1);
+                metrics::add(bytes, v.meta.stored_bytes);
+            }
+            let to = self.layout.trash_path();
+            match fs::rename(self.layout.entry_path(&v.ns, &v.key), &to) {
+                Ok(()) => trash.push(to),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!(
+                    "cannot remove entry {}/{:?} ({} bytes): {e}",
+                    v.ns,
+                    v.key,
+                    v.meta.stored_bytes
+                ),
+            }
+        }
+    }
+
+    /// Removes a key only if it still holds `version` (a writer taking
+    /// back the empty version its first close published).
+    pub fn remove_version(&self, ns: &Namespace, key: &Key, version: u64) {
+        let _ = self.remove_inner(ns, key, Some(version));
+    }
+
+    /// Removes a key (unlink).
+    pub fn remove(&self, ns: &Namespace, key: &Key) -> Result<(), StoreError> {
+        self.remove_inner(ns, key, None)
+    }
+
+    fn remove_inner(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        only_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut trash = Vec::new();
+        {
+            let mut idx = self.lock();
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let meta = state.peek(key).ok_or(StoreError::NotFound)?;
+            if only_version.is_some_and(|v| v != meta.version) {
+                return Err(StoreError::NotFound);
+            }
+            let expired = idx
+                .expires_at(&state.policy, &meta)
+                .is_some_and(|at| at <= now);
+            self.index_changed_locked();
+            let meta = idx.remove(ns, key).expect("peeked");
+            let victim = Removed {
+                ns: ns.clone(),
+                key: key.clone(),
+                meta,
+                reason: RemoveReason::Expired,
+            };
+            if expired {
+                self.move_to_trash_locked(&idx, vec![victim], &mut trash);
+                drop(idx);
+                self.dispose(trash);
+                return Err(StoreError::NotFound);
+            }
+            let to = self.layout.trash_path();
+            if fs::rename(self.layout.entry_path(ns, key), &to).is_ok() {
+                trash.push(to);
+            }
+        }
+        self.dispose(trash);
+        Ok(())
+    }
+
+    /// Removes expired entries and reclaims their space; returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let now = self.clock.now();
+        let mut trash = Vec::new();
+        self.retired_lock().retain(|_, (_, path, at)| {
+            let keep = now - *at < RETIRED_GRACE_NANOS;
+            if !keep {
+                trash.push(path.clone());
+            }
+            keep
+        });
+        let n = {
+            let mut idx = self.lock();
+            let expired = idx.take_expired(now);
+            let n = expired.len();
+            self.move_to_trash_locked(&idx, expired, &mut trash);
+            n
+        };
+        unlink_all(&trash);
+        n
+    }
+}
