@@ -28,36 +28,38 @@
 //! are one store call each.
 
 mod control;
+mod dirs;
 mod disk;
+mod entries;
 mod errno;
 mod handles;
 mod inodes;
 mod invalidate;
 mod misses;
+mod opens;
+mod writes;
+mod xattrs;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use fuser::Errno;
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::metrics::Rejection;
-use crate::store::{
-    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, OpenHot, Owner, PurgeFilter,
-    PurgeReport, PurgeSelect, ReadHandle, StagingFile, Store, StoreError, WriteFrom, to_nanos,
-    to_system_time,
-};
+use crate::store::{Key, NAME_MAX, Namespace, PurgeReport, Store, StoreError};
 use errno::errno;
-use handles::{ANY_OWNER, DirEntryItem, Handle, HandleTable, WriteState};
-use inodes::{BLOCK_SIZE as BLOCK, EntryAttr, InodeKind, InodeTable, kind_of};
+use handles::HandleTable;
+use inodes::{BLOCK_SIZE as BLOCK, InodeKind, InodeTable, kind_of};
+use opens::Redirect;
+pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
@@ -65,18 +67,6 @@ const DIR_TTL: Duration = Duration::from_secs(10);
 /// (never past the entry's expiry). What this mount changes it
 /// invalidates at once; the bound is for what it cannot see.
 const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
-
-const XATTR_TTL: &str = "user.cachefs.ttl";
-const XATTR_EXPIRES: &str = "user.cachefs.expires";
-const XATTR_SHA256: &str = "user.cachefs.sha256";
-const XATTR_STORED: &str = "user.cachefs.stored_bytes";
-/// Set on the mount root or a namespace dir: purges (value: `all`,
-/// `expired`, `older-than=SECONDS`). The daemon does the work, so its
-/// counters and `df` change at once.
-pub const XATTR_PURGE: &str = "user.cachefs.purge";
-/// Read back on the same dir by the same process: "ENTRIES BYTES" of its
-/// last purge there.
-pub const XATTR_PURGED: &str = "user.cachefs.purged";
 
 pub struct CacheFs {
     store: Arc<Store>,
@@ -99,21 +89,6 @@ pub struct CacheFs {
     /// Where reads that must wait for the disk go (see `disk.rs`).
     disk: disk::DiskReaders,
 }
-
-/// A writer whose open of a published version was refused with ESTALE:
-/// the kernel looks the name up again for it, and gets `version`, the
-/// inode its staged content will be published as.
-struct Redirect {
-    version: u64,
-    /// The size the redirected inode starts with (0 for O_TRUNC).
-    size: u64,
-    perm: u16,
-    until: Instant,
-}
-
-/// A redirected writer's lookup and open follow within microseconds; a
-/// redirect older than this belongs to a writer that gave up.
-const REDIRECT_LIFE: Duration = Duration::from_secs(5);
 
 impl CacheFs {
     pub fn new(store: Arc<Store>) -> CacheFs {
@@ -149,18 +124,6 @@ impl CacheFs {
         Arc::clone(&self.notifier)
     }
 
-    /// How long the kernel may keep an entry's dentry and attributes:
-    /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
-    fn entry_ttl(&self, info: &EntryInfo) -> Duration {
-        match info.expires {
-            None => ENTRY_CACHE_MAX,
-            Some(at) => {
-                let left = at.saturating_sub(self.store.now());
-                Duration::from_nanos(left.max(0) as u64).min(ENTRY_CACHE_MAX)
-            }
-        }
-    }
-
     /// Drops the kernel's dentry of a key (async; see `invalidate.rs`).
     fn forget_dentry(&self, ns: &Namespace, key: &Key) {
         if let Some(id) = self.store.namespace_id(ns) {
@@ -168,48 +131,6 @@ impl CacheFs {
                 inodes::namespace_ino(id),
                 OsStr::from_bytes(key.as_bytes()).to_owned(),
             );
-        }
-    }
-
-    /// The inode a redirected writer's lookup gets, if `pid` is one.
-    fn redirected(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<FileAttr> {
-        let redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        let r = redirects
-            .get(&(ns.clone(), key.clone(), pid))
-            .filter(|r| r.until > Instant::now())?;
-        Some(
-            EntryAttr {
-                ino: r.version,
-                size: r.size,
-                blocks: r.size.div_ceil(512),
-                mtime: SystemTime::now(),
-                perm: u32::from(r.perm),
-                uid: self.uid,
-                gid: self.gid,
-            }
-            .to_attr(),
-        )
-    }
-
-    /// A writer has the key open, or is on its way (redirected).
-    fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
-        self.handles.is_being_written(ns, key)
-            || self
-                .redirects
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .any(|(n, k, _)| n == ns && k == key)
-    }
-
-    /// Takes the redirect of thread `pid` to inode `ino`, if any.
-    fn take_redirect(&self, pid: u32, ns: &Namespace, key: &Key, ino: u64) -> Option<Redirect> {
-        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        let k = (ns.clone(), key.clone(), pid);
-        if redirects.get(&k).is_some_and(|r| r.version == ino) {
-            redirects.remove(&k)
-        } else {
-            None
         }
     }
 
@@ -239,83 +160,10 @@ impl CacheFs {
         }
     }
 
-    /// The namespace a dir or entry inode belongs to.
-    fn namespace_of_any(&self, ino: u64) -> Option<Namespace> {
-        match kind_of(ino)? {
-            InodeKind::Namespace(_) => self.namespace_of(ino),
-            InodeKind::Entry => self.inodes.get(ino).map(|(ns, _, _)| ns),
-            _ => None,
-        }
-    }
-
     /// A live count of the handles open on this mount (files being read
     /// or written, directories being listed).
     pub fn open_handles(&self) -> Arc<std::sync::atomic::AtomicUsize> {
         self.handles.open_count()
-    }
-
-    fn dir_attr(&self, ino: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind: FileType::Directory,
-            perm: if ino == inodes::CONTROL_DIR {
-                0o555
-            } else {
-                0o755
-            },
-            nlink: 2,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
-        }
-    }
-
-    fn control_attr(&self, ino: u64) -> FileAttr {
-        let size = control::render(&self.store, ino).len() as u64;
-        FileAttr {
-            size,
-            blocks: size.div_ceil(512),
-            kind: FileType::RegularFile,
-            perm: 0o444,
-            nlink: 1,
-            mtime: SystemTime::now(),
-            ..self.dir_attr(ino)
-        }
-    }
-
-    fn entry_attr(&self, info: &EntryInfo) -> FileAttr {
-        EntryAttr {
-            ino: info.version,
-            size: info.logical_size,
-            blocks: info.stored_bytes.div_ceil(512),
-            mtime: to_system_time(info.mtime),
-            perm: info.mode,
-            uid: info.uid,
-            gid: info.gid,
-        }
-        .to_attr()
-    }
-
-    fn staging_attr(&self, st: &StagingFile) -> FileAttr {
-        let (uid, gid) = st.owner();
-        EntryAttr {
-            ino: st.version(),
-            size: st.len(),
-            blocks: st.len().div_ceil(512),
-            mtime: SystemTime::now(),
-            perm: st.mode(),
-            uid,
-            gid,
-        }
-        .to_attr()
     }
 
     fn namespace_of(&self, ino: u64) -> Option<Namespace> {
@@ -338,250 +186,6 @@ impl CacheFs {
                 _ => bad,
             })
     }
-
-    /// Answers a flush or fsync. After a publish the answer waits until the
-    /// kernel has dropped the key's old dentry: once close() returns,
-    /// every open finds the new version.
-    /// (Evictions this publish made queued theirs too: `is_busy`.)
-    fn reply_when_visible(&self, result: Result<bool, Errno>, reply: ReplyEmpty) {
-        match result {
-            Ok(queued) if queued || self.invalidate.is_busy() => {
-                self.invalidate.then(move || reply.ok())
-            }
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    /// Publishes what a write handle has staged. Errors are remembered so
-    /// every later flush/close reports them too. Returns whether the key's
-    /// dentry drop was queued: a reply promising the publish must then
-    /// wait for it (`reply_when_visible`).
-    fn publish_pending(&self, state: &mut WriteState) -> Result<bool, Errno> {
-        if let Some(e) = state.failed {
-            return Err(e);
-        }
-        let Some(staging) = state.staging.take() else {
-            return Ok(false);
-        };
-        state.dirty = false;
-        if state.cancelled || staging.is_unmodified_copy() {
-            return Ok(false);
-        }
-        let empty = staging.is_empty();
-        match self.store.publish(staging) {
-            Ok(info) => {
-                state.published_empty = empty.then_some(info.version);
-                self.inodes.refresh(self.entry_attr(&info));
-                // Usually the key's dentry already names this version: the
-                // writer's own inode (from its create or its redirect) is
-                // the version it publishes, and lookups during the write
-                // were not cached. A handle writing again after a publish
-                // stages a new version under its old inode: drop that.
-                if info.version == state.ino {
-                    return Ok(false);
-                }
-                self.forget_dentry(&state.ns, &state.key);
-                Ok(true)
-            }
-            Err(e) => {
-                let en = self.rejected(&state.ns, self.fail(&e));
-                state.failed = Some(en);
-                Err(en)
-            }
-        }
-    }
-
-    fn open_write(
-        &self,
-        req: &Request,
-        ns: Namespace,
-        key: Key,
-        flags: i32,
-        mode: Option<u32>,
-        version: Option<u64>,
-    ) -> Result<(u64, FileAttr), Errno> {
-        let from = if flags & libc::O_TRUNC != 0 {
-            WriteFrom::Empty
-        } else {
-            WriteFrom::Current
-        };
-        let owner = Owner {
-            uid: req.uid(),
-            gid: req.gid(),
-            mode: mode.unwrap_or(0o644),
-        };
-        let staging = self
-            .store
-            .begin_write_as(
-                &ns,
-                &key,
-                from,
-                owner,
-                version.unwrap_or_else(|| self.store.reserve_version()),
-            )
-            .map_err(|e| self.rejected(&ns, self.fail(&e)))?;
-        let attr = self.staging_attr(&staging);
-        let fh = self
-            .handles
-            .insert(Handle::Write(Box::new(Mutex::new(WriteState {
-                ns,
-                key,
-                append: flags & libc::O_APPEND != 0,
-                ino: staging.version(),
-                staging: Some(staging),
-                failed: None,
-                // A create or an O_TRUNC open is a change in itself: its
-                // creator's close publishes it even unwritten (read-your-
-                // writes for `touch`, claims, `: > key`). A shell's `>`
-                // therefore publishes an empty version at its first close
-                // (open, dup2, close) before the command writes.
-                dirty: flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
-                writer_owners: Vec::new(),
-                creator_pid: req.pid(),
-                published_empty: None,
-                cancelled: false,
-            }))));
-        Ok((fh, attr))
-    }
-
-    /// The write handle whose staged content is inode `ino`, if any.
-    fn writer_of_inode(&self, ino: u64) -> Option<Arc<Handle>> {
-        let (ns, key, _) = self.inodes.get(ino)?;
-        self.handles
-            .writers_of(&ns, &key)
-            .into_iter()
-            .find(|h| h.write_state().is_some_and(|s| s.ino == ino))
-    }
-
-    fn xattr_value(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Errno> {
-        let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
-        let info = match self.store.entry_info(&ns, &key) {
-            Lookup::Hit(info) => info,
-            _ => return Err(Errno::ENODATA),
-        };
-        let text = match name.as_bytes() {
-            n if n == XATTR_TTL.as_bytes() => info.ttl.as_secs().to_string(),
-            n if n == XATTR_EXPIRES.as_bytes() => match info.expires {
-                Some(at) => (at.div_euclid(1_000_000_000)).to_string(),
-                None => "never".to_string(),
-            },
-            n if n == XATTR_SHA256.as_bytes() => {
-                let digest = self
-                    .store
-                    .content_sha256(&ns, &key)
-                    .map_err(|e| errno(&e))?;
-                crate::store::Layout::hex_digest(&digest)
-            }
-            n if n == XATTR_STORED.as_bytes() => info.stored_bytes.to_string(),
-            _ => return Err(Errno::ENODATA),
-        };
-        Ok(text.into_bytes())
-    }
-
-    /// A purge requested through `user.cachefs.purge` on the mount root
-    /// (every namespace) or a namespace dir. Only root and the mount's
-    /// owner may purge.
-    fn purge(&self, req: &Request, ino: u64, value: &[u8]) -> Result<(), Errno> {
-        let namespace = match kind_of(ino) {
-            Some(InodeKind::Root) => None,
-            Some(InodeKind::Namespace(_)) => Some(self.namespace_of(ino).ok_or(Errno::ENOENT)?),
-            _ => return Err(Errno::ENOTSUP),
-        };
-        if req.uid() != 0 && req.uid() != self.uid {
-            return Err(Errno::EPERM);
-        }
-        let select: PurgeSelect = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim_end_matches('\0').parse().ok())
-            .ok_or(Errno::EINVAL)?;
-        let report = self.store.purge(&PurgeFilter { namespace, select });
-        let mut purges = self.purges.lock().unwrap_or_else(|p| p.into_inner());
-        if purges.len() >= 1024 {
-            purges.clear();
-        }
-        purges.insert((req.pid(), ino), report);
-        Ok(())
-    }
-
-    fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
-        let dot = |ino: u64, name: &str| DirEntryItem {
-            ino,
-            kind: FileType::Directory,
-            name: name.into(),
-        };
-        let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
-        match kind_of(ino) {
-            Some(InodeKind::Root) => {
-                items.push(dot(inodes::CONTROL_DIR, ".cachefs"));
-                for (ns, id) in self.store.namespaces() {
-                    items.push(DirEntryItem {
-                        ino: inodes::namespace_ino(id),
-                        kind: FileType::Directory,
-                        name: OsStr::from_bytes(ns.as_bytes()).to_owned(),
-                    });
-                }
-            }
-            Some(InodeKind::ControlDir) => {
-                for (fino, name) in control::FILES {
-                    items.push(DirEntryItem {
-                        ino: fino,
-                        kind: FileType::RegularFile,
-                        name: name.into(),
-                    });
-                }
-            }
-            Some(InodeKind::Namespace(_)) => {
-                let ns = self.namespace_of(ino).ok_or(Errno::ENOENT)?;
-                let keys = self.store.list(&ns).map_err(|e| self.fail(&e))?;
-                items.reserve(keys.len());
-                for (key, version) in keys {
-                    items.push(DirEntryItem {
-                        ino: version,
-                        kind: FileType::RegularFile,
-                        name: OsStr::from_bytes(key.as_bytes()).to_owned(),
-                    });
-                }
-            }
-            _ => return Err(Errno::ENOTDIR),
-        }
-        Ok(items)
-    }
-}
-
-/// Opens version `ino` of a key for reading and answers the open.
-fn open_and_reply(
-    store: &Store,
-    handles: &HandleTable,
-    ns: &Namespace,
-    key: &Key,
-    ino: u64,
-    reply: ReplyOpen,
-) {
-    match store.open_version(ns, key, ino) {
-        // Replaced or removed since the kernel looked it up (or cached its
-        // dentry), and no longer kept: the kernel retries an ESTALE open
-        // with a fresh lookup.
-        Ok(rh) if rh.version() != ino => reply.error(Errno::ESTALE),
-        Ok(rh) => reply_opened(handles, rh, ino, reply),
-        // Expired or removed behind a cached dentry: the retry's lookup
-        // says so (and counts the miss).
-        Err(StoreError::NotFound) => reply.error(Errno::ESTALE),
-        Err(e) => reply.error(counted_errno(store, &e)),
-    }
-}
-
-fn reply_opened(handles: &HandleTable, rh: ReadHandle, ino: u64, reply: ReplyOpen) {
-    // A version is immutable: its pages may stay. Except while a handle
-    // that published it is still open for writing: its writes (to a new
-    // version) would move the inode's size.
-    let cache = if handles.writes_on_inode(ino) {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else {
-        FopenFlags::FOPEN_KEEP_CACHE
-    };
-    let fh = handles.insert(Handle::Read(rh));
-    reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
 }
 
 /// The errno of a failure; a backing I/O error is counted as one.
@@ -591,13 +195,6 @@ fn counted_errno(store: &Store, e: &StoreError) -> Errno {
         store.record_io_error();
     }
     en
-}
-
-fn time_of(t: TimeOrNow, now: i64) -> i64 {
-    match t {
-        TimeOrNow::Now => now,
-        TimeOrNow::SpecificTime(st) => to_nanos(st),
-    }
 }
 
 impl Filesystem for CacheFs {
@@ -618,81 +215,7 @@ impl Filesystem for CacheFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let gen0 = Generation(0);
-        match kind_of(parent.0) {
-            Some(InodeKind::Root) => {
-                if name.as_bytes() == crate::store::CONTROL_DIR {
-                    return reply.entry(&DIR_TTL, &self.dir_attr(inodes::CONTROL_DIR), gen0);
-                }
-                if name.len() > NAME_MAX {
-                    return reply.error(Errno::ENAMETOOLONG);
-                }
-                match Namespace::parse(name.as_bytes())
-                    .ok()
-                    .and_then(|ns| self.store.namespace_id(&ns))
-                {
-                    Some(id) => {
-                        reply.entry(&DIR_TTL, &self.dir_attr(inodes::namespace_ino(id)), gen0)
-                    }
-                    None => reply.error(Errno::ENOENT),
-                }
-            }
-            Some(InodeKind::ControlDir) => match control::ino_of(name.as_bytes()) {
-                Some(ino) => reply.entry_with_ttls(
-                    &Duration::ZERO,
-                    &Duration::from_secs(1),
-                    &self.control_attr(ino),
-                    gen0,
-                ),
-                None => reply.error(Errno::ENOENT),
-            },
-            Some(InodeKind::Namespace(_)) => {
-                let Some(ns) = self.namespace_of(parent.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
-                let key = match self.parse_key(&ns, name, Errno::ENOENT) {
-                    Ok(k) => k,
-                    Err(e) => return reply.error(e),
-                };
-                // A writer sent here by `open` gets its own new inode.
-                if let Some(attr) = self.redirected(req.pid(), &ns, &key) {
-                    self.inodes.remember(&ns, &key, attr);
-                    return reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &attr, gen0);
-                }
-                // A key being written is invisible to everyone, its writer
-                // included, until it is published.
-                match self.store.lookup(&ns, &key) {
-                    Lookup::Hit(info) => {
-                        let attr = self.entry_attr(&info);
-                        self.inodes.remember(&ns, &key, attr);
-                        // While the key is being written its version is
-                        // about to change: not cached, so the publish need
-                        // not wait to drop it (see `publish_pending`).
-                        let ttl = if self.is_being_written(&ns, &key) {
-                            Duration::ZERO
-                        } else {
-                            self.entry_ttl(&info)
-                        };
-                        reply.entry_with_ttls(&ttl, &ttl, &attr, gen0);
-                    }
-                    Lookup::Miss => {
-                        let t = self
-                            .misses
-                            .missed(req.pid(), &ns, &key, false, Instant::now());
-                        self.take_back(&ns, t);
-                        reply.error(Errno::ENOENT)
-                    }
-                    Lookup::Expired => {
-                        let t = self
-                            .misses
-                            .missed(req.pid(), &ns, &key, true, Instant::now());
-                        self.take_back(&ns, t);
-                        reply.error(Errno::ENOENT)
-                    }
-                }
-            }
-            _ => reply.error(Errno::ENOTDIR),
-        }
+        self.do_lookup(req, parent, name, reply)
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -700,39 +223,7 @@ impl Filesystem for CacheFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match kind_of(ino.0) {
-            Some(InodeKind::Root) | Some(InodeKind::ControlDir) => {
-                reply.attr(&DIR_TTL, &self.dir_attr(ino.0))
-            }
-            Some(InodeKind::ControlFile(i)) => reply.attr(&Duration::ZERO, &self.control_attr(i)),
-            Some(InodeKind::Namespace(_)) => match self.namespace_of(ino.0) {
-                Some(_) => reply.attr(&DIR_TTL, &self.dir_attr(ino.0)),
-                None => reply.error(Errno::ENOENT),
-            },
-            Some(InodeKind::Entry) => {
-                // A writer's own handle describes its staged content.
-                if let Some(h) = fh.and_then(|fh| self.handles.get(fh.0))
-                    && let Some(s) = h.write_state()
-                    && s.ino == ino.0
-                    && let Some(st) = &s.staging
-                {
-                    return reply.attr(&Duration::ZERO, &self.staging_attr(st));
-                }
-                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
-                match self.store.entry_info(&ns, &key) {
-                    Lookup::Hit(info) if info.version == ino.0 => {
-                        let attr = self.entry_attr(&info);
-                        self.inodes.refresh(attr);
-                        reply.attr(&self.entry_ttl(&info), &attr)
-                    }
-                    // An older version, still open somewhere: what it was.
-                    _ => reply.attr(&Duration::ZERO, &last),
-                }
-            }
-            None => reply.error(Errno::ENOENT),
-        }
+        self.do_getattr(ino, fh, reply)
     }
 
     fn setattr(
@@ -753,108 +244,7 @@ impl Filesystem for CacheFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if kind_of(ino.0) != Some(InodeKind::Entry) {
-            // Directories and control files: nothing to change; report as is.
-            return self.getattr(_req, ino, fh, reply);
-        }
-        // Changes to a file being written (through its fd, or by path from
-        // the writer: `fchmod`, `futimens` arrive without a handle) apply
-        // to its staged content.
-        let handle = fh
-            .and_then(|fh| self.handles.get(fh.0))
-            .filter(|h| matches!(**h, Handle::Write(_)))
-            .or_else(|| self.writer_of_inode(ino.0));
-        if let Some(h) = &handle
-            && let Some(mut s) = h.write_state()
-        {
-            if s.staging.is_none() && s.failed.is_none() {
-                match self.store.begin_write(
-                    &s.ns,
-                    &s.key,
-                    WriteFrom::Current,
-                    Owner {
-                        uid: 0,
-                        gid: 0,
-                        mode: 0o644,
-                    },
-                ) {
-                    Ok(st) => s.staging = Some(st),
-                    Err(e) => return reply.error(self.fail(&e)),
-                }
-            }
-            if let Some(st) = s.staging.as_mut() {
-                if let Some(sz) = size
-                    && let Err(e) = st.truncate(sz)
-                {
-                    let en = self.rejected(&s.ns, self.fail(&e));
-                    s.failed = Some(en);
-                    s.staging = None;
-                    return reply.error(en);
-                }
-                if let Some(m) = mode {
-                    st.set_mode(m);
-                }
-                st.set_owner(uid, gid);
-                if let Some(t) = mtime {
-                    st.set_mtime(time_of(t, self.store.now()));
-                }
-                let attr = self.staging_attr(st);
-                // Metadata changes too: `touch` (open, futimens, close)
-                // must be published by its own close, not later at release.
-                s.dirty |= size.is_some()
-                    || mtime.is_some()
-                    || mode.is_some()
-                    || uid.is_some()
-                    || gid.is_some();
-                return reply.attr(&Duration::ZERO, &attr);
-            }
-        }
-        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let now = self.store.now();
-        let update = MetaUpdate {
-            mtime: mtime.map(|t| time_of(t, now)),
-            ttl_secs: None,
-            mode,
-            uid,
-            gid,
-            truncate: size,
-        };
-        let nothing = update.mtime.is_none()
-            && mode.is_none()
-            && uid.is_none()
-            && gid.is_none()
-            && size.is_none();
-        let result = if nothing {
-            match self.store.entry_info(&ns, &key) {
-                Lookup::Hit(info) => Ok(info),
-                _ => Err(StoreError::NotFound),
-            }
-        } else {
-            self.store.update(&ns, &key, update)
-        };
-        match result {
-            Ok(info) if info.version == ino.0 => {
-                // Same version (touch, chmod, chown): same content, new
-                // attributes for the inode the kernel holds.
-                let attr = self.entry_attr(&info);
-                self.inodes.refresh(attr);
-                reply.attr(&self.entry_ttl(&info), &attr)
-            }
-            Ok(_) => {
-                // A truncate made a new version: the asked inode stays
-                // the old version (its readers' pages stay right), and
-                // the key's dentry goes before the caller learns it is done.
-                let old = self.inodes.get(ino.0).map(|(_, _, a)| a);
-                self.forget_dentry(&ns, &key);
-                self.invalidate.then(move || match old {
-                    Some(attr) => reply.attr(&Duration::ZERO, &attr),
-                    None => reply.error(Errno::ENOENT),
-                });
-            }
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_setattr(_req, ino, mode, uid, gid, size, mtime, fh, reply)
     }
 
     fn mkdir(
@@ -866,66 +256,15 @@ impl Filesystem for CacheFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        if parent.0 != inodes::ROOT {
-            // Keys are flat file names today.
-            return reply.error(Errno::EPERM);
-        }
-        if name.len() > NAME_MAX {
-            return reply.error(Errno::ENAMETOOLONG);
-        }
-        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.create_namespace(name.as_bytes()) {
-            Ok((_, id)) => reply.entry(
-                &DIR_TTL,
-                &self.dir_attr(inodes::namespace_ino(id)),
-                Generation(0),
-            ),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_mkdir(parent, name, reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if parent.0 != inodes::ROOT {
-            return reply.error(Errno::ENOTDIR);
-        }
-        if name.as_bytes() == crate::store::CONTROL_DIR {
-            return reply.error(Errno::EBUSY);
-        }
-        let Ok(ns) = Namespace::parse(name.as_bytes()) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.remove_namespace(&ns) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_rmdir(parent, name, reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(ns) = self.namespace_of(parent.0) else {
-            return reply.error(if parent.0 == inodes::CONTROL_DIR {
-                Errno::EPERM
-            } else {
-                Errno::ENOENT
-            });
-        };
-        let key = match self.parse_key(&ns, name, Errno::ENOENT) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
-        // In-flight writes of the key are abandoned with it.
-        let writers = self.handles.writers_of(&ns, &key);
-        for h in &writers {
-            if let Some(mut s) = h.write_state() {
-                s.cancelled = true;
-                s.staging = None;
-            }
-        }
-        match self.store.remove(&ns, &key) {
-            Ok(()) => reply.ok(),
-            Err(StoreError::NotFound) if !writers.is_empty() => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_unlink(parent, name, reply)
     }
 
     fn rename(
@@ -938,113 +277,11 @@ impl Filesystem for CacheFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (Some(ns), Some(new_ns)) =
-            (self.namespace_of(parent.0), self.namespace_of(newparent.0))
-        else {
-            // Namespaces themselves and the control dir do not move.
-            return reply.error(Errno::EPERM);
-        };
-        if ns != new_ns {
-            return reply.error(self.fail(&StoreError::CrossNamespace));
-        }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE)
-            || flags.contains(RenameFlags::RENAME_WHITEOUT)
-        {
-            return reply.error(Errno::EINVAL);
-        }
-        let from = match self.parse_key(&ns, name, Errno::ENOENT) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
-        let to = match self.parse_key(&ns, newname, Errno::EINVAL) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
-        if flags.contains(RenameFlags::RENAME_NOREPLACE)
-            && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_))
-        {
-            return reply.error(Errno::EEXIST);
-        }
-        if from == to {
-            return reply.ok();
-        }
-        match self.store.rename(&ns, &from, &to) {
-            Ok(_) => {
-                self.inodes.rename(&ns, &from, &to);
-                reply.ok()
-            }
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_rename(parent, name, newparent, newname, flags, reply)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match kind_of(ino.0) {
-            Some(InodeKind::ControlFile(i)) => {
-                if flags.acc_mode() != OpenAccMode::O_RDONLY {
-                    return reply.error(Errno::EACCES);
-                }
-                let fh = self
-                    .handles
-                    .insert(Handle::Control(control::render(&self.store, i)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
-            }
-            Some(InodeKind::Entry) => {
-                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ESTALE);
-                };
-                if flags.acc_mode() == OpenAccMode::O_RDONLY {
-                    let hot = self.store.open_hot(&ns, &key, ino.0);
-                    if let OpenHot::Done(rh) = hot {
-                        return reply_opened(&self.handles, rh, ino.0, reply);
-                    }
-                    let store = Arc::clone(&self.store);
-                    let handles = Arc::clone(&self.handles);
-                    let open = move || open_and_reply(&store, &handles, &ns, &key, ino.0, reply);
-                    // The first open after a start checks the whole content
-                    // against its checksum: a disk read, off this thread.
-                    if matches!(hot, OpenHot::Verify) {
-                        self.disk.submit(open);
-                    } else {
-                        open();
-                    }
-                } else if let Some(r) = self.take_redirect(req.pid(), &ns, &key, ino.0) {
-                    // The redirected writer, on the inode it was given.
-                    match self.open_write(
-                        req,
-                        ns,
-                        key,
-                        flags.0,
-                        Some(u32::from(r.perm)),
-                        Some(r.version),
-                    ) {
-                        Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                        Err(e) => reply.error(e),
-                    }
-                } else {
-                    // A writer on a published version's inode: send it to
-                    // a new one (see the module docs).
-                    let size = match self.store.entry_info(&ns, &key) {
-                        Lookup::Hit(info) if flags.0 & libc::O_TRUNC == 0 => info.logical_size,
-                        _ => 0,
-                    };
-                    let redirect = Redirect {
-                        version: self.store.reserve_version(),
-                        size,
-                        perm: last.perm,
-                        until: Instant::now() + REDIRECT_LIFE,
-                    };
-                    let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-                    // Redirects of writers that never came back go here,
-                    // not on every lookup.
-                    let now = Instant::now();
-                    redirects.retain(|_, r| r.until > now);
-                    redirects.insert((ns, key, req.pid()), redirect);
-                    reply.error(Errno::ESTALE)
-                }
-            }
-            Some(_) => reply.error(Errno::EISDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+        self.do_open(req, ino, flags, reply)
     }
 
     fn create(
@@ -1057,44 +294,7 @@ impl Filesystem for CacheFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let Some(ns) = self.namespace_of(parent.0) else {
-            return reply.error(if kind_of(parent.0).is_some() {
-                Errno::EACCES
-            } else {
-                Errno::ENOENT
-            });
-        };
-        let key = match self.parse_key(&ns, name, Errno::EINVAL) {
-            Ok(k) => k,
-            Err(e) => return reply.error(self.rejected(&ns, e)),
-        };
-        self.take_back(&ns, self.misses.created(req.pid(), &ns, &key));
-        if flags & libc::O_EXCL != 0
-            && (matches!(self.store.entry_info(&ns, &key), Lookup::Hit(_))
-                || self.handles.is_being_written(&ns, &key))
-        {
-            return reply.error(Errno::EEXIST);
-        }
-        match self.open_write(
-            req,
-            ns.clone(),
-            key.clone(),
-            flags,
-            Some(mode & !umask & 0o7777),
-            None,
-        ) {
-            Ok((fh, attr)) => {
-                self.inodes.remember(&ns, &key, attr);
-                reply.created(
-                    &Duration::ZERO,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_DIRECT_IO,
-                )
-            }
-            Err(e) => reply.error(e),
-        }
+        self.do_create(req, parent, name, mode, umask, flags, reply)
     }
 
     fn read(
@@ -1108,46 +308,7 @@ impl Filesystem for CacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match &*h {
-            Handle::Read(rh) => match rh.read_cached(offset, size as usize) {
-                Ok(Some(buf)) => reply.data(&buf),
-                Ok(None) => {
-                    let store = Arc::clone(&self.store);
-                    self.disk.submit(move || {
-                        let Handle::Read(rh) = &*h else {
-                            unreachable!("a read handle stays one")
-                        };
-                        match rh.read_at(offset, size as usize) {
-                            Ok(buf) => reply.data(&buf),
-                            Err(e) => reply.error(counted_errno(&store, &StoreError::Io(e))),
-                        }
-                    });
-                }
-                Err(e) => reply.error(self.fail(&StoreError::Io(e))),
-            },
-            Handle::Write(_) => {
-                let s = h.write_state().expect("write handle");
-                match &s.staging {
-                    Some(st) => {
-                        let mut buf = vec![0u8; size as usize];
-                        match st.read_at(offset, &mut buf) {
-                            Ok(n) => reply.data(&buf[..n]),
-                            Err(e) => reply.error(self.fail(&StoreError::Io(e))),
-                        }
-                    }
-                    None => reply.error(s.failed.unwrap_or(Errno::EBADF)),
-                }
-            }
-            Handle::Control(bytes) => {
-                let start = (offset as usize).min(bytes.len());
-                let end = (start + size as usize).min(bytes.len());
-                reply.data(&bytes[start..end])
-            }
-            Handle::Dir(_) => reply.error(Errno::EISDIR),
-        }
+        self.do_read(fh, offset, size, reply)
     }
 
     fn write(
@@ -1162,58 +323,7 @@ impl Filesystem for CacheFs {
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        let Some(mut s) = h.write_state() else {
-            return reply.error(Errno::EBADF);
-        };
-        if let Some(e) = s.failed {
-            return reply.error(e);
-        }
-        if s.staging.is_none() {
-            // Written again after a publish (fsync, or a dup'ed fd closed):
-            // start a new copy-on-write of what was published.
-            let owner = Owner {
-                uid: 0,
-                gid: 0,
-                mode: 0o644,
-            };
-            match self
-                .store
-                .begin_write(&s.ns, &s.key, WriteFrom::Current, owner)
-            {
-                Ok(st) => s.staging = Some(st),
-                Err(e) => return reply.error(self.rejected(&s.ns, self.fail(&e))),
-            }
-        }
-        let owner = lock_owner.map_or(ANY_OWNER, |o| o.0);
-        if !s.writer_owners.contains(&owner) {
-            s.writer_owners.push(owner);
-        }
-        let append = s.append;
-        let st = s.staging.as_mut().expect("just ensured");
-        let result = if append {
-            st.append(data).map(|_| ())
-        } else {
-            st.write_at(offset, data)
-        };
-        s.dirty = true;
-        match result {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => {
-                // Over its limit: the write fails now, close() fails too,
-                // and the staged bytes go at once.
-                let en = self.rejected(&s.ns, self.fail(&e));
-                s.failed = Some(en);
-                s.staging = None;
-                if let Some(v) = s.published_empty.take() {
-                    self.store.remove_version(&s.ns, &s.key, v);
-                    self.forget_dentry(&s.ns, &s.key);
-                }
-                reply.error(en)
-            }
-        }
+        self.do_write(fh, offset, data, lock_owner, reply)
     }
 
     fn flush(
@@ -1224,16 +334,7 @@ impl Filesystem for CacheFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.ok();
-        };
-        let result = match h.write_state() {
-            Some(mut s) if s.is_closed_by_writer(lock_owner.0, req.pid()) => {
-                self.publish_pending(&mut s)
-            }
-            _ => Ok(false),
-        };
-        self.reply_when_visible(result, reply);
+        self.do_flush(req, fh, lock_owner, reply)
     }
 
     fn fsync(
@@ -1244,15 +345,7 @@ impl Filesystem for CacheFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // fsync publishes whatever is staged, written or not.
-        let result = match self.handles.get(fh.0) {
-            Some(h) => match h.write_state() {
-                Some(mut s) => self.publish_pending(&mut s),
-                None => Ok(false),
-            },
-            None => Ok(false),
-        };
-        self.reply_when_visible(result, reply);
+        self.do_fsync(fh, reply)
     }
 
     fn release(
@@ -1265,23 +358,11 @@ impl Filesystem for CacheFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.remove(fh.0)
-            && let Some(mut s) = h.write_state()
-            && let Err(e) = self.publish_pending(&mut s)
-        {
-            log::debug!("publish at release of {}/{:?} failed: {e:?}", s.ns, s.key);
-        }
-        reply.ok()
+        self.do_release(fh, reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.list_dir(ino.0) {
-            Ok(items) => {
-                let fh = self.handles.insert(Handle::Dir(items));
-                reply.opened(FileHandle(fh), FopenFlags::empty())
-            }
-            Err(e) => reply.error(e),
-        }
+        self.do_opendir(ino, reply)
     }
 
     fn readdir(
@@ -1290,20 +371,9 @@ impl Filesystem for CacheFs {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        let Handle::Dir(items) = &*h else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        for (i, item) in items.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
-                break;
-            }
-        }
-        reply.ok()
+        self.do_readdir(fh, offset, reply)
     }
 
     fn releasedir(
@@ -1314,46 +384,11 @@ impl Filesystem for CacheFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let big = matches!(
-            self.handles.remove(fh.0).as_deref(),
-            Some(Handle::Dir(items)) if items.len() > 10_000
-        );
-        reply.ok();
-        if big {
-            crate::store::release_freed_memory();
-        }
+        self.do_releasedir(fh, reply)
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        // Expired entries are not counted: reclaim them before answering.
-        self.store.sweep_expired();
-        let mut u = self.store.usage();
-        let mut free_bytes = u.quota_bytes.saturating_sub(u.used_bytes);
-        // Inside a namespace with its own quota (the kernel passes the
-        // inode of the path given to statfs): that quota is the size, and
-        // the room is what both it and the mount still have.
-        if let Some(nu) = self
-            .namespace_of_any(ino.0)
-            .and_then(|ns| self.store.namespace_usage(&ns))
-        {
-            free_bytes = free_bytes.min(nu.quota_bytes.saturating_sub(nu.used_bytes));
-            u = nu;
-        }
-        let bs = u64::from(BLOCK);
-        let blocks = u.quota_bytes / bs;
-        let free = free_bytes / bs;
-        let files = u.max_entries.unwrap_or(u.entries + (1 << 32));
-        let ffree = files.saturating_sub(u.entries);
-        reply.statfs(
-            blocks,
-            free,
-            free,
-            files,
-            ffree,
-            BLOCK,
-            NAME_MAX as u32,
-            BLOCK,
-        )
+        self.do_statfs(ino, reply)
     }
 
     fn setxattr(
@@ -1366,88 +401,11 @@ impl Filesystem for CacheFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        if name.as_bytes() == XATTR_PURGE.as_bytes() {
-            // Answered at once, not after the purged keys' dentry drops:
-            // setxattr holds this directory's lock, which they need. The
-            // CLI's next call (getxattr of the result) waits for them.
-            return match self.purge(req, ino.0, value) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            };
-        }
-        if kind_of(ino.0) != Some(InodeKind::Entry) {
-            return reply.error(Errno::ENOTSUP);
-        }
-        match name.as_bytes() {
-            n if n == XATTR_TTL.as_bytes() => {
-                let Some(secs) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                else {
-                    return reply.error(Errno::EINVAL);
-                };
-                let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
-                // A file still being written takes the TTL with it.
-                let mut staged = false;
-                for h in self.handles.writers_of(&ns, &key) {
-                    if let Some(mut s) = h.write_state()
-                        && s.ino == ino.0
-                        && let Some(st) = s.staging.as_mut()
-                    {
-                        st.set_ttl(Some(secs));
-                        staged = true;
-                    }
-                }
-                if staged {
-                    return reply.ok();
-                }
-                let update = MetaUpdate {
-                    ttl_secs: Some(Some(secs)),
-                    ..MetaUpdate::default()
-                };
-                match self.store.update(&ns, &key, update) {
-                    Ok(_) => reply.ok(),
-                    Err(e) => reply.error(self.fail(&e)),
-                }
-            }
-            n if [XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED]
-                .iter()
-                .any(|x| x.as_bytes() == n) =>
-            {
-                reply.error(Errno::EPERM)
-            }
-            _ => reply.error(Errno::ENOTSUP),
-        }
+        self.do_setxattr(req, ino, name, value, reply)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let value = if name.as_bytes() == XATTR_PURGED.as_bytes() {
-            self.purges
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(req.pid(), ino.0))
-                .map(|r| format!("{} {}", r.entries, r.bytes).into_bytes())
-                .ok_or(Errno::ENODATA)
-        } else if kind_of(ino.0) != Some(InodeKind::Entry) {
-            Err(Errno::ENODATA)
-        } else {
-            self.xattr_value(ino.0, name)
-        };
-        let answer = move || match value {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        };
-        if name.as_bytes() == XATTR_PURGED.as_bytes() {
-            // A purge's result is read once the kernel has forgotten the
-            // purged keys (getxattr holds no directory lock; see setxattr).
-            self.invalidate.then(answer);
-        } else {
-            answer();
-        }
+        self.do_getxattr(req, ino, name, size, reply)
     }
 
     /// No ioctls: ENOTTY at once, as a regular file answers. Python's
@@ -1467,36 +425,10 @@ impl Filesystem for CacheFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let mut names = Vec::new();
-        if kind_of(ino.0) == Some(InodeKind::Entry) {
-            for n in [XATTR_TTL, XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED] {
-                names.extend_from_slice(n.as_bytes());
-                names.push(0);
-            }
-        }
-        if size == 0 {
-            reply.size(names.len() as u32)
-        } else if names.len() > size as usize {
-            reply.error(Errno::ERANGE)
-        } else {
-            reply.data(&names)
-        }
+        self.do_listxattr(ino, size, reply)
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if name.as_bytes() != XATTR_TTL.as_bytes() {
-            return reply.error(Errno::ENODATA);
-        }
-        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let update = MetaUpdate {
-            ttl_secs: Some(None),
-            ..MetaUpdate::default()
-        };
-        match self.store.update(&ns, &key, update) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.do_removexattr(ino, name, reply)
     }
 }
