@@ -161,7 +161,7 @@ impl CacheFs {
                     let store = Arc::clone(&self.store);
                     self.disk.submit(move || {
                         let Handle::Read(rh) = &*h else {
-                            unreachable!("a read handle stays one")
+                            return reply.error(Errno::EBADF);
                         };
                         match rh.read_at(offset, size as usize) {
                             Ok(buf) => reply.data(&buf),

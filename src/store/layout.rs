@@ -197,7 +197,6 @@ impl Layout {
     /// offline command that changes entries exclusive: either fails at
     /// once, naming the holder, when the other kind holds it.
     pub fn lock(&self, mode: LockMode) -> Result<fs::File, LayoutError> {
-        use std::os::unix::io::AsRawFd;
         let path = self.root.join(LOCK_FILE);
         let err = |source| LayoutError::Lock {
             path: self.root.display().to_string(),
@@ -210,37 +209,29 @@ impl Layout {
             .truncate(false)
             .open(&path)
             .map_err(err)?;
-        let op = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
-        };
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(file);
-        }
-        let e = io::Error::last_os_error();
-        let path = self.root.display().to_string();
-        Err(match (e.raw_os_error(), mode) {
-            (Some(libc::EWOULDBLOCK), LockMode::Shared) => LayoutError::LockedOffline { path },
-            (Some(libc::EWOULDBLOCK), LockMode::Exclusive) => LayoutError::LockedLive { path },
-            _ => err(e),
-        })
+        self.take_lock(&file, mode)?;
+        Ok(file)
     }
 
     /// Turns an exclusive lock into the shared one a daemon holds.
     /// Linux does this in two steps (unlock, lock), so an offline command
     /// may take the lock in between: then this fails as `lock` would.
     pub fn downgrade(&self, lock: &fs::File) -> Result<(), LayoutError> {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        let path = self.root.display().to_string();
-        Err(match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => LayoutError::LockedOffline { path },
-            _ => LayoutError::Lock { path, source: e },
+        self.take_lock(lock, LockMode::Shared)
+    }
+
+    fn take_lock(&self, file: &fs::File, mode: LockMode) -> Result<(), LayoutError> {
+        let op = match mode {
+            LockMode::Shared => libc::LOCK_SH,
+            LockMode::Exclusive => libc::LOCK_EX,
+        };
+        flock(file, op | libc::LOCK_NB).map_err(|e| {
+            let path = self.root.display().to_string();
+            match (e.raw_os_error(), mode) {
+                (Some(libc::EWOULDBLOCK), LockMode::Shared) => LayoutError::LockedOffline { path },
+                (Some(libc::EWOULDBLOCK), LockMode::Exclusive) => LayoutError::LockedLive { path },
+                _ => LayoutError::Lock { path, source: e },
+            }
         })
     }
 
@@ -342,7 +333,7 @@ impl Layout {
             path: p.display().to_string(),
             source,
         };
-        let lock_path = self.staging.join(format!("{}.lock", self.token));
+        let lock_path = session_lock_path(&self.staging, &self.token);
         let lock = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -459,8 +450,12 @@ fn remove_session(staging: &Path, trash: &Path, token: &str) -> usize {
         n += empty_dir(&dir);
         let _ = fs::remove_dir(&dir);
     }
-    let _ = fs::remove_file(staging.join(format!("{token}.lock")));
+    let _ = fs::remove_file(session_lock_path(staging, token));
     n
+}
+
+fn session_lock_path(staging: &Path, token: &str) -> PathBuf {
+    staging.join(format!("{token}.lock"))
 }
 
 /// The word and bit of an entry path's leaf shard in `shards_seen`: the

@@ -52,7 +52,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -385,11 +385,18 @@ fn shared_lock_soon(layout: &Layout) -> Result<File, LayoutError> {
     }
 }
 
-fn unlink_all(paths: &[PathBuf]) {
-    for p in paths {
-        if let Err(e) = fs::remove_file(p) {
-            log::warn!("cannot unlink {}: {e}", p.display());
-        }
+/// Files moved into trash/, each with the bytes its unlinking frees.
+type Trash = Vec<(PathBuf, u64)>;
+
+fn unlink_all(trash: &[(PathBuf, u64)]) {
+    for (path, _) in trash {
+        unlink(path);
+    }
+}
+
+fn unlink(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!("cannot unlink {}: {e}", path.display());
     }
 }
 

@@ -72,13 +72,13 @@ impl ReadHandle {
     pub fn read_cached(&self, offset: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
         use std::os::fd::AsRawFd;
         let start = Instant::now();
-        if offset >= self.len {
+        let n = self.readable(offset, size);
+        if n == 0 {
             return Ok(Some(Vec::new()));
         }
         if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let n = size.min((self.len - offset) as usize);
         let mut buf = vec![0u8; n];
         let iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -116,12 +116,16 @@ impl ReadHandle {
         Ok(Some(buf))
     }
 
+    /// How many of `size` bytes at `offset` lie within the content.
+    fn readable(&self, offset: u64, size: usize) -> usize {
+        self.len.checked_sub(offset).map_or(0, |left| {
+            size.min(usize::try_from(left).unwrap_or(usize::MAX))
+        })
+    }
+
     fn read_at_inner(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        if offset >= self.len {
-            return Ok(Vec::new());
-        }
-        let n = size.min((self.len - offset) as usize);
+        let n = self.readable(offset, size);
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {

@@ -9,12 +9,13 @@
 //! callers unlink their own, so what trash holds beyond the quotas stays
 //! bounded.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use super::{Trash, unlink};
 
 const BACKLOG_FILES: usize = 1024;
 pub const BACKLOG_BYTES: u64 = 64 << 20;
@@ -55,19 +56,18 @@ impl Reaper {
         }
     }
 
-    /// Unlinks `paths` soon (or now, when the thread is behind or gone).
-    pub fn reap(&self, paths: Vec<PathBuf>) {
-        if paths.is_empty() {
+    /// Unlinks the trash soon (or now, when the thread is behind or gone).
+    pub fn reap(&self, trash: Trash) {
+        if trash.is_empty() {
             return;
         }
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let b = &self.backlog;
-        for path in paths {
+        for (path, bytes) in trash {
             let Some(tx) = &tx else {
                 unlink(&path);
                 continue;
             };
-            let bytes = std::fs::symlink_metadata(&path).map_or(0, |m| m.blocks() * 512);
             if b.files.load(Ordering::Relaxed) >= BACKLOG_FILES
                 || b.bytes.load(Ordering::Relaxed) + bytes > BACKLOG_BYTES
             {
@@ -96,11 +96,5 @@ impl Reaper {
 impl Drop for Reaper {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-fn unlink(path: &std::path::Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        log::warn!("cannot unlink {}: {e}", path.display());
     }
 }

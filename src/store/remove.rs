@@ -9,18 +9,17 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use super::index::{Index, RemoveReason, Removed};
 use super::names::{Key, Namespace};
-use super::{RETIRED_GRACE_NANOS, Store, StoreError, unlink_all};
+use super::{RETIRED_GRACE_NANOS, Store, StoreError, Trash, unlink_all};
 use crate::metrics;
 
 impl Store {
     /// Frees files moved into trash/: on the reaper's thread, or at once
     /// when the volume is what bounds the cache.
-    pub(super) fn dispose(&self, trash: Vec<PathBuf>) {
+    pub(super) fn dispose(&self, trash: Trash) {
         if self.volume_bound.load(Ordering::Relaxed) {
             unlink_all(&trash);
         } else {
@@ -34,7 +33,7 @@ impl Store {
         &self,
         idx: &Index,
         victims: Vec<Removed>,
-        trash: &mut Vec<PathBuf>,
+        trash: &mut Trash,
     ) {
         if !victims.is_empty() {
             self.index_changed_locked();
@@ -56,7 +55,7 @@ impl Store {
             }
             let to = self.layout.trash_path();
             match fs::rename(self.layout.entry_path(&v.ns, &v.key), &to) {
-                Ok(()) => trash.push(to),
+                Ok(()) => trash.push((to, v.meta.stored_bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!(
                     "cannot remove entry {}/{:?} ({} bytes): {e}",
@@ -113,7 +112,7 @@ impl Store {
             }
             let to = self.layout.trash_path();
             if fs::rename(self.layout.entry_path(ns, key), &to).is_ok() {
-                trash.push(to);
+                trash.push((to, victim.meta.stored_bytes));
             }
         }
         self.dispose(trash);
@@ -124,10 +123,10 @@ impl Store {
     pub fn sweep_expired(&self) -> usize {
         let now = self.clock.now();
         let mut trash = Vec::new();
-        self.retired_lock().retain(|_, (_, path, at)| {
+        self.retired_lock().retain(|_, (meta, path, at)| {
             let keep = now - *at < RETIRED_GRACE_NANOS;
             if !keep {
-                trash.push(path.clone());
+                trash.push((path.clone(), meta.stored_bytes));
             }
             keep
         });

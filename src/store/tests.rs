@@ -753,37 +753,29 @@ fn evicted_files_are_unlinked_by_the_time_the_index_is_saved() {
     assert_eq!(f.store.stats().namespaces["a"].evictions, 18);
     f.store.save_snapshot().unwrap();
     assert_eq!(work_files(&f.dir.path().join("b/trash")), 0);
-    let data_files = walk_files(&f.dir.path().join("b/data"));
+    let data_files = files_under(&f.dir.path().join("b/data")).len();
     assert_eq!(data_files, 2, "only the two live entries are on disk");
 }
 
 /// Files under staging/ or trash/ (a daemon's session lock aside).
 fn work_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                work_files(&e.path())
-            } else {
-                usize::from(!e.file_name().to_string_lossy().ends_with(".lock"))
-            }
-        })
-        .sum()
+    files_under(dir)
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "lock"))
+        .count()
 }
 
-fn walk_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                walk_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 #[test]

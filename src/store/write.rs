@@ -218,21 +218,21 @@ impl Store {
                     let keep = self.layout.trash_path();
                     fs::hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
                 });
-            let renamed = self.rename_into_place(&staging.path, &dest);
-            if let Ok(made) = renamed {
-                made_shard |= made;
-            }
-            if let Err(e) = renamed {
-                if let Some((_, keep)) = retired {
-                    trash.push(keep);
+            match self.rename_into_place(&staging.path, &dest) {
+                Ok(made) => made_shard |= made,
+                Err(e) => {
+                    if let Some((_, keep)) = retired {
+                        // A second link of the live file: it frees nothing.
+                        trash.push((keep, 0));
+                    }
+                    if let Some(old) = old {
+                        idx.insert(&ns, key.clone(), old);
+                    }
+                    self.move_to_trash_locked(&idx, victims, &mut trash);
+                    drop(idx);
+                    self.dispose(trash);
+                    return Err(e.into());
                 }
-                if let Some(old) = old {
-                    idx.insert(&ns, key.clone(), old);
-                }
-                self.move_to_trash_locked(&idx, victims, &mut trash);
-                drop(idx);
-                self.dispose(trash);
-                return Err(e.into());
             }
             staging.published = true;
             if let Some((old, keep)) = retired {
@@ -241,11 +241,11 @@ impl Store {
             if let Some((from, version)) = &also_remove
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
-                idx.remove(&ns, from);
+                let gone = idx.remove(&ns, from).map_or(0, |m| m.stored_bytes);
                 let from_path = self.layout.entry_path(&ns, from);
                 let to = self.layout.trash_path();
                 if fs::rename(&from_path, &to).is_ok() {
-                    trash.push(to);
+                    trash.push((to, gone));
                 }
             }
             idx.insert(&ns, key.clone(), meta.clone());
