@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::names::KeyFormat;
+use crate::names::Namespace;
+
 /// Embedded default TTL: 2 hours.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// Embedded default total quota: 1 GiB (capped by the volume's room at mount).
@@ -28,15 +31,6 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Invalid { path: String, message: String },
-}
-
-/// Whether keys in a namespace may be any file name or must be sha256 hex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyFormat {
-    #[default]
-    Any,
-    Sha256,
 }
 
 /// How hard a publish works to survive power loss.
@@ -213,7 +207,7 @@ impl Config {
         }
         let mut namespaces = BTreeMap::new();
         for (name, ns) in raw.namespace {
-            if let Err(e) = crate::store::Namespace::parse(name.as_bytes()) {
+            if let Err(e) = Namespace::parse(name.as_bytes()) {
                 return Err(format!("[namespace.{name}]: invalid namespace name: {e}"));
             }
             let policy = NamespacePolicy {

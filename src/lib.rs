@@ -8,4 +8,5 @@
 pub mod config;
 pub mod fs;
 pub mod metrics;
+pub mod names;
 pub mod store;

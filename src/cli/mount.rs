@@ -86,11 +86,11 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
     let store = Arc::new(Store::open(&args.backing, config, Arc::new(SystemClock))?);
     let fs = CacheFs::new(Arc::clone(&store));
     let open_handles = fs.open_handles();
-    let notifier_slot = fs.notifier_slot();
+    let kernel_slot = fs.kernel_slot();
     let mut session = fuser::Session::new(fs, mountpoint, &fuse_cfg)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     // Kernel cache invalidations go through the session's channel.
-    let _ = notifier_slot.set(session.notifier());
+    let _ = kernel_slot.set(Box::new(session.notifier()));
     let usage = store.usage();
     log::info!(
         "mounted {} at {} ({} entries, {} of {} quota)",
@@ -111,7 +111,7 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         finished: Mutex::new(false),
     });
     spawn_readiness(Arc::clone(&daemon));
-    spawn_sweeper(Arc::clone(&store));
+    store.start_sweeper();
     spawn_signal_handler(Arc::clone(&daemon), session.unmount_callable())?;
 
     let result = session.run();
@@ -297,43 +297,6 @@ fn spawn_readiness(daemon: Arc<Daemon>) {
             }
         })
         .expect("spawn readiness thread");
-}
-
-/// Expires entries in the background and, at most every few minutes,
-/// logs one line summing up what was evicted and expired.
-fn spawn_sweeper(store: Arc<Store>) {
-    const SUMMARY_EVERY: Duration = Duration::from_secs(300);
-    thread::Builder::new()
-        .name("sweeper".into())
-        .spawn(move || {
-            let mut last = store.stats().total;
-            let mut last_summary = Instant::now();
-            loop {
-                thread::sleep(store.config().cache.sweep_interval);
-                let n = store.sweep_expired();
-                if n > 0 {
-                    log::debug!("swept {n} expired entries");
-                }
-                if last_summary.elapsed() >= SUMMARY_EVERY {
-                    let now = store.stats().total;
-                    let (evicted, expired) = (
-                        now.evictions - last.evictions,
-                        now.expirations - last.expirations,
-                    );
-                    if evicted + expired > 0 {
-                        log::info!(
-                            "last {}: {evicted} entries evicted, {expired} expired; {} entries, {} stored",
-                            humantime::format_duration(last_summary.elapsed()),
-                            now.entries,
-                            iec(now.bytes),
-                        );
-                    }
-                    last = now;
-                    last_summary = Instant::now();
-                }
-            }
-        })
-        .expect("spawn sweeper thread");
 }
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

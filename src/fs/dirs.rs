@@ -11,22 +11,29 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use fuser::Errno;
-use fuser::{
-    FileHandle, FileType, FopenFlags, Generation, INodeNo, RenameFlags, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs,
-};
-
+use super::errno::name_errno;
 use super::handles::{DirEntryItem, Handle};
-use super::inodes::{InodeKind, kind_of};
-use super::{BLOCK, CacheFs, DIR_TTL, control, inodes};
-use crate::store::{Lookup, NAME_MAX, Namespace, StoreError};
+use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
+use super::types::{Entry, Errno, FileKind, Opened, StatFs};
+use super::{CacheFs, DIR_TTL, control};
+use crate::store::{NAME_MAX, Namespace, StoreError};
+
+/// How RENAME may treat its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace the target, if any.
+    Replace,
+    /// RENAME_NOREPLACE: a live or claimed target is EEXIST.
+    NoReplace,
+    /// RENAME_EXCHANGE, RENAME_WHITEOUT: not for cache entries.
+    Unsupported,
+}
 
 impl CacheFs {
     /// The namespace a dir or entry inode belongs to.
     fn namespace_of_any(&self, ino: u64) -> Option<Namespace> {
         match kind_of(ino)? {
-            InodeKind::Namespace(_) => self.namespace_of(ino),
+            InodeKind::Namespace(id) => self.store.namespace_by_id(id),
             InodeKind::Entry => self.inodes.get(ino).map(|(ns, _, _)| ns),
             _ => None,
         }
@@ -35,7 +42,7 @@ impl CacheFs {
     fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
         let dot = |ino: u64, name: &str| DirEntryItem {
             ino,
-            kind: FileType::Directory,
+            kind: FileKind::Directory,
             name: name.into(),
         };
         let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
@@ -45,7 +52,7 @@ impl CacheFs {
                 for (ns, id) in self.store.namespaces() {
                     items.push(DirEntryItem {
                         ino: inodes::namespace_ino(id),
-                        kind: FileType::Directory,
+                        kind: FileKind::Directory,
                         name: OsStr::from_bytes(ns.as_bytes()).to_owned(),
                     });
                 }
@@ -54,19 +61,19 @@ impl CacheFs {
                 for (fino, name) in control::FILES {
                     items.push(DirEntryItem {
                         ino: fino,
-                        kind: FileType::RegularFile,
+                        kind: FileKind::RegularFile,
                         name: name.into(),
                     });
                 }
             }
-            Some(InodeKind::Namespace(_)) => {
-                let ns = self.namespace_of(ino).ok_or(Errno::ENOENT)?;
+            Some(InodeKind::Namespace(id)) => {
+                let ns = self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?;
                 let keys = self.store.list(&ns).map_err(|e| self.fail(&e))?;
                 items.reserve(keys.len());
                 for (key, version) in keys {
                     items.push(DirEntryItem {
                         ino: version,
-                        kind: FileType::RegularFile,
+                        kind: FileKind::RegularFile,
                         name: OsStr::from_bytes(key.as_bytes()).to_owned(),
                     });
                 }
@@ -76,154 +83,150 @@ impl CacheFs {
         Ok(items)
     }
 
-    pub(super) fn do_mkdir(&self, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 != inodes::ROOT {
+    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+        if parent != inodes::ROOT {
             // Keys are flat file names today.
-            return reply.error(Errno::EPERM);
+            return Err(Errno::EPERM);
         }
         if name.len() > NAME_MAX {
-            return reply.error(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG);
         }
         let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.create_namespace(name.as_bytes()) {
-            Ok((_, id)) => reply.entry(
-                &DIR_TTL,
-                &self.dir_attr(inodes::namespace_ino(id)),
-                Generation(0),
-            ),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        let (_, id) = self
+            .store
+            .create_namespace(name.as_bytes())
+            .map_err(|e| self.fail(&e))?;
+        Ok(Entry::cached(
+            self.dir_attr(inodes::namespace_ino(id)),
+            DIR_TTL,
+        ))
     }
 
-    pub(super) fn do_rmdir(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if parent.0 != inodes::ROOT {
-            return reply.error(Errno::ENOTDIR);
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        if parent != inodes::ROOT {
+            return Err(Errno::ENOTDIR);
         }
         if name.as_bytes() == crate::store::CONTROL_DIR {
-            return reply.error(Errno::EBUSY);
+            return Err(Errno::EBUSY);
         }
-        let Ok(ns) = Namespace::parse(name.as_bytes()) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let ns = Namespace::parse(name.as_bytes()).map_err(|_| Errno::ENOENT)?;
         let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.remove_namespace(&ns) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.store.remove_namespace(&ns).map_err(|e| self.fail(&e))
     }
 
-    pub(super) fn do_unlink(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(ns) = self.namespace_of(parent.0) else {
-            return reply.error(if parent.0 == inodes::CONTROL_DIR {
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let Some(ns_id) = Self::namespace_id_of(parent) else {
+            return Err(if parent == inodes::CONTROL_DIR {
                 Errno::EPERM
             } else {
                 Errno::ENOENT
             });
         };
-        let key = match self.parse_key(&ns, name, Errno::ENOENT) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
+        let (ns, key) = self
+            .store
+            .resolve(ns_id, name.as_bytes(), false)
+            .map_err(|e| name_errno(&e, Errno::ENOENT))?;
         // In-flight writes of the key are abandoned with it.
         let writers = self.handles.writers_of(&ns, &key);
         for h in &writers {
-            if let Some(mut s) = h.write_state() {
-                s.cancelled = true;
-                s.staging = None;
+            if let Some(mut w) = h.writer() {
+                w.abandon();
             }
         }
         match self.store.remove(&ns, &key) {
-            Ok(()) => reply.ok(),
-            Err(StoreError::NotFound) if !writers.is_empty() => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound) if !writers.is_empty() => Ok(()),
+            Err(e) => Err(self.fail(&e)),
         }
     }
 
-    pub(super) fn do_rename(
+    pub fn rename(
         &self,
-        parent: INodeNo,
+        parent: u64,
         name: &OsStr,
-        newparent: INodeNo,
+        newparent: u64,
         newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        let (Some(ns), Some(new_ns)) =
-            (self.namespace_of(parent.0), self.namespace_of(newparent.0))
-        else {
+        mode: RenameMode,
+    ) -> Result<(), Errno> {
+        let (Some(ns_id), Some(new_id)) = (
+            Self::namespace_id_of(parent),
+            Self::namespace_id_of(newparent),
+        ) else {
             // Namespaces themselves and the control dir do not move.
-            return reply.error(Errno::EPERM);
+            return Err(Errno::EPERM);
         };
-        if ns != new_ns {
-            return reply.error(self.fail(&StoreError::CrossNamespace));
+        if ns_id != new_id {
+            return Err(self.fail(&StoreError::CrossNamespace));
         }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE)
-            || flags.contains(RenameFlags::RENAME_WHITEOUT)
-        {
-            return reply.error(Errno::EINVAL);
+        if mode == RenameMode::Unsupported {
+            return Err(Errno::EINVAL);
         }
-        let from = match self.parse_key(&ns, name, Errno::ENOENT) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
-        let to = match self.parse_key(&ns, newname, Errno::EINVAL) {
-            Ok(k) => k,
-            Err(e) => return reply.error(e),
-        };
-        if flags.contains(RenameFlags::RENAME_NOREPLACE)
-            && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_))
-        {
-            return reply.error(Errno::EEXIST);
-        }
+        let (ns, from) = self
+            .store
+            .resolve(ns_id, name.as_bytes(), false)
+            .map_err(|e| name_errno(&e, Errno::ENOENT))?;
+        let (_, to) = self
+            .store
+            .resolve(ns_id, newname.as_bytes(), true)
+            .map_err(|e| name_errno(&e, Errno::EINVAL))?;
+        let noreplace = mode == RenameMode::NoReplace;
         if from == to {
-            return reply.ok();
+            // A rename onto itself changes nothing; with NOREPLACE the
+            // target exists (it is the source) if the source does.
+            return match self.store.entry_info(&ns, &from) {
+                crate::store::Lookup::Hit(_) if noreplace => Err(Errno::EEXIST),
+                _ => Ok(()),
+            };
         }
-        match self.store.rename(&ns, &from, &to) {
-            Ok(_) => {
-                self.inodes.rename(&ns, &from, &to);
-                reply.ok()
-            }
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.store
+            .rename(&ns, &from, &to, noreplace)
+            .map_err(|e| self.fail(&e))?;
+        self.inodes.rename(&ns, &from, &to);
+        Ok(())
     }
 
-    pub(super) fn do_opendir(&self, ino: INodeNo, reply: ReplyOpen) {
-        match self.list_dir(ino.0) {
-            Ok(items) => {
-                let fh = self.handles.insert(Handle::Dir(items));
-                reply.opened(FileHandle(fh), FopenFlags::empty())
-            }
-            Err(e) => reply.error(e),
-        }
+    pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
+        let items = self.list_dir(ino)?;
+        let fh = self.handles.insert(Handle::Dir(items));
+        Ok(Opened {
+            fh,
+            direct_io: false,
+            keep_cache: false,
+            noflush: false,
+        })
     }
 
-    pub(super) fn do_readdir(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
+    /// READDIR from `offset`: `add(ino, next offset, kind, name)` until it
+    /// says the reply is full.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, FileKind, &OsStr) -> bool,
+    ) -> Result<(), Errno> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         let Handle::Dir(items) = &*h else {
-            return reply.error(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR);
         };
         for (i, item) in items.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
+            if add(item.ino, i as u64 + 1, item.kind, &item.name) {
                 break;
             }
         }
-        reply.ok()
+        Ok(())
     }
 
-    pub(super) fn do_releasedir(&self, fh: FileHandle, reply: ReplyEmpty) {
+    pub fn releasedir(&self, fh: u64) {
         let big = matches!(
-            self.handles.remove(fh.0).as_deref(),
+            self.handles.remove(fh).as_deref(),
             Some(Handle::Dir(items)) if items.len() > 10_000
         );
-        reply.ok();
         if big {
             crate::store::release_freed_memory();
         }
     }
 
-    pub(super) fn do_statfs(&self, ino: INodeNo, reply: ReplyStatfs) {
+    pub fn statfs(&self, ino: u64) -> StatFs {
         // Expired entries are not counted: reclaim them before answering.
         self.store.sweep_expired();
         let mut u = self.store.usage();
@@ -232,26 +235,23 @@ impl CacheFs {
         // inode of the path given to statfs): that quota is the size, and
         // the room is what both it and the mount still have.
         if let Some(nu) = self
-            .namespace_of_any(ino.0)
+            .namespace_of_any(ino)
             .and_then(|ns| self.store.namespace_usage(&ns))
         {
             free_bytes = free_bytes.min(nu.quota_bytes.saturating_sub(nu.used_bytes));
             u = nu;
         }
-        let bs = u64::from(BLOCK);
-        let blocks = u.quota_bytes / bs;
-        let free = free_bytes / bs;
+        let bs = u64::from(BLOCK_SIZE);
         let files = u.max_entries.unwrap_or(u.entries + (1 << 32));
-        let ffree = files.saturating_sub(u.entries);
-        reply.statfs(
-            blocks,
-            free,
-            free,
+        StatFs {
+            blocks: u.quota_bytes / bs,
+            bfree: free_bytes / bs,
+            bavail: free_bytes / bs,
             files,
-            ffree,
-            BLOCK,
-            NAME_MAX as u32,
-            BLOCK,
-        )
+            ffree: files.saturating_sub(u.entries),
+            bsize: BLOCK_SIZE,
+            namelen: NAME_MAX as u32,
+            frsize: BLOCK_SIZE,
+        }
     }
 }

@@ -9,19 +9,15 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use fuser::Errno;
-use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, ReplyAttr, ReplyEntry,
-    Request, TimeOrNow,
-};
-
-use super::handles::Handle;
-use super::inodes::{EntryAttr, InodeKind, kind_of};
-use super::{BLOCK, CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control, inodes};
+use super::errno::name_errno;
+use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
+use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr, TimeSet};
+use super::writer::StagedChange;
+use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::store::{
-    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, Owner, StagingFile, StoreError, WriteFrom,
+    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, UnixNanos,
     to_nanos, to_system_time,
 };
 
@@ -38,16 +34,15 @@ impl CacheFs {
         }
     }
 
-    pub(super) fn dir_attr(&self, ino: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
+    pub(super) fn dir_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
             size: 0,
             blocks: 0,
             atime: self.started,
             mtime: self.started,
             ctime: self.started,
-            crtime: self.started,
-            kind: FileType::Directory,
+            kind: FileKind::Directory,
             perm: if ino == inodes::CONTROL_DIR {
                 0o555
             } else {
@@ -56,18 +51,16 @@ impl CacheFs {
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
+            blksize: BLOCK_SIZE,
         }
     }
 
-    fn control_attr(&self, ino: u64) -> FileAttr {
+    fn control_attr(&self, ino: u64) -> Attr {
         let size = control::render(&self.store, ino).len() as u64;
-        FileAttr {
+        Attr {
             size,
             blocks: size.div_ceil(512),
-            kind: FileType::RegularFile,
+            kind: FileKind::RegularFile,
             perm: 0o444,
             nlink: 1,
             mtime: SystemTime::now(),
@@ -75,7 +68,7 @@ impl CacheFs {
         }
     }
 
-    pub(super) fn entry_attr(&self, info: &EntryInfo) -> FileAttr {
+    pub(super) fn entry_attr(&self, info: &EntryInfo) -> Attr {
         EntryAttr {
             ino: info.version,
             size: info.logical_size,
@@ -88,10 +81,10 @@ impl CacheFs {
         .to_attr()
     }
 
-    pub(super) fn staging_attr(&self, st: &StagingFile) -> FileAttr {
+    pub(super) fn staging_attr(&self, st: &StagingFile, ino: u64) -> Attr {
         let (uid, gid) = st.owner();
         EntryAttr {
-            ino: st.version(),
+            ino,
             size: st.len(),
             blocks: st.len().div_ceil(512),
             mtime: SystemTime::now(),
@@ -102,247 +95,190 @@ impl CacheFs {
         .to_attr()
     }
 
-    pub(super) fn do_lookup(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        let gen0 = Generation(0);
-        match kind_of(parent.0) {
+    pub fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+        match kind_of(parent) {
             Some(InodeKind::Root) => {
                 if name.as_bytes() == crate::store::CONTROL_DIR {
-                    return reply.entry(&DIR_TTL, &self.dir_attr(inodes::CONTROL_DIR), gen0);
+                    return Ok(Entry::cached(self.dir_attr(inodes::CONTROL_DIR), DIR_TTL));
                 }
                 if name.len() > NAME_MAX {
-                    return reply.error(Errno::ENAMETOOLONG);
+                    return Err(Errno::ENAMETOOLONG);
                 }
-                match Namespace::parse(name.as_bytes())
+                let id = Namespace::parse(name.as_bytes())
                     .ok()
                     .and_then(|ns| self.store.namespace_id(&ns))
-                {
-                    Some(id) => {
-                        reply.entry(&DIR_TTL, &self.dir_attr(inodes::namespace_ino(id)), gen0)
-                    }
-                    None => reply.error(Errno::ENOENT),
-                }
+                    .ok_or(Errno::ENOENT)?;
+                let attr = self.dir_attr(inodes::namespace_ino(id));
+                Ok(Entry::cached(attr, DIR_TTL))
             }
-            Some(InodeKind::ControlDir) => match control::ino_of(name.as_bytes()) {
-                Some(ino) => reply.entry_with_ttls(
-                    &Duration::ZERO,
-                    &Duration::from_secs(1),
-                    &self.control_attr(ino),
-                    gen0,
-                ),
-                None => reply.error(Errno::ENOENT),
-            },
-            Some(InodeKind::Namespace(_)) => {
-                let Some(ns) = self.namespace_of(parent.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
-                let key = match self.parse_key(&ns, name, Errno::ENOENT) {
-                    Ok(k) => k,
-                    Err(e) => return reply.error(e),
-                };
-                // A writer sent here by `open` gets its own new inode.
-                if let Some(attr) = self.redirected(req.pid(), &ns, &key) {
-                    self.inodes.remember(&ns, &key, attr);
-                    return reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &attr, gen0);
-                }
-                // A key being written is invisible to everyone, its writer
-                // included, until it is published.
-                match self.store.lookup(&ns, &key) {
-                    Lookup::Hit(info) => {
-                        let attr = self.entry_attr(&info);
-                        self.inodes.remember(&ns, &key, attr);
-                        // While the key is being written its version is
-                        // about to change: not cached, so the publish need
-                        // not wait to drop it (see `publish_pending`).
-                        let ttl = if self.is_being_written(&ns, &key) {
-                            Duration::ZERO
-                        } else {
-                            self.entry_ttl(&info)
-                        };
-                        reply.entry_with_ttls(&ttl, &ttl, &attr, gen0);
-                    }
-                    Lookup::Miss => {
-                        let t = self
-                            .misses
-                            .missed(req.pid(), &ns, &key, false, Instant::now());
-                        self.take_back(&ns, t);
-                        reply.error(Errno::ENOENT)
-                    }
-                    Lookup::Expired => {
-                        let t = self
-                            .misses
-                            .missed(req.pid(), &ns, &key, true, Instant::now());
-                        self.take_back(&ns, t);
-                        reply.error(Errno::ENOENT)
-                    }
-                }
+            Some(InodeKind::ControlDir) => {
+                let ino = control::ino_of(name.as_bytes()).ok_or(Errno::ENOENT)?;
+                Ok(Entry {
+                    attr: self.control_attr(ino),
+                    entry_ttl: Duration::ZERO,
+                    attr_ttl: Duration::from_secs(1),
+                })
             }
-            _ => reply.error(Errno::ENOTDIR),
+            Some(InodeKind::Namespace(id)) => self.lookup_key(ctx, id, name),
+            _ => Err(Errno::ENOTDIR),
         }
     }
 
-    pub(super) fn do_getattr(&self, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match kind_of(ino.0) {
-            Some(InodeKind::Root) | Some(InodeKind::ControlDir) => {
-                reply.attr(&DIR_TTL, &self.dir_attr(ino.0))
+    fn lookup_key(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Result<Entry, Errno> {
+        // A writer sent here by `open` gets its own new inode.
+        if self.redirects.has(ctx.pid) {
+            let (ns, key) = self
+                .store
+                .resolve(ns_id, name.as_bytes(), false)
+                .map_err(|e| name_errno(&e, Errno::ENOENT))?;
+            if let Some(attr) = self
+                .redirects
+                .attr_for(ctx.pid, &ns, &key, self.uid, self.gid)
+            {
+                self.inodes.remember(&ns, &key, attr);
+                return Ok(Entry::cached(attr, Duration::ZERO));
             }
-            Some(InodeKind::ControlFile(i)) => reply.attr(&Duration::ZERO, &self.control_attr(i)),
-            Some(InodeKind::Namespace(_)) => match self.namespace_of(ino.0) {
-                Some(_) => reply.attr(&DIR_TTL, &self.dir_attr(ino.0)),
-                None => reply.error(Errno::ENOENT),
+        }
+        let found = self
+            .store
+            .lookup_name(ns_id, name.as_bytes(), ctx.pid)
+            .map_err(|e| name_errno(&e, Errno::ENOENT))?;
+        // A key being written is invisible to everyone, its writer
+        // included, until it is published.
+        match found.lookup {
+            Lookup::Hit(info) => {
+                let attr = self.entry_attr(&info);
+                self.inodes.remember(&found.ns, &found.key, attr);
+                // While the key is being written its version is about to
+                // change: not cached, so the publish need not wait to
+                // drop it.
+                let ttl = if found.being_written || self.redirects.targets(&found.ns, &found.key) {
+                    Duration::ZERO
+                } else {
+                    self.entry_ttl(&info)
+                };
+                Ok(Entry::cached(attr, ttl))
+            }
+            Lookup::Miss | Lookup::Expired => Err(Errno::ENOENT),
+        }
+    }
+
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<AttrReply, Errno> {
+        let at = |attr, ttl| Ok(AttrReply { attr, ttl });
+        match kind_of(ino) {
+            Some(InodeKind::Root) | Some(InodeKind::ControlDir) => at(self.dir_attr(ino), DIR_TTL),
+            Some(InodeKind::ControlFile(i)) => at(self.control_attr(i), Duration::ZERO),
+            Some(InodeKind::Namespace(id)) => match self.store.namespace_by_id(id) {
+                Some(_) => at(self.dir_attr(ino), DIR_TTL),
+                None => Err(Errno::ENOENT),
             },
             Some(InodeKind::Entry) => {
                 // A writer's own handle describes its staged content.
-                if let Some(h) = fh.and_then(|fh| self.handles.get(fh.0))
-                    && let Some(s) = h.write_state()
-                    && s.ino == ino.0
-                    && let Some(st) = &s.staging
+                if let Some(h) = fh.and_then(|fh| self.handles.get(fh))
+                    && let Some(w) = h.writer()
+                    && w.ino == ino
+                    && let Some(st) = w.staged()
                 {
-                    return reply.attr(&Duration::ZERO, &self.staging_attr(st));
+                    return at(self.staging_attr(st, ino), Duration::ZERO);
                 }
-                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
+                let (ns, key, last) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
                 match self.store.entry_info(&ns, &key) {
-                    Lookup::Hit(info) if info.version == ino.0 => {
+                    Lookup::Hit(info) if info.version == ino => {
                         let attr = self.entry_attr(&info);
                         self.inodes.refresh(attr);
-                        reply.attr(&self.entry_ttl(&info), &attr)
+                        at(attr, self.entry_ttl(&info))
                     }
                     // An older version, still open somewhere: what it was.
-                    _ => reply.attr(&Duration::ZERO, &last),
+                    _ => at(last, Duration::ZERO),
                 }
             }
-            None => reply.error(Errno::ENOENT),
+            None => Err(Errno::ENOENT),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<TimeOrNow>,
-        fh: Option<FileHandle>,
-        reply: ReplyAttr,
-    ) {
-        if kind_of(ino.0) != Some(InodeKind::Entry) {
+    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>, reply: impl Replier<AttrReply>) {
+        if kind_of(ino) != Some(InodeKind::Entry) {
             // Directories and control files: nothing to change; report as is.
-            return self.getattr(_req, ino, fh, reply);
+            return reply.reply(self.getattr(ino, fh));
         }
+        let now = self.store.now();
+        let mtime = set.mtime.map(|t| time_of(t, now));
         // Changes to a file being written (through its fd, or by path from
         // the writer: `fchmod`, `futimens` arrive without a handle) apply
         // to its staged content.
         let handle = fh
-            .and_then(|fh| self.handles.get(fh.0))
-            .filter(|h| matches!(**h, Handle::Write(_)))
-            .or_else(|| self.writer_of_inode(ino.0));
+            .and_then(|fh| self.handles.get(fh))
+            .filter(|h| h.writer().is_some())
+            .or_else(|| self.writer_of_inode(ino));
         if let Some(h) = &handle
-            && let Some(mut s) = h.write_state()
+            && let Some(mut w) = h.writer()
         {
-            if s.staging.is_none() && s.failed.is_none() {
-                match self.store.begin_write(
-                    &s.ns,
-                    &s.key,
-                    WriteFrom::Current,
-                    Owner {
-                        uid: 0,
-                        gid: 0,
-                        mode: 0o644,
-                    },
-                ) {
-                    Ok(st) => s.staging = Some(st),
-                    Err(e) => return reply.error(self.fail(&e)),
-                }
-            }
-            if let Some(st) = s.staging.as_mut() {
-                if let Some(sz) = size
-                    && let Err(e) = st.truncate(sz)
-                {
-                    let en = self.rejected(&s.ns, self.fail(&e));
-                    s.failed = Some(en);
-                    s.staging = None;
-                    return reply.error(en);
-                }
-                if let Some(m) = mode {
-                    st.set_mode(m);
-                }
-                st.set_owner(uid, gid);
-                if let Some(t) = mtime {
-                    st.set_mtime(time_of(t, self.store.now()));
-                }
-                let attr = self.staging_attr(st);
-                // Metadata changes too: `touch` (open, futimens, close)
-                // must be published by its own close, not later at release.
-                s.dirty |= size.is_some()
-                    || mtime.is_some()
-                    || mode.is_some()
-                    || uid.is_some()
-                    || gid.is_some();
-                return reply.attr(&Duration::ZERO, &attr);
-            }
+            let change = StagedChange {
+                size: set.size,
+                mode: set.mode,
+                uid: set.uid,
+                gid: set.gid,
+                mtime,
+            };
+            let r = w.change(&self.store, change).map(|st| AttrReply {
+                attr: self.staging_attr(st, ino),
+                ttl: Duration::ZERO,
+            });
+            return reply.reply(r);
         }
-        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
+        let Some((ns, key, _)) = self.inodes.get(ino) else {
+            return reply.reply(Err(Errno::ENOENT));
         };
-        let now = self.store.now();
-        let update = MetaUpdate {
-            mtime: mtime.map(|t| time_of(t, now)),
-            ttl_secs: None,
-            mode,
-            uid,
-            gid,
-            truncate: size,
-        };
-        let nothing = update.mtime.is_none()
-            && mode.is_none()
-            && uid.is_none()
-            && gid.is_none()
-            && size.is_none();
-        let result = if nothing {
+        let result = if set.is_empty() {
             match self.store.entry_info(&ns, &key) {
                 Lookup::Hit(info) => Ok(info),
                 _ => Err(StoreError::NotFound),
             }
         } else {
+            let update = MetaUpdate {
+                mtime,
+                ttl_secs: None,
+                mode: set.mode,
+                uid: set.uid,
+                gid: set.gid,
+                truncate: set.size,
+            };
             self.store.update(&ns, &key, update)
         };
         match result {
-            Ok(info) if info.version == ino.0 => {
+            Ok(info) if info.version == ino => {
                 // Same version (touch, chmod, chown): same content, new
                 // attributes for the inode the kernel holds.
                 let attr = self.entry_attr(&info);
                 self.inodes.refresh(attr);
-                reply.attr(&self.entry_ttl(&info), &attr)
+                reply.reply(Ok(AttrReply {
+                    attr,
+                    ttl: self.entry_ttl(&info),
+                }))
             }
             Ok(_) => {
-                // A truncate made a new version: the asked inode stays
-                // the old version (its readers' pages stay right), and
-                // the key's dentry goes before the caller learns it is done.
-                let old = self.inodes.get(ino.0).map(|(_, _, a)| a);
-                self.forget_dentry(&ns, &key);
-                self.invalidate.then(move || match old {
-                    Some(attr) => reply.attr(&Duration::ZERO, &attr),
-                    None => reply.error(Errno::ENOENT),
+                // A truncate made a new version (the store told the
+                // listener, which drops the key's dentry): the asked inode
+                // stays the old version (its readers' pages stay right),
+                // and the caller learns it is done once the name is gone.
+                let old = self.inodes.get(ino).map(|(_, _, a)| a);
+                self.invalidate.then(move || {
+                    reply.reply(old.map_or(Err(Errno::ENOENT), |attr| {
+                        Ok(AttrReply {
+                            attr,
+                            ttl: Duration::ZERO,
+                        })
+                    }))
                 });
             }
-            Err(e) => reply.error(self.fail(&e)),
+            Err(e) => reply.reply(Err(self.fail(&e))),
         }
     }
 }
 
-fn time_of(t: TimeOrNow, now: i64) -> i64 {
+fn time_of(t: TimeSet, now: UnixNanos) -> UnixNanos {
     match t {
-        TimeOrNow::Now => now,
-        TimeOrNow::SpecificTime(st) => to_nanos(st),
+        TimeSet::Now => now,
+        TimeSet::At(st) => to_nanos(st),
     }
 }

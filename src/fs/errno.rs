@@ -1,9 +1,8 @@
 //! The one place a store failure becomes an errno. Matched exhaustively (no
 //! `_ =>` arm) so a new failure forces a decision here.
 
-use fuser::Errno;
-
-use crate::store::{NameError, StoreError};
+use super::types::Errno;
+use crate::store::{NameError, Store, StoreError};
 
 pub fn errno(e: &StoreError) -> Errno {
     match e {
@@ -31,5 +30,26 @@ pub fn errno(e: &StoreError) -> Errno {
                 Errno::EIO
             }
         },
+    }
+}
+
+/// The errno of a failure; a backing I/O error is counted as one (the
+/// only figure this layer records: the store cannot know which of its
+/// I/O errors reach a caller).
+pub fn counted_errno(store: &Store, e: &StoreError) -> Errno {
+    let en = errno(e);
+    if en == Errno::EIO {
+        store.record_io_error();
+    }
+    en
+}
+
+/// The errno of a name that names nothing here: a name too long for any
+/// file is ENAMETOOLONG everywhere, any other bad name is `bad`.
+pub fn name_errno(e: &StoreError, bad: Errno) -> Errno {
+    match e {
+        StoreError::InvalidName(NameError::TooLong) => Errno::ENAMETOOLONG,
+        StoreError::InvalidName(_) => bad,
+        other => errno(other),
     }
 }

@@ -1,85 +1,36 @@
-//! Open file handles: readers of a published version, writers' staging
-//! files, rendered control files, and directory listings; plus the
-//! registry of in-flight writers by key (for O_EXCL, for abandoning the
-//! writes of an unlinked key, and for a TTL set on a file being written).
+//! Open file handles: readers of a published version, writers (see
+//! `writer.rs`), rendered control files, and directory listings; plus the
+//! registry of open writers by key (for abandoning the writes of an
+//! unlinked key, and for changes by path to a file being written).
 //!
-//! Lock order: `writers` before any `WriteState` mutex; neither is held
-//! across a store call that publishes.
+//! Lock order: `map`, `writers` and `writer_inos` are leaves, never held
+//! while a `Writer` mutex is taken; a `Writer` mutex may be held across a
+//! store call (its own publish).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use fuser::{Errno, FileType};
-
-use crate::store::{Key, Namespace, ReadHandle, StagingFile};
-
-/// Stands for "whoever" when a write arrives without a lock owner.
-pub const ANY_OWNER: u64 = u64::MAX;
-
-pub struct WriteState {
-    pub ns: Namespace,
-    pub key: Key,
-    /// `None` once published (or failed); a later write starts a new copy.
-    pub staging: Option<StagingFile>,
-    pub append: bool,
-    /// The failure `close()` must report; sticky.
-    pub failed: Option<Errno>,
-    /// Written (or truncated) since the last publish.
-    pub dirty: bool,
-    /// Lock owners (one per process file table) that wrote through this
-    /// handle. Only their `close()` publishes: a forked child closing its
-    /// inherited copy at exec, or a shell closing the fd it just dup2'ed,
-    /// must not publish a half-written or still-empty file. Release
-    /// publishes whatever is still pending.
-    pub writer_owners: Vec<u64>,
-    /// The thread that opened it: an unwritten exclusive create is
-    /// published by its creator's close, not by a forked child's.
-    pub creator_pid: u32,
-    /// The version an unwritten close published (a shell's open, dup2,
-    /// close before writing); withdrawn if a later write fails.
-    pub published_empty: Option<u64>,
-    /// Unlinked while being written: publish nothing.
-    pub cancelled: bool,
-    /// The inode the kernel holds for this handle.
-    pub ino: u64,
-}
-
-impl WriteState {
-    /// Whether a flush from `lock_owner` (thread `pid`) is the writer's
-    /// own `close()`.
-    pub fn is_closed_by_writer(&self, lock_owner: u64, pid: u32) -> bool {
-        if self.failed.is_some() {
-            return true;
-        }
-        if !self.dirty {
-            return false;
-        }
-        if self.writer_owners.is_empty() {
-            return pid == self.creator_pid;
-        }
-        self.writer_owners
-            .iter()
-            .any(|&o| o == lock_owner || o == ANY_OWNER)
-    }
-}
+use super::types::FileKind;
+use super::writer::Writer;
+use crate::store::{Key, Namespace, ReadHandle};
 
 pub struct DirEntryItem {
     pub ino: u64,
-    pub kind: FileType,
+    pub kind: FileKind,
     pub name: OsString,
 }
 
 pub enum Handle {
     Read(ReadHandle),
-    Write(Box<Mutex<WriteState>>),
+    Write(Box<Mutex<Writer>>),
     Control(Vec<u8>),
     Dir(Vec<DirEntryItem>),
 }
 
 impl Handle {
-    pub fn write_state(&self) -> Option<MutexGuard<'_, WriteState>> {
+    pub fn writer(&self) -> Option<MutexGuard<'_, Writer>> {
         match self {
             Handle::Write(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
             _ => None,
@@ -143,7 +94,7 @@ impl HandleTable {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(s) = h.write_state() {
+        if let Some(s) = h.writer() {
             let mut inos = self.writer_inos.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = inos.get_mut(&s.ino) {
                 *n -= 1;
@@ -189,14 +140,5 @@ impl HandleTable {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&ino)
-    }
-
-    /// Someone has content of `key` staged: written or claimed, not yet
-    /// published. A handle whose close published it is not (its RELEASE
-    /// arrives later, after close() has returned).
-    pub fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
-        self.writers_of(ns, key)
-            .iter()
-            .any(|h| h.write_state().is_some_and(|s| s.staging.is_some()))
     }
 }

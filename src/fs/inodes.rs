@@ -8,11 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use fuser::{FileAttr, FileType, INodeNo};
-
-use crate::store::{Key, Namespace};
+use super::types::{Attr, FileKind};
+use crate::store::{FIRST_VERSION, Key, Namespace, UnixNanos, to_nanos, to_system_time};
 
 pub const ROOT: u64 = 1;
 pub const CONTROL_DIR: u64 = 2;
@@ -21,8 +20,8 @@ pub const METRICS_PROM: u64 = 4;
 pub const CONFIG_TOML: u64 = 5;
 /// Namespace `id` has inode `NS_BASE + id`.
 pub const NS_BASE: u64 = 1 << 16;
-/// Store versions start here (see `store::FIRST_VERSION`).
-pub const ENTRY_BASE: u64 = 1 << 32;
+/// Store versions are entry inodes, and start here.
+pub const ENTRY_BASE: u64 = FIRST_VERSION;
 
 /// What an inode number stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,23 +61,20 @@ pub struct EntryAttr {
 }
 
 impl EntryAttr {
-    pub fn to_attr(&self) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(self.ino),
+    pub fn to_attr(&self) -> Attr {
+        Attr {
+            ino: self.ino,
             size: self.size,
             blocks: self.blocks,
             atime: self.mtime,
             mtime: self.mtime,
             ctime: self.mtime,
-            crtime: self.mtime,
-            kind: FileType::RegularFile,
+            kind: FileKind::RegularFile,
             perm: (self.perm & 0o7777) as u16,
             nlink: 1,
             uid: self.uid,
             gid: self.gid,
-            rdev: 0,
             blksize: BLOCK_SIZE,
-            flags: 0,
         }
     }
 }
@@ -96,37 +92,28 @@ struct Node {
     lookups: u64,
     size: u64,
     blocks: u64,
-    /// Nanoseconds since the epoch.
-    mtime: i64,
+    mtime: UnixNanos,
     uid: u32,
     gid: u32,
     perm: u16,
 }
 
 impl Node {
-    fn set_attr(&mut self, attr: &FileAttr) {
+    fn set_attr(&mut self, attr: &Attr) {
         self.size = attr.size;
         self.blocks = attr.blocks;
-        self.mtime = match attr.mtime.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_nanos() as i64,
-            Err(e) => -(e.duration().as_nanos() as i64),
-        };
+        self.mtime = to_nanos(attr.mtime);
         self.uid = attr.uid;
         self.gid = attr.gid;
         self.perm = attr.perm;
     }
 
-    fn attr(&self, ino: u64) -> FileAttr {
-        let mtime = if self.mtime >= 0 {
-            UNIX_EPOCH + Duration::from_nanos(self.mtime as u64)
-        } else {
-            UNIX_EPOCH - Duration::from_nanos(self.mtime.unsigned_abs())
-        };
+    fn attr(&self, ino: u64) -> Attr {
         EntryAttr {
             ino,
             size: self.size,
             blocks: self.blocks,
-            mtime,
+            mtime: to_system_time(self.mtime),
             perm: u32::from(self.perm),
             uid: self.uid,
             gid: self.gid,
@@ -146,9 +133,9 @@ impl InodeTable {
     }
 
     /// Records that the kernel was handed `attr.ino` once more.
-    pub fn remember(&self, ns: &Namespace, key: &Key, attr: FileAttr) {
+    pub fn remember(&self, ns: &Namespace, key: &Key, attr: Attr) {
         let mut nodes = self.lock();
-        let node = nodes.entry(attr.ino.0).or_insert_with(|| Node {
+        let node = nodes.entry(attr.ino).or_insert_with(|| Node {
             ns: ns.clone(),
             key: key.clone(),
             lookups: 0,
@@ -164,8 +151,8 @@ impl InodeTable {
     }
 
     /// Updates the attributes last told for an inode the kernel holds.
-    pub fn refresh(&self, attr: FileAttr) {
-        if let Some(node) = self.lock().get_mut(&attr.ino.0) {
+    pub fn refresh(&self, attr: Attr) {
+        if let Some(node) = self.lock().get_mut(&attr.ino) {
             node.set_attr(&attr);
         }
     }
@@ -181,7 +168,12 @@ impl InodeTable {
     }
 
     /// (namespace, key, last attributes) of an entry inode.
-    pub fn get(&self, ino: u64) -> Option<(Namespace, Key, FileAttr)> {
+    /// Whether the kernel holds inode `ino`.
+    pub fn holds(&self, ino: u64) -> bool {
+        self.lock().contains_key(&ino)
+    }
+
+    pub fn get(&self, ino: u64) -> Option<(Namespace, Key, Attr)> {
         self.lock()
             .get(&ino)
             .map(|n| (n.ns.clone(), n.key.clone(), n.attr(ino)))
@@ -194,5 +186,57 @@ impl InodeTable {
                 node.key = to.clone();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::KeyFormat;
+
+    #[test]
+    fn numbers_name_their_kind() {
+        assert_eq!(kind_of(ROOT), Some(InodeKind::Root));
+        assert_eq!(
+            kind_of(METRICS_PROM),
+            Some(InodeKind::ControlFile(METRICS_PROM))
+        );
+        assert_eq!(kind_of(namespace_ino(7)), Some(InodeKind::Namespace(7)));
+        assert_eq!(kind_of(ENTRY_BASE), Some(InodeKind::Entry));
+        assert_eq!(kind_of(0), None);
+        assert_eq!(kind_of(6), None);
+    }
+
+    #[test]
+    fn a_node_lives_until_the_kernel_forgets_every_lookup() {
+        let t = InodeTable::default();
+        let ns = Namespace::parse(b"n").unwrap();
+        let key = Key::parse(b"k", KeyFormat::Any).unwrap();
+        let attr = |size, mtime| {
+            EntryAttr {
+                ino: ENTRY_BASE + 1,
+                size,
+                blocks: 1,
+                mtime,
+                perm: 0o640,
+                uid: 1,
+                gid: 2,
+            }
+            .to_attr()
+        };
+        // Before the epoch and far after 2038 both survive the round trip.
+        let past = to_system_time(-1_500_000_000_123);
+        t.remember(&ns, &key, attr(5, past));
+        t.remember(&ns, &key, attr(5, past));
+        assert_eq!(t.get(ENTRY_BASE + 1).unwrap().2, attr(5, past));
+        let future = to_system_time((1i64 << 33) * 1_000_000_000 + 7);
+        t.refresh(attr(9, future));
+        assert_eq!(t.get(ENTRY_BASE + 1).unwrap().2, attr(9, future));
+        t.rename(&ns, &key, &Key::parse(b"k2", KeyFormat::Any).unwrap());
+        assert_eq!(t.get(ENTRY_BASE + 1).unwrap().1.as_bytes(), b"k2");
+        t.forget(ENTRY_BASE + 1, 1);
+        assert!(t.holds(ENTRY_BASE + 1));
+        t.forget(ENTRY_BASE + 1, 1);
+        assert!(!t.holds(ENTRY_BASE + 1));
     }
 }

@@ -7,8 +7,8 @@
 //! reply to this thread too, queued after the invalidations, so the
 //! caller wakes only once no stale dentry remains.
 //!
-//! Why a thread: `inval_entry` takes the parent directory's lock in the
-//! kernel. Sent from a request handler, it would wait for a CREATE or
+//! Why a thread: forgetting a dentry takes the parent directory's lock in
+//! the kernel. Sent from a request handler, it would wait for a CREATE or
 //! LOOKUP in that directory that is itself waiting for a free handler
 //! thread: with every handler thread in that state the mount deadlocks.
 //! This thread handles no requests, so the handlers stay free to answer
@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, OnceLock};
 
-use fuser::{INodeNo, Notifier};
+use super::types::KernelCache;
 
-/// Where the session's notifier goes once the session exists (the
-/// filesystem is built before it).
-pub type NotifierSlot = Arc<OnceLock<Notifier>>;
+/// Where the kernel's cache goes once the session exists (the filesystem
+/// is built before it). Until then nothing is invalidated.
+pub type KernelSlot = Arc<OnceLock<Box<dyn KernelCache>>>;
 
 enum Job {
     Entry { parent: u64, name: OsString },
@@ -37,7 +37,7 @@ pub struct Invalidator {
 }
 
 impl Invalidator {
-    pub fn new(slot: NotifierSlot) -> Invalidator {
+    pub fn new(slot: KernelSlot) -> Invalidator {
         let (tx, rx) = channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let left = Arc::clone(&pending);
@@ -76,13 +76,13 @@ impl Invalidator {
     }
 }
 
-fn run(slot: &NotifierSlot, rx: &Receiver<Job>, pending: &AtomicUsize) {
+fn run(slot: &KernelSlot, rx: &Receiver<Job>, pending: &AtomicUsize) {
     for job in rx {
         match job {
             Job::Entry { parent, name } => {
-                if let Some(n) = slot.get()
+                if let Some(k) = slot.get()
                     // ENOENT: the kernel had no such dentry; nothing to do.
-                    && let Err(e) = n.inval_entry(INodeNo(parent), &name)
+                    && let Err(e) = k.forget_entry(parent, &name)
                     && e.raw_os_error() != Some(libc::ENOENT)
                 {
                     log::debug!("inval_entry {parent:#x}/{name:?}: {e}");

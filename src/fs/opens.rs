@@ -1,31 +1,33 @@
-//! OPEN and READ: a reader gets a published version, a writer on a
-//! published version's inode is sent to a new one (`Redirect`), a control
-//! file is rendered once per open.
+//! OPEN, READ and RELEASE: a reader gets a published version, a writer on
+//! a published version's inode is sent to a new one (a redirect), a
+//! control file is rendered once per open.
 //!
 //! Invariants: no writer ever opens a published version's inode; an open
 //! that reaches a version gone meanwhile gets ESTALE (the kernel looks up
 //! again); a read that must wait for the disk, and the first open after a
-//! start (a checksum check of the whole content), run off the FUSE thread
-//! (`disk.rs`).
+//! start (a checksum check of the whole content), run off the request
+//! thread (`disk.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::Errno;
-use fuser::{
-    FileAttr, FileHandle, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyData, ReplyOpen,
-    Request,
-};
-
+use super::errno::counted_errno;
 use super::handles::{Handle, HandleTable};
 use super::inodes::{EntryAttr, InodeKind, kind_of};
-use super::{CacheFs, control, counted_errno};
-use crate::store::{Key, Lookup, Namespace, OpenHot, ReadHandle, Store, StoreError};
+use super::types::{Attr, Ctx, Errno, Opened, Replier};
+use super::writer::{Writer, WriterOpen};
+use super::{CacheFs, control};
+use crate::store::{
+    Key, Lookup, Namespace, OpenHot, OpenVersion, Owner, ReadHandle, Store, StoreError,
+};
 
 /// A writer whose open of a published version was refused with ESTALE:
 /// the kernel looks the name up again for it, and gets `version`, the
 /// inode its staged content will be published as.
-pub(super) struct Redirect {
+struct Redirect {
+    ns: Namespace,
+    key: Key,
     version: u64,
     /// The size the redirected inode starts with (0 for O_TRUNC).
     size: u64,
@@ -37,13 +39,35 @@ pub(super) struct Redirect {
 /// redirect older than this belongs to a writer that gave up.
 const REDIRECT_LIFE: Duration = Duration::from_secs(5);
 
-impl CacheFs {
-    /// The inode a redirected writer's lookup gets, if `pid` is one.
-    pub(super) fn redirected(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<FileAttr> {
-        let redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        let r = redirects
-            .get(&(ns.clone(), key.clone(), pid))
-            .filter(|r| r.until > Instant::now())?;
+/// Pending redirects by the writing thread (a thread opens one file at a
+/// time). A leaf lock.
+#[derive(Default)]
+pub(super) struct Redirects(Mutex<HashMap<u32, Redirect>>);
+
+impl Redirects {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Redirect>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether thread `pid` was redirected and has not opened yet.
+    pub(super) fn has(&self, pid: u32) -> bool {
+        let r = self.lock();
+        !r.is_empty() && r.contains_key(&pid)
+    }
+
+    /// The inode a redirected writer's lookup of `key` gets.
+    pub(super) fn attr_for(
+        &self,
+        pid: u32,
+        ns: &Namespace,
+        key: &Key,
+        uid: u32,
+        gid: u32,
+    ) -> Option<Attr> {
+        let r = self.lock();
+        let r = r
+            .get(&pid)
+            .filter(|r| &r.ns == ns && &r.key == key && r.until > Instant::now())?;
         Some(
             EntryAttr {
                 ino: r.version,
@@ -51,58 +75,64 @@ impl CacheFs {
                 blocks: r.size.div_ceil(512),
                 mtime: SystemTime::now(),
                 perm: u32::from(r.perm),
-                uid: self.uid,
-                gid: self.gid,
+                uid,
+                gid,
             }
             .to_attr(),
         )
     }
 
-    /// A writer has the key open, or is on its way (redirected).
-    pub(super) fn is_being_written(&self, ns: &Namespace, key: &Key) -> bool {
-        self.handles.is_being_written(ns, key)
-            || self
-                .redirects
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .any(|(n, k, _)| n == ns && k == key)
+    /// Whether a writer is on its way to `key`.
+    pub(super) fn targets(&self, ns: &Namespace, key: &Key) -> bool {
+        let r = self.lock();
+        !r.is_empty() && r.values().any(|r| &r.ns == ns && &r.key == key)
     }
 
-    /// Takes the redirect of thread `pid` to inode `ino`, if any.
-    fn take_redirect(&self, pid: u32, ns: &Namespace, key: &Key, ino: u64) -> Option<Redirect> {
-        let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        let k = (ns.clone(), key.clone(), pid);
-        if redirects.get(&k).is_some_and(|r| r.version == ino) {
-            redirects.remove(&k)
+    /// Takes thread `pid`'s redirect to inode `ino`, if any.
+    fn take(&self, pid: u32, ino: u64) -> Option<Redirect> {
+        let mut r = self.lock();
+        if r.get(&pid).is_some_and(|r| r.version == ino) {
+            r.remove(&pid)
         } else {
             None
         }
     }
 
-    pub(super) fn do_open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match kind_of(ino.0) {
+    fn insert(&self, pid: u32, redirect: Redirect) {
+        let mut r = self.lock();
+        // Redirects of writers that never came back go here, not on
+        // every lookup.
+        let now = Instant::now();
+        r.retain(|_, r| r.until > now);
+        r.insert(pid, redirect);
+    }
+}
+
+impl CacheFs {
+    pub fn open(&self, ctx: &Ctx, ino: u64, flags: i32, reply: impl Replier<Opened>) {
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        match kind_of(ino) {
             Some(InodeKind::ControlFile(i)) => {
-                if flags.acc_mode() != OpenAccMode::O_RDONLY {
-                    return reply.error(Errno::EACCES);
+                if !read_only {
+                    return reply.reply(Err(Errno::EACCES));
                 }
                 let fh = self
                     .handles
                     .insert(Handle::Control(control::render(&self.store, i)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                reply.reply(Ok(direct(fh)))
             }
             Some(InodeKind::Entry) => {
-                let Some((ns, key, last)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ESTALE);
+                let Some((ns, key, last)) = self.inodes.get(ino) else {
+                    return reply.reply(Err(Errno::ESTALE));
                 };
-                if flags.acc_mode() == OpenAccMode::O_RDONLY {
-                    let hot = self.store.open_hot(&ns, &key, ino.0);
+                if read_only {
+                    let hot = self.store.open_hot(&ns, &key, ino);
                     if let OpenHot::Done(rh) = hot {
-                        return reply_opened(&self.handles, rh, ino.0, reply);
+                        return reply.reply(Ok(reader_opened(&self.handles, rh, ino)));
                     }
                     let store = Arc::clone(&self.store);
                     let handles = Arc::clone(&self.handles);
-                    let open = move || open_and_reply(&store, &handles, &ns, &key, ino.0, reply);
+                    let open = move || reply.reply(open_cold(&store, &handles, &ns, &key, ino));
                     // The first open after a start checks the whole content
                     // against its checksum: a disk read, off this thread.
                     if matches!(hot, OpenHot::Verify) {
@@ -110,121 +140,157 @@ impl CacheFs {
                     } else {
                         open();
                     }
-                } else if let Some(r) = self.take_redirect(req.pid(), &ns, &key, ino.0) {
+                } else if let Some(r) = self.redirects.take(ctx.pid, ino) {
                     // The redirected writer, on the inode it was given.
-                    match self.open_write(
-                        req,
-                        ns,
-                        key,
-                        flags.0,
-                        Some(u32::from(r.perm)),
-                        Some(r.version),
-                    ) {
-                        Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                        Err(e) => reply.error(e),
-                    }
+                    let how = WriterOpen {
+                        flags,
+                        owner: Owner {
+                            uid: ctx.uid,
+                            gid: ctx.gid,
+                            mode: u32::from(r.perm),
+                        },
+                        version: Some(r.version),
+                        pid: ctx.pid,
+                    };
+                    let r = self.open_writer(ns, key, how).map(|(fh, _)| direct(fh));
+                    reply.reply(r)
                 } else {
                     // A writer on a published version's inode: send it to
-                    // a new one (see the module docs).
+                    // a new one (see the module docs of `fs`).
                     let size = match self.store.entry_info(&ns, &key) {
-                        Lookup::Hit(info) if flags.0 & libc::O_TRUNC == 0 => info.logical_size,
+                        Lookup::Hit(info) if flags & libc::O_TRUNC == 0 => info.logical_size,
                         _ => 0,
                     };
                     let redirect = Redirect {
+                        ns,
+                        key,
                         version: self.store.reserve_version(),
                         size,
                         perm: last.perm,
                         until: Instant::now() + REDIRECT_LIFE,
                     };
-                    let mut redirects = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-                    // Redirects of writers that never came back go here,
-                    // not on every lookup.
-                    let now = Instant::now();
-                    redirects.retain(|_, r| r.until > now);
-                    redirects.insert((ns, key, req.pid()), redirect);
-                    reply.error(Errno::ESTALE)
+                    self.redirects.insert(ctx.pid, redirect);
+                    reply.reply(Err(Errno::ESTALE))
                 }
             }
-            Some(_) => reply.error(Errno::EISDIR),
-            None => reply.error(Errno::ENOENT),
+            Some(_) => reply.reply(Err(Errno::EISDIR)),
+            None => reply.reply(Err(Errno::ENOENT)),
         }
     }
 
-    pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
-        let Some(h) = self.handles.get(fh.0) else {
-            return reply.error(Errno::EBADF);
+    /// Opens a writer and registers its handle: (fh, its inode's attrs).
+    pub(super) fn open_writer(
+        &self,
+        ns: Namespace,
+        key: Key,
+        how: WriterOpen,
+    ) -> Result<(u64, Attr), Errno> {
+        let w = Writer::open(&self.store, ns, key, how)?;
+        let attr = match w.staged() {
+            Some(st) => self.staging_attr(st, w.ino),
+            None => unreachable!("a writer opens staged"),
+        };
+        let fh = self.handles.insert(Handle::Write(Box::new(Mutex::new(w))));
+        Ok((fh, attr))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32, reply: impl Replier<Vec<u8>>) {
+        let Some(h) = self.handles.get(fh) else {
+            return reply.reply(Err(Errno::EBADF));
         };
         match &*h {
             Handle::Read(rh) => match rh.read_cached(offset, size as usize) {
-                Ok(Some(buf)) => reply.data(&buf),
+                Ok(Some(buf)) => reply.reply(Ok(buf)),
                 Ok(None) => {
                     let store = Arc::clone(&self.store);
                     self.disk.submit(move || {
                         let Handle::Read(rh) = &*h else {
-                            return reply.error(Errno::EBADF);
+                            return reply.reply(Err(Errno::EBADF));
                         };
-                        match rh.read_at(offset, size as usize) {
-                            Ok(buf) => reply.data(&buf),
-                            Err(e) => reply.error(counted_errno(&store, &StoreError::Io(e))),
-                        }
+                        let r = rh.read_at(offset, size as usize);
+                        reply.reply(r.map_err(|e| counted_errno(&store, &StoreError::Io(e))))
                     });
                 }
-                Err(e) => reply.error(self.fail(&StoreError::Io(e))),
+                Err(e) => reply.reply(Err(self.fail(&StoreError::Io(e)))),
             },
             Handle::Write(_) => {
-                let s = h.write_state().expect("write handle");
-                match &s.staging {
+                let w = h.writer().expect("a write handle");
+                let r = match w.staged() {
                     Some(st) => {
                         let mut buf = vec![0u8; size as usize];
-                        match st.read_at(offset, &mut buf) {
-                            Ok(n) => reply.data(&buf[..n]),
-                            Err(e) => reply.error(self.fail(&StoreError::Io(e))),
-                        }
+                        st.read_at(offset, &mut buf)
+                            .map(|n| {
+                                buf.truncate(n);
+                                buf
+                            })
+                            .map_err(|e| self.fail(&StoreError::Io(e)))
                     }
-                    None => reply.error(s.failed.unwrap_or(Errno::EBADF)),
-                }
+                    None => Err(match w.stage() {
+                        super::writer::Stage::Failed(e) => *e,
+                        _ => Errno::EBADF,
+                    }),
+                };
+                reply.reply(r)
             }
             Handle::Control(bytes) => {
                 let start = (offset as usize).min(bytes.len());
                 let end = (start + size as usize).min(bytes.len());
-                reply.data(&bytes[start..end])
+                reply.reply(Ok(bytes[start..end].to_vec()))
             }
-            Handle::Dir(_) => reply.error(Errno::EISDIR),
+            Handle::Dir(_) => reply.reply(Err(Errno::EISDIR)),
+        }
+    }
+
+    /// RELEASE: the last close of a handle. A writer publishes whatever is
+    /// still pending (a failure here reaches no one: it is logged).
+    pub fn release(&self, fh: u64) {
+        if let Some(h) = self.handles.remove(fh)
+            && let Some(mut w) = h.writer()
+            && let Err(e) = w.publish(&self.store)
+        {
+            log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
         }
     }
 }
 
-/// Opens version `ino` of a key for reading and answers the open.
-fn open_and_reply(
+/// Opens version `ino` of a key for reading, with system calls.
+fn open_cold(
     store: &Store,
     handles: &HandleTable,
     ns: &Namespace,
     key: &Key,
     ino: u64,
-    reply: ReplyOpen,
-) {
+) -> Result<Opened, Errno> {
     match store.open_version(ns, key, ino) {
-        // Replaced or removed since the kernel looked it up (or cached its
-        // dentry), and no longer kept: the kernel retries an ESTALE open
-        // with a fresh lookup.
-        Ok(rh) if rh.version() != ino => reply.error(Errno::ESTALE),
-        Ok(rh) => reply_opened(handles, rh, ino, reply),
-        // Expired or removed behind a cached dentry: the retry's lookup
-        // says so (and counts the miss).
-        Err(StoreError::NotFound) => reply.error(Errno::ESTALE),
-        Err(e) => reply.error(counted_errno(store, &e)),
+        Ok(OpenVersion::Opened(rh)) => Ok(reader_opened(handles, rh, ino)),
+        // Replaced, removed or expired since the kernel looked it up (or
+        // cached its dentry), and no longer kept: the kernel retries an
+        // ESTALE open with a fresh lookup, which says so (and counts a
+        // miss).
+        Ok(OpenVersion::Gone) | Err(StoreError::NotFound) => Err(Errno::ESTALE),
+        Err(e) => Err(counted_errno(store, &e)),
     }
 }
 
-fn reply_opened(handles: &HandleTable, rh: ReadHandle, ino: u64, reply: ReplyOpen) {
+fn reader_opened(handles: &HandleTable, rh: ReadHandle, ino: u64) -> Opened {
     // A version is immutable: its pages may stay. Except while a handle
     // that published it is still open for writing: its writes (to a new
     // version) would move the inode's size.
-    let cache = if handles.writes_on_inode(ino) {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else {
-        FopenFlags::FOPEN_KEEP_CACHE
-    };
+    let writing = handles.writes_on_inode(ino);
     let fh = handles.insert(Handle::Read(rh));
-    reply.opened(FileHandle(fh), cache | FopenFlags::FOPEN_NOFLUSH)
+    Opened {
+        fh,
+        direct_io: writing,
+        keep_cache: !writing,
+        noflush: true,
+    }
+}
+
+fn direct(fh: u64) -> Opened {
+    Opened {
+        fh,
+        direct_io: true,
+        keep_cache: false,
+        noflush: false,
+    }
 }

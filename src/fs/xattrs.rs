@@ -10,12 +10,10 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use fuser::Errno;
-use fuser::{INodeNo, ReplyEmpty, ReplyXattr, Request};
-
 use super::CacheFs;
 use super::errno::errno;
 use super::inodes::{InodeKind, kind_of};
+use super::types::{Ctx, Errno, Replier, XattrReply};
 use crate::store::{Lookup, MetaUpdate, PurgeFilter, PurgeSelect};
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
@@ -59,13 +57,15 @@ impl CacheFs {
     /// A purge requested through `user.cachefs.purge` on the mount root
     /// (every namespace) or a namespace dir. Only root and the mount's
     /// owner may purge.
-    fn purge(&self, req: &Request, ino: u64, value: &[u8]) -> Result<(), Errno> {
+    fn purge(&self, ctx: &Ctx, ino: u64, value: &[u8]) -> Result<(), Errno> {
         let namespace = match kind_of(ino) {
             Some(InodeKind::Root) => None,
-            Some(InodeKind::Namespace(_)) => Some(self.namespace_of(ino).ok_or(Errno::ENOENT)?),
+            Some(InodeKind::Namespace(id)) => {
+                Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?)
+            }
             _ => return Err(Errno::ENOTSUP),
         };
-        if req.uid() != 0 && req.uid() != self.uid {
+        if ctx.uid != 0 && ctx.uid != self.uid {
             return Err(Errno::EPERM);
         }
         let select: PurgeSelect = std::str::from_utf8(value)
@@ -77,140 +77,112 @@ impl CacheFs {
         if purges.len() >= 1024 {
             purges.clear();
         }
-        purges.insert((req.pid(), ino), report);
+        purges.insert((ctx.pid, ino), report);
         Ok(())
     }
 
-    pub(super) fn do_setxattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        value: &[u8],
-        reply: ReplyEmpty,
-    ) {
+    pub fn setxattr(&self, ctx: &Ctx, ino: u64, name: &OsStr, value: &[u8]) -> Result<(), Errno> {
         if name.as_bytes() == XATTR_PURGE.as_bytes() {
             // Answered at once, not after the purged keys' dentry drops:
             // setxattr holds this directory's lock, which they need. The
             // CLI's next call (getxattr of the result) waits for them.
-            return match self.purge(req, ino.0, value) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            };
+            return self.purge(ctx, ino, value);
         }
-        if kind_of(ino.0) != Some(InodeKind::Entry) {
-            return reply.error(Errno::ENOTSUP);
+        if kind_of(ino) != Some(InodeKind::Entry) {
+            return Err(Errno::ENOTSUP);
         }
         match name.as_bytes() {
             n if n == XATTR_TTL.as_bytes() => {
-                let Some(secs) = std::str::from_utf8(value)
+                let secs = std::str::from_utf8(value)
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
-                else {
-                    return reply.error(Errno::EINVAL);
-                };
-                let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-                    return reply.error(Errno::ENOENT);
-                };
+                    .ok_or(Errno::EINVAL)?;
+                let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
                 // A file still being written takes the TTL with it.
                 let mut staged = false;
                 for h in self.handles.writers_of(&ns, &key) {
-                    if let Some(mut s) = h.write_state()
-                        && s.ino == ino.0
-                        && let Some(st) = s.staging.as_mut()
+                    if let Some(mut w) = h.writer()
+                        && w.ino == ino
                     {
-                        st.set_ttl(Some(secs));
-                        staged = true;
+                        staged |= w.set_ttl(secs);
                     }
                 }
                 if staged {
-                    return reply.ok();
+                    return Ok(());
                 }
                 let update = MetaUpdate {
                     ttl_secs: Some(Some(secs)),
                     ..MetaUpdate::default()
                 };
-                match self.store.update(&ns, &key, update) {
-                    Ok(_) => reply.ok(),
-                    Err(e) => reply.error(self.fail(&e)),
-                }
+                self.store
+                    .update(&ns, &key, update)
+                    .map(|_| ())
+                    .map_err(|e| self.fail(&e))
             }
             n if [XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED]
                 .iter()
                 .any(|x| x.as_bytes() == n) =>
             {
-                reply.error(Errno::EPERM)
+                Err(Errno::EPERM)
             }
-            _ => reply.error(Errno::ENOTSUP),
+            _ => Err(Errno::ENOTSUP),
         }
     }
 
-    pub(super) fn do_getxattr(
+    pub fn getxattr(
         &self,
-        req: &Request,
-        ino: INodeNo,
+        ctx: &Ctx,
+        ino: u64,
         name: &OsStr,
         size: u32,
-        reply: ReplyXattr,
+        reply: impl Replier<XattrReply>,
     ) {
-        let value = if name.as_bytes() == XATTR_PURGED.as_bytes() {
+        let purged = name.as_bytes() == XATTR_PURGED.as_bytes();
+        let value = if purged {
             self.purges
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&(req.pid(), ino.0))
+                .get(&(ctx.pid, ino))
                 .map(|r| format!("{} {}", r.entries, r.bytes).into_bytes())
                 .ok_or(Errno::ENODATA)
-        } else if kind_of(ino.0) != Some(InodeKind::Entry) {
+        } else if kind_of(ino) != Some(InodeKind::Entry) {
             Err(Errno::ENODATA)
         } else {
-            self.xattr_value(ino.0, name)
+            self.xattr_value(ino, name)
         };
-        let answer = move || match value {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        };
-        if name.as_bytes() == XATTR_PURGED.as_bytes() {
+        let answer = value.and_then(|v| XattrReply::fit(v, size));
+        if purged {
             // A purge's result is read once the kernel has forgotten the
             // purged keys (getxattr holds no directory lock; see setxattr).
-            self.invalidate.then(answer);
+            self.invalidate.then(move || reply.reply(answer));
         } else {
-            answer();
+            reply.reply(answer);
         }
     }
 
-    pub(super) fn do_listxattr(&self, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<XattrReply, Errno> {
         let mut names = Vec::new();
-        if kind_of(ino.0) == Some(InodeKind::Entry) {
+        if kind_of(ino) == Some(InodeKind::Entry) {
             for n in [XATTR_TTL, XATTR_EXPIRES, XATTR_SHA256, XATTR_STORED] {
                 names.extend_from_slice(n.as_bytes());
                 names.push(0);
             }
         }
-        if size == 0 {
-            reply.size(names.len() as u32)
-        } else if names.len() > size as usize {
-            reply.error(Errno::ERANGE)
-        } else {
-            reply.data(&names)
-        }
+        XattrReply::fit(names, size)
     }
 
-    pub(super) fn do_removexattr(&self, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Errno> {
         if name.as_bytes() != XATTR_TTL.as_bytes() {
-            return reply.error(Errno::ENODATA);
+            return Err(Errno::ENODATA);
         }
-        let Some((ns, key, _)) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
         let update = MetaUpdate {
             ttl_secs: Some(None),
             ..MetaUpdate::default()
         };
-        match self.store.update(&ns, &key, update) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(self.fail(&e)),
-        }
+        self.store
+            .update(&ns, &key, update)
+            .map(|_| ())
+            .map_err(|e| self.fail(&e))
     }
 }

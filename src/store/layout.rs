@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::names::{Key, Namespace};
+use crate::names::{Key, Namespace};
 
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";

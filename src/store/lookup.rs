@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::names::{Key, Namespace};
 use super::{Store, StoreError, entry, open_nofollow};
 use crate::metrics;
+use crate::names::{Key, Namespace};
 
 /// The outcome of looking a key up.
 #[derive(Debug, Clone)]
@@ -21,6 +21,17 @@ pub enum Lookup {
 }
 
 /// What callers need to know of a live entry.
+/// A name looked up inside a namespace (`Store::lookup_name`).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub ns: Namespace,
+    pub key: Key,
+    pub lookup: Lookup,
+    /// A writer holds the key (see `claims.rs`): its version is about to
+    /// change, so the kernel must not cache the name.
+    pub being_written: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct EntryInfo {
     pub version: u64,
@@ -71,6 +82,47 @@ impl Store {
     /// Like `lookup`, for metadata questions: counts nothing.
     pub fn entry_info(&self, ns: &Namespace, key: &Key) -> Lookup {
         self.lookup_inner(ns, key, false)
+    }
+
+    /// A read's lookup of `name` in namespace `ns_id` by thread `pid`, in
+    /// one critical section: the name is parsed under the namespace's key
+    /// format, and a miss is counted unless it repeats one that thread
+    /// just had (see `misses.rs`).
+    pub fn lookup_name(&self, ns_id: u32, name: &[u8], pid: u32) -> Result<Found, StoreError> {
+        let start = Instant::now();
+        let now = self.clock.now();
+        let idx = self.lock();
+        let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        let key = Key::parse(name, state.policy.key_format)?;
+        let lookup = match state.peek(&key) {
+            None => Lookup::Miss,
+            Some(meta) => match idx.expires_at(&state.policy, &meta) {
+                Some(at) if at <= now => Lookup::Expired,
+                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
+            },
+        };
+        let m = &state.metrics;
+        let being_written = match lookup {
+            Lookup::Hit(_) => self.claims.is_claimed(ns, &key),
+            Lookup::Miss | Lookup::Expired => {
+                let expired = matches!(lookup, Lookup::Expired);
+                if self.misses.missed(pid, ns, &key, expired, start) {
+                    metrics::add(&m.misses, 1);
+                    if expired {
+                        metrics::add(&m.expired_misses, 1);
+                    }
+                }
+                false
+            }
+        };
+        m.lookup.since(start);
+        Ok(Found {
+            ns: ns.clone(),
+            key,
+            lookup,
+            being_written,
+        })
     }
 
     fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {

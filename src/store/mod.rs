@@ -31,12 +31,13 @@
 //! paths; `write.rs` staging and publish, rename, metadata updates;
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
+mod claims;
 mod clock;
 mod entry;
 mod index;
 mod layout;
 mod lookup;
-mod names;
+mod misses;
 mod namespaces;
 pub mod offline;
 mod purge;
@@ -46,6 +47,7 @@ mod recover;
 mod remove;
 mod staging;
 mod stats;
+mod sweeper;
 mod write;
 
 use std::collections::HashMap;
@@ -57,19 +59,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespace};
+pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
 pub use entry::ENTRY_FORMAT;
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
-pub use lookup::{EntryInfo, Lookup};
-pub use names::{CONTROL_DIR, Key, NAME_MAX, NameError, Namespace};
+pub use lookup::{EntryInfo, Found, Lookup};
 pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
-pub use read::{OpenHot, ReadHandle};
+pub use read::{OpenHot, OpenVersion, ReadHandle};
 pub use staging::{Owner, StagingFile};
 pub use stats::Usage;
-pub use write::{MetaUpdate, WriteFrom};
+pub use write::{MetaUpdate, NewWrite, WriteFrom};
 
-use crate::config::{Config, KeyFormat};
+use crate::config::Config;
 use crate::metrics::{self, MountMetrics};
 use index::{GlobalLimits, Index};
 
@@ -108,8 +111,22 @@ pub enum OpenError {
     Io { path: String, source: io::Error },
 }
 
-/// See `Store::set_removal_listener`: (namespace id, key).
-pub type RemovalListener = Box<dyn Fn(u32, &Key) + Send + Sync>;
+/// What the store tells its listener (see `Store::set_change_listener`).
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// The store removed a key on its own (eviction, expiry, purge), or a
+    /// writer withdrew the version it had published.
+    Removed { ns_id: u32, key: &'a Key },
+    /// A publish replaced the key's version with `version`.
+    Replaced {
+        ns_id: u32,
+        key: &'a Key,
+        version: u64,
+    },
+}
+
+/// See `Store::set_change_listener`.
+pub type ChangeListener = Box<dyn Fn(Change<'_>) + Send + Sync>;
 
 pub struct Store {
     layout: Layout,
@@ -125,9 +142,15 @@ pub struct Store {
     /// An index snapshot describing the current index is on disk. Set and
     /// cleared under the index lock; see `index_changed_locked`.
     snapshot_saved: AtomicBool,
-    /// Told of every entry the store removes on its own (eviction,
-    /// expiry, purge), so the FUSE layer can drop the kernel's dentry.
-    on_removed: OnceLock<RemovalListener>,
+    /// Told of every key whose version the store removes on its own or
+    /// replaces, so the filesystem can drop the kernel's dentry.
+    on_change: OnceLock<ChangeListener>,
+    /// Keys being written (see `claims.rs`); taken after `index`.
+    claims: Arc<claims::Claims>,
+    /// Which lookup misses are reads that missed (see `misses.rs`).
+    misses: misses::MissLedger,
+    /// Expires entries in the background once started (`start_sweeper`).
+    sweeper: sweeper::SweeperSlot,
     /// Mount-wide figures (per-namespace ones live in the index).
     metrics: MountMetrics,
     /// Unlinks what publishes and removals moved into trash/.
@@ -144,7 +167,7 @@ type Retired = (EntryMeta, PathBuf, UnixNanos);
 const RETIRED_GRACE_NANOS: i64 = 5_000_000_000;
 
 /// Versions double as inode numbers; leave the low range to the fs.
-const FIRST_VERSION: u64 = 1 << 32;
+pub const FIRST_VERSION: u64 = 1 << 32;
 
 impl Store {
     /// Opens a backing dir (created if missing), recovers its index, and
@@ -194,7 +217,10 @@ impl Store {
             next_version: AtomicU64::new(FIRST_VERSION),
             retired: Mutex::new(HashMap::new()),
             snapshot_saved: AtomicBool::new(false),
-            on_removed: OnceLock::new(),
+            on_change: OnceLock::new(),
+            claims: Arc::default(),
+            misses: misses::MissLedger::default(),
+            sweeper: sweeper::SweeperSlot::default(),
             metrics: MountMetrics::default(),
             reaper: reaper::Reaper::start(),
             volume_bound: AtomicBool::new(false),
@@ -212,10 +238,18 @@ impl Store {
         Ok(store)
     }
 
-    /// Installs the one listener told of entries the store removes by
-    /// itself. It is called with the index lock held: it must only queue.
-    pub fn set_removal_listener(&self, f: RemovalListener) {
-        let _ = self.on_removed.set(f);
+    /// Installs the one listener told of keys whose version the store
+    /// removes by itself or replaces. It is called with the index lock
+    /// held: it must only queue, or take leaf locks of its own.
+    pub fn set_change_listener(&self, f: ChangeListener) {
+        let _ = self.on_change.set(f);
+    }
+
+    /// Tells the listener, if any (index lock held).
+    fn tell(&self, change: Change<'_>) {
+        if let Some(f) = self.on_change.get() {
+            f(change);
+        }
     }
 
     fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
@@ -308,6 +342,7 @@ impl Store {
     /// will never close) or kept in its trash goes. The store must not be
     /// written through afterwards.
     pub fn end_session(&self) {
+        self.sweeper.stop();
         self.reaper.finish();
         self.layout.end_session();
     }

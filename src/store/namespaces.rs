@@ -12,9 +12,10 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use super::index::{GlobalLimits, Index};
-use super::names::{Key, Namespace};
 use super::{Store, StoreError, reaper, unlink_all};
-use crate::config::{Config, KeyFormat, NamespacePolicy};
+use crate::config::{Config, NamespacePolicy};
+use crate::names::KeyFormat;
+use crate::names::{Key, Namespace};
 
 impl Store {
     pub(super) fn load_namespaces(&self, config: &Config) -> io::Result<()> {
@@ -181,6 +182,30 @@ impl Store {
     pub fn parse_key(&self, ns: &Namespace, name: &[u8]) -> Result<Key, StoreError> {
         let format = self.key_format(ns).ok_or(StoreError::NotFound)?;
         Ok(Key::parse(name, format)?)
+    }
+
+    /// The namespace `ns_id` and `name` parsed as a key of it, in one
+    /// critical section. A name refused for a write is counted as a
+    /// refused write.
+    pub fn resolve(
+        &self,
+        ns_id: u32,
+        name: &[u8],
+        for_write: bool,
+    ) -> Result<(Namespace, Key), StoreError> {
+        let idx = self.lock();
+        let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
+        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+        match Key::parse(name, state.policy.key_format) {
+            Ok(key) => Ok((ns.clone(), key)),
+            Err(e) => {
+                let e = StoreError::InvalidName(e);
+                if for_write {
+                    super::stats::count_refusal(&state.metrics, &e);
+                }
+                Err(e)
+            }
+        }
     }
 }
 

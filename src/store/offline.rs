@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use super::clock::{Clock, UnixNanos};
 use super::layout::{Layout, LayoutError, LockMode};
-use super::names::{Key, Namespace};
 use super::purge::{PurgeFilter, PurgeReport};
 use super::recover;
-use crate::config::{Config, KeyFormat};
+use crate::config::Config;
+use crate::names::KeyFormat;
+use crate::names::{Key, Namespace};
 
 /// What an offline command may do to the backing dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

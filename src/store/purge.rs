@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::clock::UnixNanos;
 use super::index::{RemoveReason, Removed};
-use super::names::{Key, Namespace};
 use super::{Store, unlink_all};
+use crate::names::{Key, Namespace};
 
 /// Which entries a purge removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::names::{Key, Namespace};
 use super::{Store, StoreError, entry, meta_from_header, open_nofollow, recover};
 use crate::metrics::{self, NsMetrics};
+use crate::names::{Key, Namespace};
 
 /// An open published version. Reads keep working after the entry is
 /// replaced, expired or removed (the file stays open).
@@ -151,6 +151,15 @@ pub enum OpenHot {
     Verify,
 }
 
+/// What `Store::open_version` found.
+pub enum OpenVersion {
+    /// That version, opened (and counted).
+    Opened(ReadHandle),
+    /// That version is no longer live nor kept (replaced, removed or
+    /// expired since it was looked up).
+    Gone,
+}
+
 /// The backing filesystem refused `RWF_NOWAIT`: every read goes to the
 /// disk threads.
 static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
@@ -215,6 +224,17 @@ impl Store {
         if let OpenHot::Done(h) = self.open_shared(ns, key, None, start) {
             return Ok(h);
         }
+        self.open_cold(ns, key, start)
+    }
+
+    /// The live version of a key, opened with system calls (and checked
+    /// against its checksum on its first open since a start).
+    fn open_cold(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        start: Instant,
+    ) -> Result<ReadHandle, StoreError> {
         let path = self.layout.entry_path(ns, key);
         // A publish may rename a new file in between our reading the index
         // and opening the path: then the index already knows the new file,
@@ -272,28 +292,28 @@ impl Store {
         )))
     }
 
-    /// Opens exactly version `version` of a key: the live one, or one
-    /// replaced moments ago (still kept). `NotFound` otherwise.
+    /// Opens exactly version `version` of a key, after `open_hot` could
+    /// not: the live version if it is that one, else a kept replaced one.
     pub fn open_version(
         &self,
         ns: &Namespace,
         key: &Key,
         version: u64,
-    ) -> Result<ReadHandle, StoreError> {
-        match self.open_read(ns, key) {
-            Ok(h) if h.version == version => Ok(h),
-            // Replaced (or removed) since the kernel looked it up.
-            // (open_read counted this open's hit already.)
-            Ok(h) => Ok(self.open_retired(ns, version, false)?.unwrap_or(h)),
-            Err(StoreError::NotFound) => self
-                .open_retired(ns, version, true)?
-                .ok_or(StoreError::NotFound),
+    ) -> Result<OpenVersion, StoreError> {
+        let kept = |count| {
+            self.open_retired(ns, version, count)
+                .map(|h| h.map_or(OpenVersion::Gone, OpenVersion::Opened))
+        };
+        match self.open_cold(ns, key, Instant::now()) {
+            Ok(h) if h.version == version => Ok(OpenVersion::Opened(h)),
+            // The live version is another one, and counted as a hit when
+            // opened: the kept one is not counted twice.
+            Ok(_) => kept(false),
+            Err(StoreError::NotFound) => kept(true),
             Err(e) => Err(e),
         }
     }
 
-    /// Opens a replaced version still kept; `count`: this open's hit is
-    /// not counted yet.
     fn open_retired(
         &self,
         ns: &Namespace,

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::entry::{self, EntryHeader};
 use super::index::EntryMeta;
 use super::layout::Layout;
-use super::names::{Key, Namespace};
-use crate::config::KeyFormat;
+use crate::names::KeyFormat;
+use crate::names::{Key, Namespace};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX1";
 

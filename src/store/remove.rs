@@ -12,9 +12,9 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use super::index::{Index, RemoveReason, Removed};
-use super::names::{Key, Namespace};
-use super::{RETIRED_GRACE_NANOS, Store, StoreError, Trash, unlink_all};
+use super::{Change, RETIRED_GRACE_NANOS, Store, StoreError, Trash, unlink_all};
 use crate::metrics;
+use crate::names::{Key, Namespace};
 
 impl Store {
     /// Frees files moved into trash/: on the reaper's thread, or at once
@@ -38,12 +38,12 @@ impl Store {
         if !victims.is_empty() {
             self.index_changed_locked();
         }
-        let listener = self.on_removed.get();
         for v in victims {
             if let Some(state) = idx.namespace(&v.ns) {
-                if let Some(tell) = listener {
-                    tell(state.id, &v.key);
-                }
+                self.tell(Change::Removed {
+                    ns_id: state.id,
+                    key: &v.key,
+                });
                 let m = &state.metrics;
                 let (n, bytes) = match v.reason {
                     RemoveReason::Evicted => (&m.evictions, &m.evicted_bytes),
@@ -68,7 +68,8 @@ impl Store {
     }
 
     /// Removes a key only if it still holds `version` (a writer taking
-    /// back the empty version its first close published).
+    /// back the empty version its first close published). The listener
+    /// hears of it: no one asked the kernel to forget the name.
     pub fn remove_version(&self, ns: &Namespace, key: &Key, version: u64) {
         let _ = self.remove_inner(ns, key, Some(version));
     }
@@ -109,6 +110,10 @@ impl Store {
                 drop(idx);
                 self.dispose(trash);
                 return Err(StoreError::NotFound);
+            }
+            if only_version.is_some() {
+                let ns_id = idx.namespace(ns).expect("peeked").id;
+                self.tell(Change::Removed { ns_id, key });
             }
             let to = self.layout.trash_path();
             if fs::rename(self.layout.entry_path(ns, key), &to).is_ok() {

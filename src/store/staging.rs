@@ -11,8 +11,11 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::claims::Claim;
 use super::clock::UnixNanos;
-use super::names::{Key, Namespace};
+use super::stats::count_refusal;
+use crate::metrics::NsMetrics;
+use crate::names::{Key, Namespace};
 
 pub struct StagingFile {
     pub(super) file: File,
@@ -40,6 +43,10 @@ pub struct StagingFile {
     /// A failed write may have left bytes past `len`: the file is cut back
     /// before the trailer goes on. Otherwise the file is `len` long.
     pub(super) overrun: bool,
+    /// A user's write holds its key (see `claims.rs`) until published.
+    pub(super) claim: Option<Claim>,
+    /// Where a refused write (over its limit, volume full) is counted.
+    pub(super) metrics: Option<std::sync::Arc<NsMetrics>>,
 }
 
 /// Who writes, for the entry's owner and mode.
@@ -51,7 +58,6 @@ pub struct Owner {
 }
 
 impl StagingFile {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         file: File,
         path: PathBuf,
@@ -79,7 +85,17 @@ impl StagingFile {
             published: false,
             unmodified_copy: false,
             overrun: false,
+            claim: None,
+            metrics: None,
         }
+    }
+
+    /// Counts a refusal where it is decided, and passes it on.
+    fn refused(&self, e: StoreError) -> StoreError {
+        if let Some(m) = &self.metrics {
+            count_refusal(m, &e);
+        }
+        e
     }
 
     /// Marks the staged bytes as an unmodified copy of a published entry.
@@ -132,6 +148,7 @@ impl StagingFile {
     /// a file still being written).
     pub fn retarget(&mut self, key: Key) {
         self.unmodified_copy = false;
+        self.claim = self.claim.take().map(|c| c.moved_to(&key));
         self.key = key;
     }
 
@@ -159,6 +176,10 @@ impl StagingFile {
 
     /// Writes at `offset`; fails with `TooBig` past the entry's limit.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.write_inner(offset, data).map_err(|e| self.refused(e))
+    }
+
+    fn write_inner(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(StoreError::TooBig)?;
@@ -200,6 +221,10 @@ impl StagingFile {
     }
 
     pub fn truncate(&mut self, size: u64) -> Result<(), StoreError> {
+        self.truncate_inner(size).map_err(|e| self.refused(e))
+    }
+
+    fn truncate_inner(&mut self, size: u64) -> Result<(), StoreError> {
         if size > self.limit {
             return Err(StoreError::TooBig);
         }

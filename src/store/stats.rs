@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::names::Namespace;
-use super::{ENTRY_FORMAT, FORMAT_VERSION, Store};
+use super::misses::TakeBack;
+use super::{ENTRY_FORMAT, FORMAT_VERSION, Store, StoreError};
 use crate::metrics::{self, Formats, Gauges, NsMetrics, NsStats, Op, Rejection, Snapshot};
+use crate::names::{NameError, Namespace};
 
 /// Space and entry usage against the mount's limits.
 #[derive(Debug, Clone, Copy)]
@@ -21,23 +22,38 @@ pub struct Usage {
     pub max_entries: Option<u64>,
 }
 
+/// Counts a refused write by why it was refused (the writer sees EFBIG,
+/// ENOSPC or EINVAL); other failures are not refusals.
+pub(super) fn count_refusal(m: &NsMetrics, e: &StoreError) {
+    let why = match e {
+        StoreError::TooBig => Rejection::TooBig,
+        StoreError::NoSpace => Rejection::NoSpace,
+        StoreError::Io(io) if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+            Rejection::NoSpace
+        }
+        StoreError::InvalidName(NameError::Invalid | NameError::NotSha256) => Rejection::Invalid,
+        _ => return,
+    };
+    m.reject(why);
+}
+
 impl Store {
-    /// Takes back a miss counted by `lookup`: the kernel looks a key up
-    /// before it creates it, and that lookup is part of the write, not a
-    /// read that missed (see README, "Metrics").
-    pub fn uncount_miss(&self, ns: &Namespace, expired: bool) {
-        if let Some(m) = self.ns_metrics(ns) {
-            metrics::sub(&m.misses, 1);
+    /// Takes back a miss this lookup ledger counted: the kernel looks a
+    /// key up before it creates it, and that lookup is part of the write,
+    /// not a read that missed (see README, "Metrics").
+    pub(super) fn take_back_miss(&self, ns_metrics: &NsMetrics, t: TakeBack) {
+        if let TakeBack::Miss { expired } = t {
+            metrics::sub(&ns_metrics.misses, 1);
             if expired {
-                metrics::sub(&m.expired_misses, 1);
+                metrics::sub(&ns_metrics.expired_misses, 1);
             }
         }
     }
 
-    /// Counts a write refused with EFBIG, ENOSPC or EINVAL.
-    pub fn record_rejection(&self, ns: &Namespace, why: Rejection) {
+    /// Counts a refused write (see `count_refusal`) in `ns`.
+    pub(super) fn record_refusal(&self, ns: &Namespace, e: &StoreError) {
         if let Some(m) = self.ns_metrics(ns) {
-            m.reject(why);
+            count_refusal(&m, e);
         }
     }
 

@@ -14,11 +14,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::names::{Key, Namespace};
 use super::staging::{Owner, StagingFile};
-use super::{EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header, open_nofollow};
+use super::{
+    Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header, open_nofollow,
+};
 use crate::config::Durability;
 use crate::metrics::{self, Op};
+use crate::names::{Key, Namespace};
 
 /// Where a new write starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +43,54 @@ pub struct MetaUpdate {
     pub truncate: Option<u64>,
 }
 
+/// How a write begins (see `Store::start_write`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewWrite {
+    pub from: WriteFrom,
+    /// The owner and mode of a new entry (a copy keeps the live one's).
+    pub owner: Owner,
+    /// A version reserved with `reserve_version` (the inode the kernel was
+    /// already given), or `None` for a new one.
+    pub version: Option<u64>,
+    /// `O_EXCL`: refused with `Exists` while the key is live or claimed.
+    pub exclusive: bool,
+    /// The thread of a user's write: its content claims the key (see
+    /// `claims.rs`), and the miss that thread's lookup of the key just
+    /// counted is taken back. `None` for the store's own copies.
+    pub writer: Option<u32>,
+}
+
+impl NewWrite {
+    /// A user's write by thread `pid`, not exclusive, on a new version.
+    pub fn by(pid: u32, from: WriteFrom, owner: Owner) -> NewWrite {
+        NewWrite {
+            from,
+            owner,
+            version: None,
+            exclusive: false,
+            writer: Some(pid),
+        }
+    }
+}
+
+/// What a publish is for.
+#[derive(Clone)]
+enum Publish {
+    /// New content or metadata of the key (the listener hears of the
+    /// version it replaces).
+    Write,
+    /// A rename: `from`, if it still holds `version`, goes in the same
+    /// critical section; the kernel moves its own dentries.
+    Rename {
+        from: Key,
+        version: u64,
+        noreplace: bool,
+    },
+}
+
 impl Store {
-    /// Starts a write of `key`. Its content is invisible until `publish`.
+    /// Starts a write of `key` on the store's own behalf (no claim). Its
+    /// content is invisible until `publish`.
     pub fn begin_write(
         &self,
         ns: &Namespace,
@@ -50,7 +98,14 @@ impl Store {
         from: WriteFrom,
         owner: Owner,
     ) -> Result<StagingFile, StoreError> {
-        self.begin_write_as(ns, key, from, owner, self.new_version())
+        let w = NewWrite {
+            from,
+            owner,
+            version: None,
+            exclusive: false,
+            writer: None,
+        };
+        self.start_write(ns, key, w)
     }
 
     /// A version number no other write will use: for a writer that must
@@ -59,16 +114,29 @@ impl Store {
         self.new_version()
     }
 
-    /// `begin_write` of a version reserved with `reserve_version`.
-    pub fn begin_write_as(
+    /// Starts a write of `key`; its content is invisible until `publish`.
+    /// A refusal (exclusive create of a taken key, over the limit) is
+    /// decided and counted here.
+    pub fn start_write(
         &self,
         ns: &Namespace,
         key: &Key,
-        from: WriteFrom,
-        owner: Owner,
-        version: u64,
+        w: NewWrite,
     ) -> Result<StagingFile, StoreError> {
-        let (limit, current) = {
+        let r = self.start_write_inner(ns, key, w);
+        if let Err(e) = &r {
+            self.record_refusal(ns, e);
+        }
+        r
+    }
+
+    fn start_write_inner(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        w: NewWrite,
+    ) -> Result<StagingFile, StoreError> {
+        let (limit, current, claim, metrics) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
             let limit = [
@@ -81,14 +149,25 @@ impl Store {
             .min()
             .unwrap_or(u64::MAX);
             let now = self.clock.now();
-            let current = match from {
+            let live = state
+                .peek(key)
+                .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now));
+            if let Some(pid) = w.writer {
+                let back = self.misses.created(pid, ns, key);
+                self.take_back_miss(&state.metrics, back);
+            }
+            if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
+                return Err(StoreError::Exists);
+            }
+            let claim = w.writer.map(|_| self.claims.take(ns, key));
+            let current = match w.from {
                 WriteFrom::Empty => None,
-                WriteFrom::Current => state
-                    .peek(key)
-                    .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now)),
+                WriteFrom::Current => live,
             };
-            (limit, current)
+            (limit, current, claim, std::sync::Arc::clone(&state.metrics))
         };
+        let version = w.version.unwrap_or_else(|| self.new_version());
+        let owner = w.owner;
         let path = self.layout.staging_path();
         let file = OpenOptions::new()
             .read(true)
@@ -98,6 +177,8 @@ impl Store {
             .open(&path)?;
         let mut staging =
             StagingFile::new(file, path, ns.clone(), key.clone(), version, limit, owner);
+        staging.claim = claim;
+        staging.metrics = Some(metrics);
         if let Some(meta) = current {
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
@@ -125,18 +206,23 @@ impl Store {
 
     /// Publishes a staged write atomically, replacing any earlier version
     /// and evicting to stay within quotas.
+    /// A refusal (over a limit, no room) is counted here. The change
+    /// listener hears of the version it replaced.
     pub fn publish(&self, staging: StagingFile) -> Result<EntryInfo, StoreError> {
         let start = Instant::now();
         let ns = staging.ns.clone();
-        let r = self.publish_inner(staging, None);
-        self.record_latency(&ns, Op::Publish, start.elapsed());
+        let r = self.publish_inner(staging, Publish::Write);
+        match &r {
+            Ok(_) => self.record_latency(&ns, Op::Publish, start.elapsed()),
+            Err(e) => self.record_refusal(&ns, e),
+        }
         r
     }
 
     fn publish_inner(
         &self,
         mut staging: StagingFile,
-        also_remove: Option<(Key, u64)>,
+        how: Publish,
     ) -> Result<EntryInfo, StoreError> {
         let sha256 = staging.content_sha256()?;
         let now = self.clock.now();
@@ -201,6 +287,17 @@ impl Store {
             if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
                 return Err(StoreError::NoSpace);
             }
+            if let Publish::Rename {
+                noreplace: true, ..
+            } = how
+            {
+                let now_live = idx
+                    .peek(&ns, &key)
+                    .is_some_and(|m| idx.expires_at(&policy, &m).is_none_or(|at| at > now));
+                if now_live || self.claims.is_claimed(&ns, &key) {
+                    return Err(StoreError::Exists);
+                }
+            }
             self.index_changed_locked();
             let old = idx.remove(&ns, &key);
             let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
@@ -238,7 +335,17 @@ impl Store {
             if let Some((old, keep)) = retired {
                 self.retired_lock().insert(old.version, (old, keep, now));
             }
-            if let Some((from, version)) = &also_remove
+            if let (Publish::Write, Some(old)) = (&how, &old)
+                && old.version != meta.version
+            {
+                let ns_id = idx.namespace(&ns).expect("exists").id;
+                self.tell(Change::Replaced {
+                    ns_id,
+                    key: &key,
+                    version: meta.version,
+                });
+            }
+            if let Publish::Rename { from, version, .. } = &how
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
                 let gone = idx.remove(&ns, from).map_or(0, |m| m.stored_bytes);
@@ -253,6 +360,8 @@ impl Store {
             metrics::add(&m.publishes, 1);
             metrics::add(&m.published_bytes, meta.logical_size);
             self.move_to_trash_locked(&idx, victims, &mut trash);
+            // Live now: the writer's claim may go (see `claims.rs`).
+            staging.claim = None;
             Self::info_locked(&idx, &ns, &meta)
         };
         self.dispose(trash);
@@ -304,14 +413,27 @@ impl Store {
         Ok((meta, staging))
     }
 
-    /// Renames a live entry within its namespace, replacing the target.
-    /// Content and metadata travel unchanged; the trailer names the new key.
-    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) -> Result<EntryInfo, StoreError> {
+    /// Renames a live entry within its namespace, replacing the target
+    /// unless `noreplace` (then a live or claimed target is `Exists`,
+    /// decided in the critical section that renames). Content and metadata
+    /// travel unchanged; the trailer names the new key.
+    pub fn rename(
+        &self,
+        ns: &Namespace,
+        from: &Key,
+        to: &Key,
+        noreplace: bool,
+    ) -> Result<EntryInfo, StoreError> {
         let (meta, mut staging) = self.copy_of_live(ns, from)?;
         staging.retarget(to.clone());
         staging.mtime = Some(meta.mtime);
         staging.version = meta.version;
-        self.publish_inner(staging, Some((from.clone(), meta.version)))
+        let how = Publish::Rename {
+            from: from.clone(),
+            version: meta.version,
+            noreplace,
+        };
+        self.publish_inner(staging, how)
     }
 
     /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by

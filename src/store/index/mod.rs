@@ -35,9 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::UnixNanos;
-use super::names::{Key, Namespace};
 use crate::config::NamespacePolicy;
 use crate::metrics::NsMetrics;
+use crate::names::{Key, Namespace};
 pub use slot::KeyBytes;
 use table::EntryTable;
 

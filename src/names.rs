@@ -1,3 +1,5 @@
+//! Names, a leaf module that `config` and `store` both import.
+//!
 //! `Namespace` and `Key`: the only ways a name from the outside world enters
 //! the store. Both are built only by their parsers, so everything downstream
 //! (backing paths above all) can rely on: non-empty, at most 255 bytes, not
@@ -7,7 +9,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::KeyFormat;
+use serde::Deserialize;
+
+/// Whether keys in a namespace may be any file name or must be sha256 hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    #[default]
+    Any,
+    Sha256,
+}
 
 /// The longest name a key or namespace may have, as for any file name.
 pub const NAME_MAX: usize = 255;
@@ -80,7 +91,7 @@ impl Key {
 
     /// A key read back from the index, which only ever held parsed keys
     /// (it keeps them in a compact form of its own, not as `Key`s).
-    pub(super) fn from_index(bytes: &[u8]) -> Key {
+    pub(crate) fn from_index(bytes: &[u8]) -> Key {
         debug_assert_eq!(check_file_name(bytes), Ok(()));
         Key(bytes.into())
     }

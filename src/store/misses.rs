@@ -8,16 +8,17 @@
 //!   moment ago, then expired, was evicted or purged) sends LOOKUP twice:
 //!   the revalidation of the cached name, then a fresh lookup.
 //!
-//! So the store counts every lookup miss, and this ledger takes back:
-//! a repeated miss of the same key by the same thread within `BURST`, and
-//! the miss that a CREATE of the same key by the same thread follows. The
-//! ledger is touched on misses and creates only, never on hits.
+//! So a lookup miss is counted unless this ledger says it repeats a miss of
+//! the same key by the same thread within `BURST`, and a write begun by a
+//! thread takes back the miss its own lookup of that key just counted. The
+//! ledger lives in the store, beside the counters it decides: it is touched
+//! on misses and creates only, never on hits.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::{Key, Namespace};
+use crate::names::{Key, Namespace};
 
 /// Lookups of one missing key by one thread closer together than this are
 /// one miss.
@@ -51,15 +52,8 @@ pub struct MissLedger {
 }
 
 impl MissLedger {
-    /// A lookup by thread `pid` missed (the store has counted it).
-    pub fn missed(
-        &self,
-        pid: u32,
-        ns: &Namespace,
-        key: &Key,
-        expired: bool,
-        now: Instant,
-    ) -> TakeBack {
+    /// A lookup by thread `pid` missed; says whether to count it.
+    pub fn missed(&self, pid: u32, ns: &Namespace, key: &Key, expired: bool, now: Instant) -> bool {
         let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let repeat = q
             .iter()
@@ -77,11 +71,7 @@ impl MissLedger {
             counted: !repeat,
             at: now,
         });
-        if repeat {
-            TakeBack::Miss { expired }
-        } else {
-            TakeBack::Nothing
-        }
+        !repeat
     }
 
     /// Thread `pid` creates `key`: the lookup just before was the
@@ -106,13 +96,13 @@ impl MissLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyFormat;
+    use crate::names::KeyFormat;
 
     fn k(s: &str) -> Key {
         Key::parse(s.as_bytes(), KeyFormat::Any).unwrap()
     }
 
-    /// Net misses of a scripted sequence: +1 per lookup miss, minus take-backs.
+    /// Net misses of a scripted sequence: +1 per counted miss, minus take-backs.
     fn net(steps: &[(&str, u64)]) -> i64 {
         let l = MissLedger::default();
         let ns = Namespace::parse(b"n").unwrap();
@@ -120,24 +110,20 @@ mod tests {
         let mut n = 0i64;
         for (op, ms) in steps {
             let at = t0 + Duration::from_millis(*ms);
-            let back = match *op {
-                "lookup" => {
-                    n += 1;
-                    l.missed(1, &ns, &k("a"), false, at)
+            let counted = match *op {
+                "lookup" => l.missed(1, &ns, &k("a"), false, at),
+                "other-key" => l.missed(1, &ns, &k("b"), false, at),
+                "other-thread" => l.missed(2, &ns, &k("a"), false, at),
+                "create" => {
+                    if l.created(1, &ns, &k("a")) != TakeBack::Nothing {
+                        n -= 1;
+                    }
+                    false
                 }
-                "other-key" => {
-                    n += 1;
-                    l.missed(1, &ns, &k("b"), false, at)
-                }
-                "other-thread" => {
-                    n += 1;
-                    l.missed(2, &ns, &k("a"), false, at)
-                }
-                "create" => l.created(1, &ns, &k("a")),
                 _ => unreachable!(),
             };
-            if back != TakeBack::Nothing {
-                n -= 1;
+            if counted {
+                n += 1;
             }
         }
         n

@@ -1,0 +1,311 @@
+//! A writer's life: one open file handle writing a key, from its open to
+//! its last close, as one state type with named transitions. Every path
+//! that writes goes through it: create, open for write, WRITE, truncate
+//! and the other SETATTR changes, a TTL set on a file being written,
+//! FLUSH, FSYNC, RELEASE, and an unlink that abandons it.
+//!
+//! ```text
+//!            open / create
+//!                 |
+//!                 v          publish (close, fsync, release)
+//!   +-------> Staged ------------------------------------> Published
+//!   |             |  \ write past a limit, volume full,        |
+//!   |             |   \ publish refused                        |
+//!   |             |    +--------------> Failed(errno) <--------+ (restage
+//!   |             |                                            |  fails)
+//!   +-------------+--------------- restage ---------------------+
+//!       (a write, truncate or chmod after a publish stages a copy
+//!        of what is live, owned as the writer's own)
+//! ```
+//!
+//! Invariants:
+//! - What is staged is invisible until published; a failure is sticky: it
+//!   is reported by every later write, flush and close, and what was
+//!   staged goes at once.
+//! - An unwritten close publishes an empty version only for a writer that
+//!   opened with O_CREAT or O_TRUNC (read-your-writes for `touch`, claims,
+//!   `: > key`); if a later write through the same handle fails, that
+//!   empty version is withdrawn, so a reader never keeps an empty value
+//!   that its writer reported as failed.
+//! - Only the writer's own close publishes: a forked child closing its
+//!   inherited copy, or a shell closing the fd it just dup2'ed, does not
+//!   (`is_closed_by_writer`).
+//! - Abandoned (the key was unlinked while being written): writes are
+//!   taken and dropped, nothing is published.
+
+use super::errno::counted_errno;
+use super::types::Errno;
+use crate::store::{
+    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, UnixNanos, WriteFrom,
+};
+
+/// Stands for "whoever" when a write arrives without a lock owner.
+pub const ANY_OWNER: u64 = u64::MAX;
+
+/// Where a writer is in its life.
+pub enum Stage {
+    /// Content staged, not yet published.
+    Staged(Box<StagingFile>),
+    /// Nothing pending: what was staged is published (or was dropped).
+    Published,
+    /// A write or publish failed: every later write and close report it.
+    Failed(Errno),
+}
+
+/// How a writer opens.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOpen {
+    /// open(2) flags: O_TRUNC starts empty, O_APPEND appends, O_CREAT or
+    /// O_TRUNC make the open a change in itself, O_EXCL claims the key.
+    pub flags: i32,
+    pub owner: Owner,
+    /// The inode the kernel already holds for it (a redirected writer), or
+    /// `None` for a new one.
+    pub version: Option<u64>,
+    pub pid: u32,
+}
+
+/// Changes a SETATTR makes to a file being written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StagedChange {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<UnixNanos>,
+}
+
+impl StagedChange {
+    fn is_change(&self) -> bool {
+        self.size.is_some()
+            || self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.mtime.is_some()
+    }
+}
+
+pub struct Writer {
+    pub ns: Namespace,
+    pub key: Key,
+    /// The inode the kernel holds for this handle.
+    pub ino: u64,
+    stage: Stage,
+    append: bool,
+    /// Owner and mode of a restaged copy whose live version went away.
+    owner: Owner,
+    /// Changed since the last publish: a close has something to publish.
+    dirty: bool,
+    abandoned: bool,
+    /// Lock owners (one per process file table) that wrote through this
+    /// handle: only their close publishes.
+    writer_owners: Vec<u64>,
+    /// The thread that opened it: an unwritten exclusive create is
+    /// published by its creator's close, not by a forked child's.
+    creator_pid: u32,
+    /// The empty version an unwritten close published, withdrawn if a
+    /// later write fails.
+    published_empty: Option<u64>,
+}
+
+impl Writer {
+    /// Opens `key` for writing: Staged. Refusals (O_EXCL of a taken key,
+    /// a copy over the limit) come from the store, counted there.
+    pub fn open(store: &Store, ns: Namespace, key: Key, how: WriterOpen) -> Result<Writer, Errno> {
+        let from = if how.flags & libc::O_TRUNC != 0 {
+            WriteFrom::Empty
+        } else {
+            WriteFrom::Current
+        };
+        let w = NewWrite {
+            from,
+            owner: how.owner,
+            version: how.version,
+            exclusive: how.flags & libc::O_EXCL != 0,
+            writer: Some(how.pid),
+        };
+        let staging = store
+            .start_write(&ns, &key, w)
+            .map_err(|e| counted_errno(store, &e))?;
+        Ok(Writer {
+            ns,
+            key,
+            ino: staging.version(),
+            stage: Stage::Staged(Box::new(staging)),
+            append: how.flags & libc::O_APPEND != 0,
+            owner: how.owner,
+            // A create or an O_TRUNC open is a change in itself: its
+            // creator's close publishes it even unwritten.
+            dirty: how.flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
+            abandoned: false,
+            writer_owners: Vec::new(),
+            creator_pid: how.pid,
+            published_empty: None,
+        })
+    }
+
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+
+    /// The staged content, if any is pending.
+    pub fn staged(&self) -> Option<&StagingFile> {
+        match &self.stage {
+            Stage::Staged(st) => Some(st),
+            _ => None,
+        }
+    }
+
+    /// Staged content to change: Staged as is, Published restages a copy
+    /// of what is live, Failed reports its failure.
+    fn staged_mut(&mut self, store: &Store) -> Result<&mut StagingFile, Errno> {
+        match self.stage {
+            Stage::Staged(_) => {}
+            Stage::Failed(e) => return Err(e),
+            Stage::Published => {
+                let w = NewWrite::by(self.creator_pid, WriteFrom::Current, self.owner);
+                match store.start_write(&self.ns, &self.key, w) {
+                    Ok(st) => self.stage = Stage::Staged(Box::new(st)),
+                    Err(e) => return Err(self.fail(store, counted_errno(store, &e))),
+                }
+            }
+        }
+        match &mut self.stage {
+            Stage::Staged(st) => Ok(st),
+            _ => unreachable!("staged just above"),
+        }
+    }
+
+    /// Fails: what was staged goes, every later write and close report
+    /// `e`, and an empty version this handle published is withdrawn.
+    pub fn fail(&mut self, store: &Store, e: Errno) -> Errno {
+        self.stage = Stage::Failed(e);
+        if let Some(v) = self.published_empty.take() {
+            store.remove_version(&self.ns, &self.key, v);
+        }
+        e
+    }
+
+    /// WRITE through this handle by `lock_owner`.
+    pub fn write(
+        &mut self,
+        store: &Store,
+        offset: u64,
+        data: &[u8],
+        lock_owner: Option<u64>,
+    ) -> Result<u32, Errno> {
+        let owner = lock_owner.unwrap_or(ANY_OWNER);
+        if !self.writer_owners.contains(&owner) {
+            self.writer_owners.push(owner);
+        }
+        let append = self.append;
+        let st = self.staged_mut(store)?;
+        let r = if append {
+            st.append(data).map(|_| ())
+        } else {
+            st.write_at(offset, data)
+        };
+        self.dirty = true;
+        match r {
+            Ok(()) => Ok(data.len() as u32),
+            Err(e) => Err(self.fail(store, counted_errno(store, &e))),
+        }
+    }
+
+    /// SETATTR of the file being written (through its fd, or by path from
+    /// the writer): applies to its staged content.
+    pub fn change(&mut self, store: &Store, c: StagedChange) -> Result<&StagingFile, Errno> {
+        let st = self.staged_mut(store)?;
+        if let Some(size) = c.size
+            && let Err(e) = st.truncate(size)
+        {
+            return Err(self.fail(store, counted_errno(store, &e)));
+        }
+        let st = self.staged_mut(store)?;
+        if let Some(m) = c.mode {
+            st.set_mode(m);
+        }
+        st.set_owner(c.uid, c.gid);
+        if let Some(t) = c.mtime {
+            st.set_mtime(t);
+        }
+        self.owner.mode = c.mode.unwrap_or(self.owner.mode);
+        self.owner.uid = c.uid.unwrap_or(self.owner.uid);
+        self.owner.gid = c.gid.unwrap_or(self.owner.gid);
+        // `touch` (open, futimens, close) must be published by its own
+        // close, not later at release.
+        self.dirty |= c.is_change();
+        match &self.stage {
+            Stage::Staged(st) => Ok(st),
+            _ => unreachable!("staged just above"),
+        }
+    }
+
+    /// A TTL set on the file while it is staged goes with its content.
+    /// Returns false when nothing is staged (the TTL is the live entry's).
+    pub fn set_ttl(&mut self, secs: u64) -> bool {
+        match &mut self.stage {
+            Stage::Staged(st) => {
+                st.set_ttl(Some(secs));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The key was unlinked while being written: drop what is staged and
+    /// publish nothing from now on.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+        if let Stage::Staged(_) = self.stage {
+            self.stage = Stage::Published;
+        }
+    }
+
+    /// Publishes what is staged: Staged -> Published (or Failed). Returns
+    /// the new version's info when one was published.
+    pub fn publish(&mut self, store: &Store) -> Result<Option<EntryInfo>, Errno> {
+        let staging = match std::mem::replace(&mut self.stage, Stage::Published) {
+            Stage::Staged(st) => st,
+            Stage::Published => return Ok(None),
+            Stage::Failed(e) => {
+                self.stage = Stage::Failed(e);
+                return Err(e);
+            }
+        };
+        self.dirty = false;
+        if self.abandoned {
+            return Ok(None);
+        }
+        // Opened (or restaged) and closed unchanged: republishing would
+        // only make a new version of the same bytes.
+        if staging.is_unmodified_copy() {
+            return Ok(None);
+        }
+        let empty = staging.is_empty();
+        match store.publish(*staging) {
+            Ok(info) => {
+                self.published_empty = empty.then_some(info.version);
+                Ok(Some(info))
+            }
+            Err(e) => Err(self.fail(store, counted_errno(store, &e))),
+        }
+    }
+
+    /// Whether a FLUSH from `lock_owner` (thread `pid`) is the writer's
+    /// own close, which publishes.
+    pub fn is_closed_by_writer(&self, lock_owner: u64, pid: u32) -> bool {
+        if matches!(self.stage, Stage::Failed(_)) {
+            return true;
+        }
+        if !self.dirty {
+            return false;
+        }
+        if self.writer_owners.is_empty() {
+            return pid == self.creator_pid;
+        }
+        self.writer_owners
+            .iter()
+            .any(|&o| o == lock_owner || o == ANY_OWNER)
+    }
+}
