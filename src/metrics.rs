@@ -703,6 +703,143 @@ fn escape_label(v: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A snapshot that exercises every branch of both renderings: three
+    /// namespaces (busy, oddly named, idle), all rejection reasons, every
+    /// histogram including the +Inf bucket, present and absent quotas, and
+    /// mount-wide figures. Times and version are pinned so the text is
+    /// reproducible.
+    fn representative() -> Snapshot {
+        let mount = MountMetrics::default();
+        add(&mount.corrupt, 2);
+        add(&mount.io_errors, 5);
+        let busy = NsMetrics::default();
+        for (c, n) in [
+            (&busy.hits, 40),
+            (&busy.misses, 9),
+            (&busy.expired_misses, 3),
+            (&busy.publishes, 12),
+            (&busy.published_bytes, 123_456),
+            (&busy.read_bytes, 987_654),
+            (&busy.evictions, 4),
+            (&busy.evicted_bytes, 16_384),
+            (&busy.expirations, 6),
+            (&busy.expired_bytes, 24_576),
+            (&busy.purged, 7),
+            (&busy.purged_bytes, 28_672),
+        ] {
+            add(c, n);
+        }
+        busy.reject(Rejection::TooBig);
+        busy.reject(Rejection::TooBig);
+        busy.reject(Rejection::NoSpace);
+        busy.reject(Rejection::Invalid);
+        for us in [0, 1, 3, 3, 900, 70_000] {
+            busy.lookup.record(Duration::from_micros(us));
+        }
+        busy.open.record(Duration::from_nanos(123_456));
+        busy.read.record(Duration::from_micros(2));
+        busy.read.record(Duration::from_secs(40)); // beyond 2^25 µs: +Inf
+        busy.publish.record(Duration::from_millis(7));
+        busy.publish.record(Duration::from_millis(1500));
+        let odd = NsMetrics::default();
+        add(&odd.hits, 1);
+        add(&odd.misses, 2);
+        odd.reject(Rejection::Invalid);
+        odd.lookup.record(Duration::from_micros(50));
+        let idle = NsMetrics::default();
+        let snap = Snapshot::new(
+            vec![
+                (
+                    "busy".into(),
+                    NsStats::new(
+                        &busy,
+                        Gauges {
+                            entries: 5,
+                            logical_bytes: 10_000,
+                            stored_bytes: 20_480,
+                            max_bytes: Some(1 << 20),
+                            max_entries: Some(100),
+                        },
+                    ),
+                ),
+                (
+                    "odd \\ \"q\"\nline".into(),
+                    NsStats::new(
+                        &odd,
+                        Gauges {
+                            entries: 1,
+                            logical_bytes: 3,
+                            stored_bytes: 4096,
+                            ..Gauges::default()
+                        },
+                    ),
+                ),
+                (
+                    "idle".into(),
+                    NsStats::new(
+                        &idle,
+                        Gauges {
+                            max_bytes: Some(0),
+                            ..Gauges::default()
+                        },
+                    ),
+                ),
+            ],
+            &mount,
+            NsStats {
+                max_bytes: Some(1 << 30),
+                max_entries: Some(1_000_000),
+                ..NsStats::default()
+            },
+            Formats {
+                backing: 3,
+                entry: 4,
+            },
+        );
+        Snapshot {
+            version: "1.2.3-\"rc\"",
+            started_unix: 1_700_000_000.125,
+            uptime_seconds: 3723.5,
+            ..snap
+        }
+    }
+
+    /// Equality, but a failure names the first line that differs rather
+    /// than printing two texts of hundreds of lines.
+    fn assert_same_text(actual: &str, expected: &str, what: &str) {
+        let first_diff = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e);
+        if let Some(i) = first_diff {
+            panic!(
+                "{what} differs at line {}:\n  actual:   {}\n  expected: {}",
+                i + 1,
+                actual.lines().nth(i).unwrap(),
+                expected.lines().nth(i).unwrap(),
+            );
+        }
+        assert_eq!(actual, expected, "{what} differs in length or line ends");
+    }
+
+    /// The reference texts were rendered by the renderer as it stood
+    /// before the table-driven rewrite: scrapers and `stats.json` readers
+    /// must not see a byte change.
+    #[test]
+    fn renderings_are_byte_identical_to_the_reference() {
+        let snap = representative();
+        assert_same_text(
+            &snap.to_prometheus(),
+            include_str!("metrics/testdata/snapshot.prom"),
+            "metrics.prom",
+        );
+        assert_same_text(
+            &snap.to_json(),
+            include_str!("metrics/testdata/snapshot.json"),
+            "stats.json",
+        );
+    }
+
     #[test]
     fn buckets_are_powers_of_two_microseconds() {
         assert_eq!(bucket_of(0), 0);
