@@ -29,8 +29,8 @@
 //! this layer counts only backing I/O errors turned into EIO (`errno.rs`).
 //!
 //! Files: `types.rs` what handlers answer; `fuse.rs` the adapter;
-//! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE
-//! and redirects; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
+//! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
+//! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
@@ -45,6 +45,7 @@ mod handles;
 mod inodes;
 mod invalidate;
 mod opens;
+mod redirects;
 pub mod types;
 mod writer;
 mod writes;
@@ -88,7 +89,7 @@ pub struct CacheFs {
     kernel: KernelSlot,
     invalidate: Arc<invalidate::Invalidator>,
     /// Writers sent off a published version's inode (see `opens.rs`).
-    redirects: opens::Redirects,
+    redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
     disk: disk::DiskReaders,
 }
@@ -119,7 +120,7 @@ impl CacheFs {
         CacheFs {
             kernel,
             invalidate,
-            redirects: opens::Redirects::default(),
+            redirects: redirects::Redirects::default(),
             disk: disk::DiskReaders::new(),
             store,
             inodes,

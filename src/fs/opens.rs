@@ -1,6 +1,6 @@
 //! OPEN, READ and RELEASE: a reader gets a published version, a writer on
-//! a published version's inode is sent to a new one (a redirect), a
-//! control file is rendered once per open.
+//! a published version's inode is sent to a new one (a redirect, see
+//! `redirects.rs`), a control file is rendered once per open.
 //!
 //! Invariants: no writer ever opens a published version's inode; an open
 //! that reaches a version gone meanwhile gets ESTALE (the kernel looks up
@@ -8,105 +8,19 @@
 //! start (a checksum check of the whole content), run off the request
 //! thread (`disk.rs`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::errno::counted_errno;
 use super::handles::{Handle, HandleTable};
-use super::inodes::{EntryAttr, InodeKind, kind_of};
+use super::inodes::{InodeKind, kind_of};
+use super::redirects::{REDIRECT_LIFE, Redirect};
 use super::types::{Attr, Ctx, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, control};
 use crate::store::{
     Key, Lookup, Namespace, OpenHot, OpenVersion, Owner, ReadHandle, Store, StoreError,
 };
-
-/// A writer whose open of a published version was refused with ESTALE:
-/// the kernel looks the name up again for it, and gets `version`, the
-/// inode its staged content will be published as.
-struct Redirect {
-    ns: Namespace,
-    key: Key,
-    version: u64,
-    /// The size the redirected inode starts with (0 for O_TRUNC).
-    size: u64,
-    perm: u16,
-    until: Instant,
-}
-
-/// A redirected writer's lookup and open follow within microseconds; a
-/// redirect older than this belongs to a writer that gave up.
-const REDIRECT_LIFE: Duration = Duration::from_secs(5);
-
-/// Pending redirects by the writing thread (a thread opens one file at a
-/// time). A leaf lock.
-#[derive(Default)]
-pub(super) struct Redirects(Mutex<HashMap<u32, Redirect>>);
-
-impl Redirects {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Redirect>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether thread `pid` was redirected and has not opened yet.
-    pub(super) fn has(&self, pid: u32) -> bool {
-        let r = self.lock();
-        !r.is_empty() && r.contains_key(&pid)
-    }
-
-    /// The inode a redirected writer's lookup of `key` gets.
-    pub(super) fn attr_for(
-        &self,
-        pid: u32,
-        ns: &Namespace,
-        key: &Key,
-        uid: u32,
-        gid: u32,
-    ) -> Option<Attr> {
-        let r = self.lock();
-        let r = r
-            .get(&pid)
-            .filter(|r| &r.ns == ns && &r.key == key && r.until > Instant::now())?;
-        Some(
-            EntryAttr {
-                ino: r.version,
-                size: r.size,
-                blocks: r.size.div_ceil(512),
-                mtime: SystemTime::now(),
-                perm: u32::from(r.perm),
-                uid,
-                gid,
-            }
-            .to_attr(),
-        )
-    }
-
-    /// Whether a writer is on its way to `key`.
-    pub(super) fn targets(&self, ns: &Namespace, key: &Key) -> bool {
-        let r = self.lock();
-        !r.is_empty() && r.values().any(|r| &r.ns == ns && &r.key == key)
-    }
-
-    /// Takes thread `pid`'s redirect to inode `ino`, if any.
-    fn take(&self, pid: u32, ino: u64) -> Option<Redirect> {
-        let mut r = self.lock();
-        if r.get(&pid).is_some_and(|r| r.version == ino) {
-            r.remove(&pid)
-        } else {
-            None
-        }
-    }
-
-    fn insert(&self, pid: u32, redirect: Redirect) {
-        let mut r = self.lock();
-        // Redirects of writers that never came back go here, not on
-        // every lookup.
-        let now = Instant::now();
-        r.retain(|_, r| r.until > now);
-        r.insert(pid, redirect);
-    }
-}
 
 impl CacheFs {
     pub fn open(&self, ctx: &Ctx, ino: u64, flags: i32, reply: impl Replier<Opened>) {

@@ -54,7 +54,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -417,21 +417,6 @@ fn shared_lock_soon(layout: &Layout) -> Result<File, LayoutError> {
             }
             r => return r,
         }
-    }
-}
-
-/// Files moved into trash/, each with the bytes its unlinking frees.
-type Trash = Vec<(PathBuf, u64)>;
-
-fn unlink_all(trash: &[(PathBuf, u64)]) {
-    for (path, _) in trash {
-        unlink(path);
-    }
-}
-
-fn unlink(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        log::warn!("cannot unlink {}: {e}", path.display());
     }
 }
 

@@ -12,7 +12,8 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use super::index::{GlobalLimits, Index};
-use super::{Store, StoreError, reaper, unlink_all};
+use super::reaper::{self, unlink_all};
+use super::{Store, StoreError};
 use crate::config::{Config, NamespacePolicy};
 use crate::names::KeyFormat;
 use crate::names::{Key, Namespace};

@@ -14,9 +14,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::Store;
 use super::clock::UnixNanos;
 use super::index::{RemoveReason, Removed};
-use super::{Store, unlink_all};
+use super::reaper::unlink_all;
 use crate::names::{Key, Namespace};
 
 /// Which entries a purge removes.

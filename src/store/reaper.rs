@@ -15,7 +15,8 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::{Trash, unlink};
+use std::fs;
+use std::path::Path;
 
 const BACKLOG_FILES: usize = 1024;
 pub const BACKLOG_BYTES: u64 = 64 << 20;
@@ -96,5 +97,20 @@ impl Reaper {
 impl Drop for Reaper {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Files moved into trash/, each with the bytes its unlinking frees.
+pub(super) type Trash = Vec<(PathBuf, u64)>;
+
+pub(super) fn unlink_all(trash: &[(PathBuf, u64)]) {
+    for (path, _) in trash {
+        unlink(path);
+    }
+}
+
+pub(super) fn unlink(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!("cannot unlink {}: {e}", path.display());
     }
 }

@@ -9,10 +9,14 @@
 
 use std::fs;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::index::{Index, RemoveReason, Removed};
-use super::{Change, RETIRED_GRACE_NANOS, Store, StoreError, Trash, unlink_all};
+use super::reaper::{Trash, unlink_all};
+use super::sweeper::SweepLog;
+use super::{Change, RETIRED_GRACE_NANOS, Store, StoreError};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -144,5 +148,49 @@ impl Store {
         };
         unlink_all(&trash);
         n
+    }
+
+    /// Starts expiring entries in the background (once; later calls do
+    /// nothing). The store stops it at `end_session`.
+    pub fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper.start(Arc::downgrade(self), Store::sweep_tick);
+    }
+
+    /// One step of the sweeper: reclaims expired entries and, at most every
+    /// `SUMMARY_EVERY`, logs one line summing up what was evicted and
+    /// expired. Returns how long to wait before the next step.
+    fn sweep_tick(&self, log: &mut SweepLog) -> Duration {
+        const SUMMARY_EVERY: Duration = Duration::from_secs(300);
+        let n = self.sweep_expired();
+        if n > 0 {
+            log::debug!("swept {n} expired entries");
+        }
+        let now = self.stats().total;
+        let totals = (now.evictions, now.expirations);
+        match log.last {
+            None => {
+                *log = SweepLog {
+                    last: Some(totals),
+                    at: Instant::now(),
+                }
+            }
+            Some((ev, ex)) if log.at.elapsed() >= SUMMARY_EVERY => {
+                let (evicted, expired) = (totals.0 - ev, totals.1 - ex);
+                if evicted + expired > 0 {
+                    log::info!(
+                        "last {}: {evicted} entries evicted, {expired} expired; {} entries, {} stored",
+                        humantime::format_duration(log.at.elapsed()),
+                        now.entries,
+                        bytesize::ByteSize(now.bytes).to_string_as(true),
+                    );
+                }
+                *log = SweepLog {
+                    last: Some(totals),
+                    at: Instant::now(),
+                };
+            }
+            Some(_) => {}
+        }
+        self.config().cache.sweep_interval
     }
 }

@@ -23,6 +23,7 @@
 //!
 //! The index is plain data; `Store` owns it behind one mutex.
 
+mod meta;
 mod slot;
 mod table;
 #[cfg(test)]
@@ -38,33 +39,9 @@ use super::clock::UnixNanos;
 use crate::config::NamespacePolicy;
 use crate::metrics::NsMetrics;
 use crate::names::{Key, Namespace};
+pub use meta::{EntryMeta, GlobalLimits, RemoveReason, Removed};
 pub use slot::KeyBytes;
 use table::EntryTable;
-
-/// What the index knows of one published entry. (The index keeps it in a
-/// narrower form and hands out copies.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryMeta {
-    /// The version's identity (the inode number the fs hands out). A new
-    /// content is a new version; metadata-only updates keep it.
-    pub version: u64,
-    /// The backing file's inode number: tells a file replaced behind our back.
-    pub file_id: u64,
-    /// Size of the whole backing file (content and trailer).
-    pub file_size: u64,
-    pub mtime: UnixNanos,
-    pub ttl_secs: Option<u64>,
-    pub logical_size: u64,
-    pub stored_bytes: u64,
-    // The content's sha256 is not kept here (32 bytes an entry): it is in
-    // the entry's trailer, read when needed.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// The content checksum was checked (or computed) by this process.
-    pub verified: bool,
-    pub last_access: UnixNanos,
-}
 
 pub struct NsState {
     pub id: u32,
@@ -119,30 +96,6 @@ struct ExpiryItem {
     at: UnixNanos,
     ns: u32,
     slot: u32,
-}
-
-/// An entry taken out of the index whose file must now be removed.
-#[derive(Debug)]
-pub struct Removed {
-    pub ns: Namespace,
-    pub key: Key,
-    pub meta: EntryMeta,
-    pub reason: RemoveReason,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoveReason {
-    Expired,
-    Evicted,
-    Purged,
-}
-
-/// Limits on the whole mount.
-#[derive(Debug, Clone, Copy)]
-pub struct GlobalLimits {
-    pub max_bytes: u64,
-    pub max_entries: Option<u64>,
-    pub default_ttl: Duration,
 }
 
 pub struct Index {

@@ -19,7 +19,7 @@
 use std::hash::BuildHasher;
 use std::ops::Deref;
 
-use super::EntryMeta;
+use super::meta::EntryMeta;
 
 /// "No slot": the end of a list, or an empty list.
 pub(super) const NIL: u32 = u32::MAX;

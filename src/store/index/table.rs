@@ -28,7 +28,7 @@ use std::hash::RandomState;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use super::EntryMeta;
+use super::meta::EntryMeta;
 use super::slot::{KeyBytes, NIL, Probe, Slot, Wide};
 
 /// A table emptied with more slots than this frees them.
