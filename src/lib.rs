@@ -10,3 +10,4 @@ pub mod fs;
 pub mod metrics;
 pub mod names;
 pub mod store;
+pub mod sync;

@@ -172,7 +172,7 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
 impl Daemon {
     /// Saves the index and logs the stop, once.
     fn finish(&self) {
-        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        let mut finished = cachefs::sync::lock(&self.finished);
         if *finished {
             return;
         }

@@ -91,7 +91,7 @@ impl CacheFs {
         if name.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.ns_ops);
         let (_, id) = self
             .store
             .create_namespace(name.as_bytes())
@@ -110,7 +110,7 @@ impl CacheFs {
             return Err(Errno::EBUSY);
         }
         let ns = Namespace::parse(name.as_bytes()).map_err(|_| Errno::ENOENT)?;
-        let _g = self.ns_ops.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.ns_ops);
         self.store.remove_namespace(&ns).map_err(|e| self.fail(&e))
     }
 

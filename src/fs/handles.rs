@@ -32,7 +32,7 @@ pub enum Handle {
 impl Handle {
     pub fn writer(&self) -> Option<MutexGuard<'_, Writer>> {
         match self {
-            Handle::Write(m) => Some(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Handle::Write(m) => Some(crate::sync::lock(m)),
             _ => None,
         }
     }
@@ -57,45 +57,29 @@ impl HandleTable {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let key = match &h {
             Handle::Write(m) => {
-                let s = m.lock().unwrap_or_else(|p| p.into_inner());
+                let s = crate::sync::lock(m);
                 Some((s.ns.clone(), s.key.clone(), s.ino))
             }
             _ => None,
         };
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(h));
+        crate::sync::write(&self.map).insert(fh, Arc::new(h));
         self.open.fetch_add(1, Ordering::Relaxed);
         if let Some((ns, key, ino)) = key {
             self.writers_lock().entry((ns, key)).or_default().push(fh);
-            *self
-                .writer_inos
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(ino)
-                .or_default() += 1;
+            *crate::sync::lock(&self.writer_inos).entry(ino).or_default() += 1;
         }
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
+        crate::sync::read(&self.map).get(&fh).cloned()
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        let h = self
-            .map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh)?;
+        let h = crate::sync::write(&self.map).remove(&fh)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = h.writer() {
-            let mut inos = self.writer_inos.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inos = crate::sync::lock(&self.writer_inos);
             if let Some(n) = inos.get_mut(&s.ino) {
                 *n -= 1;
                 if *n == 0 {
@@ -120,7 +104,7 @@ impl HandleTable {
     }
 
     fn writers_lock(&self) -> MutexGuard<'_, HashMap<(Namespace, Key), Vec<u64>>> {
-        self.writers.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.writers)
     }
 
     /// Handles of everyone writing `key` right now.
@@ -136,9 +120,6 @@ impl HandleTable {
     /// Whether a write handle has inode `ino` in the kernel (it published
     /// that version and may write again through it).
     pub fn writes_on_inode(&self, ino: u64) -> bool {
-        self.writer_inos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&ino)
+        crate::sync::lock(&self.writer_inos).contains_key(&ino)
     }
 }

@@ -129,7 +129,7 @@ pub struct InodeTable {
 
 impl InodeTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Node>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.nodes)
     }
 
     /// Records that the kernel was handed `attr.ino` once more.

@@ -38,7 +38,7 @@ pub(super) struct Redirects(Mutex<HashMap<u32, Redirect>>);
 
 impl Redirects {
     fn lock(&self) -> MutexGuard<'_, HashMap<u32, Redirect>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// Whether thread `pid` was redirected and has not opened yet.

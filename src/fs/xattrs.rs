@@ -73,7 +73,7 @@ impl CacheFs {
             .and_then(|v| v.trim_end_matches('\0').parse().ok())
             .ok_or(Errno::EINVAL)?;
         let report = self.store.purge(&PurgeFilter { namespace, select });
-        let mut purges = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+        let mut purges = crate::sync::lock(&self.purges);
         if purges.len() >= 1024 {
             purges.clear();
         }
@@ -139,9 +139,7 @@ impl CacheFs {
     ) {
         let purged = name.as_bytes() == XATTR_PURGED.as_bytes();
         let value = if purged {
-            self.purges
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            crate::sync::lock(&self.purges)
                 .get(&(ctx.pid, ino))
                 .map(|r| format!("{} {}", r.entries, r.bytes).into_bytes())
                 .ok_or(Errno::ENODATA)

@@ -26,7 +26,7 @@ pub(super) struct Claims {
 
 impl Claims {
     fn lock(&self) -> MutexGuard<'_, HashMap<(Namespace, Key), u32>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.held)
     }
 
     /// Claims `key` (several writers may hold claims on one key).

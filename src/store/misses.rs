@@ -54,7 +54,7 @@ pub struct MissLedger {
 impl MissLedger {
     /// A lookup by thread `pid` missed; says whether to count it.
     pub fn missed(&self, pid: u32, ns: &Namespace, key: &Key, expired: bool, now: Instant) -> bool {
-        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = crate::sync::lock(&self.records);
         let repeat = q
             .iter()
             .rev()
@@ -77,7 +77,7 @@ impl MissLedger {
     /// Thread `pid` creates `key`: the lookup just before was the
     /// kernel's pre-create lookup.
     pub fn created(&self, pid: u32, ns: &Namespace, key: &Key) -> TakeBack {
-        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = crate::sync::lock(&self.records);
         let Some(i) = q
             .iter()
             .rposition(|r| r.pid == pid && &r.ns == ns && &r.key == key)

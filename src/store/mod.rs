@@ -253,12 +253,12 @@ impl Store {
     }
 
     fn retired_lock(&self) -> MutexGuard<'_, HashMap<u64, Retired>> {
-        self.retired.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.retired)
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
         // A panic under the lock leaves plain data; keep serving.
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.index)
     }
 
     /// The index is about to differ from a snapshot saved earlier (a

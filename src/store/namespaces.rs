@@ -101,7 +101,7 @@ impl Store {
             }
         }
         self.apply_limits(&config);
-        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        *crate::sync::lock(&self.config) = config;
         let mut trash = Vec::new();
         let n = {
             let mut idx = self.lock();
@@ -117,10 +117,7 @@ impl Store {
     }
 
     pub fn config(&self) -> Config {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.config).clone()
     }
 
     // ----- namespaces -----

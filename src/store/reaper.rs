@@ -62,7 +62,7 @@ impl Reaper {
         if trash.is_empty() {
             return;
         }
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tx = crate::sync::lock(&self.tx).clone();
         let b = &self.backlog;
         for (path, bytes) in trash {
             let Some(tx) = &tx else {
@@ -87,8 +87,8 @@ impl Reaper {
 
     /// Waits until every file handed over so far is unlinked.
     pub fn finish(&self) {
-        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        drop(crate::sync::lock(&self.tx).take());
+        if let Some(t) = crate::sync::lock(&self.thread).take() {
             let _ = t.join();
         }
     }

@@ -41,7 +41,7 @@ impl SweeperSlot {
         target: Weak<T>,
         step: fn(&T, &mut SweepLog) -> Duration,
     ) {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = crate::sync::lock(&self.0);
         if slot.is_some() {
             return;
         }
@@ -57,7 +57,7 @@ impl SweeperSlot {
 
     /// Stops the thread and waits for it (a sweep under way finishes).
     pub(super) fn stop(&self) {
-        let running = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let running = crate::sync::lock(&self.0).take();
         if let Some((stop, thread)) = running {
             drop(stop);
             if thread.thread().id() != std::thread::current().id() {
