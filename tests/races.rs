@@ -350,12 +350,7 @@ fn two_exclusive_creates_of_one_key_exactly_one_wins() {
     eprintln!(
         "{ROUNDS} rounds of {N} racing O_EXCL creates in {elapsed:?}; wins per worker {wins:?}"
     );
-    assert!(
-        failures.is_empty(),
-        "{} rounds went wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_rounds_ok(&failures);
     drop(workers);
     assert_eq!(
         m.ns_stat("r", "entries"),
@@ -444,6 +439,11 @@ fn rename_noreplace_racing_a_create() {
     eprintln!(
         "{ROUNDS} rounds of RENAME_NOREPLACE vs O_EXCL in {elapsed:?}; A (rename) won {a_wins}, B (create) won {b_wins}"
     );
+    assert_rounds_ok(&failures);
+}
+
+/// Every round went right; otherwise each wrong round's report.
+fn assert_rounds_ok(failures: &[String]) {
     assert!(
         failures.is_empty(),
         "{} rounds went wrong:\n{}",

@@ -88,9 +88,6 @@ impl CacheFs {
             // Keys are flat file names today.
             return Err(Errno::EPERM);
         }
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
         let _g = crate::sync::lock(&self.ns_ops);
         let (_, id) = self
             .store

@@ -13,12 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
-use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr, TimeSet};
-use super::writer::StagedChange;
+use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::store::{
-    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, UnixNanos,
-    to_nanos, to_system_time,
+    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, to_system_time,
 };
 
 impl CacheFs {
@@ -202,7 +200,7 @@ impl CacheFs {
             return reply.reply(self.getattr(ino, fh));
         }
         let now = self.store.now();
-        let mtime = set.mtime.map(|t| time_of(t, now));
+        let mtime = set.mtime.map(|t| t.at(now));
         // Changes to a file being written (through its fd, or by path from
         // the writer: `fchmod`, `futimens` arrive without a handle) apply
         // to its staged content.
@@ -213,14 +211,7 @@ impl CacheFs {
         if let Some(h) = &handle
             && let Some(mut w) = h.writer()
         {
-            let change = StagedChange {
-                size: set.size,
-                mode: set.mode,
-                uid: set.uid,
-                gid: set.gid,
-                mtime,
-            };
-            let r = w.change(&self.store, change).map(|st| AttrReply {
+            let r = w.change(&self.store, &set).map(|st| AttrReply {
                 attr: self.staging_attr(st, ino),
                 ttl: Duration::ZERO,
             });
@@ -273,12 +264,5 @@ impl CacheFs {
             }
             Err(e) => reply.reply(Err(self.fail(&e))),
         }
-    }
-}
-
-fn time_of(t: TimeSet, now: UnixNanos) -> UnixNanos {
-    match t {
-        TimeSet::Now => now,
-        TimeSet::At(st) => to_nanos(st),
     }
 }

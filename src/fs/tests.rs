@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use super::inodes::{CONTROL_DIR, ROOT, STATS_JSON};
 use super::types::*;
-use super::writer::{Stage, StagedChange, Writer, WriterOpen};
+use super::writer::{Stage, Writer, WriterOpen};
 use super::{CacheFs, ENTRY_CACHE_MAX, XATTR_PURGE, XATTR_PURGED};
 use crate::config::Config;
 use crate::store::{Key, ManualClock, Namespace, Owner, Store};
@@ -552,12 +552,12 @@ proptest! {
                     w.write(&f.store, off, &data, Some(1)).map(|_| ())
                 }
                 Op::Truncate(size) => {
-                    let c = StagedChange { size: Some(size), ..StagedChange::default() };
-                    w.change(&f.store, c).map(|_| ())
+                    let c = SetAttr { size: Some(size), ..SetAttr::default() };
+                    w.change(&f.store, &c).map(|_| ())
                 }
                 Op::Chmod => {
-                    let c = StagedChange { mode: Some(0o600), ..StagedChange::default() };
-                    w.change(&f.store, c).map(|_| ())
+                    let c = SetAttr { mode: Some(0o600), ..SetAttr::default() };
+                    w.change(&f.store, &c).map(|_| ())
                 }
                 Op::Publish => w.publish(&f.store).map(|_| ()),
             };

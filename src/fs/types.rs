@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 
 pub use nix::errno::Errno;
 
+use crate::store::{UnixNanos, to_nanos};
+
 /// Who asks: the caller's credentials and thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {
@@ -140,6 +142,16 @@ pub trait KernelCache: Send + Sync {
 pub enum TimeSet {
     Now,
     At(SystemTime),
+}
+
+impl TimeSet {
+    /// The instant meant, given the store's `now`.
+    pub fn at(self, now: UnixNanos) -> UnixNanos {
+        match self {
+            TimeSet::Now => now,
+            TimeSet::At(t) => to_nanos(t),
+        }
+    }
 }
 
 /// What a SETATTR changes (`None`: left as is).

@@ -34,9 +34,9 @@
 //!   taken and dropped, nothing is published.
 
 use super::errno::counted_errno;
-use super::types::Errno;
+use super::types::{Errno, SetAttr};
 use crate::store::{
-    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, UnixNanos, WriteFrom,
+    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, WriteBy, WriteFrom,
 };
 
 /// Stands for "whoever" when a write arrives without a lock owner.
@@ -63,26 +63,6 @@ pub struct WriterOpen {
     /// `None` for a new one.
     pub version: Option<u64>,
     pub pid: u32,
-}
-
-/// Changes a SETATTR makes to a file being written.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StagedChange {
-    pub size: Option<u64>,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub mtime: Option<UnixNanos>,
-}
-
-impl StagedChange {
-    fn is_change(&self) -> bool {
-        self.size.is_some()
-            || self.mode.is_some()
-            || self.uid.is_some()
-            || self.gid.is_some()
-            || self.mtime.is_some()
-    }
 }
 
 pub struct Writer {
@@ -122,7 +102,7 @@ impl Writer {
             owner: how.owner,
             version: how.version,
             exclusive: how.flags & libc::O_EXCL != 0,
-            writer: Some(how.pid),
+            by: WriteBy::Open(how.pid),
         };
         let staging = store
             .start_write(&ns, &key, w)
@@ -163,7 +143,13 @@ impl Writer {
             Stage::Staged(_) => {}
             Stage::Failed(e) => return Err(e),
             Stage::Published => {
-                let w = NewWrite::by(self.creator_pid, WriteFrom::Current, self.owner);
+                let w = NewWrite {
+                    from: WriteFrom::Current,
+                    owner: self.owner,
+                    version: None,
+                    exclusive: false,
+                    by: WriteBy::Restage,
+                };
                 match store.start_write(&self.ns, &self.key, w) {
                     Ok(st) => self.stage = Stage::Staged(Box::new(st)),
                     Err(e) => return Err(self.fail(store, counted_errno(store, &e))),
@@ -214,27 +200,27 @@ impl Writer {
 
     /// SETATTR of the file being written (through its fd, or by path from
     /// the writer): applies to its staged content.
-    pub fn change(&mut self, store: &Store, c: StagedChange) -> Result<&StagingFile, Errno> {
+    pub fn change(&mut self, store: &Store, c: &SetAttr) -> Result<&StagingFile, Errno> {
+        let now = store.now();
         let st = self.staged_mut(store)?;
         if let Some(size) = c.size
             && let Err(e) = st.truncate(size)
         {
             return Err(self.fail(store, counted_errno(store, &e)));
         }
-        let st = self.staged_mut(store)?;
         if let Some(m) = c.mode {
             st.set_mode(m);
         }
         st.set_owner(c.uid, c.gid);
         if let Some(t) = c.mtime {
-            st.set_mtime(t);
+            st.set_mtime(t.at(now));
         }
         self.owner.mode = c.mode.unwrap_or(self.owner.mode);
         self.owner.uid = c.uid.unwrap_or(self.owner.uid);
         self.owner.gid = c.gid.unwrap_or(self.owner.gid);
         // `touch` (open, futimens, close) must be published by its own
         // close, not later at release.
-        self.dirty |= c.is_change();
+        self.dirty |= !c.is_empty();
         match &self.stage {
             Stage::Staged(st) => Ok(st),
             _ => unreachable!("staged just above"),

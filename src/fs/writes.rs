@@ -16,7 +16,7 @@ use super::inodes::kind_of;
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
-use crate::store::{NAME_MAX, Owner};
+use crate::store::Owner;
 
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
@@ -65,9 +65,6 @@ impl CacheFs {
                 Errno::ENOENT
             });
         };
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
         let (ns, key) = self
             .store
             .resolve(ns_id, name.as_bytes(), true)

@@ -40,7 +40,9 @@ impl Claims {
     }
 
     pub(super) fn is_claimed(&self, ns: &Namespace, key: &Key) -> bool {
-        self.lock().contains_key(&(ns.clone(), key.clone()))
+        // Asked on every lookup hit: no key copies while nothing is claimed.
+        let held = self.lock();
+        !held.is_empty() && held.contains_key(&(ns.clone(), key.clone()))
     }
 }
 

@@ -95,23 +95,14 @@ impl Store {
         let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
         let key = Key::parse(name, state.policy.key_format)?;
-        let lookup = match state.peek(&key) {
-            None => Lookup::Miss,
-            Some(meta) => match idx.expires_at(&state.policy, &meta) {
-                Some(at) if at <= now => Lookup::Expired,
-                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
-            },
-        };
+        let lookup = Self::outcome_locked(&idx, ns, &key, now);
         let m = &state.metrics;
         let being_written = match lookup {
             Lookup::Hit(_) => self.claims.is_claimed(ns, &key),
             Lookup::Miss | Lookup::Expired => {
                 let expired = matches!(lookup, Lookup::Expired);
                 if self.misses.missed(pid, ns, &key, expired, start) {
-                    metrics::add(&m.misses, 1);
-                    if expired {
-                        metrics::add(&m.expired_misses, 1);
-                    }
+                    count_miss(m, expired);
                 }
                 false
             }
@@ -132,26 +123,29 @@ impl Store {
         let Some(state) = idx.namespace(ns) else {
             return Lookup::Miss;
         };
-        let outcome = match state.peek(key) {
-            None => Lookup::Miss,
-            Some(meta) => match idx.expires_at(&state.policy, &meta) {
-                Some(at) if at <= now => Lookup::Expired,
-                _ => Lookup::Hit(Self::info_locked(&idx, ns, &meta)),
-            },
-        };
+        let outcome = Self::outcome_locked(&idx, ns, key, now);
         if count {
             let m = &state.metrics;
-            match outcome {
-                Lookup::Hit(_) => {}
-                Lookup::Miss => metrics::add(&m.misses, 1),
-                Lookup::Expired => {
-                    metrics::add(&m.misses, 1);
-                    metrics::add(&m.expired_misses, 1);
-                }
+            if !matches!(outcome, Lookup::Hit(_)) {
+                count_miss(m, matches!(outcome, Lookup::Expired));
             }
             m.lookup.since(start);
         }
         outcome
+    }
+
+    /// What a key of an existing namespace is at `now` (index lock held).
+    fn outcome_locked(idx: &Index, ns: &Namespace, key: &Key, now: UnixNanos) -> Lookup {
+        let Some(state) = idx.namespace(ns) else {
+            return Lookup::Miss;
+        };
+        match state.peek(key) {
+            None => Lookup::Miss,
+            Some(meta) => match idx.expires_at(&state.policy, &meta) {
+                Some(at) if at <= now => Lookup::Expired,
+                _ => Lookup::Hit(Self::info_locked(idx, ns, &meta)),
+            },
+        }
     }
 
     /// The live metadata of a key (not expired).
@@ -179,5 +173,12 @@ impl Store {
             .filter(|(_, m)| idx.expires_at(&state.policy, m).is_none_or(|at| at > now))
             .map(|(k, m)| (Key::from_index(&k), m.version))
             .collect())
+    }
+}
+
+fn count_miss(m: &crate::metrics::NsMetrics, expired: bool) {
+    metrics::add(&m.misses, 1);
+    if expired {
+        metrics::add(&m.expired_misses, 1);
     }
 }

@@ -70,7 +70,7 @@ pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
 pub use read::{OpenHot, OpenVersion, ReadHandle};
 pub use staging::{Owner, StagingFile};
 pub use stats::Usage;
-pub use write::{MetaUpdate, NewWrite, WriteFrom};
+pub use write::{MetaUpdate, NewWrite, WriteBy, WriteFrom};
 
 use crate::config::Config;
 use crate::metrics::{self, MountMetrics};

@@ -15,7 +15,6 @@ use super::index::{GlobalLimits, Index};
 use super::reaper::{self, unlink_all};
 use super::{Store, StoreError};
 use crate::config::{Config, NamespacePolicy};
-use crate::names::KeyFormat;
 use crate::names::{Key, Namespace};
 
 impl Store {
@@ -137,10 +136,6 @@ impl Store {
         self.lock().namespace_by_id(id).cloned()
     }
 
-    pub fn key_format(&self, ns: &Namespace) -> Option<KeyFormat> {
-        self.lock().namespace(ns).map(|s| s.policy.key_format)
-    }
-
     pub fn create_namespace(&self, name: &[u8]) -> Result<(Namespace, u32), StoreError> {
         let ns = Namespace::parse(name)?;
         let allow = self.config().cache.allow_new_namespaces;
@@ -174,12 +169,6 @@ impl Store {
         }
         idx.remove_namespace(ns);
         Ok(())
-    }
-
-    /// Parses a key for a namespace, under that namespace's key format.
-    pub fn parse_key(&self, ns: &Namespace, name: &[u8]) -> Result<Key, StoreError> {
-        let format = self.key_format(ns).ok_or(StoreError::NotFound)?;
-        Ok(Key::parse(name, format)?)
     }
 
     /// The namespace `ns_id` and `name` parsed as a key of it, in one

@@ -54,21 +54,32 @@ pub struct NewWrite {
     pub version: Option<u64>,
     /// `O_EXCL`: refused with `Exists` while the key is live or claimed.
     pub exclusive: bool,
-    /// The thread of a user's write: its content claims the key (see
+    pub by: WriteBy,
+}
+
+/// Who writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteBy {
+    /// The store's own copy (a rename, a metadata update): no claim.
+    Store,
+    /// A user's open by thread `pid`: its content claims the key (see
     /// `claims.rs`), and the miss that thread's lookup of the key just
-    /// counted is taken back. `None` for the store's own copies.
-    pub writer: Option<u32>,
+    /// counted is taken back (the kernel looks a name up before it
+    /// creates it).
+    Open(u32),
+    /// A user's writer writing again after a publish: claims the key.
+    Restage,
 }
 
 impl NewWrite {
-    /// A user's write by thread `pid`, not exclusive, on a new version.
+    /// A user's open by thread `pid`, not exclusive, on a new version.
     pub fn by(pid: u32, from: WriteFrom, owner: Owner) -> NewWrite {
         NewWrite {
             from,
             owner,
             version: None,
             exclusive: false,
-            writer: Some(pid),
+            by: WriteBy::Open(pid),
         }
     }
 }
@@ -103,7 +114,7 @@ impl Store {
             owner,
             version: None,
             exclusive: false,
-            writer: None,
+            by: WriteBy::Store,
         };
         self.start_write(ns, key, w)
     }
@@ -152,14 +163,14 @@ impl Store {
             let live = state
                 .peek(key)
                 .filter(|m| idx.expires_at(&state.policy, m).is_none_or(|at| at > now));
-            if let Some(pid) = w.writer {
+            if let WriteBy::Open(pid) = w.by {
                 let back = self.misses.created(pid, ns, key);
                 self.take_back_miss(&state.metrics, back);
             }
             if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
                 return Err(StoreError::Exists);
             }
-            let claim = w.writer.map(|_| self.claims.take(ns, key));
+            let claim = (w.by != WriteBy::Store).then(|| self.claims.take(ns, key));
             let current = match w.from {
                 WriteFrom::Empty => None,
                 WriteFrom::Current => live,
