@@ -187,9 +187,9 @@ impl Writer {
         let append = self.append;
         let st = self.staged_mut(store)?;
         let r = if append {
-            st.append(data).map(|_| ())
+            store.append_staged(st, data).map(|_| ())
         } else {
-            st.write_at(offset, data)
+            store.write_staged(st, offset, data)
         };
         self.dirty = true;
         match r {
@@ -204,7 +204,7 @@ impl Writer {
         let now = store.now();
         let st = self.staged_mut(store)?;
         if let Some(size) = c.size
-            && let Err(e) = st.truncate(size)
+            && let Err(e) = store.truncate_staged(st, size)
         {
             return Err(self.fail(store, counted_errno(store, &e)));
         }

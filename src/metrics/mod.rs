@@ -4,7 +4,8 @@
 //! event counters and latency histograms; the store hands an `Arc` of it to
 //! whatever records, its index entry or a read handle) and `MountMetrics`
 //! (figures of the mount as a whole: corrupt files, whose damaged header
-//! cannot be trusted to name a namespace; backing I/O errors; start time).
+//! cannot be trusted to name a namespace; backing I/O errors; a full
+//! backing volume; start time).
 //! `snapshot.rs` turns them into a `Snapshot` and `stats.json`;
 //! `prometheus.rs` renders a `Snapshot` as `metrics.prom`. Everything the
 //! rest of the crate names is re-exported here, as `crate::metrics::X`.
@@ -196,6 +197,9 @@ pub struct MountMetrics {
     pub corrupt: AtomicU64,
     /// Backing-volume failures reported to callers as EIO.
     pub io_errors: AtomicU64,
+    /// Backing writes that found the volume full (ENOSPC or EDQUOT): each
+    /// made room by eviction, or was refused with ENOSPC if it could not.
+    pub backing_full: AtomicU64,
 }
 
 impl Default for MountMetrics {
@@ -205,6 +209,7 @@ impl Default for MountMetrics {
             started_at: Instant::now(),
             corrupt: AtomicU64::new(0),
             io_errors: AtomicU64::new(0),
+            backing_full: AtomicU64::new(0),
         }
     }
 }

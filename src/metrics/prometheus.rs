@@ -169,6 +169,12 @@ const FAMILIES: &[Family] = &[
         |s| Value::Count(s.backing_io_errors),
     ),
     mount(
+        "cachefs_backing_full_total",
+        Kind::Counter,
+        "Backing writes that found the volume full (room made by eviction, or ENOSPC).",
+        |s| Value::Count(s.backing_full),
+    ),
+    mount(
         "cachefs_start_time_seconds",
         Kind::Gauge,
         "Unix time the daemon started.",

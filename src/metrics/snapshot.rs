@@ -267,6 +267,9 @@ pub struct Snapshot {
     pub corrupt_entries: u64,
     /// Backing-volume failures reported to callers as EIO since the start.
     pub backing_io_errors: u64,
+    /// Backing writes that found the volume full since the start (each
+    /// made room by eviction, or was refused with ENOSPC).
+    pub backing_full: u64,
     pub total: NsStats,
     pub namespaces: BTreeMap<String, NsStats>,
 }
@@ -302,6 +305,7 @@ impl Snapshot {
             uptime_seconds: (mount.uptime().as_millis() as f64) / 1000.0,
             corrupt_entries: mount.corrupt.load(Ordering::Relaxed),
             backing_io_errors: mount.io_errors.load(Ordering::Relaxed),
+            backing_full: mount.backing_full.load(Ordering::Relaxed),
             total,
             namespaces: namespaces.into_iter().collect(),
         }

@@ -17,6 +17,7 @@ fn representative() -> Snapshot {
     let mount = MountMetrics::default();
     add(&mount.corrupt, 2);
     add(&mount.io_errors, 5);
+    add(&mount.backing_full, 3);
     let busy = NsMetrics::default();
     for (c, n) in [
         (&busy.hits, 40),

@@ -14,11 +14,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::backing::BackingIo;
 use super::clock::UnixNanos;
 
 pub const ENTRY_FORMAT: u32 = 1;
@@ -95,19 +95,35 @@ impl EntryHeader {
 }
 
 /// Reads and validates the trailer of an entry file of `file_len` bytes.
-pub fn read_header(file: &File, file_len: u64) -> Result<EntryHeader, CorruptEntry> {
+pub fn read_header(
+    io: &BackingIo,
+    file: &File,
+    file_len: u64,
+) -> Result<EntryHeader, CorruptEntry> {
     if file_len < FOOTER_LEN {
         return Err(CorruptEntry::TooShort(file_len));
     }
     let tail_len = file_len.min(MAX_HEADER_LEN + FOOTER_LEN);
     let mut tail = vec![0u8; tail_len as usize];
-    file.read_exact_at(&mut tail, file_len - tail_len)?;
+    io.read_exact_at(file, &mut tail, file_len - tail_len)?;
+    parse_trailer(&tail, file_len)
+}
+
+/// Validates and decodes the trailer at the end of `tail`, the last bytes
+/// (at most `MAX_HEADER_LEN + FOOTER_LEN`) of an entry file of `file_len`
+/// bytes. Every byte is untrusted: lengths are checked against what is
+/// there before use, and decoding is bounded by the bytes given.
+pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptEntry> {
+    let tail_len = tail.len() as u64;
+    if tail_len < FOOTER_LEN || tail_len > file_len || tail_len > MAX_HEADER_LEN + FOOTER_LEN {
+        return Err(CorruptEntry::TooShort(tail_len.min(file_len)));
+    }
     let footer = &tail[tail.len() - FOOTER_LEN as usize..];
     if &footer[16..24] != MAGIC {
         return Err(CorruptEntry::BadMagic);
     }
-    let header_len = u64::from(u32::from_le_bytes(footer[0..4].try_into().unwrap()));
-    let format = u32::from_le_bytes(footer[4..8].try_into().unwrap());
+    let header_len = u64::from(u32::from_le_bytes(word(&footer[0..4])));
+    let format = u32::from_le_bytes(word(&footer[4..8]));
     if format != ENTRY_FORMAT {
         return Err(CorruptEntry::Format(format));
     }
@@ -119,8 +135,7 @@ pub fn read_header(file: &File, file_len: u64) -> Result<EntryHeader, CorruptEnt
     if Sha256::digest(body)[..8] != footer[8..16] {
         return Err(CorruptEntry::HeaderChecksum);
     }
-    let header: EntryHeader =
-        bincode::deserialize(body).map_err(|e| CorruptEntry::Decode(e.to_string()))?;
+    let header = decode_header(body)?;
     let content = file_len - FOOTER_LEN - header_len;
     if header.stored_content_size != content || header.logical_size != content {
         return Err(CorruptEntry::Sizes {
@@ -132,15 +147,33 @@ pub fn read_header(file: &File, file_len: u64) -> Result<EntryHeader, CorruptEnt
     Ok(header)
 }
 
+/// Four bytes of a footer field (the caller slices exactly four).
+fn word(b: &[u8]) -> [u8; 4] {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(b);
+    w
+}
+
+/// Decodes a header body: no allocation beyond the body's own size
+/// (bincode's limit), and nothing may follow the header.
+fn decode_header(body: &[u8]) -> Result<EntryHeader, CorruptEntry> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(body.len() as u64)
+        .deserialize(body)
+        .map_err(|e| CorruptEntry::Decode(e.to_string()))
+}
+
 /// Hashes the first `len` bytes of a file (positioned reads: the file's
 /// shared offset is left alone).
-pub fn content_sha256(file: &File, len: u64) -> io::Result<[u8; 32]> {
+pub fn content_sha256(io: &BackingIo, file: &File, len: u64) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; (len.min(256 * 1024) as usize).max(1)];
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
-        let n = file.read_at(&mut buf[..want], done)?;
+        let n = io.read_at(file, &mut buf[..want], done)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short entry"));
         }
@@ -151,8 +184,12 @@ pub fn content_sha256(file: &File, len: u64) -> io::Result<[u8; 32]> {
 }
 
 /// Checks an entry's content against its header's checksum.
-pub fn verify_content(file: &File, header: &EntryHeader) -> Result<(), CorruptEntry> {
-    if content_sha256(file, header.stored_content_size)? == header.content_sha256 {
+pub fn verify_content(
+    io: &BackingIo,
+    file: &File,
+    header: &EntryHeader,
+) -> Result<(), CorruptEntry> {
+    if content_sha256(io, file, header.stored_content_size)? == header.content_sha256 {
         Ok(())
     } else {
         Err(CorruptEntry::ContentChecksum)
@@ -194,9 +231,10 @@ mod tests {
             bytes.extend(h.encode_trailer());
             assert_eq!(h.file_size(), bytes.len() as u64);
             let f = entry_file(&bytes);
-            let back = read_header(&f, bytes.len() as u64).unwrap();
+            let io = BackingIo::default();
+            let back = read_header(&io, &f, bytes.len() as u64).unwrap();
             assert_eq!(back, h);
-            verify_content(&f, &back).unwrap();
+            verify_content(&io, &f, &back).unwrap();
         }
     }
 
@@ -208,13 +246,16 @@ mod tests {
         // Every truncation and every single-byte flip is refused.
         for cut in 0..bytes.len() {
             let f = entry_file(&bytes[..cut]);
-            assert!(read_header(&f, cut as u64).is_err(), "cut at {cut}");
+            let io = BackingIo::default();
+            assert!(read_header(&io, &f, cut as u64).is_err(), "cut at {cut}");
         }
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
             let f = entry_file(&bad);
-            let ok = read_header(&f, bad.len() as u64).and_then(|h| verify_content(&f, &h));
+            let io = BackingIo::default();
+            let ok =
+                read_header(&io, &f, bad.len() as u64).and_then(|h| verify_content(&io, &f, &h));
             assert!(ok.is_err(), "flip at {i} went unnoticed");
         }
     }

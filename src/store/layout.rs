@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use super::backing::BackingIo;
 use crate::names::{Key, Namespace};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -58,6 +59,8 @@ pub struct Layout {
     /// One bit per leaf shard directory (65 536) known to exist, so a
     /// publish into a known shard makes no `stat` of it.
     shards_seen: Box<[AtomicU64]>,
+    /// Every file operation on entries, staging and trash goes through it.
+    pub io: BackingIo,
 }
 
 /// Leaf shard directories: two levels of 256.
@@ -112,12 +115,12 @@ impl Layout {
         let layout = Layout::at(root);
         let format_path = root.join(FORMAT_FILE);
         let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
-        match fs::read_to_string(&format_path) {
-            Ok(found) if found == expected => {}
-            Ok(found) => {
+        match read_format(&format_path).map(|b| check_format(&b)) {
+            Ok(Ok(())) => {}
+            Ok(Err(found)) => {
                 return Err(LayoutError::Foreign {
                     path: root.display().to_string(),
-                    found: found.trim().to_string(),
+                    found,
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -156,13 +159,12 @@ impl Layout {
     /// Opens an existing backing dir without creating or writing anything
     /// (offline commands must not turn a typo into a new cache).
     pub fn open_existing(root: &Path) -> Result<Layout, LayoutError> {
-        let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
-        match fs::read_to_string(root.join(FORMAT_FILE)) {
-            Ok(found) if found == expected => {}
-            Ok(found) => {
+        match read_format(&root.join(FORMAT_FILE)).map(|b| check_format(&b)) {
+            Ok(Ok(())) => {}
+            Ok(Err(found)) => {
                 return Err(LayoutError::Foreign {
                     path: root.display().to_string(),
-                    found: found.trim().to_string(),
+                    found,
                 });
             }
             Err(_) => {
@@ -189,6 +191,7 @@ impl Layout {
             session_lock: None,
             unique: AtomicU64::new(0),
             shards_seen: (0..SHARDS / 64).map(|_| AtomicU64::new(0)).collect(),
+            io: BackingIo::from_env(),
         }
     }
 
@@ -296,10 +299,7 @@ impl Layout {
         }
         let made = !dir.is_dir();
         if made {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+            self.io.create_dir_all(dir)?;
         }
         if let Some((word, bit)) = shard {
             self.shards_seen[word].fetch_or(bit, Ordering::Relaxed);
@@ -406,6 +406,41 @@ impl Layout {
         let n = self.unique.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}.{ext}", self.token)
     }
+}
+
+/// A FORMAT file longer than this is not ours; only this much is read.
+const FORMAT_MAX: u64 = 64;
+
+/// The first bytes of a FORMAT file. The backing dir is untrusted: no
+/// symlink is followed, a FIFO does not block, and a huge file costs no
+/// more than `FORMAT_MAX` bytes.
+fn read_format(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Ok(b"(not a regular file)".to_vec());
+    }
+    let mut buf = Vec::new();
+    f.take(FORMAT_MAX + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Whether FORMAT's bytes name this format; else what was found, for the
+/// error line (printable, short).
+pub(super) fn check_format(bytes: &[u8]) -> Result<(), String> {
+    let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
+    if bytes == expected.as_bytes() {
+        return Ok(());
+    }
+    let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(FORMAT_MAX as usize)])
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    Err(shown)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

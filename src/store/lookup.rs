@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::{Store, StoreError, entry, open_nofollow};
+use super::{Store, StoreError, entry};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -66,9 +66,9 @@ impl Store {
     /// (the index does not keep it).
     pub fn content_sha256(&self, ns: &Namespace, key: &Key) -> Result<[u8; 32], StoreError> {
         self.live_meta(ns, key)?;
-        let file = open_nofollow(&self.layout.entry_path(ns, key))?;
+        let file = self.layout.io.open_nofollow(&self.layout.entry_path(ns, key))?;
         let len = file.metadata()?.len();
-        entry::read_header(&file, len)
+        entry::read_header(&self.layout.io, &file, len)
             .map(|h| h.content_sha256)
             .map_err(|_| StoreError::NotFound)
     }

@@ -31,6 +31,7 @@
 //! paths; `write.rs` staging and publish, rename, metadata updates;
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
+mod backing;
 mod claims;
 mod clock;
 mod entry;
@@ -43,6 +44,7 @@ pub mod offline;
 mod purge;
 mod read;
 mod reaper;
+mod room;
 mod recover;
 mod remove;
 mod staging;
@@ -51,15 +53,15 @@ mod sweeper;
 mod write;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespace};
+pub use backing::FaultOp;
 pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
 pub use entry::ENTRY_FORMAT;
@@ -209,6 +211,7 @@ impl Store {
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
         };
+        let reaper = reaper::Reaper::start(layout.io.clone());
         let store = Store {
             layout,
             clock,
@@ -222,7 +225,7 @@ impl Store {
             misses: misses::MissLedger::default(),
             sweeper: sweeper::SweeperSlot::default(),
             metrics: MountMetrics::default(),
-            reaper: reaper::Reaper::start(),
+            reaper,
             volume_bound: AtomicBool::new(false),
             _lock: lock,
         };
@@ -269,7 +272,7 @@ impl Store {
     fn index_changed_locked(&self) {
         if self.snapshot_saved.load(Ordering::Relaxed)
             && self.snapshot_saved.swap(false, Ordering::Relaxed)
-            && let Err(e) = fs::remove_file(self.layout.snapshot_path())
+            && let Err(e) = self.layout.io.remove_file(&self.layout.snapshot_path())
             && e.kind() != io::ErrorKind::NotFound
         {
             log::warn!("cannot remove the stale index snapshot: {e}");
@@ -395,14 +398,6 @@ fn meta_from_header(
         verified,
         last_access: h.mtime,
     }
-}
-
-/// The backing dir is untrusted: never follow a symlink planted in it.
-fn open_nofollow(path: &std::path::Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
 }
 
 /// The shared lock, for a daemon that found other daemons live. One of

@@ -7,7 +7,6 @@
 //! default policy. The whole-cache quota never exceeds what the backing
 //! volume can hold, and a lowered quota is enforced at once.
 
-use std::fs::{self, File};
 use std::io;
 use std::sync::atomic::Ordering;
 
@@ -24,7 +23,7 @@ impl Store {
             let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
             idx.add_namespace(ns, policy.clone(), true);
         }
-        for e in fs::read_dir(self.layout.namespaces_dir())?.flatten() {
+        for e in self.layout.io.read_dir(self.layout.namespaces_dir())?.flatten() {
             use std::os::unix::ffi::OsStrExt;
             match Namespace::parse(e.file_name().as_bytes()) {
                 Ok(ns) if idx.namespace(&ns).is_none() => {
@@ -41,7 +40,7 @@ impl Store {
     /// gets the default policy (its marker is recreated).
     pub(super) fn ensure_namespace_locked(&self, idx: &mut Index, ns: &Namespace) {
         if idx.namespace(ns).is_none() {
-            let _ = File::create(self.layout.namespace_marker(ns));
+            let _ = self.layout.io.create(&self.layout.namespace_marker(ns));
             idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
         }
     }
@@ -57,19 +56,20 @@ impl Store {
             .max_bytes
             .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
         let cap = used.saturating_add(room);
+        let quota = super::room::effective_quota(wanted, cap);
         // The reaper frees evicted space a moment later; where the volume,
         // not the quota, is the limit, that space is needed at once.
         self.volume_bound.store(
             wanted > cap.saturating_sub(reaper::BACKLOG_BYTES),
             Ordering::Relaxed,
         );
-        if wanted > cap {
+        if wanted > quota {
             log::warn!(
-                "quota {wanted} bytes exceeds what the backing volume can hold; using {cap}"
+                "quota {wanted} bytes exceeds what the backing volume can hold ({cap}, less room for writes in flight); using {quota}"
             );
         }
         idx.limits = GlobalLimits {
-            max_bytes: wanted.min(cap),
+            max_bytes: quota,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
         };
@@ -95,7 +95,7 @@ impl Store {
                 {
                     state.policy = NamespacePolicy::default();
                     state.from_config = false;
-                    let _ = File::create(self.layout.namespace_marker(&ns));
+                    let _ = self.layout.io.create(&self.layout.namespace_marker(&ns));
                 }
             }
         }
@@ -111,7 +111,7 @@ impl Store {
             self.move_to_trash_locked(&idx, victims, &mut trash);
             n
         };
-        unlink_all(&trash);
+        unlink_all(&self.layout.io, &trash);
         n
     }
 
@@ -146,7 +146,7 @@ impl Store {
         if !allow {
             return Err(StoreError::NotPermitted);
         }
-        File::create(self.layout.namespace_marker(&ns))?;
+        self.layout.io.create(&self.layout.namespace_marker(&ns))?;
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
         let id = idx.namespace(&ns).expect("just added").id;
         Ok((ns, id))
@@ -162,7 +162,7 @@ impl Store {
         if state.from_config {
             return Err(StoreError::Busy);
         }
-        match fs::remove_file(self.layout.namespace_marker(ns)) {
+        match self.layout.io.remove_file(&self.layout.namespace_marker(ns)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),

@@ -101,9 +101,10 @@ impl OfflineStore {
     /// Every file in `data/`, in a stable order (shard by shard).
     pub fn entry_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for l1 in recover::read_dir_sorted(self.layout.data_dir()) {
-            for l2 in recover::read_dir_sorted(&l1) {
-                out.extend(recover::read_dir_sorted(&l2));
+        let io = &self.layout.io;
+        for l1 in recover::read_dir_sorted(io, self.layout.data_dir()) {
+            for l2 in recover::read_dir_sorted(io, &l1) {
+                out.extend(recover::read_dir_sorted(io, &l2));
             }
         }
         out
@@ -117,7 +118,7 @@ impl OfflineStore {
         {
             return Ok(None);
         }
-        let found = recover::inspect(path).map_err(|why| BadEntry {
+        let found = recover::inspect(&self.layout.io, path).map_err(|why| BadEntry {
             path: path.to_path_buf(),
             names: names_of(path),
             why,
@@ -164,8 +165,9 @@ impl OfflineStore {
             Err(e) => return Err(bad(e.to_string())),
         };
         let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
-        let header = super::entry::read_header(&file, len).map_err(|e| bad(e.to_string()))?;
-        super::entry::verify_content(&file, &header).map_err(|e| bad(e.to_string()))?;
+        let io = &self.layout.io;
+        let header = super::entry::read_header(io, &file, len).map_err(|e| bad(e.to_string()))?;
+        super::entry::verify_content(io, &file, &header).map_err(|e| bad(e.to_string()))?;
         Ok(Some(rec))
     }
 
@@ -287,6 +289,6 @@ impl OfflineStore {
 fn names_of(path: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
     let file = File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    let h = super::entry::read_header(&file, len).ok()?;
+    let h = super::entry::read_header(&super::backing::BackingIo::default(), &file, len).ok()?;
     Some((h.namespace, h.key))
 }

@@ -134,7 +134,7 @@ impl Store {
                 }
                 self.move_to_trash_locked(&idx, victims, &mut trash);
             }
-            unlink_all(&trash);
+            unlink_all(&self.layout.io, &trash);
         }
         if report.entries > 0 {
             log::info!(

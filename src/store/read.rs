@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::{Store, StoreError, entry, meta_from_header, open_nofollow, recover};
+use super::backing::{BackingIo, FaultOp};
+use super::{Store, StoreError, entry, meta_from_header, recover};
 use crate::metrics::{self, NsMetrics};
 use crate::names::{Key, Namespace};
 
@@ -27,11 +28,19 @@ pub struct ReadHandle {
     version: u64,
     /// Its namespace's metrics: reads record bytes and latency lock-free.
     metrics: Arc<NsMetrics>,
+    /// The seam (nothing at all in a release build).
+    io: BackingIo,
 }
 
 impl ReadHandle {
     /// The handle of an open that found its entry: counts the hit.
-    fn counted(file: Arc<File>, meta: &EntryMeta, m: Arc<NsMetrics>, start: Instant) -> Self {
+    fn counted(
+        io: &BackingIo,
+        file: Arc<File>,
+        meta: &EntryMeta,
+        m: Arc<NsMetrics>,
+        start: Instant,
+    ) -> Self {
         metrics::add(&m.hits, 1);
         metrics::add(&m.read_bytes, meta.logical_size);
         m.open.since(start);
@@ -40,6 +49,7 @@ impl ReadHandle {
             len: meta.logical_size,
             version: meta.version,
             metrics: m,
+            io: io.clone(),
         }
     }
 
@@ -72,6 +82,7 @@ impl ReadHandle {
     pub fn read_cached(&self, offset: u64, size: usize) -> io::Result<Option<Vec<u8>>> {
         use std::os::fd::AsRawFd;
         let start = Instant::now();
+        self.io.check(FaultOp::Read)?;
         let n = self.readable(offset, size);
         if n == 0 {
             return Ok(Some(Vec::new()));
@@ -124,12 +135,11 @@ impl ReadHandle {
     }
 
     fn read_at_inner(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         let n = self.readable(offset, size);
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {
-            let got = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            let got = self.io.read_at(&self.file, &mut buf[done..], offset + done as u64)?;
             if got == 0 {
                 break;
             }
@@ -214,7 +224,13 @@ impl Store {
             return OpenHot::Cold;
         };
         drop(idx);
-        OpenHot::Done(ReadHandle::counted(file, &meta, metrics, start))
+        OpenHot::Done(ReadHandle::counted(
+            &self.layout.io,
+            file,
+            &meta,
+            metrics,
+            start,
+        ))
     }
 
     /// Opens the live version of a key for reading; `NotFound` if it is
@@ -241,7 +257,7 @@ impl Store {
         // and one more round opens it consistently.
         for _ in 0..4 {
             let meta = self.live_meta(ns, key)?;
-            let file = match open_nofollow(&path) {
+            let file = match self.layout.io.open_nofollow(&path) {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                     self.quarantine(&path, "a symlink");
@@ -266,7 +282,11 @@ impl Store {
                 continue;
             }
             if !meta.verified {
-                if let Err(why) = verify_entry(&file, &meta) {
+                if let Err(why) = verify_entry(&self.layout.io, &file, &meta) {
+                    // The volume failed, not the file: nothing is moved.
+                    if let entry::CorruptEntry::Io(e) = why {
+                        return Err(e.into());
+                    }
                     self.quarantine(&path, &why.to_string());
                     self.forget_if_version(ns, key, meta.version);
                     return Err(StoreError::NotFound);
@@ -285,7 +305,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             };
             drop(idx);
-            return Ok(ReadHandle::counted(file, &meta, m, start));
+            return Ok(ReadHandle::counted(&self.layout.io, file, &meta, m, start));
         }
         Err(StoreError::Io(io::Error::other(
             "entry keeps changing under the reader",
@@ -326,13 +346,13 @@ impl Store {
         let Some(m) = self.ns_metrics(ns) else {
             return Ok(None);
         };
-        let file = File::open(&path)?;
+        let file = self.layout.io.open_nofollow(&path)?;
         // The kept link must still be that version's file (a hard link
         // keeps the inode), whatever else may have taken its name.
         if file.metadata()?.ino() != meta.file_id {
             return Ok(None);
         }
-        if !meta.verified && verify_entry(&file, &meta).is_err() {
+        if !meta.verified && verify_entry(&self.layout.io, &file, &meta).is_err() {
             return Err(StoreError::NotFound);
         }
         if count {
@@ -344,6 +364,7 @@ impl Store {
             len: meta.logical_size,
             version,
             metrics: m,
+            io: self.layout.io.clone(),
         }))
     }
 
@@ -356,7 +377,7 @@ impl Store {
         version: u64,
         path: &std::path::Path,
     ) -> Result<(), StoreError> {
-        match recover::inspect(path) {
+        match recover::inspect_checked(&self.layout.io, path)? {
             Ok(found)
                 if found.header.namespace == ns.as_bytes()
                     && found.header.key == key.as_bytes() =>
@@ -399,10 +420,14 @@ impl Store {
 }
 
 /// Checks a file's trailer and content against what the index expects.
-fn verify_entry(file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
-    let h = entry::read_header(file, meta.file_size)?;
+fn verify_entry(
+    io: &BackingIo,
+    file: &File,
+    meta: &EntryMeta,
+) -> Result<(), entry::CorruptEntry> {
+    let h = entry::read_header(io, file, meta.file_size)?;
     if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
         return Err(entry::CorruptEntry::ContentChecksum);
     }
-    entry::verify_content(file, &h)
+    entry::verify_content(io, file, &h)
 }

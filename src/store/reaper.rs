@@ -15,8 +15,9 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use std::fs;
 use std::path::Path;
+
+use super::backing::BackingIo;
 
 const BACKLOG_FILES: usize = 1024;
 pub const BACKLOG_BYTES: u64 = 64 << 20;
@@ -32,18 +33,20 @@ pub struct Reaper {
     tx: Mutex<Option<Sender<(PathBuf, u64)>>>,
     backlog: Arc<Backlog>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    io: BackingIo,
 }
 
 impl Reaper {
-    pub fn start() -> Reaper {
+    pub fn start(io: BackingIo) -> Reaper {
         let (tx, rx) = channel::<(PathBuf, u64)>();
         let backlog = Arc::new(Backlog::default());
         let left = Arc::clone(&backlog);
+        let clone_io = io.clone();
         let thread = std::thread::Builder::new()
             .name("cachefs-reaper".into())
             .spawn(move || {
                 for (path, bytes) in rx {
-                    unlink(&path);
+                    unlink(&io, &path);
                     left.files.fetch_sub(1, Ordering::Relaxed);
                     left.bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
@@ -54,6 +57,7 @@ impl Reaper {
             tx: Mutex::new(thread.is_some().then_some(tx)),
             backlog,
             thread: Mutex::new(thread),
+            io: clone_io,
         }
     }
 
@@ -63,16 +67,17 @@ impl Reaper {
             return;
         }
         let tx = crate::sync::lock(&self.tx).clone();
+        let io = &self.io;
         let b = &self.backlog;
         for (path, bytes) in trash {
             let Some(tx) = &tx else {
-                unlink(&path);
+                unlink(io, &path);
                 continue;
             };
             if b.files.load(Ordering::Relaxed) >= BACKLOG_FILES
                 || b.bytes.load(Ordering::Relaxed) + bytes > BACKLOG_BYTES
             {
-                unlink(&path);
+                unlink(io, &path);
                 continue;
             }
             b.files.fetch_add(1, Ordering::Relaxed);
@@ -80,7 +85,7 @@ impl Reaper {
             if let Err(e) = tx.send((path, bytes)) {
                 b.files.fetch_sub(1, Ordering::Relaxed);
                 b.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                unlink(&e.0.0);
+                unlink(io, &e.0.0);
             }
         }
     }
@@ -103,14 +108,14 @@ impl Drop for Reaper {
 /// Files moved into trash/, each with the bytes its unlinking frees.
 pub(super) type Trash = Vec<(PathBuf, u64)>;
 
-pub(super) fn unlink_all(trash: &[(PathBuf, u64)]) {
+pub(super) fn unlink_all(io: &BackingIo, trash: &[(PathBuf, u64)]) {
     for (path, _) in trash {
-        unlink(path);
+        unlink(io, path);
     }
 }
 
-pub(super) fn unlink(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
+pub(super) fn unlink(io: &BackingIo, path: &Path) {
+    if let Err(e) = io.remove_file(path) {
         log::warn!("cannot unlink {}: {e}", path.display());
     }
 }

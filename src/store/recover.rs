@@ -8,13 +8,14 @@
 //! bytes are first served. Anything that fails validation is moved to
 //! quarantine and logged, never served, never a crash.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::backing::{BackingIo, FaultOp};
 use super::entry::{self, EntryHeader};
 use super::index::EntryMeta;
 use super::layout::Layout;
@@ -78,32 +79,45 @@ impl SnapshotEntry {
 /// Writes the snapshot atomically (temp file, fsync, rename).
 pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<()> {
     let tmp = layout.staging_path();
-    let mut f = File::create(&tmp)?;
+    let mut f = layout.io.create(&tmp)?;
+    layout.io.check(FaultOp::Write)?;
     f.write_all(SNAPSHOT_MAGIC)?;
     bincode::serialize_into(io::BufWriter::new(&mut f), entries).map_err(io::Error::other)?;
-    f.sync_all()?;
-    fs::rename(&tmp, layout.snapshot_path())
+    layout.io.sync_all(&f)?;
+    layout.io.rename(&tmp, &layout.snapshot_path())
 }
 
 /// Loads and removes the snapshot; `None` if absent or unreadable.
 pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
     let path = layout.snapshot_path();
+    layout.io.check(FaultOp::Read).ok()?;
     let bytes = fs::read(&path).ok()?;
-    if let Err(e) = fs::remove_file(&path) {
+    if let Err(e) = layout.io.remove_file(&path) {
         log::warn!("cannot remove {}: {e}; scanning instead", path.display());
         return None;
     }
-    if bytes.len() < 8 || &bytes[..8] != SNAPSHOT_MAGIC {
-        log::warn!("index snapshot is not readable; scanning instead");
-        return None;
-    }
-    match bincode::deserialize(&bytes[8..]) {
+    match parse_snapshot(&bytes) {
         Ok(v) => Some(v),
         Err(e) => {
-            log::warn!("index snapshot does not decode ({e}); scanning instead");
+            log::warn!("index snapshot {e}; scanning instead");
             None
         }
     }
+}
+
+/// Decodes a snapshot file's bytes. Untrusted: a count or length in them
+/// is never believed beyond the bytes that are there (bincode's limit),
+/// and nothing may follow the entries.
+pub(super) fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry>, String> {
+    use bincode::Options;
+    let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
+        return Err("is not readable".into());
+    };
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(body.len() as u64)
+        .deserialize(body)
+        .map_err(|e| format!("does not decode ({e})"))
 }
 
 /// One valid entry found by a scan.
@@ -124,18 +138,22 @@ pub struct ScanReport {
 /// files are quarantined.
 pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> ScanReport {
     let mut report = ScanReport::default();
-    for l1 in read_dir_sorted(layout.data_dir()) {
-        for l2 in read_dir_sorted(&l1) {
-            for path in read_dir_sorted(&l2) {
-                match inspect(&path) {
-                    Ok(f) => {
+    let io = &layout.io;
+    for l1 in read_dir_sorted(io, layout.data_dir()) {
+        for l2 in read_dir_sorted(io, &l1) {
+            for path in read_dir_sorted(io, &l2) {
+                match inspect_checked(io, &path) {
+                    Ok(Ok(f)) => {
                         report.entries += 1;
                         found(f);
                     }
-                    Err(why) => {
+                    Ok(Err(why)) => {
                         report.quarantined += 1;
                         quarantine(layout, &path, &why);
                     }
+                    // The volume failed, not the file: left in place for
+                    // the next start, never quarantined.
+                    Err(e) => log::warn!("cannot read {}: {e}; skipped", path.display()),
                 }
             }
         }
@@ -145,13 +163,32 @@ pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> ScanReport {
 
 /// Validates one file found at `path` (its trailer, and that it sits where
 /// its own namespace and key say it should).
-pub fn inspect(path: &Path) -> Result<Found, String> {
-    let md = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+pub fn inspect(io: &BackingIo, path: &Path) -> Result<Found, String> {
+    inspect_checked(io, path).unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Like `inspect`, but a failure to read (the volume's, not the file's
+/// fault) is the outer error: it says nothing about the file.
+pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, String>> {
+    let md = fs::symlink_metadata(path)?;
     if !md.file_type().is_file() {
-        return Err("not a regular file".into());
+        return Ok(Err("not a regular file".into()));
     }
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let header = entry::read_header(&file, md.len()).map_err(|e| e.to_string())?;
+    let file = match io.open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Err("a symlink".into())),
+        Err(e) => return Err(e),
+    };
+    let header = match entry::read_header(io, &file, md.len()) {
+        Ok(h) => h,
+        Err(entry::CorruptEntry::Io(e)) => return Err(e),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    Ok(check_placement(header, path, &md))
+}
+
+/// A decoded entry file is valid only under its own names' path.
+fn check_placement(header: EntryHeader, path: &Path, md: &fs::Metadata) -> Result<Found, String> {
     let (Ok(ns), Ok(key)) = (
         Namespace::parse(&header.namespace),
         Key::parse(&header.key, KeyFormat::Any),
@@ -173,7 +210,7 @@ pub fn inspect(path: &Path) -> Result<Found, String> {
 /// Moves a bad file aside, with a log line saying why.
 pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
     let to = layout.quarantine_path(path);
-    match fs::rename(path, &to) {
+    match layout.io.rename(path, &to) {
         Ok(()) => log::warn!("quarantined {} ({why}) -> {}", path.display(), to.display()),
         Err(e) => log::warn!(
             "bad entry {} ({why}); cannot quarantine: {e}",
@@ -182,10 +219,15 @@ pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
     }
 }
 
-pub(super) fn read_dir_sorted(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = match fs::read_dir(dir) {
+pub(super) fn read_dir_sorted(io: &BackingIo, dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = match io.read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(_) => Vec::new(),
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("cannot list {}: {e}", dir.display());
+            }
+            Vec::new()
+        }
     };
     v.sort();
     v

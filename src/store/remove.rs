@@ -7,7 +7,6 @@
 //! after the index lock is released; the removal listener hears of every
 //! entry the store removes on its own.
 
-use std::fs;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +24,7 @@ impl Store {
     /// when the volume is what bounds the cache.
     pub(super) fn dispose(&self, trash: Trash) {
         if self.volume_bound.load(Ordering::Relaxed) {
-            unlink_all(&trash);
+            unlink_all(&self.layout.io, &trash);
         } else {
             self.reaper.reap(trash);
         }
@@ -58,7 +57,7 @@ impl Store {
                 metrics::add(bytes, v.meta.stored_bytes);
             }
             let to = self.layout.trash_path();
-            match fs::rename(self.layout.entry_path(&v.ns, &v.key), &to) {
+            match self.layout.io.rename(&self.layout.entry_path(&v.ns, &v.key), &to) {
                 Ok(()) => trash.push((to, v.meta.stored_bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!(
@@ -120,7 +119,12 @@ impl Store {
                 self.tell(Change::Removed { ns_id, key });
             }
             let to = self.layout.trash_path();
-            if fs::rename(self.layout.entry_path(ns, key), &to).is_ok() {
+            if self
+                .layout
+                .io
+                .rename(&self.layout.entry_path(ns, key), &to)
+                .is_ok()
+            {
                 trash.push((to, victim.meta.stored_bytes));
             }
         }
@@ -146,7 +150,7 @@ impl Store {
             self.move_to_trash_locked(&idx, expired, &mut trash);
             n
         };
-        unlink_all(&trash);
+        unlink_all(&self.layout.io, &trash);
         n
     }
 

@@ -5,12 +5,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
 use super::stats::count_refusal;
@@ -47,6 +49,14 @@ pub struct StagingFile {
     pub(super) claim: Option<Claim>,
     /// Where a refused write (over its limit, volume full) is counted.
     pub(super) metrics: Option<std::sync::Arc<NsMetrics>>,
+    /// Bytes of the quota this write holds (see `room.rs`), out of the
+    /// store's `staged` total, given back when it is dropped or published.
+    pub(super) reserved: u64,
+    /// Bytes the write may stage before it reserves any: the stored size
+    /// of the version it replaces, which its publish frees.
+    pub(super) credit: u64,
+    pub(super) staged: Arc<AtomicU64>,
+    pub(super) io: BackingIo,
 }
 
 /// Who writes, for the entry's owner and mode.
@@ -58,6 +68,7 @@ pub struct Owner {
 }
 
 impl StagingFile {
+    #[allow(clippy::too_many_arguments)] // each is a distinct part of a new write
     pub(super) fn new(
         file: File,
         path: PathBuf,
@@ -66,6 +77,8 @@ impl StagingFile {
         version: u64,
         limit: u64,
         owner: Owner,
+        io: BackingIo,
+        staged: Arc<AtomicU64>,
     ) -> StagingFile {
         StagingFile {
             file,
@@ -87,11 +100,15 @@ impl StagingFile {
             overrun: false,
             claim: None,
             metrics: None,
+            reserved: 0,
+            credit: 0,
+            staged,
+            io,
         }
     }
 
     /// Counts a refusal where it is decided, and passes it on.
-    fn refused(&self, e: StoreError) -> StoreError {
+    pub(super) fn refused(&self, e: StoreError) -> StoreError {
         if let Some(m) = &self.metrics {
             count_refusal(m, &e);
         }
@@ -175,11 +192,15 @@ impl StagingFile {
     }
 
     /// Writes at `offset`; fails with `TooBig` past the entry's limit.
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        self.write_inner(offset, data).map_err(|e| self.refused(e))
+    /// Unaccounted: users' writes go through `Store::write_staged`.
+    #[cfg(test)]
+    pub(super) fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.write_raw(offset, data).map_err(|e| self.refused(e))
     }
 
-    fn write_inner(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    /// Writes at `offset`, counting nothing (the store counts a refusal
+    /// once it has given up making room).
+    pub(super) fn write_raw(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         // Writing nothing changes nothing, wherever (it used to stretch
         // `len` past the file's end).
         if data.is_empty() {
@@ -194,7 +215,7 @@ impl StagingFile {
         // Whatever happens next, the bytes may no longer be the copy's.
         self.known_sha256 = None;
         self.unmodified_copy = false;
-        if let Err(e) = self.file.write_all_at(data, offset) {
+        if let Err(e) = self.io.write_all_at(&self.file, data, offset) {
             self.overrun = true;
             self.hasher = None;
             return Err(e.into());
@@ -210,30 +231,20 @@ impl StagingFile {
         Ok(())
     }
 
-    /// Appends at the end of the staged content.
-    pub fn append(&mut self, data: &[u8]) -> Result<u64, StoreError> {
-        let at = self.len;
-        self.write_at(at, data)?;
-        Ok(at)
-    }
-
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if offset >= self.len {
             return Ok(0);
         }
         let n = buf.len().min((self.len - offset) as usize);
-        self.file.read_at(&mut buf[..n], offset)
+        self.io.read_at(&self.file, &mut buf[..n], offset)
     }
 
-    pub fn truncate(&mut self, size: u64) -> Result<(), StoreError> {
-        self.truncate_inner(size).map_err(|e| self.refused(e))
-    }
-
-    fn truncate_inner(&mut self, size: u64) -> Result<(), StoreError> {
+    /// Changes the staged length, counting nothing (see `write_raw`).
+    pub(super) fn truncate_raw(&mut self, size: u64) -> Result<(), StoreError> {
         if size > self.limit {
             return Err(StoreError::TooBig);
         }
-        if let Err(e) = self.file.set_len(size) {
+        if let Err(e) = self.io.set_len(&self.file, size) {
             self.overrun = true;
             self.known_sha256 = None;
             self.unmodified_copy = false;
@@ -262,14 +273,16 @@ impl StagingFile {
         {
             return Ok(h.finalize().into());
         }
-        super::entry::content_sha256(&self.file, self.len)
+        super::entry::content_sha256(&self.io, &self.file, self.len)
     }
 }
 
 impl Drop for StagingFile {
     fn drop(&mut self) {
+        // Giving back lowers the total only: no lock needed (see room.rs).
+        self.staged.fetch_sub(self.reserved, Ordering::Relaxed);
         if !self.published {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.io.remove_file(&self.path);
         }
     }
 }

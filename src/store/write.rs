@@ -7,16 +7,17 @@
 //! every publish usage <= every quota that applies; a replaced version
 //! stays readable for a grace period.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
 use super::{
-    Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header, open_nofollow,
+    Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header,
 };
 use crate::config::Durability;
 use crate::metrics::{self, Op};
@@ -147,7 +148,7 @@ impl Store {
         key: &Key,
         w: NewWrite,
     ) -> Result<StagingFile, StoreError> {
-        let (limit, current, claim, metrics) = {
+        let (limit, current, credit, claim, metrics, staged) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
             let limit = [
@@ -171,39 +172,41 @@ impl Store {
                 return Err(StoreError::Exists);
             }
             let claim = (w.by != WriteBy::Store).then(|| self.claims.take(ns, key));
+            let credit = live.as_ref().map_or(0, |m| m.stored_bytes);
             let current = match w.from {
                 WriteFrom::Empty => None,
                 WriteFrom::Current => live,
             };
-            (limit, current, claim, std::sync::Arc::clone(&state.metrics))
+            let metrics = std::sync::Arc::clone(&state.metrics);
+            let staged = std::sync::Arc::clone(&idx.staged);
+            (limit, current, credit, claim, metrics, staged)
         };
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
         let path = self.layout.staging_path();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        let mut staging =
-            StagingFile::new(file, path, ns.clone(), key.clone(), version, limit, owner);
+        let io = &self.layout.io;
+        let file = self.with_room_io(0, || io.create_new(&path))?;
+        let mut staging = StagingFile::new(
+            file,
+            path,
+            ns.clone(),
+            key.clone(),
+            version,
+            limit,
+            owner,
+            io.clone(),
+            staged,
+        );
         staging.claim = claim;
         staging.metrics = Some(metrics);
+        staging.credit = credit;
         if let Some(meta) = current {
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
             }
-            let src = open_nofollow(&self.layout.entry_path(ns, key))?;
-            let mut reader = io::Read::take(&src, meta.logical_size);
-            let copied = io::copy(&mut reader, &mut &staging.file)?;
-            if copied != meta.logical_size {
-                return Err(StoreError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "entry shorter than its header says",
-                )));
-            }
-            let header = entry::read_header(&src, meta.file_size).map_err(|e| {
+            let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
+            self.copy_content(&src, &mut staging, meta.logical_size)?;
+            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| {
                 StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
             })?;
             staging.set_copied(meta.logical_size, header.content_sha256);
@@ -257,17 +260,16 @@ impl Store {
             uid: staging.uid,
             gid: staging.gid,
         };
-        {
-            use std::os::unix::fs::FileExt;
-            if staging.overrun {
-                staging.file.set_len(staging.len)?;
-            }
-            staging
-                .file
-                .write_all_at(&header.encode_trailer(), staging.len)?;
+        let io = &self.layout.io;
+        if staging.overrun {
+            io.set_len(&staging.file, staging.len)?;
         }
+        let trailer = header.encode_trailer();
+        self.with_room_io(trailer.len() as u64, || {
+            io.write_all_at(&staging.file, &trailer, staging.len)
+        })?;
         if durability == Durability::Fsync {
-            staging.file.sync_all()?;
+            io.sync_all(&staging.file)?;
         }
         let md = staging.file.metadata()?;
         let meta = meta_from_header(
@@ -279,7 +281,7 @@ impl Store {
             true,
         );
         let dest = self.layout.entry_path(&staging.ns, &staging.key);
-        let mut made_shard = self.layout.ensure_shard(&dest)?;
+        let mut made_shard = self.with_room_io(0, || self.layout.ensure_shard(&dest))?;
 
         let (ns, key) = (staging.ns.clone(), staging.key.clone());
         let mut trash = Vec::new();
@@ -310,6 +312,11 @@ impl Store {
                 }
             }
             self.index_changed_locked();
+            // The write's share of the quota becomes its entry's, in this
+            // critical section (see room.rs).
+            staging
+                .staged
+                .fetch_sub(std::mem::take(&mut staging.reserved), Ordering::Relaxed);
             let old = idx.remove(&ns, &key);
             let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
                 if let Some(old) = old {
@@ -324,7 +331,7 @@ impl Store {
                 .filter(|o| o.version != meta.version)
                 .and_then(|o| {
                     let keep = self.layout.trash_path();
-                    fs::hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
+                    io.hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
                 });
             match self.rename_into_place(&staging.path, &dest) {
                 Ok(made) => made_shard |= made,
@@ -362,7 +369,7 @@ impl Store {
                 let gone = idx.remove(&ns, from).map_or(0, |m| m.stored_bytes);
                 let from_path = self.layout.entry_path(&ns, from);
                 let to = self.layout.trash_path();
-                if fs::rename(&from_path, &to).is_ok() {
+                if io.rename(&from_path, &to).is_ok() {
                     trash.push((to, gone));
                 }
             }
@@ -379,11 +386,11 @@ impl Store {
         if durability == Durability::Fsync
             && let Some(dir) = dest.parent()
         {
-            File::open(dir)?.sync_all()?;
+            io.sync_dir(dir)?;
             // A shard made for this entry must be in its parents too.
             if made_shard {
                 for up in dir.ancestors().skip(1).take(2) {
-                    File::open(up)?.sync_all()?;
+                    io.sync_dir(up)?;
                 }
             }
         }
@@ -393,14 +400,42 @@ impl Store {
     /// Renames a staged file to its entry path. The shard directory is
     /// made again if it went away since it was last seen; says whether.
     fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
-        match fs::rename(from, dest) {
+        let io = &self.layout.io;
+        match io.rename(from, dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
                 self.layout.shard_vanished(dest);
                 let made = self.layout.ensure_shard(dest)?;
-                fs::rename(from, dest).map(|()| made)
+                io.rename(from, dest).map(|()| made)
             }
             r => r.map(|()| false),
         }
+    }
+
+    /// Copies the first `len` bytes of a published version into a staged
+    /// write, through the seam (room is made if the volume is full).
+    fn copy_content(
+        &self,
+        src: &File,
+        staging: &mut StagingFile,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        let io = &self.layout.io;
+        let mut buf = vec![0u8; (len.min(256 * 1024) as usize).max(1)];
+        let mut done = 0u64;
+        while done < len {
+            let want = buf.len().min((len - done) as usize);
+            let n = io.read_at(src, &mut buf[..want], done)?;
+            if n == 0 {
+                return Err(StoreError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry shorter than its header says",
+                )));
+            }
+            let chunk = &buf[..n];
+            self.with_room_io(n as u64, || io.write_all_at(&staging.file, chunk, done))?;
+            done += n as u64;
+        }
+        Ok(())
     }
 
     /// Stages a verbatim copy of a key's live version (content, owner,
@@ -464,7 +499,7 @@ impl Store {
         staging.uid = update.uid.unwrap_or(meta.uid);
         staging.gid = update.gid.unwrap_or(meta.gid);
         match update.truncate {
-            Some(size) if size != meta.logical_size => staging.truncate(size)?,
+            Some(size) if size != meta.logical_size => self.truncate_staged(&mut staging, size)?,
             _ => staging.version = meta.version,
         }
         self.publish(staging)

@@ -33,6 +33,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::clock::UnixNanos;
@@ -111,6 +112,10 @@ pub struct Index {
     /// the version's file: none holds disk space behind the quota's back.
     shared_files: HashMap<u64, Arc<File>>,
     pub limits: GlobalLimits,
+    /// Bytes reserved by writes in flight (staging files), counted against
+    /// the whole-cache quota. Raised only under the index lock; a write
+    /// gives its share back lock-free (lowering it only makes room).
+    pub staged: Arc<AtomicU64>,
 }
 
 /// At most this many files are shared (well under the default soft limit
@@ -128,6 +133,7 @@ impl Index {
             expiry: BinaryHeap::new(),
             shared_files: HashMap::new(),
             limits,
+            staged: Arc::default(),
         }
     }
 
@@ -349,6 +355,52 @@ impl Index {
         Some(out)
     }
 
+    /// Makes room in the whole-cache quota for `add_bytes` more staged by
+    /// a write in flight, and reserves them: expired entries first, then
+    /// the least recently used. `None` (nothing evicted, nothing reserved)
+    /// when the writes in flight alone would pass the quota.
+    pub fn reserve_staged(&mut self, add_bytes: u64, now: UnixNanos) -> Option<Vec<Removed>> {
+        let mut out = Vec::new();
+        self.fit(None, add_bytes, 0, now, &mut out)?;
+        self.staged.fetch_add(add_bytes, Ordering::Relaxed);
+        Some(out)
+    }
+
+    /// Takes entries until their stored bytes reach `bytes`: expired ones
+    /// first, then the least recently used. Nothing when even all of them
+    /// together fall short (the caller could not be helped, so no entry is
+    /// lost for nothing).
+    pub fn evict_bytes(&mut self, bytes: u64, now: UnixNanos) -> Vec<Removed> {
+        if self.total_bytes < bytes {
+            return Vec::new();
+        }
+        let mut out = self.take_expired(now);
+        let mut freed: u64 = out.iter().map(|r| r.meta.stored_bytes).sum();
+        while freed < bytes {
+            let Some(victim_ns) = self.lru_namespace() else {
+                break;
+            };
+            let (key, meta) = self.pop_lru(&victim_ns).expect("just seen");
+            freed += meta.stored_bytes;
+            out.push(Removed {
+                ns: victim_ns,
+                key,
+                meta,
+                reason: RemoveReason::Evicted,
+            });
+        }
+        out
+    }
+
+    /// The namespace holding the globally least recently used entry.
+    fn lru_namespace(&self) -> Option<Namespace> {
+        self.namespaces
+            .iter()
+            .filter_map(|(n, s)| s.entries.lru_last_access().map(|at| (at, n)))
+            .min()
+            .map(|(_, n)| n.clone())
+    }
+
     /// Evicts until every namespace and the whole cache are within their
     /// limits (after a reload lowered them).
     pub fn shrink_to_limits(&mut self, now: UnixNanos) -> Vec<Removed> {
@@ -381,8 +433,21 @@ impl Index {
                         .is_some_and(|m| s.len() + add_entries > m)
             })
         };
+        let staged = self.staged.load(Ordering::Relaxed);
+        // Refused before anything is evicted: victims taken and then
+        // dropped would leave files no index knows.
+        let fits_alone = ns.is_none_or(|ns| {
+            let p = &self.namespaces[ns].policy;
+            p.max_bytes.is_none_or(|q| add_bytes <= q)
+                && p.max_entries.is_none_or(|m| add_entries <= m)
+        }) && staged.saturating_add(add_bytes) <= self.limits.max_bytes
+            && self.limits.max_entries.is_none_or(|m| add_entries <= m);
+        // A shrink (nothing to add) evicts what it can regardless.
+        if !fits_alone && (add_bytes > 0 || add_entries > 0) {
+            return None;
+        }
         let over_total = |idx: &Index| {
-            idx.total_bytes + add_bytes > idx.limits.max_bytes
+            idx.total_bytes + staged + add_bytes > idx.limits.max_bytes
                 || idx
                     .limits
                     .max_entries
@@ -402,12 +467,7 @@ impl Index {
             });
         }
         while over_total(self) {
-            let victim_ns = self
-                .namespaces
-                .iter()
-                .filter_map(|(n, s)| s.entries.lru_last_access().map(|at| (at, n)))
-                .min()
-                .map(|(_, n)| n.clone())?;
+            let victim_ns = self.lru_namespace()?;
             let (key, meta) = self.pop_lru(&victim_ns).expect("just seen");
             out.push(Removed {
                 ns: victim_ns,
