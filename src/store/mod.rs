@@ -179,7 +179,18 @@ impl Store {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, OpenError> {
+        Store::open_with(root, config, clock, backing::BackingIo::from_env())
+    }
+
+    /// `open` through a given seam (tests inject faults into it).
+    fn open_with(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        io: backing::BackingIo,
+    ) -> Result<Store, OpenError> {
         let mut layout = Layout::open(root)?;
+        layout.io = io;
         let lock = match layout.lock(LockMode::Exclusive) {
             Ok(alone) => {
                 // Files directly in staging/ and trash/ are an offline
@@ -235,7 +246,10 @@ impl Store {
                 path: root.display().to_string(),
                 source,
             })?;
-        store.recover();
+        store.recover().map_err(|source| OpenError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
         release_freed_memory();
         store.apply_limits(&config);
         Ok(store)
@@ -291,7 +305,7 @@ impl Store {
         self.layout.root()
     }
 
-    fn recover(&self) {
+    fn recover(&self) -> io::Result<()> {
         if let Some(entries) = recover::take_snapshot(&self.layout) {
             let mut sorted = entries;
             sorted.sort_by_key(|e| e.last_access);
@@ -308,10 +322,10 @@ impl Store {
                 idx.insert(&ns, key, e.meta(self.new_version()));
             }
             log::info!("loaded {n} entries from the index snapshot");
-            return;
+            return Ok(());
         }
         let mut found = Vec::new();
-        let report = recover::scan(&self.layout, |f| found.push(f));
+        let report = recover::scan(&self.layout, |f| found.push(f))?;
         // Oldest first, so the LRU order follows publish times.
         found.sort_by_key(|f| f.header.mtime);
         let mut idx = self.lock();
@@ -339,6 +353,7 @@ impl Store {
             report.entries,
             report.quarantined
         );
+        Ok(())
     }
 
     /// Ends this daemon's session: whatever is still staged (writes that
@@ -423,6 +438,10 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, debug_assertions))]
+mod faults_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

@@ -102,9 +102,10 @@ impl OfflineStore {
     pub fn entry_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let io = &self.layout.io;
-        for l1 in recover::read_dir_sorted(io, self.layout.data_dir()) {
-            for l2 in recover::read_dir_sorted(io, &l1) {
-                out.extend(recover::read_dir_sorted(io, &l2));
+        let list = |dir: &Path| recover::read_dir_sorted(io, dir).unwrap_or_default();
+        for l1 in list(self.layout.data_dir()) {
+            for l2 in list(&l1) {
+                out.extend(list(&l2));
             }
         }
         out

@@ -135,13 +135,14 @@ pub struct ScanReport {
 }
 
 /// Walks `data/` and calls `found` for every valid entry file; invalid
-/// files are quarantined.
-pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> ScanReport {
+/// files are quarantined. A directory that cannot be listed fails the
+/// scan: an index missing what is on disk must not be served.
+pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> io::Result<ScanReport> {
     let mut report = ScanReport::default();
     let io = &layout.io;
-    for l1 in read_dir_sorted(io, layout.data_dir()) {
-        for l2 in read_dir_sorted(io, &l1) {
-            for path in read_dir_sorted(io, &l2) {
+    for l1 in read_dir_sorted(io, layout.data_dir())? {
+        for l2 in read_dir_sorted(io, &l1)? {
+            for path in read_dir_sorted(io, &l2)? {
                 match inspect_checked(io, &path) {
                     Ok(Ok(f)) => {
                         report.entries += 1;
@@ -158,7 +159,7 @@ pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> ScanReport {
             }
         }
     }
-    report
+    Ok(report)
 }
 
 /// Validates one file found at `path` (its trailer, and that it sits where
@@ -219,16 +220,17 @@ pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
     }
 }
 
-pub(super) fn read_dir_sorted(io: &BackingIo, dir: &Path) -> Vec<std::path::PathBuf> {
+/// The paths in a directory, sorted; none if it does not exist (or is
+/// not a directory: a stray file where a shard should be).
+pub(super) fn read_dir_sorted(io: &BackingIo, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     let mut v: Vec<_> = match io.read_dir(dir) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(e) => {
-            if e.kind() != io::ErrorKind::NotFound {
-                log::warn!("cannot list {}: {e}", dir.display());
-            }
-            Vec::new()
-        }
+        Ok(rd) => rd.collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|e| e.path())
+            .collect(),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Vec::new(),
+        Err(e) => return Err(e),
     };
     v.sort();
-    v
+    Ok(v)
 }
