@@ -52,7 +52,7 @@ fn main() {
         let mut st = store
             .begin_write(&ns, &key, WriteFrom::Empty, owner)
             .expect("stage");
-        st.write_at(0, b"x").expect("write");
+        store.write_staged(&mut st, 0, b"x").expect("write");
         store.publish(st).expect("publish");
     }
     let grown = (rss_kib() - before) * 1024;

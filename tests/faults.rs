@@ -123,7 +123,10 @@ fn a_write_the_volume_refuses_is_enospc_at_close() {
         assert!(f.mount_stat("backing_full") >= 1, "{errno}");
         assert_eq!(f.m.total_stat("evictions"), 0, "{errno}");
         write_file(&f.m.path("ns", "k"), &vec![8u8; 256 << 10]).unwrap();
-        assert_eq!(read_file(&f.m.path("ns", "k")).unwrap(), vec![8u8; 256 << 10]);
+        assert_eq!(
+            read_file(&f.m.path("ns", "k")).unwrap(),
+            vec![8u8; 256 << 10]
+        );
     }
 }
 
@@ -163,5 +166,9 @@ fn an_append_whose_copy_cannot_be_read_is_eio_and_the_entry_stays() {
     f.lift();
     untouched(&f, "k", b"old");
     assert!(f.mount_stat("backing_io_errors") >= 1);
-    assert_eq!(f.mount_stat("corrupt_entries"), 0, "a read error is no corruption");
+    assert_eq!(
+        f.mount_stat("corrupt_entries"),
+        0,
+        "a read error is no corruption"
+    );
 }

@@ -112,7 +112,12 @@ fn a_filler_taking_the_volume_refuses_cleanly_until_it_goes() {
     };
     let m = cache_on(&vol);
     let small: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| (format!("small{i}"), make_payload(&mut Rng::new(i), 3000, b"s")))
+        .map(|i| {
+            (
+                format!("small{i}"),
+                make_payload(&mut Rng::new(i), 3000, b"s"),
+            )
+        })
         .collect();
     for (k, v) in &small {
         write_file(&m.path("v", k), v).unwrap();
@@ -130,7 +135,11 @@ fn a_filler_taking_the_volume_refuses_cleanly_until_it_goes() {
         }
     }
     drop(filler);
-    assert!(vol.free() < 64 << 10, "the filler left {} bytes", vol.free());
+    assert!(
+        vol.free() < 64 << 10,
+        "the filler left {} bytes",
+        vol.free()
+    );
 
     for attempt in 0..3 {
         let path = m.path("v", "big");
@@ -144,9 +153,16 @@ fn a_filler_taking_the_volume_refuses_cleanly_until_it_goes() {
         assert_errno(fs::metadata(&path), libc::ENOENT, "the refused key");
     }
     for (k, v) in &small {
-        assert_eq!(&read_file(&m.path("v", k)).unwrap(), v, "{k} after the refusals");
+        assert_eq!(
+            &read_file(&m.path("v", k)).unwrap(),
+            v,
+            "{k} after the refusals"
+        );
     }
-    assert!(staged_files(&m.backing.join("staging")).is_empty(), "a refused write left staging behind");
+    assert!(
+        staged_files(&m.backing.join("staging")).is_empty(),
+        "a refused write left staging behind"
+    );
     assert!(enospc(&m) >= 3);
     assert!(m.stats()["backing_full"].as_u64().unwrap() >= 3);
     assert_eq!(m.total_stat("evictions"), 0, "evicted for nothing");

@@ -221,7 +221,10 @@ impl BackingIo {
     /// Makes a directory and its missing parents, mode 0700.
     pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.check(FaultOp::Mkdir)?;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
 }
 
@@ -232,7 +235,7 @@ mod faults {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::FaultOp;
+    use crate::store::backing::FaultOp;
 
     /// One injected fault: `op` fails with `errno`, `times` more times
     /// (`None`: until lifted).

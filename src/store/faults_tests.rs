@@ -261,7 +261,10 @@ fn a_full_volume_makes_room_by_eviction_and_retries() {
         assert_eq!(stats.backing_full, 1, "{errno}");
         assert!(stats.total.evictions >= 2, "{errno}: freed at least 1 MiB");
         assert_eq!(stats.total.rejected_writes.enospc, 0);
-        assert!(read(&s, "k0").is_err(), "the least recently used went first");
+        assert!(
+            read(&s, "k0").is_err(),
+            "the least recently used went first"
+        );
         assert_eq!(read(&s, "k3").unwrap(), vec![3u8; 600 << 10]);
         assert_eq!(index_of(&s), disk_of(&root));
         s.check_invariants();
@@ -333,7 +336,10 @@ fn writes_in_flight_hold_their_bytes_in_the_quota() {
     assert_eq!(s.stats().total.evictions, 1);
     assert!(read(&s, "w0").is_err());
     s.publish(next).unwrap();
-    assert_eq!(s.lock().staged.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        s.lock().staged.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     let u = s.usage();
     assert!(u.used_bytes <= u.quota_bytes, "{u:?}");
     assert_eq!(index_of(&s), disk_of(&root));

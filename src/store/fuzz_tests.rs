@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::backing::BackingIo;
 use super::entry::{self, EntryHeader};
-use super::layout::{self, Layout, LayoutError};
+use super::format;
+use super::layout::{Layout, LayoutError};
 use super::recover;
 use crate::names::Namespace;
 
@@ -96,7 +97,7 @@ proptest! {
 
     #[test]
     fn format_of_raw_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let r = layout::check_format(&bytes);
+        let r = format::check_format(&bytes);
         prop_assert_eq!(r.is_ok(), bytes == b"cachefs backing format 1\n");
         if let Err(shown) = r {
             prop_assert!(shown.len() <= 4 * 64 && !shown.chars().any(char::is_control));
@@ -180,7 +181,14 @@ fn strange_namespace_markers_never_stop_a_start() {
     let root = dir.path().join("b");
     drop(Layout::open(&root).unwrap());
     let markers = root.join("namespaces");
-    for name in [&b"ok"[..], b".cachefs", b"\xff\xfe", b" ", b"-x", &[b'n'; 255]] {
+    for name in [
+        &b"ok"[..],
+        b".cachefs",
+        b"\xff\xfe",
+        b" ",
+        b"-x",
+        &[b'n'; 255],
+    ] {
         let p = markers.join(std::ffi::OsStr::from_bytes(name));
         std::fs::write(&p, vec![0xffu8; 4096]).unwrap();
     }

@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use super::backing::BackingIo;
 use crate::names::{Key, Namespace};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub use super::format::FORMAT_VERSION;
+use super::format::{check_format, read_format};
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "lock";
 
@@ -406,41 +407,6 @@ impl Layout {
         let n = self.unique.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}.{ext}", self.token)
     }
-}
-
-/// A FORMAT file longer than this is not ours; only this much is read.
-const FORMAT_MAX: u64 = 64;
-
-/// The first bytes of a FORMAT file. The backing dir is untrusted: no
-/// symlink is followed, a FIFO does not block, and a huge file costs no
-/// more than `FORMAT_MAX` bytes.
-fn read_format(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Ok(b"(not a regular file)".to_vec());
-    }
-    let mut buf = Vec::new();
-    f.take(FORMAT_MAX + 1).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// Whether FORMAT's bytes name this format; else what was found, for the
-/// error line (printable, short).
-pub(super) fn check_format(bytes: &[u8]) -> Result<(), String> {
-    let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
-    if bytes == expected.as_bytes() {
-        return Ok(());
-    }
-    let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(FORMAT_MAX as usize)])
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    Err(shown)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -66,7 +66,10 @@ impl Store {
     /// (the index does not keep it).
     pub fn content_sha256(&self, ns: &Namespace, key: &Key) -> Result<[u8; 32], StoreError> {
         self.live_meta(ns, key)?;
-        let file = self.layout.io.open_nofollow(&self.layout.entry_path(ns, key))?;
+        let file = self
+            .layout
+            .io
+            .open_nofollow(&self.layout.entry_path(ns, key))?;
         let len = file.metadata()?.len();
         entry::read_header(&self.layout.io, &file, len)
             .map(|h| h.content_sha256)

@@ -35,6 +35,7 @@ mod backing;
 mod claims;
 mod clock;
 mod entry;
+mod format;
 mod index;
 mod layout;
 mod lookup;
@@ -44,9 +45,9 @@ pub mod offline;
 mod purge;
 mod read;
 mod reaper;
-mod room;
 mod recover;
 mod remove;
+mod room;
 mod staging;
 mod stats;
 mod sweeper;
@@ -436,12 +437,12 @@ impl Drop for Store {
     }
 }
 
-#[cfg(test)]
-mod tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

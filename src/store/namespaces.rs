@@ -23,7 +23,12 @@ impl Store {
             let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
             idx.add_namespace(ns, policy.clone(), true);
         }
-        for e in self.layout.io.read_dir(self.layout.namespaces_dir())?.flatten() {
+        for e in self
+            .layout
+            .io
+            .read_dir(self.layout.namespaces_dir())?
+            .flatten()
+        {
             use std::os::unix::ffi::OsStrExt;
             match Namespace::parse(e.file_name().as_bytes()) {
                 Ok(ns) if idx.namespace(&ns).is_none() => {
@@ -162,7 +167,11 @@ impl Store {
         if state.from_config {
             return Err(StoreError::Busy);
         }
-        match self.layout.io.remove_file(&self.layout.namespace_marker(ns)) {
+        match self
+            .layout
+            .io
+            .remove_file(&self.layout.namespace_marker(ns))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),

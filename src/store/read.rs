@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::index::EntryMeta;
 use super::backing::{BackingIo, FaultOp};
+use super::index::EntryMeta;
 use super::{Store, StoreError, entry, meta_from_header, recover};
 use crate::metrics::{self, NsMetrics};
 use crate::names::{Key, Namespace};
@@ -139,7 +139,9 @@ impl ReadHandle {
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {
-            let got = self.io.read_at(&self.file, &mut buf[done..], offset + done as u64)?;
+            let got = self
+                .io
+                .read_at(&self.file, &mut buf[done..], offset + done as u64)?;
             if got == 0 {
                 break;
             }
@@ -420,11 +422,7 @@ impl Store {
 }
 
 /// Checks a file's trailer and content against what the index expects.
-fn verify_entry(
-    io: &BackingIo,
-    file: &File,
-    meta: &EntryMeta,
-) -> Result<(), entry::CorruptEntry> {
+fn verify_entry(io: &BackingIo, file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
     let h = entry::read_header(io, file, meta.file_size)?;
     if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
         return Err(entry::CorruptEntry::ContentChecksum);

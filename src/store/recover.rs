@@ -224,7 +224,8 @@ pub fn quarantine(layout: &Layout, path: &Path, why: &str) {
 /// not a directory: a stray file where a shard should be).
 pub(super) fn read_dir_sorted(io: &BackingIo, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     let mut v: Vec<_> = match io.read_dir(dir) {
-        Ok(rd) => rd.collect::<io::Result<Vec<_>>>()?
+        Ok(rd) => rd
+            .collect::<io::Result<Vec<_>>>()?
             .into_iter()
             .map(|e| e.path())
             .collect(),

@@ -57,7 +57,11 @@ impl Store {
                 metrics::add(bytes, v.meta.stored_bytes);
             }
             let to = self.layout.trash_path();
-            match self.layout.io.rename(&self.layout.entry_path(&v.ns, &v.key), &to) {
+            match self
+                .layout
+                .io
+                .rename(&self.layout.entry_path(&v.ns, &v.key), &to)
+            {
                 Ok(()) => trash.push((to, v.meta.stored_bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!(

@@ -20,6 +20,7 @@
 //!    then no entry was evicted for nothing. Each such episode is counted
 //!    in `backing_full`.
 
+use std::fs::File;
 use std::io;
 
 use super::backing;
@@ -170,5 +171,32 @@ impl Store {
         // At once, not on the reaper: the space is wanted now.
         unlink_all(&self.layout.io, &trash);
         freed
+    }
+
+    /// Copies the first `len` bytes of a published version into a staged
+    /// write, through the seam (room is made if the volume is full).
+    pub(super) fn copy_content(
+        &self,
+        src: &File,
+        staging: &mut StagingFile,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        let io = &self.layout.io;
+        let mut buf = vec![0u8; (len.min(256 * 1024) as usize).max(1)];
+        let mut done = 0u64;
+        while done < len {
+            let want = buf.len().min((len - done) as usize);
+            let n = io.read_at(src, &mut buf[..want], done)?;
+            if n == 0 {
+                return Err(StoreError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry shorter than its header says",
+                )));
+            }
+            let chunk = &buf[..n];
+            self.with_room_io(n as u64, || io.write_all_at(&staging.file, chunk, done))?;
+            done += n as u64;
+        }
+        Ok(())
     }
 }

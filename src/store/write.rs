@@ -7,7 +7,6 @@
 //! every publish usage <= every quota that applies; a replaced version
 //! stays readable for a grace period.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,9 +15,7 @@ use std::time::Instant;
 
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
-use super::{
-    Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header,
-};
+use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
 use crate::config::Durability;
 use crate::metrics::{self, Op};
 use crate::names::{Key, Namespace};
@@ -409,33 +406,6 @@ impl Store {
             }
             r => r.map(|()| false),
         }
-    }
-
-    /// Copies the first `len` bytes of a published version into a staged
-    /// write, through the seam (room is made if the volume is full).
-    fn copy_content(
-        &self,
-        src: &File,
-        staging: &mut StagingFile,
-        len: u64,
-    ) -> Result<(), StoreError> {
-        let io = &self.layout.io;
-        let mut buf = vec![0u8; (len.min(256 * 1024) as usize).max(1)];
-        let mut done = 0u64;
-        while done < len {
-            let want = buf.len().min((len - done) as usize);
-            let n = io.read_at(src, &mut buf[..want], done)?;
-            if n == 0 {
-                return Err(StoreError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "entry shorter than its header says",
-                )));
-            }
-            let chunk = &buf[..n];
-            self.with_room_io(n as u64, || io.write_all_at(&staging.file, chunk, done))?;
-            done += n as u64;
-        }
-        Ok(())
     }
 
     /// Stages a verbatim copy of a key's live version (content, owner,
