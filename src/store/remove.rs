@@ -56,14 +56,9 @@ impl Store {
                 metrics::add(n, 1);
                 metrics::add(bytes, v.meta.stored_bytes);
             }
-            let to = self.layout.trash_path();
-            match self
-                .layout
-                .io
-                .rename(&self.layout.entry_path(&v.ns, &v.key), &to)
-            {
-                Ok(()) => trash.push((to, v.meta.stored_bytes)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            match self.take_out_of_place(&self.layout.entry_path(&v.ns, &v.key)) {
+                Ok(Some(to)) => trash.push((to, v.meta.stored_bytes)),
+                Ok(None) => {}
                 Err(e) => log::warn!(
                     "cannot remove entry {}/{:?} ({} bytes): {e}",
                     v.ns,
@@ -71,6 +66,26 @@ impl Store {
                     v.meta.stored_bytes
                 ),
             }
+        }
+    }
+
+    /// Takes an entry's file out of its place: renamed into trash/ (its
+    /// new path returned, to be unlinked after the lock), else unlinked at
+    /// once; `None` when it is gone either way. An error means the file is
+    /// still in place. Call with the index lock held.
+    pub(super) fn take_out_of_place(
+        &self,
+        path: &std::path::Path,
+    ) -> io::Result<Option<std::path::PathBuf>> {
+        let to = self.layout.trash_path();
+        match self.layout.io.rename(path, &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => match self.layout.io.remove_file(path) {
+                Ok(()) => Ok(None),
+                Err(u) if u.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(_) => Err(e),
+            },
         }
     }
 
@@ -118,18 +133,19 @@ impl Store {
                 self.dispose(trash);
                 return Err(StoreError::NotFound);
             }
+            match self.take_out_of_place(&self.layout.entry_path(ns, key)) {
+                Ok(Some(to)) => trash.push((to, victim.meta.stored_bytes)),
+                Ok(None) => {}
+                Err(e) => {
+                    // Still on disk: still in the index, or a restart
+                    // would bring back what the user was told is gone.
+                    idx.insert(ns, key.clone(), victim.meta);
+                    return Err(e.into());
+                }
+            }
             if only_version.is_some() {
                 let ns_id = idx.namespace(ns).expect("peeked").id;
                 self.tell(Change::Removed { ns_id, key });
-            }
-            let to = self.layout.trash_path();
-            if self
-                .layout
-                .io
-                .rename(&self.layout.entry_path(ns, key), &to)
-                .is_ok()
-            {
-                trash.push((to, victim.meta.stored_bytes));
             }
         }
         self.dispose(trash);

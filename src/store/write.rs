@@ -363,11 +363,16 @@ impl Store {
             if let Publish::Rename { from, version, .. } = &how
                 && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
             {
-                let gone = idx.remove(&ns, from).map_or(0, |m| m.stored_bytes);
-                let from_path = self.layout.entry_path(&ns, from);
-                let to = self.layout.trash_path();
-                if io.rename(&from_path, &to).is_ok() {
-                    trash.push((to, gone));
+                let gone = idx.remove(&ns, from).expect("peeked");
+                match self.take_out_of_place(&self.layout.entry_path(&ns, from)) {
+                    Ok(Some(to)) => trash.push((to, gone.stored_bytes)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Still on disk, so still in the index: the
+                        // rename became a copy, never a loss.
+                        log::warn!("cannot remove {ns}/{from:?} after its rename: {e}");
+                        idx.insert(&ns, from.clone(), gone);
+                    }
                 }
             }
             idx.insert(&ns, key.clone(), meta.clone());
@@ -449,7 +454,12 @@ impl Store {
             version: meta.version,
             noreplace,
         };
-        self.publish_inner(staging, how)
+        // Counted like any publish (its copy's refusal was, at its start).
+        let r = self.publish_inner(staging, how);
+        if let Err(e) = &r {
+            self.record_refusal(ns, e);
+        }
+        r
     }
 
     /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by
