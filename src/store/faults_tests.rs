@@ -417,3 +417,25 @@ fn the_quota_keeps_headroom_below_what_the_volume_holds() {
     assert_eq!(effective_quota(100 * MIB, 1 << 40), 100 * MIB);
     assert_eq!(effective_quota(u64::MAX, MIB / 2), 0);
 }
+
+#[test]
+fn a_publish_whose_rename_finds_the_volume_full_makes_room_and_retries() {
+    for op in [FaultOp::Rename, FaultOp::Mkdir, FaultOp::Create] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("b");
+        let io = BackingIo::default();
+        let s = open(&root, "", &io).unwrap();
+        s.create_namespace(b"a").unwrap();
+        for i in 0..3 {
+            write(&s, &format!("k{i}"), &vec![i as u8; 600 << 10]).unwrap();
+        }
+        io.inject(op, libc::ENOSPC, Some(1));
+        write(&s, "new", b"fits once room is made").unwrap();
+        let stats = s.stats();
+        assert_eq!(stats.backing_full, 1, "{}", op.name());
+        assert!(stats.total.evictions >= 1, "{}", op.name());
+        assert_eq!(read(&s, "new").unwrap(), b"fits once room is made");
+        assert_eq!(index_of(&s), disk_of(&root), "{}", op.name());
+        s.check_invariants();
+    }
+}

@@ -47,6 +47,7 @@ mod read;
 mod reaper;
 mod recover;
 mod remove;
+mod republish;
 mod room;
 mod staging;
 mod stats;

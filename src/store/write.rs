@@ -84,7 +84,7 @@ impl NewWrite {
 
 /// What a publish is for.
 #[derive(Clone)]
-enum Publish {
+pub(super) enum Publish {
     /// New content or metadata of the key (the listener hears of the
     /// version it replaces).
     Write,
@@ -230,7 +230,7 @@ impl Store {
         r
     }
 
-    fn publish_inner(
+    pub(super) fn publish_inner(
         &self,
         mut staging: StagingFile,
         how: Publish,
@@ -280,111 +280,11 @@ impl Store {
         let dest = self.layout.entry_path(&staging.ns, &staging.key);
         let mut made_shard = self.with_room_io(0, || self.layout.ensure_shard(&dest))?;
 
-        let (ns, key) = (staging.ns.clone(), staging.key.clone());
-        let mut trash = Vec::new();
-        let info = {
-            let mut idx = self.lock();
-            let state = idx.namespace(&ns).ok_or(StoreError::NotFound)?;
-            let policy = state.policy.clone();
-            if policy
-                .max_entry_bytes
-                .is_some_and(|m| meta.logical_size > m)
-                || policy.max_bytes.is_some_and(|q| meta.stored_bytes > q)
-                || meta.stored_bytes > idx.limits.max_bytes
-            {
-                return Err(StoreError::TooBig);
-            }
-            if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
-                return Err(StoreError::NoSpace);
-            }
-            if let Publish::Rename {
-                noreplace: true, ..
-            } = how
-            {
-                let now_live = idx
-                    .peek(&ns, &key)
-                    .is_some_and(|m| idx.expires_at(&policy, &m).is_none_or(|at| at > now));
-                if now_live || self.claims.is_claimed(&ns, &key) {
-                    return Err(StoreError::Exists);
-                }
-            }
-            self.index_changed_locked();
-            // The write's share of the quota becomes its entry's, in this
-            // critical section (see room.rs).
-            staging
-                .staged
-                .fetch_sub(std::mem::take(&mut staging.reserved), Ordering::Relaxed);
-            let old = idx.remove(&ns, &key);
-            let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
-                if let Some(old) = old {
-                    idx.insert(&ns, key.clone(), old);
-                }
-                return Err(StoreError::NoSpace);
-            };
-            // Keep the replaced version readable for a grace period: a
-            // reader whose lookup saw it may open it a moment later.
-            let retired = old
-                .as_ref()
-                .filter(|o| o.version != meta.version)
-                .and_then(|o| {
-                    let keep = self.layout.trash_path();
-                    io.hard_link(&dest, &keep).ok().map(|()| (o.clone(), keep))
-                });
-            match self.rename_into_place(&staging.path, &dest) {
-                Ok(made) => made_shard |= made,
-                Err(e) => {
-                    if let Some((_, keep)) = retired {
-                        // A second link of the live file: it frees nothing.
-                        trash.push((keep, 0));
-                    }
-                    if let Some(old) = old {
-                        idx.insert(&ns, key.clone(), old);
-                    }
-                    self.move_to_trash_locked(&idx, victims, &mut trash);
-                    drop(idx);
-                    self.dispose(trash);
-                    return Err(e.into());
-                }
-            }
-            staging.published = true;
-            if let Some((old, keep)) = retired {
-                self.retired_lock().insert(old.version, (old, keep, now));
-            }
-            if let (Publish::Write, Some(old)) = (&how, &old)
-                && old.version != meta.version
-            {
-                let ns_id = idx.namespace(&ns).expect("exists").id;
-                self.tell(Change::Replaced {
-                    ns_id,
-                    key: &key,
-                    version: meta.version,
-                });
-            }
-            if let Publish::Rename { from, version, .. } = &how
-                && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
-            {
-                let gone = idx.remove(&ns, from).expect("peeked");
-                match self.take_out_of_place(&self.layout.entry_path(&ns, from)) {
-                    Ok(Some(to)) => trash.push((to, gone.stored_bytes)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Still on disk, so still in the index: the
-                        // rename became a copy, never a loss.
-                        log::warn!("cannot remove {ns}/{from:?} after its rename: {e}");
-                        idx.insert(&ns, from.clone(), gone);
-                    }
-                }
-            }
-            idx.insert(&ns, key.clone(), meta.clone());
-            let m = &idx.namespace(&ns).expect("exists").metrics;
-            metrics::add(&m.publishes, 1);
-            metrics::add(&m.published_bytes, meta.logical_size);
-            self.move_to_trash_locked(&idx, victims, &mut trash);
-            // Live now: the writer's claim may go (see `claims.rs`).
-            staging.claim = None;
-            Self::info_locked(&idx, &ns, &meta)
-        };
-        self.dispose(trash);
+        // A rename that finds the volume full (a directory that must grow)
+        // is retried once room is made, like any backing write.
+        let (info, made) =
+            self.with_room(0, || self.commit(&mut staging, &how, &meta, &dest, now))?;
+        made_shard |= made;
         if durability == Durability::Fsync
             && let Some(dir) = dest.parent()
         {
@@ -399,6 +299,125 @@ impl Store {
         Ok(info)
     }
 
+    /// The critical section of a publish: quotas decided, victims taken,
+    /// the staged file renamed into place, the index changed. Says whether
+    /// a shard directory was made. On failure nothing changed.
+    fn commit(
+        &self,
+        staging: &mut StagingFile,
+        how: &Publish,
+        meta: &EntryMeta,
+        dest: &Path,
+        now: UnixNanos,
+    ) -> Result<(EntryInfo, bool), StoreError> {
+        let io = &self.layout.io;
+        let (ns, key) = (staging.ns.clone(), staging.key.clone());
+        let mut trash = Vec::new();
+        let mut idx = self.lock();
+        let state = idx.namespace(&ns).ok_or(StoreError::NotFound)?;
+        let policy = state.policy.clone();
+        if policy
+            .max_entry_bytes
+            .is_some_and(|m| meta.logical_size > m)
+            || policy.max_bytes.is_some_and(|q| meta.stored_bytes > q)
+            || meta.stored_bytes > idx.limits.max_bytes
+        {
+            return Err(StoreError::TooBig);
+        }
+        if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
+            return Err(StoreError::NoSpace);
+        }
+        if let Publish::Rename {
+            noreplace: true, ..
+        } = *how
+        {
+            let now_live = idx
+                .peek(&ns, &key)
+                .is_some_and(|m| idx.expires_at(&policy, &m).is_none_or(|at| at > now));
+            if now_live || self.claims.is_claimed(&ns, &key) {
+                return Err(StoreError::Exists);
+            }
+        }
+        self.index_changed_locked();
+        // The write's share of the quota becomes its entry's, in this
+        // critical section (see room.rs).
+        staging
+            .staged
+            .fetch_sub(std::mem::take(&mut staging.reserved), Ordering::Relaxed);
+        let old = idx.remove(&ns, &key);
+        let Some(victims) = idx.make_room(&ns, meta.stored_bytes, now) else {
+            if let Some(old) = old {
+                idx.insert(&ns, key.clone(), old);
+            }
+            return Err(StoreError::NoSpace);
+        };
+        // Keep the replaced version readable for a grace period: a
+        // reader whose lookup saw it may open it a moment later.
+        let retired = old
+            .as_ref()
+            .filter(|o| o.version != meta.version)
+            .and_then(|o| {
+                let keep = self.layout.trash_path();
+                io.hard_link(dest, &keep).ok().map(|()| (o.clone(), keep))
+            });
+        let made = match self.rename_into_place(&staging.path, dest) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some((_, keep)) = retired {
+                    // A second link of the live file: it frees nothing.
+                    trash.push((keep, 0));
+                }
+                if let Some(old) = old {
+                    idx.insert(&ns, key.clone(), old);
+                }
+                self.move_to_trash_locked(&idx, victims, &mut trash);
+                drop(idx);
+                self.dispose(trash);
+                return Err(e.into());
+            }
+        };
+        staging.published = true;
+        if let Some((old, keep)) = retired {
+            self.retired_lock().insert(old.version, (old, keep, now));
+        }
+        if let (Publish::Write, Some(old)) = (how, &old)
+            && old.version != meta.version
+        {
+            let ns_id = idx.namespace(&ns).expect("exists").id;
+            self.tell(Change::Replaced {
+                ns_id,
+                key: &key,
+                version: meta.version,
+            });
+        }
+        if let Publish::Rename { from, version, .. } = how
+            && idx.peek(&ns, from).is_some_and(|m| m.version == *version)
+        {
+            let gone = idx.remove(&ns, from).expect("peeked");
+            match self.take_out_of_place(&self.layout.entry_path(&ns, from)) {
+                Ok(Some(to)) => trash.push((to, gone.stored_bytes)),
+                Ok(None) => {}
+                Err(e) => {
+                    // Still on disk, so still in the index: the
+                    // rename became a copy, never a loss.
+                    log::warn!("cannot remove {ns}/{from:?} after its rename: {e}");
+                    idx.insert(&ns, from.clone(), gone);
+                }
+            }
+        }
+        idx.insert(&ns, key.clone(), meta.clone());
+        let m = &idx.namespace(&ns).expect("exists").metrics;
+        metrics::add(&m.publishes, 1);
+        metrics::add(&m.published_bytes, meta.logical_size);
+        self.move_to_trash_locked(&idx, victims, &mut trash);
+        // Live now: the writer's claim may go (see `claims.rs`).
+        staging.claim = None;
+        let info = Self::info_locked(&idx, &ns, meta);
+        drop(idx);
+        self.dispose(trash);
+        Ok((info, made))
+    }
+
     /// Renames a staged file to its entry path. The shard directory is
     /// made again if it went away since it was last seen; says whether.
     fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
@@ -411,77 +430,5 @@ impl Store {
             }
             r => r.map(|()| false),
         }
-    }
-
-    /// Stages a verbatim copy of a key's live version (content, owner,
-    /// mode, TTL), for changes that republish it.
-    fn copy_of_live(
-        &self,
-        ns: &Namespace,
-        key: &Key,
-    ) -> Result<(EntryMeta, StagingFile), StoreError> {
-        let meta = self.live_meta(ns, key)?;
-        let owner = Owner {
-            uid: meta.uid,
-            gid: meta.gid,
-            mode: meta.mode,
-        };
-        let staging = self.begin_write(ns, key, WriteFrom::Current, owner)?;
-        // Expired or removed in between: nothing was copied.
-        if staging.known_sha256.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        Ok((meta, staging))
-    }
-
-    /// Renames a live entry within its namespace, replacing the target
-    /// unless `noreplace` (then a live or claimed target is `Exists`,
-    /// decided in the critical section that renames). Content and metadata
-    /// travel unchanged; the trailer names the new key.
-    pub fn rename(
-        &self,
-        ns: &Namespace,
-        from: &Key,
-        to: &Key,
-        noreplace: bool,
-    ) -> Result<EntryInfo, StoreError> {
-        let (meta, mut staging) = self.copy_of_live(ns, from)?;
-        staging.retarget(to.clone());
-        staging.mtime = Some(meta.mtime);
-        staging.version = meta.version;
-        let how = Publish::Rename {
-            from: from.clone(),
-            version: meta.version,
-            noreplace,
-        };
-        // Counted like any publish (its copy's refusal was, at its start).
-        let r = self.publish_inner(staging, how);
-        if let Err(e) = &r {
-            self.record_refusal(ns, e);
-        }
-        r
-    }
-
-    /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by
-    /// republishing a copy. Truncation makes a new version.
-    pub fn update(
-        &self,
-        ns: &Namespace,
-        key: &Key,
-        update: MetaUpdate,
-    ) -> Result<EntryInfo, StoreError> {
-        let (meta, mut staging) = self.copy_of_live(ns, key)?;
-        staging.mtime = Some(update.mtime.unwrap_or(meta.mtime));
-        if let Some(ttl) = update.ttl_secs {
-            staging.ttl_secs = ttl;
-        }
-        staging.mode = update.mode.unwrap_or(meta.mode);
-        staging.uid = update.uid.unwrap_or(meta.uid);
-        staging.gid = update.gid.unwrap_or(meta.gid);
-        match update.truncate {
-            Some(size) if size != meta.logical_size => self.truncate_staged(&mut staging, size)?,
-            _ => staging.version = meta.version,
-        }
-        self.publish(staging)
     }
 }

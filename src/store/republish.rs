@@ -1,0 +1,85 @@
+//! Changes that republish a copy of a live entry: rename within a
+//! namespace, and metadata updates (touch, chmod, chown, TTL, truncate).
+//!
+//! Invariant: the copy is verbatim (content, owner, mode, TTL) except for
+//! what the change names, and goes through the same publish as a write.
+
+use super::index::EntryMeta;
+use super::staging::{Owner, StagingFile};
+use super::write::{MetaUpdate, Publish, WriteFrom};
+use super::{EntryInfo, Store, StoreError};
+use crate::names::{Key, Namespace};
+
+impl Store {
+    /// Stages a verbatim copy of a key's live version (content, owner,
+    /// mode, TTL), for changes that republish it.
+    fn copy_of_live(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+    ) -> Result<(EntryMeta, StagingFile), StoreError> {
+        let meta = self.live_meta(ns, key)?;
+        let owner = Owner {
+            uid: meta.uid,
+            gid: meta.gid,
+            mode: meta.mode,
+        };
+        let staging = self.begin_write(ns, key, WriteFrom::Current, owner)?;
+        // Expired or removed in between: nothing was copied.
+        if staging.known_sha256.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok((meta, staging))
+    }
+
+    /// Renames a live entry within its namespace, replacing the target
+    /// unless `noreplace` (then a live or claimed target is `Exists`,
+    /// decided in the critical section that renames). Content and metadata
+    /// travel unchanged; the trailer names the new key.
+    pub fn rename(
+        &self,
+        ns: &Namespace,
+        from: &Key,
+        to: &Key,
+        noreplace: bool,
+    ) -> Result<EntryInfo, StoreError> {
+        let (meta, mut staging) = self.copy_of_live(ns, from)?;
+        staging.retarget(to.clone());
+        staging.mtime = Some(meta.mtime);
+        staging.version = meta.version;
+        let how = Publish::Rename {
+            from: from.clone(),
+            version: meta.version,
+            noreplace,
+        };
+        // Counted like any publish (its copy's refusal was, at its start).
+        let r = self.publish_inner(staging, how);
+        if let Err(e) = &r {
+            self.record_refusal(ns, e);
+        }
+        r
+    }
+
+    /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by
+    /// republishing a copy. Truncation makes a new version.
+    pub fn update(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        update: MetaUpdate,
+    ) -> Result<EntryInfo, StoreError> {
+        let (meta, mut staging) = self.copy_of_live(ns, key)?;
+        staging.mtime = Some(update.mtime.unwrap_or(meta.mtime));
+        if let Some(ttl) = update.ttl_secs {
+            staging.ttl_secs = ttl;
+        }
+        staging.mode = update.mode.unwrap_or(meta.mode);
+        staging.uid = update.uid.unwrap_or(meta.uid);
+        staging.gid = update.gid.unwrap_or(meta.gid);
+        match update.truncate {
+            Some(size) if size != meta.logical_size => self.truncate_staged(&mut staging, size)?,
+            _ => staging.version = meta.version,
+        }
+        self.publish(staging)
+    }
+}
