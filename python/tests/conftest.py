@@ -36,6 +36,9 @@ key_format = "sha256"
 
 [namespace.small]
 max_entry_bytes = 1000
+
+[namespace."dotted.name"]
+ttl = "90s"
 """
 
 

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import time
 from datetime import timedelta
+from typing import Dict
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_cached_decorator_with_codecs(mount: Mount) -> None:
     calls = []
 
     @cache.cached(key=cachefs.key, ttl=60, codec=cachefs.JSON)
-    def enrich(text: str) -> dict:
+    def enrich(text: str) -> Dict[str, object]:
         calls.append(text)
         return {"len": len(text), "text": text}
 

@@ -22,12 +22,13 @@ import os
 import signal
 import sys
 import time
+from typing import List
 
 import cachefs
 from cachefs._pending import CLAIM_MODE, Pending
 
 
-def main(argv: list) -> None:
+def main(argv: List[str]) -> None:
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")
     mode, mnt, ns, key = argv[:4]
     cache = cachefs.Cache(mnt, ns, inotify="--poll" not in argv)

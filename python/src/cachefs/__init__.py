@@ -10,12 +10,13 @@ Pure standard library. Values are bytes; text, JSON and pickle are
 opt-in codecs.
 """
 
-from ._cache import TTL, Cache, ClaimTimeout, default_key
+from ._cache import TTL, Bytes, Cache, ClaimTimeout, default_key
 from ._codecs import BYTES, JSON, PICKLE, TEXT, BytesCodec, Codec, JsonCodec, PickleCodec, TextCodec
 from ._keys import key
 
 __all__ = [
     "BYTES",
+    "Bytes",
     "JSON",
     "PICKLE",
     "TEXT",

@@ -47,6 +47,7 @@ T = TypeVar("T")
 log = logging.getLogger("cachefs")
 
 TTL = Union[int, float, datetime.timedelta, None]
+Bytes = Union[bytes, bytearray, memoryview]
 
 # Waiters re-check at least this often (events through other mounts or
 # hosts reach no inotify watch): 10 ms, doubling up to 0.5 s.
@@ -140,7 +141,7 @@ class Cache:
         value, _dead = self._read(self.path(key))
         return value
 
-    def set(self, key: str, value: bytes, ttl: TTL = None) -> None:
+    def set(self, key: str, value: Bytes, ttl: TTL = None) -> None:
         """Publishes `value` whole (readers see the old value or this one);
         `ttl` (seconds or timedelta; 0 = never) goes to user.cachefs.ttl.
         Raises OSError: EFBIG over a limit, ENOSPC, EIO, EINVAL for a key
@@ -150,8 +151,9 @@ class Cache:
         pending.commit(data)
 
     def delete(self, key: str) -> bool:
-        """Removes the entry; False if there was none. A write of the key
-        in progress is abandoned with it (cachefs drops it at close)."""
+        """Removes the published value; False if there was none. A key
+        that is only being written (claimed) has none; a rewrite in
+        progress of a published key is dropped with it by cachefs."""
         try:
             os.unlink(self.path(key))
         except FileNotFoundError:
@@ -180,7 +182,7 @@ class Cache:
     async def aget(self, key: str) -> Optional[bytes]:
         return await asyncio.to_thread(self.get, key)
 
-    async def aset(self, key: str, value: bytes, ttl: TTL = None) -> None:
+    async def aset(self, key: str, value: Bytes, ttl: TTL = None) -> None:
         await asyncio.to_thread(self.set, key, value, ttl)
 
     async def adelete(self, key: str) -> bool:
