@@ -92,7 +92,7 @@ def test_never_expiring_namespace(mount: Mount) -> None:
 
 def test_short_ttl_expires(mount: Mount) -> None:
     cache = cachefs.Cache(mount.mnt, "plain")
-    cache.set("short", b"v", ttl=1)
+    cache.set("short", b"v", ttl=2)
     assert cache.get("short") == b"v"
     assert wait_until(lambda: cache.get("short") is None, timeout=10)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import errno
+import functools
 import json
 import logging
 import os
 import stat
 import time
-import functools
 from typing import (
     TYPE_CHECKING,
     Any,
