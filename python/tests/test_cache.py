@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
 import subprocess
 import time
 from datetime import timedelta
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 
@@ -223,3 +224,27 @@ def test_cache_errors_degrade_to_computing(mount: Mount) -> None:
         return b"computed"
 
     assert value() == b"computed"
+
+
+def test_module_level_decorators(mount: Mount, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEFS_MOUNT", str(mount.mnt))
+    calls: List[str] = []
+
+    @cachefs.cached("plain", key=cachefs.key, ttl=60, codec=cachefs.TEXT)
+    def upper(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    assert upper("abc") == "ABC"
+    assert upper("abc") == "ABC"
+    assert calls == ["abc"]
+    assert cachefs.Cache(mount.mnt, "plain").get(cachefs.key("abc")) == b"ABC"
+
+    monkeypatch.delenv("CACHEFS_MOUNT")
+
+    @cachefs.acached("plain", mount=str(mount.mnt), key=lambda: "async-key")
+    async def value() -> bytes:
+        return b"from a coroutine"
+
+    assert asyncio.run(value()) == b"from a coroutine"
+    assert cachefs.Cache(mount.mnt, "plain").get("async-key") == b"from a coroutine"

@@ -13,6 +13,7 @@ opt-in codecs.
 from ._cache import TTL, Bytes, Cache, ClaimTimeout, default_key
 from ._codecs import BYTES, JSON, PICKLE, TEXT, BytesCodec, Codec, JsonCodec, PickleCodec, TextCodec
 from ._keys import key
+from ._shortcuts import acached, cached
 
 __all__ = [
     "BYTES",
@@ -28,6 +29,8 @@ __all__ = [
     "JsonCodec",
     "PickleCodec",
     "TextCodec",
+    "acached",
+    "cached",
     "default_key",
     "key",
 ]

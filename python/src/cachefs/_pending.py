@@ -78,9 +78,9 @@ class Pending:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         if exclusive:
             flags |= os.O_EXCL
+        guard, final = plan(ttl, ns_ttl, time.time())
         fd = os.open(path, flags, CLAIM_MODE)
         try:
-            guard, final = plan(ttl, ns_ttl, time.time())
             if guard is not None:
                 os.setxattr(fd, TTL_XATTR, str(guard).encode())
             os.utime(fd, _BORN_EXPIRED)
