@@ -10,9 +10,10 @@ Pure standard library. Values are bytes; text, JSON and pickle are
 opt-in codecs.
 """
 
-from ._cache import TTL, Bytes, Cache, ClaimTimeout, default_key
+from ._cache import TTL, Bytes, Cache
+from ._claim import ClaimTimeout
 from ._codecs import BYTES, JSON, PICKLE, TEXT, BytesCodec, Codec, JsonCodec, PickleCodec, TextCodec
-from ._keys import key
+from ._keys import default_key, key
 from ._shortcuts import acached, cached
 
 __all__ = [

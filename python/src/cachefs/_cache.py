@@ -1,11 +1,10 @@
 """`Cache`: one namespace of a cachefs mount, through plain file I/O.
 
 get is one open and a read (a miss is ENOENT, fast); set writes and
-closes (cachefs publishes at close). get_or_compute claims a missing key
-with O_CREAT|O_EXCL (PRODUCT.md section 4: EEXIST while the key is
-published or being written, through any mount), so of all the callers
-one computes; the others wait for the publish. How a claimer's death is
-kept from looking like a value: `_pending.py`.
+closes (cachefs publishes at close). get_or_compute and the decorators
+compute a missing value once: who computes and how the others wait is
+`_claim.py`; how a claimer's death is kept from looking like a value,
+`_pending.py`.
 """
 
 from __future__ import annotations
@@ -32,11 +31,11 @@ from typing import (
     overload,
 )
 
+from ._claim import ClaimTimeout, Claimed, Hit, Step, aacquire, acquire, check_on_timeout
 from ._codecs import BYTES, Codec
 from ._config import namespace_ttl
-from ._keys import check_key, check_namespace, key as text_key
+from ._keys import check_key, check_namespace, default_key
 from ._pending import CLAIM_MODE, Pending
-from ._watch import Watch
 
 if TYPE_CHECKING:
     from typing import ParamSpec
@@ -49,17 +48,9 @@ log = logging.getLogger("cachefs")
 TTL = Union[int, float, datetime.timedelta, None]
 Bytes = Union[bytes, bytearray, memoryview]
 
-# Waiters re-check at least this often (events through other mounts or
-# hosts reach no inotify watch): 10 ms, doubling up to 0.5 s.
-POLL_MIN = 0.01
-POLL_MAX = 0.5
 # How long the namespace TTL read from config.toml is trusted (a SIGHUP
 # reload may change it).
 _NS_TTL_AGE = 1.0
-
-
-class ClaimTimeout(TimeoutError):
-    """Waited `timeout` seconds for another caller's value (on_timeout="raise")."""
 
 
 def ttl_seconds(ttl: TTL) -> Optional[int]:
@@ -71,34 +62,6 @@ def ttl_seconds(ttl: TTL) -> Optional[int]:
         raise ValueError(f"negative ttl: {ttl!r}")
     whole = int(secs)
     return whole + 1 if secs > whole else whole
-
-
-class _Hit:
-    __slots__ = ("value",)
-
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-
-
-class _Claimed:
-    __slots__ = ("pending",)
-
-    def __init__(self, pending: Pending) -> None:
-        self.pending = pending
-
-
-class _Busy:
-    """Claimed by another caller (or published since our read)."""
-
-
-class _Uncached:
-    """Compute without a claim, then `set` (a claim that died in the gap
-    `_pending.py` describes, or a wait that timed out)."""
-
-
-_BUSY = _Busy()
-_UNCACHED = _Uncached()
-Step = Union[_Hit, _Claimed, _Busy, _Uncached]
 
 
 class Cache:
@@ -239,21 +202,21 @@ class Cache:
         """`get_or_compute` of any value through `codec`. The caller that
         computes gets its own value back, the others the decoded bytes."""
         secs = ttl_seconds(ttl)
-        _check_on_timeout(on_timeout)
+        check_on_timeout(on_timeout)
         try:
-            step = self._acquire(key, secs, timeout, on_timeout)
+            step = acquire(self, key, secs, timeout, on_timeout)
         except ClaimTimeout:
             raise
         except OSError as e:
             log.warning("cachefs: %s unavailable (%s); computing uncached", self.dir, e)
             return compute()
-        if isinstance(step, _Hit):
+        if isinstance(step, Hit):
             return codec.decode(step.value)
         try:
             value = compute()
             data = codec.encode(value)
         except BaseException:
-            if isinstance(step, _Claimed):
+            if isinstance(step, Claimed):
                 step.pending.abandon()
             raise
         self._store(key, step, data, secs)
@@ -271,21 +234,21 @@ class Cache:
     ) -> T:
         """`once` for a coroutine."""
         secs = ttl_seconds(ttl)
-        _check_on_timeout(on_timeout)
+        check_on_timeout(on_timeout)
         try:
-            step = await self._aacquire(key, secs, timeout, on_timeout)
+            step = await aacquire(self, key, secs, timeout, on_timeout)
         except ClaimTimeout:
             raise
         except OSError as e:
             log.warning("cachefs: %s unavailable (%s); computing uncached", self.dir, e)
             return await compute()
-        if isinstance(step, _Hit):
+        if isinstance(step, Hit):
             return codec.decode(step.value)
         try:
             value = await compute()
             data = codec.encode(value)
         except BaseException:
-            if isinstance(step, _Claimed):
+            if isinstance(step, Claimed):
                 step.pending.abandon()
             raise
         await asyncio.to_thread(self._store, key, step, data, secs)
@@ -329,7 +292,7 @@ class Cache:
         function returns bytes, or values `codec` encodes (cachefs.TEXT,
         cachefs.JSON; cachefs.PICKLE only among trusted writers)."""
         use = BYTES if codec is None else codec
-        _check_on_timeout(on_timeout)
+        check_on_timeout(on_timeout)
         ttl_seconds(ttl)
 
         def decorate(func: Callable[P, Any]) -> Callable[P, Any]:
@@ -382,7 +345,7 @@ class Cache:
     ) -> Callable[[Callable[P, Awaitable[Any]]], Callable[P, Coroutine[Any, Any, Any]]]:
         """`cached` for coroutine functions; the event loop never blocks."""
         use = BYTES if codec is None else codec
-        _check_on_timeout(on_timeout)
+        check_on_timeout(on_timeout)
         ttl_seconds(ttl)
 
         def decorate(func: Callable[P, Awaitable[Any]]) -> Callable[P, Coroutine[Any, Any, Any]]:
@@ -457,104 +420,16 @@ class Cache:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             return Pending.open(path, exclusive=exclusive, ttl=ttl, ns_ttl=ns_ttl, mode=self.mode)
 
-    def _attempt(self, key: str, ttl: Optional[int]) -> Step:
-        """One look: the value, a claim of ours, or busy."""
-        value, dead = self._read(self.path(key))
-        if value is not None:
-            return _Hit(value)
-        if dead:
-            log.warning("cachefs: %s: a claimer died before writing; computing", self.path(key))
-            return _UNCACHED
-        try:
-            return _Claimed(self._open(key, exclusive=True, ttl=ttl))
-        except FileExistsError:
-            return _BUSY
-
-    def _timed_out(self, key: str, timeout: Optional[float], on_timeout: str) -> Step:
-        if on_timeout == "raise":
-            raise ClaimTimeout(f"{self.path(key)}: no value after {timeout} s")
-        log.warning("cachefs: %s: no value after %s s; computing", self.path(key), timeout)
-        return _UNCACHED
-
-    def _watch(self, key: str) -> Watch:
-        path = self.path(key)
-        return Watch(os.path.dirname(path), os.path.basename(path), self.inotify)
-
-    def _acquire(self, key: str, ttl: Optional[int], timeout: Optional[float], on_timeout: str) -> Step:
-        step = self._attempt(key, ttl)
-        if not isinstance(step, _Busy):
-            return step
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = POLL_MIN
-        # Watch first, then look again: a publish between the first look
-        # and the watch would otherwise be waited for until the poll.
-        with self._watch(key) as watch:
-            log.debug("cachefs: waiting for %s", self.path(key))
-            while True:
-                step = self._attempt(key, ttl)
-                if not isinstance(step, _Busy):
-                    return step
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return self._timed_out(key, timeout, on_timeout)
-                watch.wait(delay if left is None else min(delay, left))
-                delay = min(delay * 2, POLL_MAX)
-
-    async def _aattempt(self, key: str, ttl: Optional[int]) -> Step:
-        task = asyncio.ensure_future(asyncio.to_thread(self._attempt, key, ttl))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # The thread goes on; a claim it makes is given up at once.
-            task.add_done_callback(_abandon_claim)
-            raise
-
-    async def _aacquire(
-        self, key: str, ttl: Optional[int], timeout: Optional[float], on_timeout: str
-    ) -> Step:
-        step = await self._aattempt(key, ttl)
-        if not isinstance(step, _Busy):
-            return step
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        delay = POLL_MIN
-        watch = await asyncio.to_thread(self._watch, key)
-        try:
-            log.debug("cachefs: waiting for %s", self.path(key))
-            while True:
-                step = await self._aattempt(key, ttl)
-                if not isinstance(step, _Busy):
-                    return step
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return self._timed_out(key, timeout, on_timeout)
-                await watch.await_event(delay if left is None else min(delay, left))
-                delay = min(delay * 2, POLL_MAX)
-        finally:
-            watch.close()
-
     def _store(self, key: str, step: Step, value: bytes, ttl: Optional[int]) -> None:
         """Publishes a computed value; a failure is logged, not raised (the
         caller has its value)."""
         try:
-            if isinstance(step, _Claimed):
+            if isinstance(step, Claimed):
                 step.pending.commit(value)
             else:
                 self._open(key, exclusive=False, ttl=ttl).commit(value)
         except OSError as e:
             log.warning("cachefs: %s not cached: %s", self.path(key), e)
-
-
-def _abandon_claim(task: "asyncio.Future[Step]") -> None:
-    if not task.cancelled() and task.exception() is None:
-        step = task.result()
-        if isinstance(step, _Claimed):
-            step.pending.abandon()
-
-
-def _check_on_timeout(on_timeout: str) -> None:
-    if on_timeout not in ("compute", "raise"):
-        raise ValueError(f"on_timeout is 'compute' or 'raise', not {on_timeout!r}")
 
 
 def _as_bytes(value: object) -> bytes:
@@ -579,14 +454,3 @@ def _umask() -> int:
         pass
     return 0o022
 
-
-def default_key(func: Callable[..., Any], args: Any, kwargs: Any) -> str:
-    """The sha256 of the function's qualified name and arguments as JSON."""
-    name = f"{func.__module__}.{func.__qualname__}"
-    try:
-        text = json.dumps(
-            [name, list(args), kwargs], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"cached {name}: arguments are not JSON ({e}); pass key=") from None
-    return text_key(text)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Union
+import json
+from typing import Any, Callable, Union
 
 Text = Union[str, bytes]
 
@@ -40,3 +41,15 @@ def check_key(name: str) -> str:
             f"bad key {name!r}: file names joined by '/', none empty, '.' or '..'"
         )
     return name
+
+
+def default_key(func: Callable[..., Any], args: Any, kwargs: Any) -> str:
+    """The sha256 of the function's qualified name and arguments as JSON."""
+    name = f"{func.__module__}.{func.__qualname__}"
+    try:
+        text = json.dumps(
+            [name, list(args), kwargs], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"cached {name}: arguments are not JSON ({e}); pass key=") from None
+    return key(text)
