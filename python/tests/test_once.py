@@ -7,12 +7,14 @@ import os
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, List
 
 import pytest
 
 import cachefs
+import cachefs._claim
 from cachefs._pending import CLAIM_MODE
 from conftest import Mount, Workers, wait_until
 
@@ -181,3 +183,19 @@ def test_claim_refused_while_published_or_claimed(mount: Mount) -> None:
     with pytest.raises(OSError) as e:
         os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     assert e.value.errno == errno.EEXIST
+
+
+def test_waiter_wakes_on_the_claims_close(
+    mount: Mount, workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the re-check slowed to a minute, only inotify can wake the
+    waiter in time: the claimer's close through the mount does."""
+    monkeypatch.setattr(cachefs._claim, "POLL_MIN", 60.0)
+    monkeypatch.setattr(cachefs._claim, "POLL_MAX", 60.0)
+    counter = tmp_path / "runs"
+    cache = cachefs.Cache(mount.mnt, "plain")
+    holder = workers.start("cached", str(mount.mnt), "plain", "wake", str(counter), "1.5")
+    assert wait_until(lambda: runs(counter) == [holder.pid])
+    started = time.monotonic()
+    assert cache.get_or_compute("wake", lambda: b"mine") == f"value-{holder.pid}".encode()
+    assert time.monotonic() - started < 20
