@@ -148,8 +148,7 @@ impl CacheFs {
                 let attr = self.entry_attr(&info);
                 self.inodes.remember(&found.ns, &found.key, attr);
                 // While the key is being written its version is about to
-                // change: not cached, so the publish need not wait to
-                // drop it.
+                // change: not cached.
                 let ttl = if found.being_written || self.redirects.targets(&found.ns, &found.key) {
                     Duration::ZERO
                 } else {

@@ -167,12 +167,13 @@ impl InodeTable {
         }
     }
 
-    /// (namespace, key, last attributes) of an entry inode.
-    /// Whether the kernel holds inode `ino`.
+    /// Whether the kernel holds inode `ino` (the tests of `forget` ask).
+    #[cfg(test)]
     pub fn holds(&self, ino: u64) -> bool {
         self.lock().contains_key(&ino)
     }
 
+    /// (namespace, key, last attributes) of an entry inode.
     pub fn get(&self, ino: u64) -> Option<(Namespace, Key, Attr)> {
         self.lock()
             .get(&ino)

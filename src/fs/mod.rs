@@ -99,22 +99,21 @@ impl CacheFs {
         let kernel = KernelSlot::default();
         let invalidate = Arc::new(invalidate::Invalidator::new(Arc::clone(&kernel)));
         let inodes = Arc::new(InodeTable::default());
-        let (inv, held) = (Arc::clone(&invalidate), Arc::clone(&inodes));
+        let inv = Arc::clone(&invalidate);
         store.set_change_listener(Box::new(move |change| match change {
-            Change::Removed { ns_id, key } => inv.entry(inodes::namespace_ino(ns_id), name(key)),
-            // A writer's own inode (from its create or redirect) is the
-            // version it publishes, and lookups during the write were not
-            // cached: the name already leads there. A version the kernel
-            // was never given (a handle writing again after a publish) is
-            // reached only once the old name is dropped.
-            Change::Replaced {
-                ns_id,
-                key,
-                version,
-            } => {
-                if !held.holds(version) {
-                    inv.entry(inodes::namespace_ino(ns_id), name(key))
-                }
+            // Every replacement drops the name, even when the name should
+            // already lead to the new version (a writer's own inode from
+            // its create or redirect, looked up uncached while written): a
+            // LOOKUP answered just before the publish may still be on its
+            // way into the kernel with the old version and a lifetime (a
+            // reader's lookup between a redirect's take and the writer's
+            // claim, or one that waited on the index lock). Sent after the
+            // publish, the drop catches it whatever its timing: a first
+            // lookup holds the directory's lock, which the kernel's
+            // invalidation waits for, and a revalidated dentry it unhashes
+            // stays unhashed whatever the late reply says.
+            Change::Removed { ns_id, key } | Change::Replaced { ns_id, key, .. } => {
+                inv.entry(inodes::namespace_ino(ns_id), name(key))
             }
         }));
         CacheFs {

@@ -425,6 +425,38 @@ fn evictions_drop_the_kernels_names() {
     assert_eq!(f.get(&ME, "a", "old"), Err(Errno::ENOENT));
 }
 
+#[test]
+fn every_rewrite_drops_the_name_before_its_close_returns() {
+    let f = fx("[namespace.a]\n");
+    let a = f.ns_ino("a");
+    let v1 = f.put("a", "k", b"one");
+    // A reader's answer, cacheable for a minute: it may reach the kernel
+    // only after the rewrite below is published.
+    let e = f.fs.lookup(&OTHER, a, os("k")).unwrap();
+    assert_eq!((e.attr.ino, e.entry_ttl), (v1, ENTRY_CACHE_MAX));
+    // A writer redirected to a new inode, which the kernel then holds
+    // (the name leads there already, as far as this writer's lookup knows).
+    let trunc = libc::O_WRONLY | libc::O_TRUNC;
+    assert_eq!(answer(|r| f.fs.open(&ME, v1, trunc, r)), Err(Errno::ESTALE));
+    let v2 = f.fs.lookup(&ME, a, os("k")).unwrap().attr.ino;
+    let w = answer(|r| f.fs.open(&ME, v2, trunc, r)).unwrap();
+    f.fs.write(w.fh, 0, b"two", Some(1)).unwrap();
+    f.kernel.0.lock().unwrap().clear();
+    answer(|r| f.fs.flush(&ME, w.fh, 1, r)).unwrap();
+    assert!(f.kernel.forgot(a, "k"), "dropped before close() returns");
+    f.fs.release(w.fh);
+    // A writer whose create the kernel holds, likewise.
+    let c =
+        f.fs.create(&ME, a, os("k"), 0o644, 0, libc::O_CREAT | trunc)
+            .unwrap();
+    f.fs.write(c.opened.fh, 0, b"three", Some(1)).unwrap();
+    f.kernel.0.lock().unwrap().clear();
+    answer(|r| f.fs.flush(&ME, c.opened.fh, 1, r)).unwrap();
+    assert!(f.kernel.forgot(a, "k"), "dropped before close() returns");
+    f.fs.release(c.opened.fh);
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"three".to_vec()));
+}
+
 // ----- the writer's transitions against a model -----
 
 const LIMIT: u64 = 64;
