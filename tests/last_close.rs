@@ -247,7 +247,7 @@ fn assert_clean_reads(w: &mut Worker, what: &str) -> u64 {
 
 /// Hammering time per run: long enough for each writer to close several
 /// versions while the readers keep lookups and opens in flight.
-const HAMMER: Duration = Duration::from_millis(600);
+const HAMMER: Duration = Duration::from_millis(500);
 const RUNS: usize = 50;
 
 #[test]
