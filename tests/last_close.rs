@@ -301,7 +301,7 @@ fn the_last_close_wins_for_every_open_after_four_writers_and_four_readers() {
                 Ok(v) if want.contains(&v) => {}
                 got => panic!(
                     "run {run}: {who} read {got:?} after all writers closed; \
-                     only {want:?} may be seen (closed last of {n})"
+                     only {want:?} may be seen (their close returned after all {n} closes of the run began)"
                 ),
             }
         }
