@@ -20,6 +20,9 @@ macro_rules! out {
     }};
 }
 
+pub mod archive;
+pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod key;
 pub mod mount;
@@ -28,6 +31,7 @@ pub mod notify;
 pub mod purge;
 pub mod stats;
 pub mod verify;
+pub mod xattr;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
