@@ -12,7 +12,6 @@
 //! SCHILY.xattr.user.cachefs.sha256=HEX
 //!                             the content's digest, checked on import
 //! SCHILY.xattr.user.NAME=V    the entry's own user.* xattrs
-//! hdrcharset=BINARY           when the path is not UTF-8, as pax says
 //! ```
 //!
 //! cachefs's own records are written as the xattrs a mount shows
@@ -213,9 +212,6 @@ impl<W: Write> ArchiveWriter<W> {
             })
             .collect();
         let mut pax: Vec<(&str, &[u8])> = vec![("path", &path), ("mtime", mtime.as_bytes())];
-        if std::str::from_utf8(&path).is_err() {
-            pax.push(("hdrcharset", b"BINARY"));
-        }
         if let Some(t) = &ttl {
             pax.push((PAX_TTL, t.as_bytes()));
         }
