@@ -820,3 +820,54 @@ fn export_to_stdout_and_import_from_stdin() {
     assert_eq!(sum["imported"], 1, "{out}");
     assert_eq!(read_file(&dst.path("a", "k")).unwrap(), b"through a pipe");
 }
+
+#[test]
+fn a_tar_made_by_hand_imports_with_its_user_xattrs() {
+    if skip_without_fuse() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("src");
+    fs::create_dir_all(dir.join("web")).unwrap();
+    let file = dir.join("web/page");
+    fs::write(&file, b"<html>").unwrap();
+    if sh(&format!(
+        "setfattr -n user.etag -v '\"v1\"' {} 2>/dev/null && echo ok || true",
+        q(&file)
+    ))
+    .trim()
+        != "ok"
+    {
+        eprintln!("SKIP: {} takes no user xattrs", work.path().display());
+        return;
+    }
+    let archive = work.path().join("hand.tar.zst");
+    sh(&format!(
+        "tar --zstd --xattrs -cf {} -C {} web",
+        q(&archive),
+        q(&dir)
+    ));
+    let dst = Mount::new(CFG);
+    let sum = cachefs_ok(&[
+        OsStr::new("import"),
+        OsStr::new("--mount"),
+        s(&dst.mnt),
+        OsStr::new("--json"),
+        s(&archive),
+    ]);
+    // The directory member is no entry; the file is, on web's default TTL.
+    assert_eq!(
+        (sum["imported"].as_u64(), sum["not_entries"].as_u64()),
+        (Some(1), Some(1)),
+        "{sum}"
+    );
+    let p = dst.path("web", "page");
+    assert_eq!(read_file(&p).unwrap(), b"<html>");
+    // The entry keeps its xattr where the mount keeps user xattrs, and the
+    // import says so where it does not.
+    let kept = getxattr(&p, "user.etag").ok() == Some(b"\"v1\"".to_vec());
+    assert!(
+        kept || sum["xattrs_dropped"] == 1,
+        "user.etag kept or counted as dropped: {sum}"
+    );
+}
