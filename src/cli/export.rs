@@ -279,8 +279,8 @@ fn from_mount<W: Write>(
         );
     }
     let mut names = Vec::new();
-    for ns in sorted_dir(mnt).with_context(|| format!("cannot list {}", mnt.display()))? {
-        if ns == b".cachefs" || !filter.wants_namespace(&ns) {
+    for (ns, is_dir) in sorted_dir(mnt).with_context(|| format!("cannot list {}", mnt.display()))? {
+        if !is_dir || ns == b".cachefs" || !filter.wants_namespace(&ns) {
             continue;
         }
         walk(mnt, &ns, &[], filter, &mut names)?;
@@ -364,7 +364,8 @@ fn read_through_mount(
     Ok(Some((m, len, spool)))
 }
 
-/// Collects the keys under MNT/NS/DIR (keys may be paths in a namespace).
+/// Collects the keys under MNT/NS/DIR (keys may be paths in a namespace),
+/// by the types readdir gives: no stat per entry.
 fn walk(
     mnt: &Path,
     ns: &[u8],
@@ -379,25 +380,30 @@ fn walk(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot list {}", at.display())),
     };
-    for name in names {
+    for (name, is_dir) in names {
         let mut key = dir.to_vec();
         if !key.is_empty() {
             key.push(b'/');
         }
         key.extend_from_slice(&name);
-        let path = entry_path(mnt, ns, &key);
-        match fs::symlink_metadata(&path) {
-            Ok(md) if md.is_dir() => walk(mnt, ns, &key, filter, out)?,
-            Ok(md) if md.is_file() && filter.wants_key(&key) => out.push((ns.to_vec(), key)),
-            _ => {}
+        if is_dir {
+            walk(mnt, ns, &key, filter, out)?;
+        } else if filter.wants_key(&key) {
+            // Anything else than a file is left out once opened.
+            out.push((ns.to_vec(), key));
         }
     }
     Ok(())
 }
 
-fn sorted_dir(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+/// Names in a directory, sorted, each with whether it is a directory.
+fn sorted_dir(dir: &Path) -> io::Result<Vec<(Vec<u8>, bool)>> {
     let mut names = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name().into_vec()))
+        .map(|e| {
+            let e = e?;
+            let is_dir = e.file_type()?.is_dir();
+            Ok((e.file_name().into_vec(), is_dir))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     names.sort();
     Ok(names)

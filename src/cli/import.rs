@@ -20,6 +20,7 @@
 //! - A refused entry (too big, no room, a bad name) is reported and
 //!   counted; the import goes on and exits 1.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -99,6 +100,7 @@ pub fn run(target: Target, from: &Path, json: bool) -> Result<ExitCode> {
             }
             Box::new(MountSink {
                 mnt: mnt.to_path_buf(),
+                namespaces: HashSet::new(),
             })
         }
         Target::Backing { dir, config } => Box::new(StoreSink::open(dir, config)?),
@@ -200,6 +202,8 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
 
 struct MountSink {
     mnt: PathBuf,
+    /// Namespaces known to exist.
+    namespaces: HashSet<Vec<u8>>,
 }
 
 impl MountSink {
@@ -218,9 +222,9 @@ impl MountSink {
 
 impl Sink for MountSink {
     fn present(&mut self, m: &Member) -> Option<[u8; 32]> {
+        // By path, not by an open: an open would count a hit.
         let path = self.path(m).ok()?;
-        let f = File::open(path).ok()?;
-        let v = xattr::get(&f, "user.cachefs.sha256").ok()??;
+        let v = xattr::get_path(&path, "user.cachefs.sha256").ok()??;
         let text = std::str::from_utf8(&v).ok()?;
         m.sha256.filter(|d| hex(d) == text.trim())
     }
@@ -229,12 +233,16 @@ impl Sink for MountSink {
         let path = self.path(m)?;
         let ns_dir = self.mnt.join(std::ffi::OsStr::from_bytes(&m.namespace));
         // A namespace that does not exist is made as `mkdir` makes one
-        // (unless the config forbids it: then the entry is refused).
-        match fs::create_dir(&ns_dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(format!("cannot make its namespace: {e}"));
+        // (unless the config forbids it: then the entry is refused), once
+        // per import, not once per entry.
+        if !self.namespaces.contains(&m.namespace) {
+            match fs::create_dir(&ns_dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(format!("cannot make its namespace: {e}"));
+                }
+                _ => {}
             }
-            _ => {}
+            self.namespaces.insert(m.namespace.clone());
         }
         if let Some(parent) = path.parent().filter(|p| *p != ns_dir) {
             fs::create_dir_all(parent).map_err(|e| format!("cannot make its directory: {e}"))?;

@@ -1,11 +1,13 @@
-//! Extended attributes of an open file, for export and import through a
-//! mount: on the descriptor, so they are the version that was opened (or
-//! the one being written), never a name looked up again.
+//! Extended attributes, for export and import through a mount: on the
+//! descriptor where it matters, so they are the version that was opened
+//! (or the one being written), never a name looked up again.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
+use std::path::Path;
 
 /// The value of `name`; `Ok(None)` when the file has no such attribute.
 pub fn get(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -31,6 +33,32 @@ pub fn get(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
             Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 16, 0),
             _ => return Err(e),
         }
+    }
+}
+
+/// The value of `name` of the file at `path` (not followed if a symlink);
+/// `Ok(None)` when it has no such attribute.
+pub fn get_path(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let cname = CString::new(name).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: two C strings, and a buffer of the length given.
+    let n = unsafe {
+        libc::lgetxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n >= 0 {
+        buf.truncate(n as usize);
+        return Ok(Some(buf));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) => Ok(None),
+        _ => Err(e),
     }
 }
 
