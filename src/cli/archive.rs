@@ -31,9 +31,7 @@
 //! xattrs. zstd (already in our base for compression) with its frame
 //! checksum makes a truncated or damaged archive an error, not a short one.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 use sha2::{Digest, Sha256};
 
@@ -42,9 +40,6 @@ const PAX_SHA256: &str = "SCHILY.xattr.user.cachefs.sha256";
 const PAX_XATTR: &str = "SCHILY.xattr.";
 const LONG_NAMES: &str = "cachefs-long-names";
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// Content up to this size is held in memory between reading and writing
-/// it; above it, in an unnamed temp file.
-const SPOOL_IN_MEMORY: u64 = 64 << 20;
 
 /// One entry as the archive describes it.
 #[derive(Debug, Clone, Default)]
@@ -72,106 +67,6 @@ impl Member {
                     .saturating_add((s as i64).saturating_mul(1_000_000_000)),
             ),
         }
-    }
-}
-
-/// Content read once, hashed on the way, written out afterwards.
-pub enum Spool {
-    Memory(io::Cursor<Vec<u8>>),
-    File(File),
-}
-
-impl Spool {
-    /// Reads all of `src` (which says it holds `len` bytes).
-    pub fn fill(src: &mut dyn Read, len: u64) -> io::Result<(Spool, u64, [u8; 32])> {
-        let mut spool = if len <= SPOOL_IN_MEMORY {
-            Spool::Memory(io::Cursor::new(Vec::with_capacity(len as usize)))
-        } else {
-            Spool::File(
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_TMPFILE)
-                    .open(std::env::temp_dir())?,
-            )
-        };
-        let mut hashing = HashWriter {
-            inner: &mut spool,
-            hash: Sha256::new(),
-            len: 0,
-        };
-        io::copy(src, &mut hashing)?;
-        let (n, digest) = (hashing.len, hashing.hash.finalize().into());
-        spool.rewind()?;
-        Ok((spool, n, digest))
-    }
-
-    /// An empty spool to copy content into (see `HashWriter`).
-    pub fn empty() -> Spool {
-        Spool::Memory(io::Cursor::new(Vec::new()))
-    }
-
-    /// Back to the start, to read what was written.
-    pub fn rewind(&mut self) -> io::Result<()> {
-        match self {
-            Spool::Memory(c) => c.set_position(0),
-            Spool::File(f) => {
-                f.rewind()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Read for Spool {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Spool::Memory(c) => c.read(buf),
-            Spool::File(f) => f.read(buf),
-        }
-    }
-}
-
-impl Write for Spool {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Spool::Memory(c) = self
-            && c.get_ref().len() as u64 + buf.len() as u64 > SPOOL_IN_MEMORY
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_TMPFILE)
-                .open(std::env::temp_dir())?;
-            f.write_all(c.get_ref())?;
-            *self = Spool::File(f);
-        }
-        match self {
-            Spool::Memory(c) => c.write(buf),
-            Spool::File(f) => f.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct HashWriter<'a> {
-    inner: &'a mut Spool,
-    hash: Sha256,
-    len: u64,
-}
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -225,7 +120,7 @@ impl<W: Write> ArchiveWriter<W> {
         let plain = std::str::from_utf8(&path)
             .ok()
             .filter(|p| p.len() < 100 && !p.contains('\\'));
-        if !plain.is_some_and(|p| h.set_path(p).is_ok()) {
+        if plain.is_none_or(|p| h.set_path(p).is_err()) {
             h.set_path(format!("{LONG_NAMES}/{}", hex(&Sha256::digest(&path))))?;
         }
         h.set_entry_type(tar::EntryType::Regular);
@@ -468,6 +363,7 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::spool::Spool;
 
     #[test]
     fn members_round_trip_with_any_key_bytes() {

@@ -31,7 +31,8 @@ use serde::Serialize;
 use cachefs::store::SystemClock;
 use cachefs::store::offline::{Access, OfflineStore};
 
-use super::archive::{ArchiveWriter, Member, Spool};
+use super::archive::{ArchiveWriter, Member};
+use super::spool::Spool;
 use super::{human_bytes, offline_config, progress, show_name, xattr};
 
 /// Which entries go into the archive.

@@ -40,7 +40,8 @@ use cachefs::store::{
     Key, KeyFormat, LayoutError, Namespace, Owner, Store, SystemClock, WriteFrom,
 };
 
-use super::archive::{Member, MemberKind, Spool, hex, read_members};
+use super::archive::{Member, MemberKind, hex, read_members};
+use super::spool::Spool;
 use super::{human_bytes, offline_config, show_name, xattr};
 
 pub enum Target<'a> {

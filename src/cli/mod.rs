@@ -29,6 +29,7 @@ pub mod mount;
 pub mod mount_helper;
 pub mod notify;
 pub mod purge;
+pub mod spool;
 pub mod stats;
 pub mod verify;
 pub mod xattr;
