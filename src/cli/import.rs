@@ -201,6 +201,13 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     pb
 }
 
+/// The mode of an entry while it is written (see `MountSink::write`).
+const PENDING_MODE: u32 = 0o200;
+/// An mtime that expires a pending entry under any TTL but "never"
+/// (1 s after the epoch: 0 may read as "unset").
+const BORN_EXPIRED_NANOS: i64 = 1_000_000_000;
+const TTL_XATTR: &[u8] = b"user.cachefs.ttl";
+
 struct MountSink {
     mnt: PathBuf,
     /// Namespaces known to exist.
@@ -248,17 +255,30 @@ impl Sink for MountSink {
         if let Some(parent) = path.parent().filter(|p| *p != ns_dir) {
             fs::create_dir_all(parent).map_err(|e| format!("cannot make its directory: {e}"))?;
         }
+        // A killed import's descriptor is closed by the kernel, which
+        // publishes what it holds: until the last byte is written the
+        // entry is expired at birth (mtime at the epoch, and a 1 s TTL),
+        // as the Python helper does it. One gap is left, between the
+        // create and the guard: an empty entry of mode 0200 (no O_TRUNC
+        // at the open, so it never empties a live version).
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
-            .mode(m.mode & 0o777)
+            .mode(PENDING_MODE)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| e.to_string())?;
+        if m.ttl.is_some() {
+            // Without a TTL of its own the entry gets its namespace's,
+            // which expires the epoch mtime unless it is 0 (never).
+            xattr::set(&f, TTL_XATTR, b"1").map_err(|e| format!("cannot set its TTL: {e}"))?;
+        }
+        f.set_modified(to_system_time(BORN_EXPIRED_NANOS))
+            .and_then(|()| f.set_len(0))
+            .map_err(|e| e.to_string())?;
         io::copy(content, &mut f).map_err(|e| e.to_string())?;
         if let Some(ttl) = m.ttl {
-            xattr::set(&f, b"user.cachefs.ttl", ttl.to_string().as_bytes())
+            xattr::set(&f, TTL_XATTR, ttl.to_string().as_bytes())
                 .map_err(|e| format!("cannot set its TTL: {e}"))?;
         }
         let mut dropped = 0;
@@ -273,7 +293,8 @@ impl Sink for MountSink {
         }
         f.set_permissions(fs::Permissions::from_mode(m.mode & 0o7777))
             .map_err(|e| format!("cannot set its mode: {e}"))?;
-        // Last, after every write: the TTL clock starts at the exported mtime.
+        // The commit point, after every byte: the TTL clock starts at the
+        // exported mtime.
         f.set_modified(to_system_time(m.mtime))
             .map_err(|e| format!("cannot set its mtime: {e}"))?;
         // close() is the publish, and says whether it failed (a File's
