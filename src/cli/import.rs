@@ -101,6 +101,7 @@ pub fn run(target: Target, from: &Path, json: bool) -> Result<ExitCode> {
             }
             Box::new(MountSink {
                 mnt: mnt.to_path_buf(),
+                absent: None,
                 namespaces: HashSet::new(),
             })
         }
@@ -210,6 +211,8 @@ const TTL_XATTR: &[u8] = b"user.cachefs.ttl";
 
 struct MountSink {
     mnt: PathBuf,
+    /// The last key `present` found absent.
+    absent: Option<PathBuf>,
     /// Namespaces known to exist.
     namespaces: HashSet<Vec<u8>>,
 }
@@ -232,7 +235,16 @@ impl Sink for MountSink {
     fn present(&mut self, m: &Member) -> Option<[u8; 32]> {
         // By path, not by an open: an open would count a hit.
         let path = self.path(m).ok()?;
-        let v = xattr::get_path(&path, "user.cachefs.sha256").ok()??;
+        self.absent = None;
+        let v = match xattr::get_path(&path, "user.cachefs.sha256") {
+            Ok(v) => v?,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.absent = Some(path);
+                }
+                return None;
+            }
+        };
         let text = std::str::from_utf8(&v).ok()?;
         m.sha256.filter(|d| hex(d) == text.trim())
     }
@@ -257,27 +269,51 @@ impl Sink for MountSink {
         }
         // A killed import's descriptor is closed by the kernel, which
         // publishes what it holds: until the last byte is written the
-        // entry is expired at birth (mtime at the epoch, and a 1 s TTL),
-        // as the Python helper does it. One gap is left, between the
+        // entry is expired at birth (mtime at the epoch, and a TTL that
+        // expires it), as the Python helper does it. One gap is left, between the
         // create and the guard: an empty entry of mode 0200 (no O_TRUNC
         // at the open, so it never empties a live version).
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .mode(PENDING_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| e.to_string())?;
-        if m.ttl.is_some() {
-            // Without a TTL of its own the entry gets its namespace's,
-            // which expires the epoch mtime unless it is 0 (never).
-            xattr::set(&f, TTL_XATTR, b"1").map_err(|e| format!("cannot set its TTL: {e}"))?;
+        // A key found absent is created exclusively: then there is
+        // nothing to truncate (and a race with another writer falls back).
+        let new = self.absent.take().is_some_and(|p| p == path);
+        let open = |exclusive: bool| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(!exclusive)
+                .create_new(exclusive)
+                .mode(PENDING_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let (mut f, created) = match open(new) {
+            Ok(f) => (f, new),
+            Err(e) if new && e.kind() == io::ErrorKind::AlreadyExists => {
+                (open(false).map_err(|e| e.to_string())?, false)
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        // A TTL that the epoch mtime already expires is set at once; any
+        // other (0: never, or longer than the time since the epoch) waits
+        // behind a 1 s guard. Without a TTL of its own the entry gets its
+        // namespace's, which expires the epoch mtime unless it is 0.
+        let now = now_nanos() / 1_000_000_000;
+        let up_front = m.ttl.is_some_and(|t| t > 0 && (t as i64) < now - 86_400);
+        if let Some(ttl) = m.ttl {
+            let guard = if up_front {
+                ttl.to_string()
+            } else {
+                "1".into()
+            };
+            xattr::set(&f, TTL_XATTR, guard.as_bytes())
+                .map_err(|e| format!("cannot set its TTL: {e}"))?;
         }
         f.set_modified(to_system_time(BORN_EXPIRED_NANOS))
-            .and_then(|()| f.set_len(0))
             .map_err(|e| e.to_string())?;
+        if !created {
+            f.set_len(0).map_err(|e| e.to_string())?;
+        }
         io::copy(content, &mut f).map_err(|e| e.to_string())?;
-        if let Some(ttl) = m.ttl {
+        if let Some(ttl) = m.ttl.filter(|_| !up_front) {
             xattr::set(&f, TTL_XATTR, ttl.to_string().as_bytes())
                 .map_err(|e| format!("cannot set its TTL: {e}"))?;
         }
