@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::IntoRawFd;
@@ -75,7 +75,7 @@ trait Sink {
     /// The digest of the entry `m` names, if it is there and live.
     fn present(&mut self, m: &Member) -> Option<[u8; 32]>;
     /// Writes the entry; `Ok(n)`: published, with `n` xattrs dropped.
-    fn write(&mut self, m: &Member, content: &mut Spool) -> Result<u64, String>;
+    fn write(&mut self, m: &Member, len: u64, content: &mut Spool) -> Result<u64, String>;
     /// The end of the import (a store saves its index).
     fn finish(self: Box<Self>) -> Result<()>;
 }
@@ -134,7 +134,7 @@ pub fn run(target: Target, from: &Path, json: bool) -> Result<ExitCode> {
             sum.present += 1;
             return Ok(());
         }
-        match sink.write(&m, &mut spool) {
+        match sink.write(&m, len, &mut spool) {
             Ok(dropped) => {
                 sum.imported += 1;
                 sum.bytes += len;
@@ -249,7 +249,7 @@ impl Sink for MountSink {
         m.sha256.filter(|d| hex(d) == text.trim())
     }
 
-    fn write(&mut self, m: &Member, content: &mut Spool) -> Result<u64, String> {
+    fn write(&mut self, m: &Member, len: u64, content: &mut Spool) -> Result<u64, String> {
         let path = self.path(m)?;
         let ns_dir = self.mnt.join(std::ffi::OsStr::from_bytes(&m.namespace));
         // A namespace that does not exist is made as `mkdir` makes one
@@ -312,7 +312,16 @@ impl Sink for MountSink {
         if !created {
             f.set_len(0).map_err(|e| e.to_string())?;
         }
-        io::copy(content, &mut f).map_err(|e| e.to_string())?;
+        // Large writes: the mount's writers use direct I/O, so each write
+        // is one FUSE request (io::copy would send 8 KiB at a time).
+        let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
+        loop {
+            let n = content.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        }
         if let Some(ttl) = m.ttl.filter(|_| !up_front) {
             xattr::set(&f, TTL_XATTR, ttl.to_string().as_bytes())
                 .map_err(|e| format!("cannot set its TTL: {e}"))?;
@@ -386,7 +395,7 @@ impl Sink for StoreSink {
         self.store.content_sha256(&ns, &key).ok()
     }
 
-    fn write(&mut self, m: &Member, content: &mut Spool) -> Result<u64, String> {
+    fn write(&mut self, m: &Member, len: u64, content: &mut Spool) -> Result<u64, String> {
         let s = &self.store;
         let ns = Namespace::parse(&m.namespace).map_err(|e| format!("bad namespace: {e}"))?;
         let ns_id = match s.namespace_id(&ns) {
@@ -406,7 +415,7 @@ impl Sink for StoreSink {
         let mut st = s
             .begin_write(&ns, &key, WriteFrom::Empty, owner)
             .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
         loop {
             let n = content.read(&mut buf).map_err(|e| e.to_string())?;
             if n == 0 {
