@@ -441,6 +441,21 @@ fn filters_pick_by_namespace_prefix_and_age() {
         Some(2),
         "the two ages exclude each other"
     );
+    // A failed export leaves no file, partial or whole.
+    let _ = fs::remove_file(&archive);
+    let out = cachefs(&[
+        OsStr::new("export"),
+        OsStr::new("--mount"),
+        work.path().as_os_str(),
+        s(&archive),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_error_line(&out, "is not a cachefs mount");
+    assert_eq!(
+        fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "nothing left in {work:?}"
+    );
 }
 
 /// An archive of `n` entries in namespace "a", each `len` bytes.

@@ -114,6 +114,7 @@ impl Write for Out {
 pub fn run(source: Source, filter: &Filter, to: &Path, level: i32, json: bool) -> Result<ExitCode> {
     let start = Instant::now();
     let to_stdout = to.as_os_str() == "-";
+    let mut partial = Partial(None);
     let out = if to_stdout {
         if io::stdout().is_terminal() {
             bail!("refusing to write an archive to a terminal (give FILE, or redirect stdout)");
@@ -130,6 +131,7 @@ pub fn run(source: Source, filter: &Filter, to: &Path, level: i32, json: bool) -
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
+        partial.0 = Some(tmp);
         Out::File(io::BufWriter::with_capacity(1 << 20, file))
     };
     let mut ar = ArchiveWriter::new(out, level).context("cannot start the archive")?;
@@ -156,6 +158,7 @@ pub fn run(source: Source, filter: &Filter, to: &Path, level: i32, json: bool) -
     // The archive is complete only once it is under its name.
     if !to_stdout {
         publish_file(to)?;
+        partial.0 = None;
     }
     report(&sum, json, to_stdout)?;
     Ok(if sum.unreadable == 0 {
@@ -163,6 +166,18 @@ pub fn run(source: Source, filter: &Filter, to: &Path, level: i32, json: bool) -
     } else {
         ExitCode::from(1)
     })
+}
+
+/// FILE.partial, removed unless the export completes: a failed export
+/// leaves no file behind.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// Moves FILE.partial to FILE once it is complete and synced.
