@@ -164,11 +164,14 @@ pub fn run(target: Target, from: &Path, json: bool) -> Result<ExitCode> {
             sum.present,
             sum.expired,
             sum.refused,
-            if sum.xattrs_dropped > 0 {
-                format!(", {} user xattrs not kept", sum.xattrs_dropped)
-            } else {
-                String::new()
-            }
+            [
+                (sum.not_entries, "members that are not entries skipped"),
+                (sum.xattrs_dropped, "user xattrs not kept"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!(", {n} {what}"))
+            .collect::<String>()
         )?;
     }
     Ok(if sum.refused == 0 {
