@@ -37,8 +37,9 @@ pub struct MountArgs {
     /// (TTL 2h, quota 1GiB, namespaces made by mkdir).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Mount options, comma separated: allow_other, allow_root,
-    /// default_permissions, ro, and other FUSE options.
+    /// Mount options, comma separated: allow_other, allow_root, ro, and
+    /// other FUSE options. Permissions are always enforced by the kernel
+    /// (default_permissions is implied).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// FUSE worker threads. Two lets one request wait on the disk while
@@ -137,6 +138,15 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
         MountOption::CUSTOM("subtype=cachefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
+        // Always: the kernel checks every access against the owners and
+        // modes we report (entries', namespaces'), and limits chmod to
+        // the owner and chown to root, as on a local disk. Without it a
+        // mode `ls -l` shows would not hold once `allow_other` lets other
+        // users in; the kernel's check is the one every local filesystem
+        // uses (groups, capabilities, sticky dirs), with no request of
+        // its own while attributes are cached, where the same checks in
+        // the daemon would be a second copy that could disagree.
+        MountOption::DefaultPermissions,
     ];
     for opt in options
         .iter()
@@ -146,7 +156,8 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
         match opt {
             "allow_other" => cfg.acl = SessionACL::All,
             "allow_root" => cfg.acl = SessionACL::RootAndOwner,
-            "default_permissions" => cfg.mount_options.push(MountOption::DefaultPermissions),
+            // Always on (above).
+            "default_permissions" => {}
             "ro" => cfg.mount_options.push(MountOption::RO),
             "rw" => {}
             "exec" => cfg.mount_options.push(MountOption::Exec),

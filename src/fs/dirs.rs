@@ -14,8 +14,9 @@ use std::os::unix::ffi::OsStrExt;
 use super::errno::name_errno;
 use super::handles::{DirEntryItem, Handle};
 use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
-use super::types::{Entry, Errno, FileKind, Opened, StatFs};
+use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
 use super::{CacheFs, DIR_TTL, control};
+use crate::access::{MODE_BITS, NsAccess};
 use crate::store::{NAME_MAX, Namespace, StoreError};
 
 /// How RENAME may treat its target.
@@ -83,20 +84,32 @@ impl CacheFs {
         Ok(items)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+    /// mkdir of a namespace: its creator's, with the mode asked less the
+    /// umask (the kernel has already applied it, as FUSE_DONT_MASK is not
+    /// asked for; applying it again changes nothing).
+    pub fn mkdir(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Entry, Errno> {
         if parent != inodes::ROOT {
             // Keys are flat file names today.
             return Err(Errno::EPERM);
         }
+        let access = NsAccess {
+            uid: ctx.uid,
+            gid: ctx.gid,
+            mode: mode & !umask & MODE_BITS,
+        };
         let _g = crate::sync::lock(&self.ns_ops);
         let (_, id) = self
             .store
-            .create_namespace(name.as_bytes())
+            .create_namespace(name.as_bytes(), access)
             .map_err(|e| self.fail(&e))?;
-        Ok(Entry::cached(
-            self.dir_attr(inodes::namespace_ino(id)),
-            DIR_TTL,
-        ))
+        Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {

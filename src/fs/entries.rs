@@ -15,6 +15,7 @@ use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
+use crate::access::{MODE_BITS, NsAccess};
 use crate::store::{
     EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, to_system_time,
 };
@@ -32,7 +33,16 @@ impl CacheFs {
         }
     }
 
+    /// The root and the control dir: the daemon's. The root is where
+    /// namespaces are made: writable by everyone, sticky (only a
+    /// namespace's owner removes it), while the config allows new
+    /// namespaces; else only the daemon's user (and root) may write it.
     pub(super) fn dir_attr(&self, ino: u64) -> Attr {
+        let perm = match ino {
+            inodes::CONTROL_DIR => 0o555,
+            inodes::ROOT if self.store.allows_new_namespaces() => 0o1777,
+            _ => 0o755,
+        };
         Attr {
             ino,
             size: 0,
@@ -41,14 +51,28 @@ impl CacheFs {
             mtime: self.started,
             ctime: self.started,
             kind: FileKind::Directory,
-            perm: if ino == inodes::CONTROL_DIR {
-                0o555
-            } else {
-                0o755
-            },
+            perm,
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
+            blksize: BLOCK_SIZE,
+        }
+    }
+
+    /// A namespace's directory: its owner, group and mode.
+    pub(super) fn namespace_attr(&self, id: u32, access: NsAccess) -> Attr {
+        Attr {
+            ino: inodes::namespace_ino(id),
+            size: 0,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            kind: FileKind::Directory,
+            perm: (access.mode & MODE_BITS) as u16,
+            nlink: 2,
+            uid: access.uid,
+            gid: access.gid,
             blksize: BLOCK_SIZE,
         }
     }
@@ -106,8 +130,8 @@ impl CacheFs {
                     .ok()
                     .and_then(|ns| self.store.namespace_id(&ns))
                     .ok_or(Errno::ENOENT)?;
-                let attr = self.dir_attr(inodes::namespace_ino(id));
-                Ok(Entry::cached(attr, DIR_TTL))
+                let access = self.store.namespace_access(id).ok_or(Errno::ENOENT)?;
+                Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
             }
             Some(InodeKind::ControlDir) => {
                 let ino = control::ino_of(name.as_bytes()).ok_or(Errno::ENOENT)?;
@@ -129,10 +153,7 @@ impl CacheFs {
                 .store
                 .resolve(ns_id, name.as_bytes(), false)
                 .map_err(|e| name_errno(&e, Errno::ENOENT))?;
-            if let Some(attr) = self
-                .redirects
-                .attr_for(ctx.pid, &ns, &key, self.uid, self.gid)
-            {
+            if let Some(attr) = self.redirects.attr_for(ctx.pid, &ns, &key) {
                 self.inodes.remember(&ns, &key, attr);
                 return Ok(Entry::cached(attr, Duration::ZERO));
             }
@@ -165,8 +186,8 @@ impl CacheFs {
         match kind_of(ino) {
             Some(InodeKind::Root) | Some(InodeKind::ControlDir) => at(self.dir_attr(ino), DIR_TTL),
             Some(InodeKind::ControlFile(i)) => at(self.control_attr(i), Duration::ZERO),
-            Some(InodeKind::Namespace(id)) => match self.store.namespace_by_id(id) {
-                Some(_) => at(self.dir_attr(ino), DIR_TTL),
+            Some(InodeKind::Namespace(id)) => match self.store.namespace_access(id) {
+                Some(access) => at(self.namespace_attr(id, access), DIR_TTL),
                 None => Err(Errno::ENOENT),
             },
             Some(InodeKind::Entry) => {
@@ -194,8 +215,11 @@ impl CacheFs {
     }
 
     pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>, reply: impl Replier<AttrReply>) {
+        if let Some(InodeKind::Namespace(id)) = kind_of(ino) {
+            return reply.reply(self.set_namespace_attr(id, &set));
+        }
         if kind_of(ino) != Some(InodeKind::Entry) {
-            // Directories and control files: nothing to change; report as is.
+            // The root and control files: nothing to change; report as is.
             return reply.reply(self.getattr(ino, fh));
         }
         let now = self.store.now();
@@ -263,5 +287,22 @@ impl CacheFs {
             }
             Err(e) => reply.reply(Err(self.fail(&e))),
         }
+    }
+
+    /// chmod/chown of a namespace dir (the kernel has checked that the
+    /// caller may: owner or CAP_FOWNER for chmod, CAP_CHOWN for chown).
+    /// Times are not kept for directories; a size is for files only.
+    fn set_namespace_attr(&self, id: u32, set: &SetAttr) -> Result<AttrReply, Errno> {
+        if set.size.is_some() {
+            return Err(Errno::EISDIR);
+        }
+        let access = self
+            .store
+            .set_namespace_access(id, set.uid, set.gid, set.mode)
+            .map_err(|e| self.fail(&e))?;
+        Ok(AttrReply {
+            attr: self.namespace_attr(id, access),
+            ttl: DIR_TTL,
+        })
     }
 }

@@ -208,14 +208,15 @@ impl Filesystem for CacheFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, CacheFs::mkdir(self, parent.0, name))
+        let r = CacheFs::mkdir(self, &ctx(req), parent.0, name, mode, umask);
+        reply_entry(reply, r)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

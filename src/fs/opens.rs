@@ -59,8 +59,8 @@ impl CacheFs {
                     let how = WriterOpen {
                         flags,
                         owner: Owner {
-                            uid: ctx.uid,
-                            gid: ctx.gid,
+                            uid: r.uid,
+                            gid: r.gid,
                             mode: u32::from(r.perm),
                         },
                         version: Some(r.version),
@@ -81,6 +81,8 @@ impl CacheFs {
                         version: self.store.reserve_version(),
                         size,
                         perm: last.perm,
+                        uid: last.uid,
+                        gid: last.gid,
                         until: Instant::now() + REDIRECT_LIFE,
                     };
                     self.redirects.insert(ctx.pid, redirect);

@@ -23,7 +23,12 @@ pub(super) struct Redirect {
     pub version: u64,
     /// The size the redirected inode starts with (0 for O_TRUNC).
     pub size: u64,
+    /// The replaced version's owner and mode: an overwrite keeps them, as
+    /// a local file's inode does (and the kernel's permission check on
+    /// the retry is made against them).
     pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
     pub until: Instant,
 }
 
@@ -53,8 +58,6 @@ impl Redirects {
         pid: u32,
         ns: &Namespace,
         key: &Key,
-        uid: u32,
-        gid: u32,
     ) -> Option<Attr> {
         let r = self.lock();
         let r = r
@@ -67,8 +70,8 @@ impl Redirects {
                 blocks: r.size.div_ceil(512),
                 mtime: SystemTime::now(),
                 perm: u32::from(r.perm),
-                uid,
-                gid,
+                uid: r.uid,
+                gid: r.gid,
             }
             .to_attr(),
         )

@@ -320,10 +320,10 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
 fn the_tree_mkdir_rename_unlink_and_listings() {
     let f = fx("[namespace.a]\n[namespace.b]\n");
     let a = f.ns_ino("a");
-    let made = f.fs.mkdir(ROOT, os("c")).unwrap();
+    let made = f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).unwrap();
     assert_eq!(made.attr.ino, f.ns_ino("c"));
-    assert_eq!(f.fs.mkdir(ROOT, os("c")).err(), Some(Errno::EEXIST));
-    assert_eq!(f.fs.mkdir(a, os("sub")).err(), Some(Errno::EPERM));
+    assert_eq!(f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).err(), Some(Errno::EEXIST));
+    assert_eq!(f.fs.mkdir(&ME, a, os("sub"), 0o755, 0o022).err(), Some(Errno::EPERM));
     f.put("a", "x", b"x");
     f.put("a", "y", b"y");
     let b = f.ns_ino("b");

@@ -1,18 +1,28 @@
 //! Namespaces and policies: the namespaces known at start (config and
-//! markers), the whole-cache limits, config reload (SIGHUP), and creating
-//! and removing namespaces.
+//! markers), the whole-cache limits, config reload (SIGHUP), creating and
+//! removing namespaces, and their owners and modes.
 //!
 //! Invariants: a namespace named in the config keeps its configured policy
 //! and cannot be removed; every other namespace has a marker file and the
 //! default policy. The whole-cache quota never exceeds what the backing
 //! volume can hold, and a lowered quota is enforced at once.
+//!
+//! Owners and modes: a namespace's marker file holds its record
+//! (`NsAccess::encode`: made by mkdir, changed by chmod/chown), replaced
+//! whole by a rename so a crash leaves the old record or the new one. An
+//! empty or unreadable record means the daemon's user and `0755` (what
+//! every namespace was before). The config's `owner`, `group`, `mode`
+//! win over the record, at each start and reload.
 
+use std::fs::OpenOptions;
 use std::io;
 use std::sync::atomic::Ordering;
 
+use super::backing::FaultOp;
 use super::index::{GlobalLimits, Index};
 use super::reaper::{self, unlink_all};
 use super::{Store, StoreError};
+use crate::access::{NsAccess, RECORD_MAX};
 use crate::config::{Config, NamespacePolicy};
 use crate::names::{Key, Namespace};
 
@@ -21,7 +31,11 @@ impl Store {
         let mut idx = self.lock();
         for (name, policy) in &config.namespaces {
             let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
-            idx.add_namespace(ns, policy.clone(), true);
+            let access = self.recorded_access(&ns).with(&policy.access);
+            idx.add_namespace(ns.clone(), policy.clone(), true);
+            if let Some(state) = idx.namespace_mut(&ns) {
+                state.access = access;
+            }
         }
         for e in self
             .layout
@@ -32,7 +46,11 @@ impl Store {
             use std::os::unix::ffi::OsStrExt;
             match Namespace::parse(e.file_name().as_bytes()) {
                 Ok(ns) if idx.namespace(&ns).is_none() => {
-                    idx.add_namespace(ns, NamespacePolicy::default(), false)
+                    let access = self.recorded_access(&ns);
+                    idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+                    if let Some(state) = idx.namespace_mut(&ns) {
+                        state.access = access;
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
@@ -42,12 +60,101 @@ impl Store {
     }
 
     /// A namespace found on disk but in neither the config nor the markers
-    /// gets the default policy (its marker is recreated).
+    /// gets the default policy (its marker is recreated, and a record
+    /// another daemon wrote meanwhile is kept).
     pub(super) fn ensure_namespace_locked(&self, idx: &mut Index, ns: &Namespace) {
         if idx.namespace(ns).is_none() {
-            let _ = self.layout.io.create(&self.layout.namespace_marker(ns));
+            // Not truncated: a record another daemon wrote meanwhile stays.
+            let marker = self.layout.namespace_marker(ns);
+            let _ = self.layout.io.check(FaultOp::Create).and_then(|()| {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&marker)
+            });
+            let access = self.recorded_access(ns);
             idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+            if let Some(state) = idx.namespace_mut(ns) {
+                state.access = access;
+            }
         }
+    }
+
+    /// The owner and mode in a namespace's record, or the default when it
+    /// has none (or one that does not parse: reported, and the namespace
+    /// falls back to the daemon's user and 0755, which only narrows who
+    /// may write).
+    fn recorded_access(&self, ns: &Namespace) -> NsAccess {
+        let path = self.layout.namespace_marker(ns);
+        let mut buf = [0u8; RECORD_MAX + 1];
+        let read = self
+            .layout
+            .io
+            .open_nofollow(&path)
+            .and_then(|f| self.layout.io.read_at(&f, &mut buf, 0));
+        let record = match read {
+            // A record is one short line: one read gets it whole.
+            Ok(n) if n > RECORD_MAX => Err(format!("longer than {RECORD_MAX} bytes")),
+            Ok(n) => NsAccess::decode(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        match record {
+            Ok(Some(a)) => a,
+            Ok(None) => NsAccess::of_daemon(),
+            Err(e) => {
+                log::warn!(
+                    "namespace record {}: {e}; using the default owner and mode",
+                    path.display()
+                );
+                NsAccess::of_daemon()
+            }
+        }
+    }
+
+    /// Replaces a namespace's record whole (staged, then renamed over the
+    /// marker).
+    fn write_record(&self, ns: &Namespace, access: &NsAccess) -> io::Result<()> {
+        let io = &self.layout.io;
+        let tmp = self.layout.staging_path();
+        let written = io
+            .create_new(&tmp)
+            .and_then(|f| io.write_all_at(&f, access.encode().as_bytes(), 0))
+            .and_then(|()| io.rename(&tmp, &self.layout.namespace_marker(ns)));
+        if written.is_err() {
+            let _ = io.remove_file(&tmp);
+        }
+        written
+    }
+
+    /// A namespace's owner, group and mode.
+    pub fn namespace_access(&self, id: u32) -> Option<NsAccess> {
+        let idx = self.lock();
+        let ns = idx.namespace_by_id(id)?;
+        idx.namespace(ns).map(|s| s.access)
+    }
+
+    /// chmod/chown of a namespace (`None`: left as is). Who may is the
+    /// kernel's decision (the mount has `default_permissions`). The record
+    /// is written under the index lock, so two changes land in order; it
+    /// is one small file, and namespace changes are rare.
+    pub fn set_namespace_access(
+        &self,
+        id: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Result<NsAccess, StoreError> {
+        let mut idx = self.lock();
+        let ns = idx.namespace_by_id(id).ok_or(StoreError::NotFound)?.clone();
+        let state = idx.namespace_mut(&ns).ok_or(StoreError::NotFound)?;
+        let access = state.access.changed(uid, gid, mode);
+        if access != state.access {
+            self.write_record(&ns, &access)?;
+            state.access = access;
+        }
+        Ok(access)
     }
 
     /// Applies the whole-cache limits: the configured (or default) quota,
@@ -88,7 +195,12 @@ impl Store {
             let mut idx = self.lock();
             for (name, policy) in &config.namespaces {
                 if let Ok(ns) = Namespace::parse(name.as_bytes()) {
-                    idx.add_namespace(ns, policy.clone(), true);
+                    // As at start: the record, then what the config sets.
+                    let access = self.recorded_access(&ns).with(&policy.access);
+                    idx.add_namespace(ns.clone(), policy.clone(), true);
+                    if let Some(state) = idx.namespace_mut(&ns) {
+                        state.access = access;
+                    }
                 }
             }
             let names: Vec<Namespace> = idx.namespaces().map(|(n, _)| n.clone()).collect();
@@ -100,7 +212,11 @@ impl Store {
                 {
                     state.policy = NamespacePolicy::default();
                     state.from_config = false;
-                    let _ = self.layout.io.create(&self.layout.namespace_marker(&ns));
+                    // It keeps the owner and mode it has now.
+                    let access = state.access;
+                    if let Err(e) = self.write_record(&ns, &access) {
+                        log::warn!("cannot record namespace {ns}: {e}");
+                    }
                 }
             }
         }
@@ -124,6 +240,11 @@ impl Store {
         crate::sync::lock(&self.config).clone()
     }
 
+    /// Whether `mkdir` may make namespaces (without copying the config).
+    pub fn allows_new_namespaces(&self) -> bool {
+        crate::sync::lock(&self.config).cache.allow_new_namespaces
+    }
+
     // ----- namespaces -----
 
     pub fn namespaces(&self) -> Vec<(Namespace, u32)> {
@@ -141,9 +262,14 @@ impl Store {
         self.lock().namespace_by_id(id).cloned()
     }
 
-    pub fn create_namespace(&self, name: &[u8]) -> Result<(Namespace, u32), StoreError> {
+    /// mkdir of a namespace, owned as `access` says (its creator's).
+    pub fn create_namespace(
+        &self,
+        name: &[u8],
+        access: NsAccess,
+    ) -> Result<(Namespace, u32), StoreError> {
         let ns = Namespace::parse(name)?;
-        let allow = self.config().cache.allow_new_namespaces;
+        let allow = self.allows_new_namespaces();
         let mut idx = self.lock();
         if idx.namespace(&ns).is_some() {
             return Err(StoreError::Exists);
@@ -151,10 +277,11 @@ impl Store {
         if !allow {
             return Err(StoreError::NotPermitted);
         }
-        self.layout.io.create(&self.layout.namespace_marker(&ns))?;
+        self.write_record(&ns, &access)?;
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
-        let id = idx.namespace(&ns).expect("just added").id;
-        Ok((ns, id))
+        let state = idx.namespace_mut(&ns).expect("just added");
+        state.access = access;
+        Ok((ns, state.id))
     }
 
     pub fn remove_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
