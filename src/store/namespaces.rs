@@ -337,3 +337,106 @@ fn volume_available(path: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::ManualClock;
+
+    fn open(backing: &Path, config: &str) -> Store {
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * 1_000_000_000));
+        Store::open(backing, Config::parse(config).unwrap(), clock).unwrap()
+    }
+
+    fn access_of(store: &Store, name: &str) -> NsAccess {
+        let id = store
+            .namespace_id(&Namespace::parse(name.as_bytes()).unwrap())
+            .unwrap();
+        store.namespace_access(id).unwrap()
+    }
+
+    #[test]
+    fn owners_and_modes_persist_and_the_config_wins_at_each_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let config = "[namespace.svc]\nowner = 998\nmode = \"0750\"\n[namespace.plain]\n";
+        let store = open(&b, config);
+        let daemon = NsAccess::of_daemon();
+        // The config's fields over the default; none: the default.
+        assert_eq!(
+            access_of(&store, "svc"),
+            NsAccess {
+                uid: 998,
+                mode: 0o750,
+                ..daemon
+            }
+        );
+        assert_eq!(access_of(&store, "plain"), daemon);
+        // mkdir: the creator's; chmod/chown: recorded.
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1001,
+            mode: 0o700,
+        };
+        let (_, id) = store.create_namespace(b"mine", mine).unwrap();
+        assert_eq!(store.namespace_access(id), Some(mine));
+        let plain = store.namespace_id(&Namespace::parse(b"plain").unwrap());
+        store
+            .set_namespace_access(plain.unwrap(), None, Some(50), Some(0o1777))
+            .unwrap();
+        let svc = store.namespace_id(&Namespace::parse(b"svc").unwrap());
+        store
+            .set_namespace_access(svc.unwrap(), Some(7), None, Some(0o700))
+            .unwrap();
+        drop(store);
+
+        // A restart keeps them, but the config's own fields win again;
+        // a config change of them applies.
+        let config = "[namespace.svc]\nowner = 998\nmode = \"0770\"\n[namespace.plain]\n";
+        let store = open(&b, config);
+        assert_eq!(access_of(&store, "mine"), mine);
+        let plain = NsAccess {
+            gid: 50,
+            mode: 0o1777,
+            ..daemon
+        };
+        assert_eq!(access_of(&store, "plain"), plain);
+        assert_eq!(
+            access_of(&store, "svc"),
+            NsAccess {
+                uid: 998,
+                mode: 0o770,
+                ..daemon
+            }
+        );
+        // A reload applies the config the same way; a namespace that
+        // leaves the config keeps what it has.
+        store.reload(Config::parse("[namespace.svc]\nmode = \"0700\"\n").unwrap());
+        assert_eq!(access_of(&store, "svc").mode, 0o700);
+        assert_eq!(access_of(&store, "svc").uid, 7, "the recorded chown");
+        assert_eq!(access_of(&store, "plain"), plain);
+        drop(store);
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "plain"), plain);
+    }
+
+    #[test]
+    fn a_damaged_record_falls_back_to_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let store = open(&b, "");
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o777,
+        };
+        store.create_namespace(b"mine", mine).unwrap();
+        drop(store);
+        std::fs::write(b.join("namespaces/mine"), b"owner=1000 group=\xff mode=777").unwrap();
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "mine"), NsAccess::of_daemon());
+    }
+}
