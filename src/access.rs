@@ -144,7 +144,7 @@ pub enum IdSpec {
 pub fn resolve_user(spec: &IdSpec) -> Result<u32, String> {
     match spec {
         IdSpec::Id(n) => Ok(*n),
-        IdSpec::Name(name) => match nix::unistd::User::from_name(&checked(name)?) {
+        IdSpec::Name(name) => match nix::unistd::User::from_name(checked(name)?) {
             Ok(Some(u)) => Ok(u.uid.as_raw()),
             Ok(None) => name
                 .parse::<u32>()
@@ -158,7 +158,7 @@ pub fn resolve_user(spec: &IdSpec) -> Result<u32, String> {
 pub fn resolve_group(spec: &IdSpec) -> Result<u32, String> {
     match spec {
         IdSpec::Id(n) => Ok(*n),
-        IdSpec::Name(name) => match nix::unistd::Group::from_name(&checked(name)?) {
+        IdSpec::Name(name) => match nix::unistd::Group::from_name(checked(name)?) {
             Ok(Some(g)) => Ok(g.gid.as_raw()),
             Ok(None) => name
                 .parse::<u32>()

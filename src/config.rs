@@ -260,8 +260,16 @@ impl Config {
             }
             let id_err = |e: String| format!("[namespace.{name}]: {e}");
             let access = AccessOverride {
-                uid: ns.owner.map(|o| resolve_user(&o.0)).transpose().map_err(id_err)?,
-                gid: ns.group.map(|g| resolve_group(&g.0)).transpose().map_err(id_err)?,
+                uid: ns
+                    .owner
+                    .map(|o| resolve_user(&o.0))
+                    .transpose()
+                    .map_err(id_err)?,
+                gid: ns
+                    .group
+                    .map(|g| resolve_group(&g.0))
+                    .transpose()
+                    .map_err(id_err)?,
                 mode: ns.mode.map(|m| m.0),
             };
             let policy = NamespacePolicy {
@@ -385,6 +393,7 @@ mod tests {
         assert_eq!(ns.durability, Durability::Fsync);
         assert_eq!(ns.key_format, KeyFormat::Sha256);
         assert_eq!(ns.max_entry_bytes, Some(1 << 20));
+        assert_eq!(ns.access.mode, Some(0o750));
     }
 
     #[test]
@@ -438,7 +447,10 @@ mod tests {
         )
         .unwrap();
         let svc = c.namespaces["svc"].access;
-        assert_eq!((svc.uid, svc.gid, svc.mode), (Some(0), Some(0), Some(0o750)));
+        assert_eq!(
+            (svc.uid, svc.gid, svc.mode),
+            (Some(0), Some(0), Some(0o750))
+        );
         let num = c.namespaces["num"].access;
         assert_eq!(
             (num.uid, num.gid, num.mode),
@@ -453,8 +465,14 @@ mod tests {
     #[test]
     fn bad_owners_groups_and_modes_are_one_line_errors() {
         for (text, needle) in [
-            ("[namespace.a]\nowner = \"no-such-user-cachefs\"\n", "no such user \"no-such-user-cachefs\""),
-            ("[namespace.a]\ngroup = \"no-such-group-cachefs\"\n", "no such group"),
+            (
+                "[namespace.a]\nowner = \"no-such-user-cachefs\"\n",
+                "no such user \"no-such-user-cachefs\"",
+            ),
+            (
+                "[namespace.a]\ngroup = \"no-such-group-cachefs\"\n",
+                "no such group",
+            ),
             ("[namespace.a]\nmode = 750\n", "quoted octal string"),
             ("[namespace.a]\nmode = \"rwx\"\n", "invalid mode"),
             ("[namespace.a]\nmode = \"17777\"\n", "invalid mode"),

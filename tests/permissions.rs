@@ -106,13 +106,21 @@ fn other_users_are_held_to_the_modes_shown() {
     // Reading: the 0644 entry yes, the 0600 one no.
     works(NOBODY, &format!("cat {} >/dev/null", q(&open)));
     refused(NOBODY, &format!("cat {s}"), EACCES);
-    refused(NOBODY, &format!("getfattr -n user.cachefs.sha256 {s}"), EACCES);
+    refused(
+        NOBODY,
+        &format!("getfattr -n user.cachefs.sha256 {s}"),
+        EACCES,
+    );
     // Overwriting, truncating, appending, setting its TTL: refused, and
     // the entry is intact.
     refused(NOBODY, &format!("echo poisoned > {s}"), EACCES);
     refused(NOBODY, &format!("echo poisoned >> {s}"), EACCES);
     refused(NOBODY, &format!("truncate -s 0 {s}"), EACCES);
-    refused(NOBODY, &format!("setfattr -n user.cachefs.ttl -v 1 {s}"), EACCES);
+    refused(
+        NOBODY,
+        &format!("setfattr -n user.cachefs.ttl -v 1 {s}"),
+        EACCES,
+    );
     refused(NOBODY, &format!("echo poisoned > {}", q(&open)), EACCES);
     assert_eq!(read_file(&secret).unwrap(), b"root's value");
     assert_eq!(read_file(&open).unwrap(), b"for all");
@@ -132,7 +140,11 @@ fn other_users_are_held_to_the_modes_shown() {
     // Purging root's namespace needs write permission on it; purging
     // every namespace is for root and the mount's owner.
     let ns = q(&m.ns("ns"));
-    refused(NOBODY, &format!("setfattr -n user.cachefs.purge -v all {ns}"), EACCES);
+    refused(
+        NOBODY,
+        &format!("setfattr -n user.cachefs.purge -v all {ns}"),
+        EACCES,
+    );
     refused(
         NOBODY,
         &format!("setfattr -n user.cachefs.purge -v all {}", q(&m.mnt)),
@@ -140,7 +152,10 @@ fn other_users_are_held_to_the_modes_shown() {
     );
     assert_eq!(read_file(&secret).unwrap(), b"root's value");
     // The control dir stays read-only, readable by all.
-    works(NOBODY, &format!("cat {} >/dev/null", q(&m.mnt.join(".cachefs/stats.json"))));
+    works(
+        NOBODY,
+        &format!("cat {} >/dev/null", q(&m.mnt.join(".cachefs/stats.json"))),
+    );
     refused(NOBODY, &format!("rmdir {ns}"), EPERM);
     // Root, as before, may do anything.
     write_file(&secret, b"root again").unwrap();
@@ -162,7 +177,10 @@ fn the_config_grants_a_service_user_its_namespace_and_it_persists() {
     let key = m.path("svc", "k");
     let k = q(&key);
     // The owner writes, reads, overwrites, renames, chmods, removes.
-    works(NOBODY, &format!("umask 022; echo one > {k} && cat {k} >/dev/null"));
+    works(
+        NOBODY,
+        &format!("umask 022; echo one > {k} && cat {k} >/dev/null"),
+    );
     assert_eq!(owner_mode(&key), (NOBODY, NOBODY, 0o644));
     works(NOBODY, &format!("echo two > {k}; printf x >> {k}"));
     assert_eq!(read_file(&key).unwrap(), b"two\nx");
@@ -175,7 +193,10 @@ fn the_config_grants_a_service_user_its_namespace_and_it_persists() {
     // The service user may purge its own namespace.
     let svc = q(&m.ns("svc"));
     works(NOBODY, &format!("echo y > {}", q(&m.path("svc", "y"))));
-    works(NOBODY, &format!("setfattr -n user.cachefs.purge -v all {svc}"));
+    works(
+        NOBODY,
+        &format!("setfattr -n user.cachefs.purge -v all {svc}"),
+    );
     assert_errno(fs::metadata(m.path("svc", "y")), libc::ENOENT, "purged");
     works(NOBODY, &format!("echo four > {k}"));
     // Others: not even a listing (0750, not in the group).
@@ -183,7 +204,11 @@ fn the_config_grants_a_service_user_its_namespace_and_it_persists() {
     refused(STRANGER, &format!("cat {k}"), EACCES);
     // The group grants: 43210 writes in `team`, nobody may not.
     works(STRANGER, &format!("echo t > {}", q(&m.path("team", "t"))));
-    refused(NOBODY, &format!("echo t > {}", q(&m.path("team", "u"))), EACCES);
+    refused(
+        NOBODY,
+        &format!("echo t > {}", q(&m.path("team", "u"))),
+        EACCES,
+    );
     // A rewrite by a permitted other user (root here) keeps the entry's
     // owner and mode, as an overwrite of a local file does.
     write_file(&key, b"root wrote").unwrap();
@@ -198,8 +223,14 @@ fn the_config_grants_a_service_user_its_namespace_and_it_persists() {
     let m = mount(config, Some(&backing));
     assert_eq!(owner_mode(&m.ns("svc")), (NOBODY, 0, 0o700));
     assert_eq!(owner_mode(&m.path("svc", "k")), (NOBODY, NOBODY, 0o644));
-    assert_eq!(owner_mode(&m.path("team", "t")), (STRANGER, STRANGER, 0o644));
-    works(NOBODY, &format!("cat {} >/dev/null", q(&m.path("svc", "k"))));
+    assert_eq!(
+        owner_mode(&m.path("team", "t")),
+        (STRANGER, STRANGER, 0o644)
+    );
+    works(
+        NOBODY,
+        &format!("cat {} >/dev/null", q(&m.path("svc", "k"))),
+    );
 }
 
 #[test]
@@ -229,7 +260,10 @@ fn root_grants_by_chmod_and_mkdir_makes_the_creators_namespace() {
     let mine = m.ns("mine");
     works(NOBODY, &format!("umask 027; mkdir {}", q(&mine)));
     assert_eq!(owner_mode(&mine), (NOBODY, NOBODY, 0o750));
-    works(NOBODY, &format!("umask 077; echo v > {}", q(&mine.join("v"))));
+    works(
+        NOBODY,
+        &format!("umask 077; echo v > {}", q(&mine.join("v"))),
+    );
     assert_eq!(owner_mode(&mine.join("v")), (NOBODY, NOBODY, 0o600));
     works(NOBODY, &format!("mkdir -m 0700 {}", q(&m.ns("private"))));
     assert_eq!(owner_mode(&m.ns("private")).2, 0o700);
@@ -239,7 +273,11 @@ fn root_grants_by_chmod_and_mkdir_makes_the_creators_namespace() {
     works(NOBODY, &format!("chmod 0755 {}", q(&mine)));
     refused(NOBODY, &format!("chown {STRANGER} {}", q(&mine)), EPERM);
     works(STRANGER, &format!("ls {} >/dev/null", q(&mine)));
-    refused(STRANGER, &format!("echo w > {}", q(&mine.join("w"))), EACCES);
+    refused(
+        STRANGER,
+        &format!("echo w > {}", q(&mine.join("w"))),
+        EACCES,
+    );
 
     // All of it survives a restart.
     m.stop();
@@ -249,7 +287,11 @@ fn root_grants_by_chmod_and_mkdir_makes_the_creators_namespace() {
     assert_eq!(owner_mode(&m.ns("mine")), (NOBODY, NOBODY, 0o755));
     assert_eq!(owner_mode(&m.ns("private")), (NOBODY, NOBODY, 0o700));
     assert_eq!(owner_mode(&m.ns("mine").join("v")), (NOBODY, NOBODY, 0o600));
-    refused(STRANGER, &format!("cat {}", q(&m.ns("mine").join("v"))), EACCES);
+    refused(
+        STRANGER,
+        &format!("cat {}", q(&m.ns("mine").join("v"))),
+        EACCES,
+    );
 }
 
 #[test]

@@ -53,12 +53,7 @@ impl Redirects {
     }
 
     /// The inode a redirected writer's lookup of `key` gets.
-    pub(super) fn attr_for(
-        &self,
-        pid: u32,
-        ns: &Namespace,
-        key: &Key,
-    ) -> Option<Attr> {
+    pub(super) fn attr_for(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<Attr> {
         let r = self.lock();
         let r = r
             .get(&pid)

@@ -320,10 +320,36 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
 fn the_tree_mkdir_rename_unlink_and_listings() {
     let f = fx("[namespace.a]\n[namespace.b]\n");
     let a = f.ns_ino("a");
-    let made = f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).unwrap();
+    // mkdir: the creator's namespace, the mode asked less the umask;
+    // chmod/chown of it (the kernel has checked who may) are kept.
+    let user = Ctx {
+        uid: 1000,
+        gid: 1001,
+        pid: 300,
+    };
+    let made = f.fs.mkdir(&user, ROOT, os("c"), 0o777, 0o027).unwrap();
     assert_eq!(made.attr.ino, f.ns_ino("c"));
-    assert_eq!(f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).err(), Some(Errno::EEXIST));
-    assert_eq!(f.fs.mkdir(&ME, a, os("sub"), 0o755, 0o022).err(), Some(Errno::EPERM));
+    assert_eq!(
+        (made.attr.uid, made.attr.gid, made.attr.perm),
+        (1000, 1001, 0o750)
+    );
+    let chmod = SetAttr {
+        mode: Some(0o1770),
+        gid: Some(7),
+        ..SetAttr::default()
+    };
+    answer(|r| f.fs.setattr(made.attr.ino, chmod, None, r)).unwrap();
+    let now = f.fs.getattr(made.attr.ino, None).unwrap().attr;
+    assert_eq!((now.uid, now.gid, now.perm), (1000, 7, 0o1770));
+    assert_eq!(f.fs.getattr(ROOT, None).unwrap().attr.perm, 0o1777);
+    assert_eq!(
+        f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).err(),
+        Some(Errno::EEXIST)
+    );
+    assert_eq!(
+        f.fs.mkdir(&ME, a, os("sub"), 0o755, 0o022).err(),
+        Some(Errno::EPERM)
+    );
     f.put("a", "x", b"x");
     f.put("a", "y", b"y");
     let b = f.ns_ino("b");
