@@ -50,12 +50,14 @@ fn mount(config: &str, backing: Option<&Path>) -> Mount {
 }
 
 /// Runs `cmdline` with `sh -c` as user `uid` (its group the same number,
-/// no supplementary groups): (success, stderr).
+/// no supplementary groups, umask 022 unless it sets its own):
+/// (success, stderr).
 fn run_as(uid: u32, cmdline: &str) -> (bool, String) {
     let out = Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"))
-        .args(["--clear-groups", "sh", "-c", cmdline])
+        .args(["--clear-groups", "sh", "-c"])
+        .arg(format!("umask 022; {cmdline}"))
         .env("LC_ALL", "C")
         .output()
         .expect("run setpriv");
@@ -103,8 +105,16 @@ fn other_users_are_held_to_the_modes_shown() {
     assert_eq!(owner_mode(&secret), (0, 0, 0o600));
 
     let s = q(&secret);
-    // Reading: the 0644 entry yes, the 0600 one no.
+    // Reading: the 0644 entry yes, the 0600 one no; access(2) agrees.
     works(NOBODY, &format!("cat {} >/dev/null", q(&open)));
+    works(
+        NOBODY,
+        &format!(
+            "test -r {} && ! test -r {s} && ! test -w {}",
+            q(&open),
+            q(&open)
+        ),
+    );
     refused(NOBODY, &format!("cat {s}"), EACCES);
     refused(
         NOBODY,
@@ -209,6 +219,13 @@ fn the_config_grants_a_service_user_its_namespace_and_it_persists() {
         &format!("echo t > {}", q(&m.path("team", "u"))),
         EACCES,
     );
+    // A new file renamed over a key is the renamer's, as on a local disk.
+    let r = m.path("team", "r");
+    write_file(&r, b"root's").unwrap();
+    let rtmp = q(&m.path("team", "r.tmp"));
+    works(STRANGER, &format!("echo s > {rtmp} && mv {rtmp} {}", q(&r)));
+    assert_eq!(owner_mode(&r), (STRANGER, STRANGER, 0o644));
+    assert_eq!(read_file(&r).unwrap(), b"s\n");
     // A rewrite by a permitted other user (root here) keeps the entry's
     // owner and mode, as an overwrite of a local file does.
     write_file(&key, b"root wrote").unwrap();

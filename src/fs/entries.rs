@@ -2,6 +2,12 @@
 //! attributes of every kind of inode, with how long the kernel may cache
 //! them.
 //!
+//! The owners and modes reported here are the permission rules: the
+//! kernel checks every access against them (the mount always has
+//! `default_permissions`), so an attribute shown is an attribute that
+//! holds, and a redirected writer's inode carries the replaced version's
+//! owner and mode.
+//!
 //! Invariants: an entry's dentry and attributes are cached no longer than
 //! its remaining TTL and at most `ENTRY_CACHE_MAX`; a key being written and
 //! a redirected writer's new inode are not cached at all; a setattr that
