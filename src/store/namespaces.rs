@@ -438,5 +438,48 @@ mod tests {
         std::fs::write(b.join("namespaces/mine"), b"owner=1000 group=\xff mode=777").unwrap();
         let store = open(&b, "");
         assert_eq!(access_of(&store, "mine"), NsAccess::of_daemon());
+        // So does one too long to be a record, whatever it starts with.
+        drop(store);
+        let long = format!("{}{}", mine.encode(), " ".repeat(RECORD_MAX));
+        std::fs::write(b.join("namespaces/mine"), long).unwrap();
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "mine"), NsAccess::of_daemon());
+    }
+
+    /// A record that cannot be written changes nothing: mkdir fails with
+    /// the backing error and makes no namespace; a chmod fails and leaves
+    /// the owner and mode as they were, in memory and on disk.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn a_record_that_cannot_be_written_changes_nothing() {
+        use crate::store::backing::BackingIo;
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let io = BackingIo::default();
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * 1_000_000_000));
+        let store = Store::open_with(&b, Config::default(), clock, io.clone()).unwrap();
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o750,
+        };
+        io.inject(FaultOp::Create, libc::ENOSPC, Some(1));
+        match store.create_namespace(b"mine", mine) {
+            Err(StoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("mkdir on a full volume: {other:?}"),
+        }
+        assert_eq!(
+            store.namespace_id(&Namespace::parse(b"mine").unwrap()),
+            None
+        );
+        let (_, id) = store.create_namespace(b"mine", mine).unwrap();
+        io.inject(FaultOp::Rename, libc::EIO, Some(1));
+        match store.set_namespace_access(id, None, None, Some(0o777)) {
+            Err(StoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("chmod whose record fails: {other:?}"),
+        }
+        assert_eq!(store.namespace_access(id), Some(mine));
+        drop(store);
+        assert_eq!(access_of(&open(&b, ""), "mine"), mine);
     }
 }
