@@ -271,6 +271,12 @@ fn root_grants_by_chmod_and_mkdir_makes_the_creators_namespace() {
     refused(STRANGER, &format!("rm -f {ns}/a"), EPERM);
     refused(STRANGER, &format!("mv -f {ns}/s {ns}/a"), EPERM);
     assert_eq!(read_file(&m.path("ns", "a")).unwrap(), b"x\n");
+    // Setgid: entries made in it take the namespace's group, as in a
+    // local directory (a team's shared namespace).
+    sh(&format!("chgrp {STRANGER} {ns} && chmod 3777 {ns}"));
+    assert_eq!(owner_mode(&m.ns("ns")), (0, STRANGER, 0o3777));
+    works(NOBODY, &format!("echo g > {ns}/g"));
+    assert_eq!(owner_mode(&m.path("ns", "g")), (NOBODY, STRANGER, 0o644));
 
     // mkdir: the creator's namespace, with the mode asked less the umask;
     // its entries are the creator's, less the umask too.
@@ -300,7 +306,7 @@ fn root_grants_by_chmod_and_mkdir_makes_the_creators_namespace() {
     m.stop();
     drop(m);
     let m = mount("[namespace.ns]\n", Some(&backing));
-    assert_eq!(owner_mode(&m.ns("ns")), (0, 0, 0o1777));
+    assert_eq!(owner_mode(&m.ns("ns")), (0, STRANGER, 0o3777));
     assert_eq!(owner_mode(&m.ns("mine")), (NOBODY, NOBODY, 0o755));
     assert_eq!(owner_mode(&m.ns("private")), (NOBODY, NOBODY, 0o700));
     assert_eq!(owner_mode(&m.ns("mine").join("v")), (NOBODY, NOBODY, 0o600));

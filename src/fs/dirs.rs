@@ -112,6 +112,17 @@ impl CacheFs {
         Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
     }
 
+    /// The group of an entry `ctx` creates in namespace `ns_id`: the
+    /// creator's, or the namespace's when it is setgid, as in a local
+    /// directory (so a team's `2770` namespace keeps its entries the
+    /// team's).
+    pub(super) fn new_entry_gid(&self, ctx: &Ctx, ns_id: u32) -> u32 {
+        match self.store.namespace_access(ns_id) {
+            Some(a) if a.mode & libc::S_ISGID != 0 => a.gid,
+            _ => ctx.gid,
+        }
+    }
+
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         if parent != inodes::ROOT {
             return Err(Errno::ENOTDIR);

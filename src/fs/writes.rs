@@ -73,7 +73,7 @@ impl CacheFs {
             flags,
             owner: Owner {
                 uid: ctx.uid,
-                gid: ctx.gid,
+                gid: self.new_entry_gid(ctx, ns_id),
                 mode: mode & !umask & 0o7777,
             },
             version: None,
