@@ -83,9 +83,10 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     match r {
+        // fuser takes the attributes' lifetime first.
         Ok(e) => reply.entry_with_ttls(
-            &e.entry_ttl,
             &e.attr_ttl,
+            &e.entry_ttl,
             &file_attr(&e.attr),
             Generation(0),
         ),
