@@ -9,15 +9,23 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::store::{
-    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, to_system_time,
+    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError,
+    to_system_time,
 };
+
+/// How long anyone else's lookup waits for a writer that closed
+/// unwritten (its empty publish comes with its RELEASE, which the kernel
+/// sends once close() has returned): `: > key; cat key` reads what was
+/// written, while `echo x > key`'s open-dup2-close-write never shows an
+/// empty version. A writer still held past this is still being written.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
@@ -79,18 +87,83 @@ impl CacheFs {
         .to_attr()
     }
 
+    /// A file being written, as its writer sees it: an explicit mtime
+    /// (`futimens`, `touch -d`) is shown as set, else it is being
+    /// modified now.
     pub(super) fn staging_attr(&self, st: &StagingFile, ino: u64) -> Attr {
         let (uid, gid) = st.owner();
-        EntryAttr {
+        let mut attr = EntryAttr {
             ino,
             size: st.len(),
             blocks: st.len().div_ceil(512),
-            mtime: SystemTime::now(),
+            mtime: st.mtime().map_or_else(SystemTime::now, to_system_time),
             perm: st.mode(),
             uid,
             gid,
         }
-        .to_attr()
+        .to_attr();
+        attr.ctime = SystemTime::now();
+        attr
+    }
+
+    /// The attributes of inode `ino` if a writer holds it with content
+    /// staged (through handle `fh`, or any writer's, for `fstat` and path
+    /// operations arrive without one).
+    fn writers_attr(&self, ino: u64, fh: Option<u64>) -> Option<Attr> {
+        let h = fh
+            .and_then(|fh| self.handles.get(fh))
+            .filter(|h| h.writer().is_some_and(|w| w.ino == ino))
+            .or_else(|| self.writer_of_inode(ino))?;
+        let w = h.writer()?;
+        let mut attr = self.staging_attr(w.staged()?, ino);
+        if w.is_abandoned() {
+            attr.nlink = 0;
+        }
+        Some(attr)
+    }
+
+    /// A lookup of a key being written. The thread that opened the writer
+    /// finds what it staged (its `stat`, `utime`, `chmod`, `truncate` act
+    /// on the pending version); anyone else waits up to `RELEASE_WAIT` for a
+    /// writer that closed unwritten, then is answered by the store.
+    fn writers_view(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Option<Entry> {
+        // A name the store refuses is answered (and counted) by the store.
+        let (ns, key) = self.store.resolve(ns_id, name.as_bytes(), false).ok()?;
+        let mut deferred = false;
+        for fh in self.handles.writer_fhs(&ns, &key) {
+            let Some(h) = self.handles.get(fh) else {
+                continue;
+            };
+            let Some(w) = h.writer() else { continue };
+            if w.is_abandoned() {
+                continue;
+            }
+            if w.is_opener(ctx.pid) {
+                if let Some(st) = w.staged() {
+                    let attr = self.staging_attr(st, w.ino);
+                    drop(w);
+                    self.inodes.remember(&ns, &key, attr);
+                    return Some(Entry::cached(attr, Duration::ZERO));
+                }
+                // Published: the store's version is the writer's.
+                continue;
+            }
+            deferred |= w.is_deferred();
+        }
+        if deferred {
+            let deadline = Instant::now() + RELEASE_WAIT;
+            self.handles
+                .wait_settled(deadline, || self.any_deferred(&ns, &key));
+        }
+        None
+    }
+
+    fn any_deferred(&self, ns: &Namespace, key: &Key) -> bool {
+        self.handles
+            .writer_fhs(ns, key)
+            .into_iter()
+            .filter_map(|fh| self.handles.get(fh))
+            .any(|h| h.writer().is_some_and(|w| w.is_deferred()))
     }
 
     pub fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
@@ -137,12 +210,17 @@ impl CacheFs {
                 return Ok(Entry::cached(attr, Duration::ZERO));
             }
         }
+        if self.handles.has_writers()
+            && let Some(entry) = self.writers_view(ctx, ns_id, name)
+        {
+            return Ok(entry);
+        }
         let found = self
             .store
             .lookup_name(ns_id, name.as_bytes(), ctx.pid)
             .map_err(|e| name_errno(&e, Errno::ENOENT))?;
-        // A key being written is invisible to everyone, its writer
-        // included, until it is published.
+        // A key being written is invisible to everyone but its writer's
+        // thread until it is published.
         match found.lookup {
             Lookup::Hit(info) => {
                 let attr = self.entry_attr(&info);
@@ -171,13 +249,9 @@ impl CacheFs {
                 None => Err(Errno::ENOENT),
             },
             Some(InodeKind::Entry) => {
-                // A writer's own handle describes its staged content.
-                if let Some(h) = fh.and_then(|fh| self.handles.get(fh))
-                    && let Some(w) = h.writer()
-                    && w.ino == ino
-                    && let Some(st) = w.staged()
-                {
-                    return at(self.staging_attr(st, ino), Duration::ZERO);
+                // A writer's inode describes its staged content.
+                if let Some(attr) = self.writers_attr(ino, fh) {
+                    return at(attr, Duration::ZERO);
                 }
                 let (ns, key, last) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
                 match self.store.entry_info(&ns, &key) {
@@ -211,10 +285,15 @@ impl CacheFs {
         if let Some(h) = &handle
             && let Some(mut w) = h.writer()
         {
+            let settled = w.is_deferred();
             let r = w.change(&self.store, &set).map(|st| AttrReply {
                 attr: self.staging_attr(st, ino),
                 ttl: Duration::ZERO,
             });
+            drop(w);
+            if settled {
+                self.handles.settle_writers();
+            }
             return reply.reply(r);
         }
         let Some((ns, key, _)) = self.inodes.get(ino) else {

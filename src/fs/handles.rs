@@ -3,14 +3,15 @@
 //! registry of open writers by key (for abandoning the writes of an
 //! unlinked key, and for changes by path to a file being written).
 //!
-//! Lock order: `map`, `writers` and `writer_inos` are leaves, never held
-//! while a `Writer` mutex is taken; a `Writer` mutex may be held across a
-//! store call (its own publish).
+//! Lock order: `map`, `writers`, `writer_inos` and `settled` are leaves,
+//! never held while a `Writer` mutex is taken; a `Writer` mutex may be
+//! held across a store call (its own publish).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use super::types::FileKind;
 use super::writer::Writer;
@@ -25,6 +26,9 @@ pub struct DirEntryItem {
 pub enum Handle {
     Read(ReadHandle),
     Write(Box<Mutex<Writer>>),
+    /// A read-only open, by the writer's own process, of a file being
+    /// written: reads what that writer (the inner handle) has staged.
+    Pending(Arc<Handle>),
     Control(Vec<u8>),
     Dir(Vec<DirEntryItem>),
 }
@@ -50,6 +54,10 @@ pub struct HandleTable {
     /// Kernel inodes of open write handles, with their counts. Apart from
     /// `writers` so a reader's open never waits on a writer's state lock.
     writer_inos: Mutex<HashMap<u64, usize>>,
+    /// Bumped whenever a writer whose publish waited for its RELEASE is
+    /// released or writes again; lookups waiting for it wait on `settle`.
+    settled: Mutex<u64>,
+    settle: Condvar,
 }
 
 impl HandleTable {
@@ -97,6 +105,64 @@ impl HandleTable {
             }
         }
         Some(h)
+    }
+
+    /// Wakes the lookups waiting for a deferred writer (see `writer.rs`).
+    pub fn settle_writers(&self) {
+        *crate::sync::lock(&self.settled) += 1;
+        self.settle.notify_all();
+    }
+
+    /// Waits until `pending()` is false (asked again after each
+    /// `settle_writers`) or `deadline` passes; says whether it still is.
+    pub fn wait_settled(&self, deadline: Instant, mut pending: impl FnMut() -> bool) -> bool {
+        loop {
+            let seen = *crate::sync::lock(&self.settled);
+            if !pending() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            let g = crate::sync::lock(&self.settled);
+            if *g == seen {
+                let _ = self
+                    .settle
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Whether any file is being written through this mount: lookups
+    /// skip the writers' registry while none is.
+    pub fn has_writers(&self) -> bool {
+        !self.writers_lock().is_empty()
+    }
+
+    /// A write handle now writes `to` (its writer renamed the file).
+    pub fn rekey(&self, fh: u64, ns: &Namespace, from: &Key, to: &Key) {
+        let mut writers = self.writers_lock();
+        let k = (ns.clone(), from.clone());
+        if let Some(v) = writers.get_mut(&k) {
+            v.retain(|&x| x != fh);
+            if v.is_empty() {
+                writers.remove(&k);
+            }
+        }
+        writers
+            .entry((ns.clone(), to.clone()))
+            .or_default()
+            .push(fh);
+    }
+
+    /// The handle numbers of everyone writing `key` right now.
+    pub fn writer_fhs(&self, ns: &Namespace, key: &Key) -> Vec<u64> {
+        self.writers_lock()
+            .get(&(ns.clone(), key.clone()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn open_count(&self) -> Arc<AtomicUsize> {

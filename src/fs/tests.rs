@@ -257,11 +257,12 @@ fn a_failed_write_is_reported_by_every_close_and_leaves_nothing() {
     let c =
         f.fs.create(&ME, a, os("k"), 0o644, 0, libc::O_CREAT | libc::O_WRONLY)
             .unwrap();
-    // The shell's `>`: open, dup2, close of the first fd: an empty
-    // version is published by the creator's close...
+    // The shell's `>`: open, dup2, close of the first fd: no empty
+    // version is published by the creator's close (others find nothing
+    // while the dup holds it)...
     answer(|r| f.fs.flush(&ME, c.opened.fh, 5, r)).unwrap();
-    assert_eq!(f.get(&OTHER, "a", "k"), Ok(Vec::new()));
-    // ...then a write past the limit fails and withdraws it.
+    assert_eq!(f.get(&OTHER, "a", "k"), Err(Errno::ENOENT));
+    // ...then a write past the limit fails: nothing was published.
     assert_eq!(
         f.fs.write(c.opened.fh, 0, &[1; 9], Some(5)),
         Err(Errno::EFBIG)
@@ -329,14 +330,14 @@ fn the_tree_mkdir_rename_unlink_and_listings() {
     let b = f.ns_ino("b");
     use super::dirs::RenameMode;
     assert_eq!(
-        f.fs.rename(a, os("x"), b, os("x"), RenameMode::Replace),
+        f.fs.rename(&ME, a, os("x"), b, os("x"), RenameMode::Replace),
         Err(Errno::EXDEV)
     );
     assert_eq!(
-        f.fs.rename(a, os("x"), a, os("y"), RenameMode::NoReplace),
+        f.fs.rename(&ME, a, os("x"), a, os("y"), RenameMode::NoReplace),
         Err(Errno::EEXIST)
     );
-    f.fs.rename(a, os("x"), a, os("z"), RenameMode::Replace)
+    f.fs.rename(&ME, a, os("x"), a, os("z"), RenameMode::Replace)
         .unwrap();
     assert_eq!(f.get(&ME, "a", "z"), Ok(b"x".to_vec()));
     let d = f.fs.opendir(a).unwrap();
@@ -571,4 +572,45 @@ proptest! {
             prop_assert_eq!(published(&f.store, &ns, &key), m.published.clone(), "after {:?}", op);
         }
     }
+}
+
+#[test]
+fn an_unwritten_close_publishes_at_release_and_its_opener_sees_the_pending_file() {
+    let f = fx("[namespace.a]\n");
+    let a = f.ns_ino("a");
+    f.put("a", "k", b"old");
+    // `echo x > k`: the shell opens (O_TRUNC), dup2s, closes the first fd,
+    // then writes through the dup and closes it.
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let flags = libc::O_WRONLY | libc::O_TRUNC;
+    assert_eq!(
+        answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)),
+        Err(Errno::ESTALE)
+    );
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let w = answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    // Nothing published: others still read the old version (after a
+    // bounded wait for a RELEASE that does not come), while the opener's
+    // own lookup finds the pending, empty file.
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"old".to_vec()));
+    let mine = f.fs.lookup(&ME, a, os("k")).unwrap();
+    assert_eq!((mine.attr.ino, mine.attr.size), (e.attr.ino, 0));
+    f.fs.write(w.fh, 0, b"x\n", Some(7)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"x\n".to_vec()));
+    f.fs.release(w.fh);
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"x\n".to_vec()));
+
+    // `: > k`: closed unwritten, then released: published empty.
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    assert_eq!(
+        answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)),
+        Err(Errno::ESTALE)
+    );
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let w = answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    f.fs.release(w.fh);
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(Vec::new()));
 }
