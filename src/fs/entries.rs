@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
+use super::writer::Stage;
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::store::{
     EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError,
@@ -115,7 +116,19 @@ impl CacheFs {
             .filter(|h| h.writer().is_some_and(|w| w.ino == ino))
             .or_else(|| self.writer_of_inode(ino))?;
         let w = h.writer()?;
-        let mut attr = self.staging_attr(w.staged()?, ino);
+        let mut attr = match w.stage() {
+            Stage::Staged(st) => self.staging_attr(st, ino),
+            // Published (an fsync, msync): the live version is its content,
+            // whatever version number the store gave it.
+            Stage::Published if !w.is_abandoned() => match self.store.entry_info(&w.ns, &w.key) {
+                Lookup::Hit(info) => Attr {
+                    ino,
+                    ..self.entry_attr(&info)
+                },
+                _ => return None,
+            },
+            _ => return None,
+        };
         if w.is_abandoned() {
             attr.nlink = 0;
         }
