@@ -76,7 +76,7 @@ impl CacheFs {
     }
 
     pub(super) fn entry_attr(&self, info: &EntryInfo) -> Attr {
-        EntryAttr {
+        let attr = EntryAttr {
             ino: info.version,
             size: info.logical_size,
             blocks: info.stored_bytes.div_ceil(512),
@@ -85,7 +85,11 @@ impl CacheFs {
             uid: info.uid,
             gid: info.gid,
         }
-        .to_attr()
+        .to_attr();
+        Attr {
+            ctime: to_system_time(info.ctime),
+            ..attr
+        }
     }
 
     /// A file being written, as its writer sees it: an explicit mtime

@@ -21,7 +21,9 @@ use super::layout::Layout;
 use crate::names::KeyFormat;
 use crate::names::{Key, Namespace};
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX2";
+/// Snapshots saved before entries had a ctime (entry format 1).
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"CFSINDX1";
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotEntry {
@@ -37,6 +39,44 @@ pub struct SnapshotEntry {
     pub uid: u32,
     pub gid: u32,
     pub last_access: i64,
+    pub ctime: i64,
+}
+
+/// A snapshot entry as saved before `ctime` (its ctime is its mtime).
+#[derive(Deserialize)]
+struct SnapshotEntryV1 {
+    namespace: Vec<u8>,
+    key: Vec<u8>,
+    file_id: u64,
+    file_size: u64,
+    mtime: i64,
+    ttl_secs: Option<u64>,
+    logical_size: u64,
+    stored_bytes: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    last_access: i64,
+}
+
+impl From<SnapshotEntryV1> for SnapshotEntry {
+    fn from(e: SnapshotEntryV1) -> SnapshotEntry {
+        SnapshotEntry {
+            namespace: e.namespace,
+            key: e.key,
+            file_id: e.file_id,
+            file_size: e.file_size,
+            mtime: e.mtime,
+            ttl_secs: e.ttl_secs,
+            logical_size: e.logical_size,
+            stored_bytes: e.stored_bytes,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            last_access: e.last_access,
+            ctime: e.mtime,
+        }
+    }
 }
 
 impl SnapshotEntry {
@@ -54,6 +94,7 @@ impl SnapshotEntry {
             uid: m.uid,
             gid: m.gid,
             last_access: m.last_access,
+            ctime: m.ctime,
         }
     }
 
@@ -63,6 +104,7 @@ impl SnapshotEntry {
             file_id: self.file_id,
             file_size: self.file_size,
             mtime: self.mtime,
+            ctime: self.ctime,
             ttl_secs: self.ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -93,11 +135,20 @@ pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
         log::warn!("cannot remove {}: {e}; scanning instead", path.display());
         return None;
     }
-    if bytes.len() < 8 || &bytes[..8] != SNAPSHOT_MAGIC {
+    if bytes.len() < 8 {
         log::warn!("index snapshot is not readable; scanning instead");
         return None;
     }
-    match bincode::deserialize(&bytes[8..]) {
+    let decoded = match &bytes[..8] {
+        m if m == SNAPSHOT_MAGIC => bincode::deserialize(&bytes[8..]),
+        m if m == SNAPSHOT_MAGIC_V1 => bincode::deserialize::<Vec<SnapshotEntryV1>>(&bytes[8..])
+            .map(|v| v.into_iter().map(SnapshotEntry::from).collect()),
+        _ => {
+            log::warn!("index snapshot is not readable; scanning instead");
+            return None;
+        }
+    };
+    match decoded {
         Ok(v) => Some(v),
         Err(e) => {
             log::warn!("index snapshot does not decode ({e}); scanning instead");
