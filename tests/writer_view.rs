@@ -163,6 +163,15 @@ fn fstat_ftruncate_fchmod_futimens_by_the_writer_only() {
     assert_absent_to_others(&p, "after ftruncate, fchmod, futimens");
     let out = Command::new("stat").arg(&p).output().unwrap();
     assert!(!out.status.success(), "stat(1) of a file being written");
+    let (uid, gid) = (fstat(&f).st_uid, fstat(&f).st_gid);
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).unwrap();
+    assert_eq!((fstat(&f).st_uid, fstat(&f).st_gid), (uid, gid));
+    // fsync and fdatasync publish what is written so far.
+    // SAFETY: plain syscalls on an open fd.
+    assert_eq!(unsafe { libc::fdatasync(fd_of(&f)) }, 0, "fdatasync");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fsync(fd_of(&f)) }, 0, "fsync");
+    assert_eq!(fstat(&f).st_size, 70_000);
 
     close_file(f).unwrap();
     let mut want = data[..1000].to_vec();
@@ -562,6 +571,21 @@ fn an_unlinked_file_stays_a_file_to_its_descriptors() {
     assert_eq!(fstat(&rw).st_size, 12);
     close_file(rw).unwrap();
     assert_absent_to_others(&p, "after its last descriptor closed");
+
+    // A published entry held read-write while another process replaces it.
+    let r = m.path("w", "replaced");
+    write_file(&r, b"first version").unwrap();
+    let rw = OpenOptions::new().read(true).write(true).open(&r).unwrap();
+    sh(&format!("echo second > {0}.new && mv {0}.new {0}", q(&r)));
+    assert_eq!(seen_by_other(&r).unwrap(), b"second\n");
+    let mut got = [0u8; 5];
+    rw.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(&got, b"first", "the held descriptor reads what it opened");
+    ftruncate(&rw, 2).unwrap();
+    assert_eq!(fstat(&rw).st_size, 2);
+    close_file(rw).unwrap();
+    // Its close is a later close: it wins, as any writer's would.
+    assert_eq!(seen_by_other(&r).unwrap(), b"fi");
 
     // A new file being written, unlinked by its writer.
     let q2 = m.path("w", "fresh");

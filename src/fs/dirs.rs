@@ -187,6 +187,13 @@ impl CacheFs {
             }
             Err(e) => return Err(self.fail(&e)),
         }
+        // Writers of the target publish over a name the kernel now holds
+        // for the renamed version.
+        for h in self.handles.writers_of(&ns, &to) {
+            if let Some(mut w) = h.writer() {
+                w.renamed_over();
+            }
+        }
         // The writer's own rename moves what it is writing: its close
         // publishes under the new name.
         for fh in own {

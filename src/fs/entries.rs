@@ -111,21 +111,29 @@ impl CacheFs {
         attr
     }
 
-    /// The attributes of inode `ino` if a writer holds it with content
-    /// staged (through handle `fh`, or any writer's, for `fstat` and path
-    /// operations arrive without one).
-    fn writers_attr(&self, ino: u64, fh: Option<u64>) -> Option<Attr> {
-        let h = fh
+    /// The attributes of inode `ino` as its writer sees it: asked through
+    /// the writer's handle `fh`, or without one (`fstat` and path
+    /// operations arrive without) by the thread that opened it, or by
+    /// anyone while the inode was never published (no one else holds it).
+    /// A reader of a version this writer published earlier sees that
+    /// version, not what the writer did since.
+    fn writers_attr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Option<Attr> {
+        let own = fh
             .and_then(|fh| self.handles.get(fh))
-            .filter(|h| h.writer().is_some_and(|w| w.ino == ino))
-            .or_else(|| self.writer_of_inode(ino))?;
+            .filter(|h| h.writer().is_some_and(|w| w.ino == ino));
+        let by_fh = own.is_some();
+        let h = own.or_else(|| self.writer_of_inode(ino))?;
         let w = h.writer()?;
+        if !by_fh && w.last_published().is_some() && !w.is_opener(ctx.pid) {
+            return None;
+        }
         let mut attr = match w.stage() {
             Stage::Staged(st) => self.staging_attr(st, ino),
-            // Published (an fsync, msync): the live version is its content,
-            // whatever version number the store gave it.
+            // Published (an fsync, msync): what it published is its
+            // content, whatever version number the store gave it, while
+            // no one has replaced it since.
             Stage::Published if !w.is_abandoned() => match self.store.entry_info(&w.ns, &w.key) {
-                Lookup::Hit(info) => Attr {
+                Lookup::Hit(info) if Some(info.version) == w.last_published() => Attr {
                     ino,
                     ..self.entry_attr(&info)
                 },
@@ -148,7 +156,9 @@ impl CacheFs {
         let (ns, key) = self.store.resolve(ns_id, name.as_bytes(), false).ok()?;
         let mut deferred = false;
         for fh in self.handles.writer_fhs(&ns, &key) {
+            // Being released: its publish is a moment away.
             let Some(h) = self.handles.get(fh) else {
+                deferred = true;
                 continue;
             };
             let Some(w) = h.writer() else { continue };
@@ -175,12 +185,15 @@ impl CacheFs {
         None
     }
 
+    /// Whether a writer of `key` closed unwritten or is being released.
     fn any_deferred(&self, ns: &Namespace, key: &Key) -> bool {
         self.handles
             .writer_fhs(ns, key)
             .into_iter()
-            .filter_map(|fh| self.handles.get(fh))
-            .any(|h| h.writer().is_some_and(|w| w.is_deferred()))
+            .any(|fh| match self.handles.get(fh) {
+                None => true,
+                Some(h) => h.writer().is_some_and(|w| w.is_deferred()),
+            })
     }
 
     pub fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
@@ -256,7 +269,7 @@ impl CacheFs {
         }
     }
 
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<AttrReply, Errno> {
+    pub fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<AttrReply, Errno> {
         let at = |attr, ttl| Ok(AttrReply { attr, ttl });
         match kind_of(ino) {
             Some(InodeKind::Root) | Some(InodeKind::ControlDir) => at(self.dir_attr(ino), DIR_TTL),
@@ -267,7 +280,7 @@ impl CacheFs {
             },
             Some(InodeKind::Entry) => {
                 // A writer's inode describes its staged content.
-                if let Some(attr) = self.writers_attr(ino, fh) {
+                if let Some(attr) = self.writers_attr(ctx, ino, fh) {
                     return at(attr, Duration::ZERO);
                 }
                 let (ns, key, last) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
@@ -285,10 +298,17 @@ impl CacheFs {
         }
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>, reply: impl Replier<AttrReply>) {
+    pub fn setattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        set: SetAttr,
+        fh: Option<u64>,
+        reply: impl Replier<AttrReply>,
+    ) {
         if kind_of(ino) != Some(InodeKind::Entry) {
             // Directories and control files: nothing to change; report as is.
-            return reply.reply(self.getattr(ino, fh));
+            return reply.reply(self.getattr(ctx, ino, fh));
         }
         let now = self.store.now();
         let mtime = set.mtime.map(|t| t.at(now));

@@ -187,13 +187,13 @@ impl Filesystem for CacheFs {
         CacheFs::forget(self, ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.reply(CacheFs::getattr(self, ino.0, fh.map(|f| f.0)))
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply.reply(CacheFs::getattr(self, &ctx(req), ino.0, fh.map(|f| f.0)))
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -216,7 +216,7 @@ impl Filesystem for CacheFs {
             size,
             mtime: mtime.map(time_set),
         };
-        CacheFs::setattr(self, ino.0, set, fh.map(|f| f.0), reply)
+        CacheFs::setattr(self, &ctx(req), ino.0, set, fh.map(|f| f.0), reply)
     }
 
     fn mkdir(

@@ -54,8 +54,9 @@ pub struct HandleTable {
     /// Kernel inodes of open write handles, with their counts. Apart from
     /// `writers` so a reader's open never waits on a writer's state lock.
     writer_inos: Mutex<HashMap<u64, usize>>,
-    /// Bumped whenever a writer whose publish waited for its RELEASE is
-    /// released or writes again; lookups waiting for it wait on `settle`.
+    /// Bumped whenever a writer is released, or one whose publish waits
+    /// for its RELEASE writes again; lookups waiting for them wait on
+    /// `settle`.
     settled: Mutex<u64>,
     settle: Condvar,
 }
@@ -83,28 +84,36 @@ impl HandleTable {
         crate::sync::read(&self.map).get(&fh).cloned()
     }
 
+    /// Takes a handle out of the table. A writer stays registered by key
+    /// (as being released: listed, not found) until `forget_writer`, once
+    /// its last publish is done.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         let h = crate::sync::write(&self.map).remove(&fh)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(s) = h.writer() {
-            let mut inos = crate::sync::lock(&self.writer_inos);
-            if let Some(n) = inos.get_mut(&s.ino) {
-                *n -= 1;
-                if *n == 0 {
-                    inos.remove(&s.ino);
-                }
-            }
-            drop(inos);
-            let mut writers = self.writers_lock();
-            let k = (s.ns.clone(), s.key.clone());
-            if let Some(v) = writers.get_mut(&k) {
-                v.retain(|&x| x != fh);
-                if v.is_empty() {
-                    writers.remove(&k);
-                }
+        Some(h)
+    }
+
+    /// A removed write handle's last publish is done: it is no longer
+    /// writing its key, and lookups waiting for it are woken.
+    pub fn forget_writer(&self, fh: u64, w: &Writer) {
+        let mut inos = crate::sync::lock(&self.writer_inos);
+        if let Some(n) = inos.get_mut(&w.ino) {
+            *n -= 1;
+            if *n == 0 {
+                inos.remove(&w.ino);
             }
         }
-        Some(h)
+        drop(inos);
+        let mut writers = self.writers_lock();
+        let k = (w.ns.clone(), w.key.clone());
+        if let Some(v) = writers.get_mut(&k) {
+            v.retain(|&x| x != fh);
+            if v.is_empty() {
+                writers.remove(&k);
+            }
+        }
+        drop(writers);
+        self.settle_writers();
     }
 
     /// Wakes the lookups waiting for a deferred writer (see `writer.rs`).
@@ -157,7 +166,8 @@ impl HandleTable {
             .push(fh);
     }
 
-    /// The handle numbers of everyone writing `key` right now.
+    /// The handle numbers of everyone writing `key` right now, those being
+    /// released included (`get` no longer finds them).
     pub fn writer_fhs(&self, ns: &Namespace, key: &Key) -> Vec<u64> {
         self.writers_lock()
             .get(&(ns.clone(), key.clone()))
@@ -173,7 +183,8 @@ impl HandleTable {
         crate::sync::lock(&self.writers)
     }
 
-    /// Handles of everyone writing `key` right now.
+    /// Handles of everyone writing `key` right now (not those being
+    /// released).
     pub fn writers_of(&self, ns: &Namespace, key: &Key) -> Vec<Arc<Handle>> {
         let fhs = self
             .writers_lock()

@@ -174,25 +174,17 @@ impl CacheFs {
     }
 
     /// RELEASE: the last close of a handle. A writer publishes whatever is
-    /// still pending (a failure here reaches no one: it is logged), before
-    /// its handle goes: a lookup waiting for it then finds the version.
+    /// still pending (a failure here reaches no one: it is logged). It
+    /// stays registered as a writer of its key until that publish is
+    /// done, so a lookup meanwhile waits for it (`entries.rs`).
     pub fn release(&self, fh: u64) {
-        let Some(h) = self.handles.get(fh) else {
-            return;
-        };
-        let deferred = match h.writer() {
-            Some(mut w) => {
-                let deferred = w.is_deferred();
-                if let Err(e) = w.publish(&self.store) {
-                    log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
-                }
-                deferred
+        if let Some(h) = self.handles.remove(fh)
+            && let Some(mut w) = h.writer()
+        {
+            if let Err(e) = self.publish(&mut w) {
+                log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
             }
-            None => false,
-        };
-        self.handles.remove(fh);
-        if deferred {
-            self.handles.settle_writers();
+            self.handles.forget_writer(fh, &w);
         }
     }
 }

@@ -234,7 +234,7 @@ fn a_writer_sees_its_staged_file_and_readers_keep_their_version() {
     assert!(w.direct_io);
     f.fs.write(w.fh, 0, b"two", Some(1)).unwrap();
     // fstat through the writer's handle shows what it staged.
-    let st = f.fs.getattr(e2.attr.ino, Some(w.fh)).unwrap();
+    let st = f.fs.getattr(&ME, e2.attr.ino, Some(w.fh)).unwrap();
     assert_eq!(st.attr.size, 3);
     assert_eq!(answer(|r| f.fs.read(w.fh, 0, 10, r)), Ok(b"two".to_vec()));
     // Everyone else still reads the old version.
@@ -288,7 +288,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    let r = answer(|r| f.fs.setattr(v, chmod, None, r)).unwrap();
+    let r = answer(|r| f.fs.setattr(&ME, v, chmod, None, r)).unwrap();
     assert_eq!((r.attr.ino, r.attr.perm), (v, 0o600));
     // A truncate makes a new version: the old inode answers as it was,
     // and its name is dropped from the kernel before the answer.
@@ -296,7 +296,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         size: Some(4),
         ..SetAttr::default()
     };
-    let r = answer(|r| f.fs.setattr(v, cut, None, r)).unwrap();
+    let r = answer(|r| f.fs.setattr(&ME, v, cut, None, r)).unwrap();
     assert_eq!((r.attr.ino, r.attr.size), (v, 10));
     assert!(f.kernel.forgot(a, "k"));
     assert_eq!(f.get(&ME, "a", "k"), Ok(b"0123".to_vec()));
@@ -310,7 +310,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         mtime: Some(TimeSet::At(when)),
         ..SetAttr::default()
     };
-    answer(|r| f.fs.setattr(c.entry.attr.ino, touch, None, r)).unwrap();
+    answer(|r| f.fs.setattr(&ME, c.entry.attr.ino, touch, None, r)).unwrap();
     answer(|r| f.fs.flush(&ME, c.opened.fh, 1, r)).unwrap();
     f.fs.release(c.opened.fh);
     let e = f.fs.lookup(&ME, a, os("w")).unwrap();

@@ -95,6 +95,11 @@ pub struct Writer {
     /// The empty version an unwritten close published, withdrawn if a
     /// later write fails.
     published_empty: Option<u64>,
+    /// The version this handle published last, while it may be live.
+    last_published: Option<u64>,
+    /// A rename put another version under the key while this was being
+    /// written: the kernel may hold that name, so the publish drops it.
+    renamed_over: bool,
     /// Opened with O_CREAT or O_TRUNC and nothing else done since: a close
     /// leaves the publish to RELEASE.
     only_opened: bool,
@@ -136,6 +141,8 @@ impl Writer {
             writer_owners: Vec::new(),
             creator_pid: how.pid,
             published_empty: None,
+            last_published: None,
+            renamed_over: false,
             only_opened: how.flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
             deferred: false,
         })
@@ -289,6 +296,21 @@ impl Writer {
         self.key = key;
     }
 
+    /// A rename put another version under this key (see `renamed_over`).
+    pub fn renamed_over(&mut self) {
+        self.renamed_over = true;
+    }
+
+    /// Whether a publish must drop the key's name from the kernel: once.
+    pub fn take_renamed_over(&mut self) -> bool {
+        std::mem::take(&mut self.renamed_over)
+    }
+
+    /// The version this handle published last, if any.
+    pub fn last_published(&self) -> Option<u64> {
+        self.last_published
+    }
+
     pub fn is_abandoned(&self) -> bool {
         self.abandoned
     }
@@ -342,6 +364,7 @@ impl Writer {
         match store.publish(*staging) {
             Ok(info) => {
                 self.published_empty = empty.then_some(info.version);
+                self.last_published = Some(info.version);
                 Ok(Some(info))
             }
             Err(e) => Err(self.fail(store, counted_errno(store, &e))),

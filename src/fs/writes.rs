@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handles::Handle;
-use super::inodes::kind_of;
+use super::inodes::{kind_of, namespace_ino};
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
@@ -32,10 +32,19 @@ impl CacheFs {
         }
     }
 
-    /// Publishes what a writer has staged and tells the inode table.
-    fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
+    /// Publishes what a writer has staged and tells the inode table. The
+    /// name's kernel dentry leads to the writer's inode (its lookups were
+    /// not cached), unless a rename put another version there meanwhile:
+    /// then it is dropped, and the answer waits for that.
+    pub(super) fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
         if let Some(info) = w.publish(&self.store)? {
             self.inodes.refresh(self.entry_attr(&info));
+            if w.take_renamed_over()
+                && let Some(id) = self.store.namespace_id(&w.ns)
+            {
+                let name = std::ffi::OsStr::from_bytes(w.key.as_bytes()).to_owned();
+                self.invalidate.entry(namespace_ino(id), name);
+            }
         }
         Ok(())
     }
