@@ -482,6 +482,9 @@ fn an_explicit_past_mtime_makes_an_entry_older() {
     assert_absent_to_others(&p, "an entry whose mtime is past its TTL");
 }
 
+/// A metadata change made by path.
+type Change<'a> = Box<dyn Fn() + 'a>;
+
 fn ctime_ns(st: &libc::stat) -> i128 {
     i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
 }
@@ -495,7 +498,7 @@ fn ctime_advances_on_every_metadata_change_and_survives_a_restart() {
     let p = m.path("forever", "c");
     write_file(&p, b"content").unwrap();
     let mut last = ctime_ns(&stat_path(&p).unwrap());
-    let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         (
             "chmod",
             Box::new(|| fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap()),
