@@ -130,6 +130,11 @@ impl CacheFs {
                 w.abandon();
             }
         }
+        if !writers.is_empty() {
+            // Lookups waiting for an unwritten writer's RELEASE: it will
+            // publish nothing now.
+            self.handles.settle_writers();
+        }
         match self.store.remove(&ns, &key) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) if !writers.is_empty() => Ok(()),

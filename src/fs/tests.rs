@@ -432,10 +432,16 @@ const LIMIT: u64 = 64;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { off: u64, len: usize },
+    Write {
+        off: u64,
+        len: usize,
+    },
     Truncate(u64),
     Chmod,
     Publish,
+    /// The writer's close of a descriptor (FLUSH): publishes, unless the
+    /// writer did nothing but open (then its RELEASE, `Publish`, does).
+    Close,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -444,6 +450,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..80u64).prop_map(Op::Truncate),
         Just(Op::Chmod),
         Just(Op::Publish),
+        Just(Op::Close),
     ]
 }
 
@@ -456,6 +463,8 @@ struct Model {
     published: Option<Vec<u8>>,
     published_empty: bool,
     failed: Option<Errno>,
+    /// Nothing but the open was done through the writer.
+    only_opened: bool,
 }
 
 impl Model {
@@ -477,10 +486,15 @@ impl Model {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), Errno> {
+        if matches!(op, Op::Write { .. } | Op::Truncate(_) | Op::Chmod) {
+            self.only_opened = false;
+        }
         if let Some(e) = self.failed {
             return Err(e);
         }
         match *op {
+            Op::Close if self.only_opened => {}
+            Op::Close => return self.apply(&Op::Publish),
             Op::Write { off, len } => {
                 self.restage();
                 if len == 0 {
@@ -544,7 +558,7 @@ proptest! {
         };
         let mut w = Writer::open(&f.store, ns.clone(), key.clone(), how).unwrap();
         // The create is a change in itself.
-        let mut m = Model { staged: Some(Vec::new()), changed: true, ..Model::default() };
+        let mut m = Model { staged: Some(Vec::new()), changed: true, only_opened: true, ..Model::default() };
         for op in &ops {
             let want = m.apply(op);
             let got = match *op {
@@ -561,6 +575,13 @@ proptest! {
                     w.change(&f.store, &c).map(|_| ())
                 }
                 Op::Publish => w.publish(&f.store).map(|_| ()),
+                Op::Close => {
+                    if w.defer_unwritten() {
+                        Ok(())
+                    } else {
+                        w.publish(&f.store).map(|_| ())
+                    }
+                }
             };
             prop_assert_eq!(got, want, "{:?}", op);
             match (w.stage(), &m.staged) {
