@@ -390,6 +390,60 @@ fn echo_rewrites_never_show_an_empty_version() {
 }
 
 #[test]
+fn a_slow_command_redirected_into_a_key_does_not_stall_its_readers() {
+    if skip_without_fuse() {
+        return;
+    }
+    let m = Mount::new(CFG);
+    let p = m.path("w", "slow");
+    write_file(&p, b"old\n").unwrap();
+    let mark = m.dir.path().join("opened");
+    // `slow > key`: the shell opens the key, dup2s it to stdout and closes
+    // the descriptor it opened long before the command writes.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec > {}; touch {}; sleep 5; echo new",
+            q(&p),
+            q(&mark)
+        ))
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || mark.exists()),
+        "sh did not start"
+    );
+    // 20 reads by another process: each sees the old version, and none
+    // waits for a RELEASE that is not coming (20 x 100 ms if they did).
+    let script = r#"
+import sys, time
+t = time.monotonic()
+seen = [open(sys.argv[1], "rb").read() for _ in range(20)]
+print(time.monotonic() - t)
+print(sorted(set(seen)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let secs: f64 = lines.next().unwrap_or("nan").parse().unwrap_or(f64::NAN);
+    assert_eq!(
+        lines.next(),
+        Some("[b'old\\n']"),
+        "reads while pending: {text}"
+    );
+    assert!(
+        secs < 1.5,
+        "20 reads took {secs} s: lookups waited for the held writer"
+    );
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(seen_by_other(&p).unwrap(), b"new\n");
+}
+
+#[test]
 fn a_file_empty_at_its_last_close_is_published_empty() {
     if skip_without_fuse() {
         return;

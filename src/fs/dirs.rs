@@ -194,9 +194,11 @@ impl CacheFs {
         }
         // Writers of the target publish over a name the kernel now holds
         // for the renamed version.
-        for h in self.handles.writers_of(&ns, &to) {
-            if let Some(mut w) = h.writer() {
-                w.renamed_over();
+        if self.handles.has_writers() {
+            for h in self.handles.writers_of(&ns, &to) {
+                if let Some(mut w) = h.writer() {
+                    w.renamed_over();
+                }
             }
         }
         // The writer's own rename moves what it is writing: its close

@@ -21,11 +21,12 @@ use crate::store::{
     to_system_time,
 };
 
-/// How long anyone else's lookup waits for a writer that closed
-/// unwritten (its empty publish comes with its RELEASE, which the kernel
-/// sends once close() has returned): `: > key; cat key` reads what was
-/// written, while `echo x > key`'s open-dup2-close-write never shows an
-/// empty version. A writer still held past this is still being written.
+/// How long after a writer closed unwritten anyone else's lookup waits
+/// for its RELEASE (its empty publish; the kernel sends RELEASE as close()
+/// returns): `: > key; cat key` reads what was written, while `echo x >
+/// key`'s open-dup2-close-write never shows an empty version. A writer
+/// still held past this is still being written (`slow > key`), and
+/// lookups no longer wait for it.
 const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl CacheFs {
@@ -154,11 +155,16 @@ impl CacheFs {
     fn writers_view(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Option<Entry> {
         // A name the store refuses is answered (and counted) by the store.
         let (ns, key) = self.store.resolve(ns_id, name.as_bytes(), false).ok()?;
-        let mut deferred = false;
+        // Until when to wait for a RELEASE, if at all.
+        let mut until: Option<Instant> = None;
+        let mut wait_for = |since: Instant| {
+            let t = since + RELEASE_WAIT;
+            until = Some(until.map_or(t, |u| u.max(t)));
+        };
         for fh in self.handles.writer_fhs(&ns, &key) {
             // Being released: its publish is a moment away.
             let Some(h) = self.handles.get(fh) else {
-                deferred = true;
+                wait_for(Instant::now());
                 continue;
             };
             let Some(w) = h.writer() else { continue };
@@ -175,10 +181,13 @@ impl CacheFs {
                 // Published: the store's version is the writer's.
                 continue;
             }
-            deferred |= w.is_deferred();
+            if let Some(since) = w.deferred_since() {
+                wait_for(since);
+            }
         }
-        if deferred {
-            let deadline = Instant::now() + RELEASE_WAIT;
+        if let Some(deadline) = until
+            && deadline > Instant::now()
+        {
             self.handles
                 .wait_settled(deadline, || self.any_deferred(&ns, &key));
         }

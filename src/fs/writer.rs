@@ -42,6 +42,8 @@
 //!   as an unlinked file is, its claim on the key let go; nothing is
 //!   published.
 
+use std::time::Instant;
+
 use super::errno::counted_errno;
 use super::types::{Errno, SetAttr};
 use crate::store::{
@@ -103,9 +105,9 @@ pub struct Writer {
     /// Opened with O_CREAT or O_TRUNC and nothing else done since: a close
     /// leaves the publish to RELEASE.
     only_opened: bool,
-    /// Closed by its writer with nothing written: publishes at RELEASE
-    /// unless it writes meanwhile (through a dup'ed descriptor).
-    deferred: bool,
+    /// Closed by its writer with nothing written (since then): publishes
+    /// at RELEASE unless it writes meanwhile (through a dup'ed descriptor).
+    deferred: Option<Instant>,
 }
 
 impl Writer {
@@ -144,7 +146,7 @@ impl Writer {
             last_published: None,
             renamed_over: false,
             only_opened: how.flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
-            deferred: false,
+            deferred: None,
         })
     }
 
@@ -216,7 +218,7 @@ impl Writer {
         }
         let append = self.append;
         self.only_opened = false;
-        self.deferred = false;
+        self.deferred = None;
         let st = self.staged_mut(store)?;
         let r = if append {
             st.append(data).map(|_| ())
@@ -236,7 +238,7 @@ impl Writer {
         let now = store.now();
         if !c.is_empty() {
             self.only_opened = false;
-            self.deferred = false;
+            self.deferred = None;
         }
         let st = self.staged_mut(store)?;
         if let Some(size) = c.size
@@ -269,7 +271,7 @@ impl Writer {
         match &mut self.stage {
             Stage::Staged(st) => {
                 self.only_opened = false;
-                self.deferred = false;
+                self.deferred = None;
                 st.set_ttl(Some(secs));
                 true
             }
@@ -282,7 +284,7 @@ impl Writer {
     /// hold it), the key is let go, and nothing is published from now on.
     pub fn abandon(&mut self) {
         self.abandoned = true;
-        self.deferred = false;
+        self.deferred = None;
         if let Stage::Staged(st) = &mut self.stage {
             st.unclaim();
         }
@@ -320,14 +322,23 @@ impl Writer {
     /// `echo x > key` closes the descriptor it opened before it writes
     /// through its dup: publishing then would show an empty version.
     pub fn defer_unwritten(&mut self) -> bool {
-        if self.only_opened && !self.abandoned && matches!(self.stage, Stage::Staged(_)) {
-            self.deferred = true;
+        if self.only_opened
+            && !self.abandoned
+            && matches!(self.stage, Stage::Staged(_))
+            && self.deferred.is_none()
+        {
+            self.deferred = Some(Instant::now());
         }
-        self.deferred
+        self.deferred.is_some()
     }
 
     /// Closed unwritten, its publish waiting for RELEASE.
     pub fn is_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Since when it waits for RELEASE, if it does.
+    pub fn deferred_since(&self) -> Option<Instant> {
         self.deferred
     }
 
@@ -345,7 +356,7 @@ impl Writer {
         if self.abandoned {
             return Ok(None);
         }
-        self.deferred = false;
+        self.deferred = None;
         let staging = match std::mem::replace(&mut self.stage, Stage::Published) {
             Stage::Staged(st) => st,
             Stage::Published => return Ok(None),
