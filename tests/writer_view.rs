@@ -618,6 +618,12 @@ fn an_unlinked_file_stays_a_file_to_its_descriptors() {
     let mut got = Vec::new();
     reader.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"published bytes", "a reader's fd after unlink");
+    let st = fstat(&reader);
+    assert_eq!(
+        (st.st_size, st.st_nlink),
+        (15, 0),
+        "a reader's fstat after unlink"
+    );
     let mut got = [0u8; 9];
     rw.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(&got, b"published");

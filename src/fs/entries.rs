@@ -299,8 +299,10 @@ impl CacheFs {
                         self.inodes.refresh(attr);
                         at(attr, self.entry_ttl(&info))
                     }
-                    // An older version, still open somewhere: what it was.
-                    _ => at(last, Duration::ZERO),
+                    // An older version, still open somewhere: what it was,
+                    // with no name left (replaced, unlinked or expired), as
+                    // an unlinked file's fstat shows.
+                    _ => at(Attr { nlink: 0, ..last }, Duration::ZERO),
                 }
             }
             None => Err(Errno::ENOENT),
