@@ -241,3 +241,61 @@ pub(super) fn read_dir_sorted(dir: &Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_saved_before_ctime_is_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            namespace: Vec<u8>,
+            key: Vec<u8>,
+            file_id: u64,
+            file_size: u64,
+            mtime: i64,
+            ttl_secs: Option<u64>,
+            logical_size: u64,
+            stored_bytes: u64,
+            mode: u32,
+            uid: u32,
+            gid: u32,
+            last_access: i64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::open(&dir.path().join("b")).unwrap();
+        let old = vec![V1 {
+            namespace: b"ns".to_vec(),
+            key: b"k".to_vec(),
+            file_id: 9,
+            file_size: 120,
+            mtime: -3,
+            ttl_secs: Some(60),
+            logical_size: 20,
+            stored_bytes: 4096,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            last_access: 5,
+        }];
+        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
+        bytes.extend(bincode::serialize(&old).unwrap());
+        fs::write(layout.snapshot_path(), bytes).unwrap();
+        let got = take_snapshot(&layout).expect("a format 1 snapshot loads");
+        assert_eq!(got.len(), 1);
+        let m = got[0].meta(77);
+        assert_eq!(
+            (m.version, m.mtime, m.ctime, m.last_access),
+            (77, -3, -3, 5)
+        );
+        assert_eq!((got[0].key.as_slice(), m.file_size), (&b"k"[..], 120));
+        // Saved again, it is the current format, ctime included.
+        let now = SnapshotEntry {
+            ctime: 8,
+            ..SnapshotEntry::new(&Namespace::parse(b"ns").unwrap(), b"k", &m)
+        };
+        save_snapshot(&layout, &[now]).unwrap();
+        assert_eq!(take_snapshot(&layout).unwrap()[0].ctime, 8);
+    }
+}
