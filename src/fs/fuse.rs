@@ -220,6 +220,22 @@ impl Filesystem for CacheFs {
         CacheFs::setattr(self, &ctx(req), ino.0, set, fh.map(|f| f.0), reply)
     }
 
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            CacheFs::mknod(self, &ctx(req), parent.0, name, mode, umask),
+        )
+    }
+
     fn mkdir(
         &self,
         req: &Request,
