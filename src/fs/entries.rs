@@ -119,27 +119,32 @@ impl CacheFs {
         .to_attr();
         Attr {
             ctime: to_system_time(info.ctime),
+            atime: to_system_time(info.atime),
             ..attr
         }
     }
 
-    /// A file being written, as its writer sees it: an explicit mtime
-    /// (`futimens`, `touch -d`) is shown as set, else it is being
-    /// modified now.
+    /// A file being written, as its writer sees it: the times it will be
+    /// published with (fixed when its content or metadata last changed).
     pub(super) fn staging_attr(&self, st: &StagingFile, ino: u64) -> Attr {
         let (uid, gid) = st.owner();
-        let mut attr = EntryAttr {
+        let now = self.store.now();
+        let mtime = st.mtime().unwrap_or(now);
+        let attr = EntryAttr {
             ino,
             size: st.len(),
             blocks: st.len().div_ceil(512),
-            mtime: st.mtime().map_or_else(SystemTime::now, to_system_time),
+            mtime: to_system_time(mtime),
             perm: st.mode(),
             uid,
             gid,
         }
         .to_attr();
-        attr.ctime = SystemTime::now();
-        attr
+        Attr {
+            ctime: to_system_time(st.ctime().unwrap_or(now)),
+            atime: to_system_time(st.atime().unwrap_or(mtime)),
+            ..attr
+        }
     }
 
     /// The attributes of inode `ino` as its writer sees it: asked through
@@ -352,6 +357,7 @@ impl CacheFs {
         }
         let now = self.store.now();
         let mtime = set.mtime.map(|t| t.at(now));
+        let atime = set.atime.map(|t| t.at(now));
         // Changes to a file being written (through its fd, or by path from
         // the writer: `fchmod`, `futimens` arrive without a handle) apply
         // to its staged content.
@@ -384,6 +390,7 @@ impl CacheFs {
         } else {
             let update = MetaUpdate {
                 mtime,
+                atime,
                 ttl_secs: None,
                 mode: set.mode,
                 uid: set.uid,
