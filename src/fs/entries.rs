@@ -77,13 +77,14 @@ impl CacheFs {
 
     /// A namespace's directory: its owner, group and mode.
     pub(super) fn namespace_attr(&self, id: u32, access: NsAccess) -> Attr {
+        let (mtime, ctime) = self.ns_times.get(id);
         Attr {
             ino: inodes::namespace_ino(id),
             size: 0,
             blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
+            atime: mtime,
+            mtime,
+            ctime,
             kind: FileKind::Directory,
             perm: (access.mode & MODE_BITS) as u16,
             nlink: 2,
@@ -431,7 +432,8 @@ impl CacheFs {
 
     /// chmod/chown of a namespace dir (the kernel has checked that the
     /// caller may: owner or CAP_FOWNER for chmod, CAP_CHOWN for chown).
-    /// Times are not kept for directories; a size is for files only.
+    /// Its times are set by what changes in it, not by utime (see
+    /// `nstimes.rs`); a size is for files only.
     fn set_namespace_attr(&self, id: u32, set: &SetAttr) -> Result<AttrReply, Errno> {
         if set.size.is_some() {
             return Err(Errno::EISDIR);
@@ -440,6 +442,9 @@ impl CacheFs {
             .store
             .set_namespace_access(id, set.uid, set.gid, set.mode)
             .map_err(|e| self.fail(&e))?;
+        if set.uid.is_some() || set.gid.is_some() || set.mode.is_some() {
+            self.ns_times.attrs_changed(id);
+        }
         Ok(AttrReply {
             attr: self.namespace_attr(id, access),
             ttl: DIR_TTL,
