@@ -258,7 +258,12 @@ impl Writer {
         }
         // A failed change changes nothing (returned above); any other
         // changes the ctime, a truncate's included (made by the store).
-        if c.mode.is_some() || c.uid.is_some() || c.gid.is_some() || c.mtime.is_some() || c.atime.is_some() {
+        if c.mode.is_some()
+            || c.uid.is_some()
+            || c.gid.is_some()
+            || c.mtime.is_some()
+            || c.atime.is_some()
+        {
             st.changed(now);
         }
         self.owner.mode = c.mode.unwrap_or(self.owner.mode);
