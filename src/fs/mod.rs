@@ -32,7 +32,7 @@
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
-//! `inodes.rs`, `handles.rs` the tables; `invalidate.rs`, `disk.rs` the
+//! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
