@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::{AccessOverride, IdSpec, parse_mode, resolve_group, resolve_user};
 pub use crate::names::KeyFormat;
 use crate::names::Namespace;
 
@@ -54,6 +55,9 @@ pub struct NamespacePolicy {
     pub max_entry_bytes: Option<u64>,
     pub key_format: KeyFormat,
     pub durability: Durability,
+    /// `owner`, `group`, `mode`: names resolved to ids when the config is
+    /// loaded, so an unknown one is a config error at start (or reload).
+    pub access: AccessOverride,
 }
 
 /// The whole-cache settings.
@@ -115,6 +119,50 @@ struct RawNamespace {
     max_entry_bytes: Option<Size>,
     key_format: Option<KeyFormat>,
     durability: Option<Durability>,
+    owner: Option<Id>,
+    group: Option<Id>,
+    mode: Option<Mode>,
+}
+
+/// A user or group: a name or a numeric id.
+struct Id(IdSpec);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => u32::try_from(n)
+                .map(|n| Id(IdSpec::Id(n)))
+                .map_err(|_| serde::de::Error::custom(format!("invalid user or group id {n}"))),
+            Either::Text(s) => Ok(Id(IdSpec::Name(s))),
+        }
+    }
+}
+
+/// A mode: an octal string ("0750"). A TOML integer is refused: 750 and
+/// 0o750 are different numbers, and which one was meant cannot be told.
+struct Mode(u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Err(serde::de::Error::custom(format!(
+                "mode {n} must be a quoted octal string, e.g. \"0750\""
+            ))),
+            Either::Text(s) => parse_mode(&s).map(Mode).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// A size: an integer of bytes or a string such as "512MiB" or "10GB".
@@ -210,7 +258,22 @@ impl Config {
             if let Err(e) = Namespace::parse(name.as_bytes()) {
                 return Err(format!("[namespace.{name}]: invalid namespace name: {e}"));
             }
+            let id_err = |e: String| format!("[namespace.{name}]: {e}");
+            let access = AccessOverride {
+                uid: ns
+                    .owner
+                    .map(|o| resolve_user(&o.0))
+                    .transpose()
+                    .map_err(id_err)?,
+                gid: ns
+                    .group
+                    .map(|g| resolve_group(&g.0))
+                    .transpose()
+                    .map_err(id_err)?,
+                mode: ns.mode.map(|m| m.0),
+            };
             let policy = NamespacePolicy {
+                access,
                 ttl: ns.ttl.map(|d| d.0),
                 max_bytes: ns.max_bytes.map(|s| s.0),
                 max_entries: ns.max_entries,
@@ -267,6 +330,14 @@ impl Config {
                 Durability::Fsync => "fsync",
             };
             let _ = writeln!(out, "key_format = \"{kf}\"\ndurability = \"{du}\"");
+            for (field, value) in [("owner", ns.access.uid), ("group", ns.access.gid)] {
+                if let Some(v) = value {
+                    let _ = writeln!(out, "{field} = {v}");
+                }
+            }
+            if let Some(m) = ns.access.mode {
+                let _ = writeln!(out, "mode = \"{m:04o}\"");
+            }
         }
         out
     }
@@ -322,6 +393,7 @@ mod tests {
         assert_eq!(ns.durability, Durability::Fsync);
         assert_eq!(ns.key_format, KeyFormat::Sha256);
         assert_eq!(ns.max_entry_bytes, Some(1 << 20));
+        assert_eq!(ns.access.mode, Some(0o750));
     }
 
     #[test]
@@ -364,6 +436,54 @@ mod tests {
             assert!(!err.contains('\n'), "multi-line error: {err:?}");
             assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn owner_group_and_mode_by_name_or_id() {
+        let c = Config::parse(
+            "[namespace.svc]\nowner = \"root\"\ngroup = \"root\"\nmode = \"0750\"\n\
+             [namespace.num]\nowner = 998\ngroup = \"65534\"\nmode = \"1777\"\n\
+             [namespace.plain]\n",
+        )
+        .unwrap();
+        let svc = c.namespaces["svc"].access;
+        assert_eq!(
+            (svc.uid, svc.gid, svc.mode),
+            (Some(0), Some(0), Some(0o750))
+        );
+        let num = c.namespaces["num"].access;
+        assert_eq!(
+            (num.uid, num.gid, num.mode),
+            (Some(998), Some(65534), Some(0o1777))
+        );
+        assert!(c.namespaces["plain"].access.is_empty());
+        // The effective config shows them, and reads back the same.
+        let again = Config::parse(&c.to_toml(1 << 30)).unwrap();
+        assert_eq!(again.namespaces, c.namespaces);
+    }
+
+    #[test]
+    fn bad_owners_groups_and_modes_are_one_line_errors() {
+        for (text, needle) in [
+            (
+                "[namespace.a]\nowner = \"no-such-user-cachefs\"\n",
+                "no such user \"no-such-user-cachefs\"",
+            ),
+            (
+                "[namespace.a]\ngroup = \"no-such-group-cachefs\"\n",
+                "no such group",
+            ),
+            ("[namespace.a]\nmode = 750\n", "quoted octal string"),
+            ("[namespace.a]\nmode = \"rwx\"\n", "invalid mode"),
+            ("[namespace.a]\nmode = \"17777\"\n", "invalid mode"),
+            ("[namespace.a]\nowner = -1\n", "invalid user or group id -1"),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(!err.contains('\n'), "multi-line error: {err:?}");
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+        let err = Config::parse("[namespace.a]\nowner = \"no-such-user-cachefs\"\n").unwrap_err();
+        assert!(err.contains("[namespace.a]"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Layers, dependencies pointing down only:
 //! `main` (CLI) -> `fs` (FUSE translation) -> `store` (the cache) ->
-//! `config`, `metrics` (leaves).
+//! `config`, `metrics`, `names`, `access` (leaves).
 
+pub mod access;
 pub mod config;
 pub mod fs;
 pub mod metrics;

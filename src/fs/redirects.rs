@@ -23,7 +23,12 @@ pub(super) struct Redirect {
     pub version: u64,
     /// The size the redirected inode starts with (0 for O_TRUNC).
     pub size: u64,
+    /// The replaced version's owner and mode: an overwrite keeps them, as
+    /// a local file's inode does (and the kernel's permission check on
+    /// the retry is made against them).
     pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
     pub until: Instant,
 }
 
@@ -48,14 +53,7 @@ impl Redirects {
     }
 
     /// The inode a redirected writer's lookup of `key` gets.
-    pub(super) fn attr_for(
-        &self,
-        pid: u32,
-        ns: &Namespace,
-        key: &Key,
-        uid: u32,
-        gid: u32,
-    ) -> Option<Attr> {
+    pub(super) fn attr_for(&self, pid: u32, ns: &Namespace, key: &Key) -> Option<Attr> {
         let r = self.lock();
         let r = r
             .get(&pid)
@@ -67,8 +65,8 @@ impl Redirects {
                 blocks: r.size.div_ceil(512),
                 mtime: SystemTime::now(),
                 perm: u32::from(r.perm),
-                uid,
-                gid,
+                uid: r.uid,
+                gid: r.gid,
             }
             .to_attr(),
         )

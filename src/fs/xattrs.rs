@@ -3,9 +3,19 @@
 //! and purges requested on the mount root or a namespace dir
 //! (`user.cachefs.purge`, read back as `user.cachefs.purged`).
 //!
-//! Invariants: only root and the mount's owner may purge; a purge's result
-//! is answered only once the kernel has forgotten the purged keys; a TTL set
-//! on a file being written goes with its staged content.
+//! Who may (the kernel checks, as the mount has `default_permissions`):
+//! setting or removing an entry's `user.cachefs.ttl` needs write
+//! permission on the entry, reading its xattrs read permission; a purge of
+//! a namespace (`user.cachefs.purge` on its dir) needs write permission on
+//! that namespace, and reading the result back read permission. A purge
+//! of every namespace (on the mount root) is for root and the mount's
+//! owner only, checked here too: the root is writable by all while new
+//! namespaces are allowed (sticky, and the kernel lets only its owner set
+//! a sticky dir's xattrs, but this does not rest on that).
+//!
+//! Invariants: a purge's result is answered only once the kernel has
+//! forgotten the purged keys; a TTL set on a file being written goes with
+//! its staged content.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -55,19 +65,21 @@ impl CacheFs {
     }
 
     /// A purge requested through `user.cachefs.purge` on the mount root
-    /// (every namespace) or a namespace dir. Only root and the mount's
-    /// owner may purge.
+    /// (every namespace: root and the mount's owner only) or a namespace
+    /// dir (whoever may write it; see the module docs).
     fn purge(&self, ctx: &Ctx, ino: u64, value: &[u8]) -> Result<(), Errno> {
         let namespace = match kind_of(ino) {
-            Some(InodeKind::Root) => None,
+            Some(InodeKind::Root) => {
+                if ctx.uid != 0 && ctx.uid != self.uid {
+                    return Err(Errno::EPERM);
+                }
+                None
+            }
             Some(InodeKind::Namespace(id)) => {
                 Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?)
             }
             _ => return Err(Errno::ENOTSUP),
         };
-        if ctx.uid != 0 && ctx.uid != self.uid {
-            return Err(Errno::EPERM);
-        }
         let select: PurgeSelect = std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.trim_end_matches('\0').parse().ok())

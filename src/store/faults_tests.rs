@@ -287,7 +287,8 @@ fn a_full_volume_makes_room_by_eviction_and_retries() {
         let root = dir.path().join("b");
         let io = BackingIo::default();
         let s = open(&root, "", &io).unwrap();
-        s.create_namespace(b"a").unwrap();
+        s.create_namespace(b"a", crate::access::NsAccess::of_daemon())
+            .unwrap();
         for i in 0..4 {
             write(&s, &format!("k{i}"), &vec![i as u8; 600 << 10]).unwrap();
         }
@@ -317,7 +318,8 @@ fn a_volume_others_filled_refuses_without_evicting_for_nothing() {
     let root = dir.path().join("b");
     let io = BackingIo::default();
     let s = open(&root, "", &io).unwrap();
-    s.create_namespace(b"a").unwrap();
+    s.create_namespace(b"a", crate::access::NsAccess::of_daemon())
+        .unwrap();
     write(&s, "small1", b"one").unwrap();
     write(&s, "small2", b"two").unwrap();
     // Full for good (another process's file took the volume): the cache
@@ -425,7 +427,8 @@ fn a_publish_whose_rename_finds_the_volume_full_makes_room_and_retries() {
         let root = dir.path().join("b");
         let io = BackingIo::default();
         let s = open(&root, "", &io).unwrap();
-        s.create_namespace(b"a").unwrap();
+        s.create_namespace(b"a", crate::access::NsAccess::of_daemon())
+            .unwrap();
         for i in 0..3 {
             write(&s, &format!("k{i}"), &vec![i as u8; 600 << 10]).unwrap();
         }

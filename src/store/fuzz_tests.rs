@@ -33,6 +33,8 @@ fn a_header() -> EntryHeader {
         namespace: b"ns".to_vec(),
         key: b"key".to_vec(),
         mtime: 1,
+        ctime: 2,
+        atime: 4,
         ttl_secs: Some(5),
         logical_size: 10,
         stored_content_size: 10,

@@ -11,7 +11,7 @@
 //!                           unlinked outside the lock
 //!                           (offline commands use staging/ and trash/ themselves)
 //!   quarantine/             files that failed validation, kept for inspection
-//!   namespaces/<name>       one marker per namespace made by mkdir
+//!   namespaces/<name>       one marker per namespace: its owner, group and mode
 //!   index.snapshot          the index saved at clean stop; removed at start
 //!   lock                    flock: shared by every live daemon, exclusive
 //!                           for offline commands that change entries

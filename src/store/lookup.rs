@@ -38,6 +38,10 @@ pub struct EntryInfo {
     pub logical_size: u64,
     pub stored_bytes: u64,
     pub mtime: UnixNanos,
+    /// The last change of the version or its metadata.
+    pub ctime: UnixNanos,
+    /// Set by `utimensat`, never by a read.
+    pub atime: UnixNanos,
     /// `None`: never expires.
     pub expires: Option<UnixNanos>,
     pub ttl: Duration,
@@ -54,6 +58,8 @@ impl Store {
             logical_size: meta.logical_size,
             stored_bytes: meta.stored_bytes,
             mtime: meta.mtime,
+            ctime: meta.ctime,
+            atime: meta.atime,
             expires: idx.expires_at(policy, meta),
             ttl: idx.effective_ttl(policy, meta),
             mode: meta.mode,

@@ -1,18 +1,28 @@
 //! Namespaces and policies: the namespaces known at start (config and
-//! markers), the whole-cache limits, config reload (SIGHUP), and creating
-//! and removing namespaces.
+//! markers), the whole-cache limits, config reload (SIGHUP), creating and
+//! removing namespaces, and their owners and modes.
 //!
 //! Invariants: a namespace named in the config keeps its configured policy
 //! and cannot be removed; every other namespace has a marker file and the
 //! default policy. The whole-cache quota never exceeds what the backing
 //! volume can hold, and a lowered quota is enforced at once.
+//!
+//! Owners and modes: a namespace's marker file holds its record
+//! (`NsAccess::encode`: made by mkdir, changed by chmod/chown), replaced
+//! whole by a rename so a crash leaves the old record or the new one. An
+//! empty or unreadable record means the daemon's user and `0755` (what
+//! every namespace was before). The config's `owner`, `group`, `mode`
+//! win over the record, at each start and reload.
 
+use std::fs::OpenOptions;
 use std::io;
 use std::sync::atomic::Ordering;
 
+use super::backing::FaultOp;
 use super::index::{GlobalLimits, Index};
 use super::reaper::{self, unlink_all};
 use super::{Store, StoreError};
+use crate::access::{NsAccess, RECORD_MAX};
 use crate::config::{Config, NamespacePolicy};
 use crate::names::{Key, Namespace};
 
@@ -21,7 +31,11 @@ impl Store {
         let mut idx = self.lock();
         for (name, policy) in &config.namespaces {
             let ns = Namespace::parse(name.as_bytes()).map_err(io::Error::other)?;
-            idx.add_namespace(ns, policy.clone(), true);
+            let access = self.recorded_access(&ns).with(&policy.access);
+            idx.add_namespace(ns.clone(), policy.clone(), true);
+            if let Some(state) = idx.namespace_mut(&ns) {
+                state.access = access;
+            }
         }
         for e in self
             .layout
@@ -32,7 +46,11 @@ impl Store {
             use std::os::unix::ffi::OsStrExt;
             match Namespace::parse(e.file_name().as_bytes()) {
                 Ok(ns) if idx.namespace(&ns).is_none() => {
-                    idx.add_namespace(ns, NamespacePolicy::default(), false)
+                    let access = self.recorded_access(&ns);
+                    idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+                    if let Some(state) = idx.namespace_mut(&ns) {
+                        state.access = access;
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
@@ -42,12 +60,101 @@ impl Store {
     }
 
     /// A namespace found on disk but in neither the config nor the markers
-    /// gets the default policy (its marker is recreated).
+    /// gets the default policy (its marker is recreated, and a record
+    /// another daemon wrote meanwhile is kept).
     pub(super) fn ensure_namespace_locked(&self, idx: &mut Index, ns: &Namespace) {
         if idx.namespace(ns).is_none() {
-            let _ = self.layout.io.create(&self.layout.namespace_marker(ns));
+            // Not truncated: a record another daemon wrote meanwhile stays.
+            let marker = self.layout.namespace_marker(ns);
+            let _ = self.layout.io.check(FaultOp::Create).and_then(|()| {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&marker)
+            });
+            let access = self.recorded_access(ns);
             idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+            if let Some(state) = idx.namespace_mut(ns) {
+                state.access = access;
+            }
         }
+    }
+
+    /// The owner and mode in a namespace's record, or the default when it
+    /// has none (or one that does not parse: reported, and the namespace
+    /// falls back to the daemon's user and 0755, which only narrows who
+    /// may write).
+    fn recorded_access(&self, ns: &Namespace) -> NsAccess {
+        let path = self.layout.namespace_marker(ns);
+        let mut buf = [0u8; RECORD_MAX + 1];
+        let read = self
+            .layout
+            .io
+            .open_nofollow(&path)
+            .and_then(|f| self.layout.io.read_at(&f, &mut buf, 0));
+        let record = match read {
+            // A record is one short line: one read gets it whole.
+            Ok(n) if n > RECORD_MAX => Err(format!("longer than {RECORD_MAX} bytes")),
+            Ok(n) => NsAccess::decode(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        match record {
+            Ok(Some(a)) => a,
+            Ok(None) => NsAccess::of_daemon(),
+            Err(e) => {
+                log::warn!(
+                    "namespace record {}: {e}; using the default owner and mode",
+                    path.display()
+                );
+                NsAccess::of_daemon()
+            }
+        }
+    }
+
+    /// Replaces a namespace's record whole (staged, then renamed over the
+    /// marker).
+    fn write_record(&self, ns: &Namespace, access: &NsAccess) -> io::Result<()> {
+        let io = &self.layout.io;
+        let tmp = self.layout.staging_path();
+        let written = io
+            .create_new(&tmp)
+            .and_then(|f| io.write_all_at(&f, access.encode().as_bytes(), 0))
+            .and_then(|()| io.rename(&tmp, &self.layout.namespace_marker(ns)));
+        if written.is_err() {
+            let _ = io.remove_file(&tmp);
+        }
+        written
+    }
+
+    /// A namespace's owner, group and mode.
+    pub fn namespace_access(&self, id: u32) -> Option<NsAccess> {
+        let idx = self.lock();
+        let ns = idx.namespace_by_id(id)?;
+        idx.namespace(ns).map(|s| s.access)
+    }
+
+    /// chmod/chown of a namespace (`None`: left as is). Who may is the
+    /// kernel's decision (the mount has `default_permissions`). The record
+    /// is written under the index lock, so two changes land in order; it
+    /// is one small file, and namespace changes are rare.
+    pub fn set_namespace_access(
+        &self,
+        id: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Result<NsAccess, StoreError> {
+        let mut idx = self.lock();
+        let ns = idx.namespace_by_id(id).ok_or(StoreError::NotFound)?.clone();
+        let state = idx.namespace_mut(&ns).ok_or(StoreError::NotFound)?;
+        let access = state.access.changed(uid, gid, mode);
+        if access != state.access {
+            self.write_record(&ns, &access)?;
+            state.access = access;
+        }
+        Ok(access)
     }
 
     /// Applies the whole-cache limits: the configured (or default) quota,
@@ -88,7 +195,12 @@ impl Store {
             let mut idx = self.lock();
             for (name, policy) in &config.namespaces {
                 if let Ok(ns) = Namespace::parse(name.as_bytes()) {
-                    idx.add_namespace(ns, policy.clone(), true);
+                    // As at start: the record, then what the config sets.
+                    let access = self.recorded_access(&ns).with(&policy.access);
+                    idx.add_namespace(ns.clone(), policy.clone(), true);
+                    if let Some(state) = idx.namespace_mut(&ns) {
+                        state.access = access;
+                    }
                 }
             }
             let names: Vec<Namespace> = idx.namespaces().map(|(n, _)| n.clone()).collect();
@@ -100,7 +212,11 @@ impl Store {
                 {
                     state.policy = NamespacePolicy::default();
                     state.from_config = false;
-                    let _ = self.layout.io.create(&self.layout.namespace_marker(&ns));
+                    // It keeps the owner and mode it has now.
+                    let access = state.access;
+                    if let Err(e) = self.write_record(&ns, &access) {
+                        log::warn!("cannot record namespace {ns}: {e}");
+                    }
                 }
             }
         }
@@ -124,6 +240,11 @@ impl Store {
         crate::sync::lock(&self.config).clone()
     }
 
+    /// Whether `mkdir` may make namespaces (without copying the config).
+    pub fn allows_new_namespaces(&self) -> bool {
+        crate::sync::lock(&self.config).cache.allow_new_namespaces
+    }
+
     // ----- namespaces -----
 
     pub fn namespaces(&self) -> Vec<(Namespace, u32)> {
@@ -141,9 +262,14 @@ impl Store {
         self.lock().namespace_by_id(id).cloned()
     }
 
-    pub fn create_namespace(&self, name: &[u8]) -> Result<(Namespace, u32), StoreError> {
+    /// mkdir of a namespace, owned as `access` says (its creator's).
+    pub fn create_namespace(
+        &self,
+        name: &[u8],
+        access: NsAccess,
+    ) -> Result<(Namespace, u32), StoreError> {
         let ns = Namespace::parse(name)?;
-        let allow = self.config().cache.allow_new_namespaces;
+        let allow = self.allows_new_namespaces();
         let mut idx = self.lock();
         if idx.namespace(&ns).is_some() {
             return Err(StoreError::Exists);
@@ -151,10 +277,11 @@ impl Store {
         if !allow {
             return Err(StoreError::NotPermitted);
         }
-        self.layout.io.create(&self.layout.namespace_marker(&ns))?;
+        self.write_record(&ns, &access)?;
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
-        let id = idx.namespace(&ns).expect("just added").id;
-        Ok((ns, id))
+        let state = idx.namespace_mut(&ns).expect("just added");
+        state.access = access;
+        Ok((ns, state.id))
     }
 
     pub fn remove_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
@@ -209,4 +336,150 @@ impl Store {
 fn volume_available(path: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::ManualClock;
+
+    fn open(backing: &Path, config: &str) -> Store {
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * 1_000_000_000));
+        Store::open(backing, Config::parse(config).unwrap(), clock).unwrap()
+    }
+
+    fn access_of(store: &Store, name: &str) -> NsAccess {
+        let id = store
+            .namespace_id(&Namespace::parse(name.as_bytes()).unwrap())
+            .unwrap();
+        store.namespace_access(id).unwrap()
+    }
+
+    #[test]
+    fn owners_and_modes_persist_and_the_config_wins_at_each_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let config = "[namespace.svc]\nowner = 998\nmode = \"0750\"\n[namespace.plain]\n";
+        let store = open(&b, config);
+        let daemon = NsAccess::of_daemon();
+        // The config's fields over the default; none: the default.
+        assert_eq!(
+            access_of(&store, "svc"),
+            NsAccess {
+                uid: 998,
+                mode: 0o750,
+                ..daemon
+            }
+        );
+        assert_eq!(access_of(&store, "plain"), daemon);
+        // mkdir: the creator's; chmod/chown: recorded.
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1001,
+            mode: 0o700,
+        };
+        let (_, id) = store.create_namespace(b"mine", mine).unwrap();
+        assert_eq!(store.namespace_access(id), Some(mine));
+        let plain = store.namespace_id(&Namespace::parse(b"plain").unwrap());
+        store
+            .set_namespace_access(plain.unwrap(), None, Some(50), Some(0o1777))
+            .unwrap();
+        let svc = store.namespace_id(&Namespace::parse(b"svc").unwrap());
+        store
+            .set_namespace_access(svc.unwrap(), Some(7), None, Some(0o700))
+            .unwrap();
+        drop(store);
+
+        // A restart keeps them, but the config's own fields win again;
+        // a config change of them applies.
+        let config = "[namespace.svc]\nowner = 998\nmode = \"0770\"\n[namespace.plain]\n";
+        let store = open(&b, config);
+        assert_eq!(access_of(&store, "mine"), mine);
+        let plain = NsAccess {
+            gid: 50,
+            mode: 0o1777,
+            ..daemon
+        };
+        assert_eq!(access_of(&store, "plain"), plain);
+        assert_eq!(
+            access_of(&store, "svc"),
+            NsAccess {
+                uid: 998,
+                mode: 0o770,
+                ..daemon
+            }
+        );
+        // A reload applies the config the same way; a namespace that
+        // leaves the config keeps what it has.
+        store.reload(Config::parse("[namespace.svc]\nmode = \"0700\"\n").unwrap());
+        assert_eq!(access_of(&store, "svc").mode, 0o700);
+        assert_eq!(access_of(&store, "svc").uid, 7, "the recorded chown");
+        assert_eq!(access_of(&store, "plain"), plain);
+        drop(store);
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "plain"), plain);
+    }
+
+    #[test]
+    fn a_damaged_record_falls_back_to_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let store = open(&b, "");
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o777,
+        };
+        store.create_namespace(b"mine", mine).unwrap();
+        drop(store);
+        std::fs::write(b.join("namespaces/mine"), b"owner=1000 group=\xff mode=777").unwrap();
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "mine"), NsAccess::of_daemon());
+        // So does one too long to be a record, whatever it starts with.
+        drop(store);
+        let long = format!("{}{}", mine.encode(), " ".repeat(RECORD_MAX));
+        std::fs::write(b.join("namespaces/mine"), long).unwrap();
+        let store = open(&b, "");
+        assert_eq!(access_of(&store, "mine"), NsAccess::of_daemon());
+    }
+
+    /// A record that cannot be written changes nothing: mkdir fails with
+    /// the backing error and makes no namespace; a chmod fails and leaves
+    /// the owner and mode as they were, in memory and on disk.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn a_record_that_cannot_be_written_changes_nothing() {
+        use crate::store::backing::BackingIo;
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path().join("b");
+        let io = BackingIo::default();
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * 1_000_000_000));
+        let store = Store::open_with(&b, Config::default(), clock, io.clone()).unwrap();
+        let mine = NsAccess {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o750,
+        };
+        io.inject(FaultOp::Create, libc::ENOSPC, Some(1));
+        match store.create_namespace(b"mine", mine) {
+            Err(StoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("mkdir on a full volume: {other:?}"),
+        }
+        assert_eq!(
+            store.namespace_id(&Namespace::parse(b"mine").unwrap()),
+            None
+        );
+        let (_, id) = store.create_namespace(b"mine", mine).unwrap();
+        io.inject(FaultOp::Rename, libc::EIO, Some(1));
+        match store.set_namespace_access(id, None, None, Some(0o777)) {
+            Err(StoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("chmod whose record fails: {other:?}"),
+        }
+        assert_eq!(store.namespace_access(id), Some(mine));
+        drop(store);
+        assert_eq!(access_of(&open(&b, ""), "mine"), mine);
+    }
 }

@@ -49,6 +49,9 @@ pub struct NsState {
     pub id: u32,
     pub policy: NamespacePolicy,
     pub from_config: bool,
+    /// Owner, group and mode of the namespace's directory (the store
+    /// settles them from the config and the namespace's record).
+    pub access: crate::access::NsAccess,
     /// Shared with whatever records this namespace's events (lock-free).
     pub metrics: Arc<NsMetrics>,
     entries: EntryTable,
@@ -166,6 +169,7 @@ impl Index {
                 id,
                 policy,
                 from_config,
+                access: crate::access::NsAccess::of_daemon(),
                 metrics: Arc::default(),
                 entries: EntryTable::default(),
                 bytes: 0,

@@ -120,6 +120,11 @@ impl Deref for KeyBytes<'_> {
 pub(super) struct Wide {
     file_size: u64,
     ttl_secs: Option<u64>,
+    /// Only an entry changed after its mtime (chmod, a past `touch -d`)
+    /// has a ctime of its own, and only one given an atime by `utimensat`
+    /// an atime of its own; the others' are their mtime.
+    ctime: i64,
+    atime: i64,
 }
 
 pub(super) struct Slot {
@@ -263,7 +268,7 @@ impl Slot {
             .checked_sub(m.logical_size)
             .and_then(|t| u32::try_from(t).ok());
         match (ttl, trailer) {
-            (Some(ttl), Some(trailer)) => {
+            (Some(ttl), Some(trailer)) if m.ctime == m.mtime && m.atime == m.mtime => {
                 self.ttl = ttl;
                 self.trailer = trailer;
                 None
@@ -275,6 +280,8 @@ impl Slot {
                 Some(Wide {
                     file_size: m.file_size,
                     ttl_secs: m.ttl_secs,
+                    ctime: m.ctime,
+                    atime: m.atime,
                 })
             }
         }
@@ -282,11 +289,13 @@ impl Slot {
 
     /// The metadata; `wide` is the side-map value when `is_wide`.
     pub(super) fn meta(&self, wide: Option<&Wide>) -> EntryMeta {
-        let (file_size, ttl_secs) = match wide {
-            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs),
+        let (file_size, ttl_secs, ctime, atime) = match wide {
+            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs, w.ctime, w.atime),
             _ => (
                 self.logical_size + u64::from(self.trailer),
                 (self.ttl != NO_TTL).then_some(u64::from(self.ttl)),
+                self.mtime,
+                self.mtime,
             ),
         };
         EntryMeta {
@@ -294,6 +303,8 @@ impl Slot {
             file_id: self.file_id,
             file_size,
             mtime: self.mtime,
+            ctime,
+            atime,
             ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -321,6 +332,8 @@ mod tests {
             file_id: 7,
             file_size: 300,
             mtime: -5,
+            ctime: -5,
+            atime: -5,
             ttl_secs: Some(60),
             logical_size: 100,
             stored_bytes: 4096,
@@ -403,6 +416,14 @@ mod tests {
             },
             EntryMeta {
                 file_size: u64::MAX,
+                ..meta()
+            },
+            EntryMeta {
+                ctime: 1 << 40,
+                ..meta()
+            },
+            EntryMeta {
+                atime: (1 << 33) * 1_000_000_000 + 1,
                 ..meta()
             },
         ] {
