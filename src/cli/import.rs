@@ -35,6 +35,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use cachefs::access::NsAccess;
 use cachefs::store::offline::{Access, OfflineStore};
 use cachefs::store::{
     Key, KeyFormat, LayoutError, Namespace, Owner, Store, SystemClock, WriteFrom,
@@ -272,10 +273,14 @@ impl Sink for MountSink {
         }
         // A killed import's descriptor is closed by the kernel, which
         // publishes what it holds: until the last byte is written the
-        // entry is expired at birth (mtime at the epoch, and a TTL that
-        // expires it), as the Python helper does it. One gap is left, between the
-        // create and the guard: an empty entry of mode 0200 (no O_TRUNC
-        // at the open, so it never empties a live version).
+        // entry is expired at birth, as the Python helper writes one: a
+        // 1 s TTL and an mtime at the epoch. A write moves a pending
+        // version's mtime to now (its last change), so the epoch is set
+        // again after every write but the last; what is left is a death
+        // right after a write, whose partial entry lives 1 s. The other
+        // gap is between the create and the guard: an empty entry of mode
+        // 0200 (no O_TRUNC at the open, so it never empties a live
+        // version).
         // A key found absent is created exclusively: then there is
         // nothing to truncate (and a race with another writer falls back).
         let new = self.absent.take().is_some_and(|p| p == path);
@@ -295,37 +300,36 @@ impl Sink for MountSink {
             }
             Err(e) => return Err(e.to_string()),
         };
-        // A TTL that the epoch mtime already expires is set at once; any
-        // other (0: never, or longer than the time since the epoch) waits
-        // behind a 1 s guard. Without a TTL of its own the entry gets its
-        // namespace's, which expires the epoch mtime unless it is 0.
-        let now = now_nanos() / 1_000_000_000;
-        let up_front = m.ttl.is_some_and(|t| t > 0 && (t as i64) < now - 86_400);
-        if let Some(ttl) = m.ttl {
-            let guard = if up_front {
-                ttl.to_string()
-            } else {
-                "1".into()
-            };
-            xattr::set(&f, TTL_XATTR, guard.as_bytes())
-                .map_err(|e| format!("cannot set its TTL: {e}"))?;
+        // Without a TTL of its own the entry keeps its namespace's (a TTL
+        // set on a file being written cannot be removed): the epoch mtime
+        // alone guards it, unless that TTL is 0.
+        if m.ttl.is_some() {
+            xattr::set(&f, TTL_XATTR, b"1").map_err(|e| format!("cannot set its TTL: {e}"))?;
         }
-        f.set_modified(to_system_time(BORN_EXPIRED_NANOS))
-            .map_err(|e| e.to_string())?;
+        let born_expired = |f: &File| {
+            f.set_modified(to_system_time(BORN_EXPIRED_NANOS))
+                .map_err(|e| e.to_string())
+        };
+        born_expired(&f)?;
         if !created {
             f.set_len(0).map_err(|e| e.to_string())?;
         }
         // Large writes: the mount's writers use direct I/O, so each write
         // is one FUSE request (io::copy would send 8 KiB at a time).
         let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
+        let mut written = 0u64;
         loop {
             let n = content.read(&mut buf).map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
             }
             f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+            written += n as u64;
+            if written < len {
+                born_expired(&f)?;
+            }
         }
-        if let Some(ttl) = m.ttl.filter(|_| !up_front) {
+        if let Some(ttl) = m.ttl {
             xattr::set(&f, TTL_XATTR, ttl.to_string().as_bytes())
                 .map_err(|e| format!("cannot set its TTL: {e}"))?;
         }
@@ -364,6 +368,9 @@ struct StoreSink {
     store: Store,
     uid: u32,
     gid: u32,
+    /// The owner and mode of a namespace the import makes: the importing
+    /// user's, as `mkdir` makes one.
+    ns_access: NsAccess,
 }
 
 impl StoreSink {
@@ -385,9 +392,24 @@ impl StoreSink {
             Err(e) => return Err(e.into()),
         }
         let store = Store::open(dir, config, Arc::new(SystemClock))?;
-        // SAFETY: getuid and getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Ok(StoreSink { store, uid, gid })
+        // SAFETY: getuid, getgid and umask cannot fail; the umask is put
+        // back at once (nothing else runs in this process meanwhile).
+        let (uid, gid, umask) = unsafe {
+            let old = libc::umask(0o022);
+            libc::umask(old);
+            (libc::getuid(), libc::getgid(), old)
+        };
+        let ns_access = NsAccess {
+            uid,
+            gid,
+            mode: 0o777 & !umask,
+        };
+        Ok(StoreSink {
+            store,
+            uid,
+            gid,
+            ns_access,
+        })
     }
 }
 
@@ -404,7 +426,7 @@ impl Sink for StoreSink {
         let ns_id = match s.namespace_id(&ns) {
             Some(id) => id,
             None => {
-                s.create_namespace(ns.as_bytes())
+                s.create_namespace(ns.as_bytes(), self.ns_access)
                     .map_err(|e| format!("cannot make its namespace: {e}"))?
                     .1
             }
