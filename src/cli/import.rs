@@ -250,7 +250,21 @@ impl Sink for MountSink {
             }
         };
         let text = std::str::from_utf8(&v).ok()?;
-        m.sha256.filter(|d| hex(d) == text.trim())
+        let same = m.sha256.filter(|d| hex(d) == text.trim())?;
+        // The same bytes are not enough: an entry a killed import left
+        // behind its 1 s guard has them too, and is about to expire. It
+        // counts as present only if it lives as long as the archive says.
+        let Some(ttl) = m.ttl else {
+            return Some(same);
+        };
+        let expires = xattr::get_path(&path, "user.cachefs.expires").ok()??;
+        let expires = std::str::from_utf8(&expires).ok()?.trim();
+        let lasts = match (ttl, expires.parse::<i64>()) {
+            (_, Err(_)) => expires == "never",
+            (0, Ok(_)) => false,
+            (_, Ok(at)) => at >= m.expires()? / 1_000_000_000 - 2,
+        };
+        lasts.then_some(same)
     }
 
     fn write(&mut self, m: &Member, len: u64, content: &mut Spool) -> Result<u64, String> {
