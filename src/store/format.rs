@@ -7,7 +7,19 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: entries may be of entry format 2 (ctime, atime). A daemon of
+/// format 1 would take those for damaged files and quarantine them, so a
+/// dir a format-2 daemon has opened is marked 2, which an older daemon
+/// refuses to open; a format-1 dir is upgraded by the first open that
+/// may write.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const FORMAT_OLDEST: u32 = 1;
+
+/// The exact bytes of a FORMAT file of `version`.
+pub fn format_line(version: u32) -> String {
+    format!("cachefs backing format {version}\n")
+}
 
 /// A FORMAT file longer than this is not ours; only this much is read.
 const FORMAT_MAX: u64 = 64;
@@ -29,12 +41,12 @@ pub fn read_format(path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Whether FORMAT's bytes name this format; else what was found, for the
-/// error line (printable, short).
-pub fn check_format(bytes: &[u8]) -> Result<(), String> {
-    let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
-    if bytes == expected.as_bytes() {
-        return Ok(());
+/// The format FORMAT's bytes name, if this build reads it; else what was
+/// found, for the error line (printable, short).
+pub fn check_format(bytes: &[u8]) -> Result<u32, String> {
+    if let Some(v) = (FORMAT_OLDEST..=FORMAT_VERSION).find(|&v| bytes == format_line(v).as_bytes())
+    {
+        return Ok(v);
     }
     let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(FORMAT_MAX as usize)])
         .trim()

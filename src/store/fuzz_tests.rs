@@ -100,7 +100,8 @@ proptest! {
     #[test]
     fn format_of_raw_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let r = format::check_format(&bytes);
-        prop_assert_eq!(r.is_ok(), bytes == b"cachefs backing format 1\n");
+        let known = bytes == b"cachefs backing format 1\n" || bytes == b"cachefs backing format 2\n";
+        prop_assert_eq!(r.is_ok(), known);
         if let Err(shown) = r {
             prop_assert!(shown.len() <= 4 * 64 && !shown.chars().any(char::is_control));
         }
@@ -205,4 +206,50 @@ fn strange_namespace_markers_never_stop_a_start() {
     let names: Vec<_> = store.namespaces().into_iter().map(|(n, _)| n).collect();
     assert!(names.contains(&Namespace::parse(b"ok").unwrap()));
     assert!(!names.iter().any(|n| n.as_bytes() == b".cachefs"));
+}
+
+/// A dir of the previous format opens and is marked with this one, so a
+/// daemon that cannot read this build's entries refuses it instead of
+/// quarantining them; a read-only open marks nothing; a newer one is refused.
+#[test]
+fn an_older_format_is_upgraded_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("old");
+    std::fs::create_dir(&root).unwrap();
+    let format = root.join("FORMAT");
+    std::fs::write(&format, "cachefs backing format 1\n").unwrap();
+    drop(Layout::open_existing(&root).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&format).unwrap(),
+        "cachefs backing format 1\n"
+    );
+    drop(Layout::open(&root).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&format).unwrap(),
+        "cachefs backing format 2\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(&root)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("FORMAT.")
+            })
+            .count(),
+        0,
+        "no staged FORMAT left"
+    );
+
+    std::fs::write(&format, "cachefs backing format 3\n").unwrap();
+    assert!(matches!(
+        Layout::open(&root),
+        Err(LayoutError::Foreign { .. })
+    ));
+    assert!(matches!(
+        Layout::open_existing(&root),
+        Err(LayoutError::Foreign { .. })
+    ));
 }

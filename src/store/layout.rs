@@ -35,7 +35,7 @@ use super::backing::BackingIo;
 use crate::names::{Key, Namespace};
 
 pub use super::format::FORMAT_VERSION;
-use super::format::{check_format, read_format};
+use super::format::{check_format, format_line, read_format};
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "lock";
 
@@ -115,9 +115,23 @@ impl Layout {
         create(root)?;
         let layout = Layout::at(root);
         let format_path = root.join(FORMAT_FILE);
-        let expected = format!("cachefs backing format {FORMAT_VERSION}\n");
+        let expected = format_line(FORMAT_VERSION);
         match read_format(&format_path).map(|b| check_format(&b)) {
-            Ok(Ok(())) => {}
+            Ok(Ok(FORMAT_VERSION)) => {}
+            Ok(Ok(older)) => {
+                // Staged and renamed: a crash leaves the old line or the new.
+                let staged = root.join(format!("{FORMAT_FILE}.{}", std::process::id()));
+                fs::write(&staged, &expected)
+                    .and_then(|()| fs::rename(&staged, &format_path))
+                    .map_err(|source| LayoutError::NotWritable {
+                        path: root.display().to_string(),
+                        source,
+                    })?;
+                log::info!(
+                    "backing dir {} upgraded from format {older} to {FORMAT_VERSION}",
+                    root.display()
+                );
+            }
             Ok(Err(found)) => {
                 return Err(LayoutError::Foreign {
                     path: root.display().to_string(),
@@ -161,7 +175,7 @@ impl Layout {
     /// (offline commands must not turn a typo into a new cache).
     pub fn open_existing(root: &Path) -> Result<Layout, LayoutError> {
         match read_format(&root.join(FORMAT_FILE)).map(|b| check_format(&b)) {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(found)) => {
                 return Err(LayoutError::Foreign {
                     path: root.display().to_string(),
