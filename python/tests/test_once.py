@@ -5,17 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import pytest
 
 import cachefs
 import cachefs._claim
-from cachefs._pending import CLAIM_MODE
 from conftest import Mount, Workers, wait_until
 
 
@@ -109,14 +108,10 @@ def test_dead_claim_is_never_a_value(mount: Mount, workers: Workers, stage: str)
     assert p.wait(timeout=30) == -signal.SIGKILL, workers.err(p)
     assert workers.out(p) == b"claimed\n"
     assert cache.get(key) is None
-    if stage == "create":
-        # Killed between the create and the guard: cachefs published the
-        # empty claim, with the claim's mode, which marks it dead.
-        assert stat.S_IMODE(os.stat(cache.path(key)).st_mode) == CLAIM_MODE
-    else:
-        # Expired at birth: gone for every reader, `cat` included.
-        with pytest.raises(FileNotFoundError):
-            open(cache.path(key), "rb")
+    # cachefs publishes nothing from a killed writer: no entry for any
+    # reader, `cat` included.
+    with pytest.raises(FileNotFoundError):
+        open(cache.path(key), "rb")
     calls = []
 
     @cache.cached(key=lambda: key)
@@ -176,7 +171,14 @@ def test_claim_refused_while_published_or_claimed(mount: Mount) -> None:
     try:
         with pytest.raises(FileExistsError):
             os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        assert cache.get("c") is None, "a claim is invisible"
+        # Invisible to everyone but the thread that opened it, which sees
+        # its pending file (PRODUCT.md section 4, the writer's view).
+        seen: List[Optional[bytes]] = []
+        reader = threading.Thread(target=lambda: seen.append(cache.get("c")))
+        reader.start()
+        reader.join()
+        assert seen == [None], "a claim is invisible"
+        assert os.stat(path).st_size == 0
         os.write(fd, b"v")
     finally:
         os.close(fd)
@@ -199,3 +201,32 @@ def test_waiter_wakes_on_the_claims_close(
     started = time.monotonic()
     assert cache.get_or_compute("wake", lambda: b"mine") == f"value-{holder.pid}".encode()
     assert time.monotonic() - started < 20
+
+
+def test_threads_of_one_process_compute_once(mount: Mount) -> None:
+    """Threads of one process wait for the one computing in-process; the
+    claiming thread, which cachefs shows its pending file, reads a miss."""
+    cache = cachefs.Cache(mount.mnt, "plain")
+    calls: List[Optional[bytes]] = []
+    go = threading.Barrier(8)
+
+    @cache.cached(key=lambda: "threads")
+    def compute() -> bytes:
+        calls.append(cache.get("threads"))
+        time.sleep(0.3)  # the slow call it stands for
+        return b"computed once"
+
+    results: List[bytes] = []
+
+    def call() -> None:
+        go.wait()
+        results.append(compute())
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [b"computed once"] * 8
+    assert calls == [None], "computed once, and its own claim read as a miss"
+    assert cache.get("threads") == b"computed once"

@@ -5,9 +5,9 @@
         function appends its pid to COUNTER, sleeps SECONDS (the slow
         call it stands for) and returns b"value-PID". Prints the result.
     worker.py die MNT NS KEY STAGE
-        claims KEY and SIGKILLs itself: STAGE "create" (right after the
-        O_EXCL create, before the guard), "claimed" (guarded, nothing
-        written), "partial" (half of a value written).
+        claims KEY and SIGKILLs itself: STAGE "create" (a bare O_EXCL
+        create), "claimed" (the helper's claim, nothing written),
+        "partial" (half of a value written through it).
 
 --go: wait for a line on stdin first (the test releases all at once).
 --poll: no inotify (waits are sleeps that back off).
@@ -25,7 +25,7 @@ import time
 from typing import List
 
 import cachefs
-from cachefs._pending import CLAIM_MODE, Pending
+from cachefs._pending import Pending
 
 
 def main(argv: List[str]) -> None:
@@ -62,9 +62,9 @@ def main(argv: List[str]) -> None:
 def die(cache: cachefs.Cache, key: str, stage: str) -> None:
     path = cache.path(key)
     if stage == "create":
-        os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, CLAIM_MODE)
+        os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     else:
-        p = Pending.open(path, exclusive=True, ttl=None, ns_ttl=cache._namespace_ttl(), mode=0o644)
+        p = Pending.open(path, exclusive=True, ttl=None, mode=0o644)
         if stage == "partial":
             os.write(p.fd, b"half of a val")
     print("claimed", flush=True)

@@ -31,7 +31,8 @@
 //! Files: `types.rs` what handlers answer; `fuse.rs` the adapter;
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
-//! writer's life; `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
+//! writer's life; `exits.rs` closes by killed processes;
+//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
@@ -40,6 +41,7 @@ mod dirs;
 mod disk;
 mod entries;
 mod errno;
+mod exits;
 pub mod fuse;
 mod handles;
 mod inodes;
@@ -96,6 +98,9 @@ pub struct CacheFs {
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
     disk: disk::DiskReaders,
+    /// Whether a closing thread is being killed by a signal (see
+    /// `exits.rs`; tests put their own verdict here).
+    killed_by_signal: fn(u32) -> bool,
 }
 
 impl CacheFs {
@@ -133,6 +138,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             disk: disk::DiskReaders::new(),
+            killed_by_signal: exits::killed_by_signal,
             store,
             inodes,
             handles: Arc::default(),

@@ -176,14 +176,22 @@ impl CacheFs {
     }
 
     /// RELEASE: the last close of a handle. A writer publishes whatever is
-    /// still pending (a failure here reaches no one: it is logged). It
-    /// stays registered as a writer of its key until that publish is
-    /// done, so a lookup meanwhile waits for it (`entries.rs`).
+    /// still pending (a failure here reaches no one: it is logged), unless
+    /// its last close was by a killed process: then that is dropped. It
+    /// stays registered as a writer of its key until that is done, so a
+    /// lookup meanwhile waits for it (`entries.rs`).
     pub fn release(&self, fh: u64) {
         if let Some(h) = self.handles.remove(fh)
             && let Some(mut w) = h.writer()
         {
-            if let Err(e) = self.publish(&mut w) {
+            if w.drop_killed() {
+                self.store.record_killed_write();
+                log::info!(
+                    "{}/{:?}: its writer was killed by a signal: nothing published",
+                    w.ns,
+                    w.key
+                );
+            } else if let Err(e) = self.publish(&mut w) {
                 log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
             }
             self.handles.forget_writer(fh, &w);

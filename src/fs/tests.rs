@@ -693,3 +693,66 @@ fn an_unwritten_close_publishes_at_release_and_its_opener_sees_the_pending_file(
     f.fs.release(w.fh);
     assert_eq!(f.get(&OTHER, "a", "k"), Ok(Vec::new()));
 }
+
+#[test]
+fn a_close_by_a_killed_process_publishes_nothing() {
+    const KILLED: Ctx = Ctx { pid: 666, ..ME };
+    let mut f = fx("[namespace.a]\n");
+    f.fs.killed_by_signal = |pid| pid == KILLED.pid;
+    let a = f.ns_ino("a");
+    let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+    // A partial write whose writer is killed: nothing at its close, and
+    // its RELEASE drops it.
+    f.put("a", "old", b"old");
+    let o = f.fs.lookup(&KILLED, a, os("old")).unwrap().attr.ino;
+    let w = answer(|r| f.fs.open(&KILLED, o, libc::O_WRONLY | libc::O_TRUNC, r));
+    let w = match w {
+        Ok(w) => w,
+        // Redirected to a new inode: the kernel looks up again.
+        Err(Errno::ESTALE) => {
+            let o = f.fs.lookup(&KILLED, a, os("old")).unwrap().attr.ino;
+            answer(|r| f.fs.open(&KILLED, o, libc::O_WRONLY | libc::O_TRUNC, r)).unwrap()
+        }
+        Err(e) => panic!("open for write: {e:?}"),
+    };
+    f.fs.write(w.fh, 0, b"par", Some(6)).unwrap();
+    answer(|r| f.fs.flush(&KILLED, w.fh, 6, r)).unwrap();
+    assert_eq!(f.get(&OTHER, "a", "old"), Ok(b"old".to_vec()));
+    f.fs.release(w.fh);
+    assert_eq!(f.get(&OTHER, "a", "old"), Ok(b"old".to_vec()));
+    assert_eq!(f.store.stats().killed_writes, 1);
+    // A killed claimer: no entry, and the key can be claimed at once.
+    let c = f.fs.create(&KILLED, a, os("c"), 0o644, 0, excl).unwrap();
+    assert_eq!(
+        f.fs.create(&OTHER, a, os("c"), 0o644, 0, excl).err(),
+        Some(Errno::EEXIST)
+    );
+    answer(|r| f.fs.flush(&KILLED, c.opened.fh, 6, r)).unwrap();
+    f.fs.release(c.opened.fh);
+    assert_eq!(f.get(&OTHER, "a", "c"), Err(Errno::ENOENT));
+    let c = f.fs.create(&OTHER, a, os("c"), 0o644, 0, excl).unwrap();
+    f.fs.write(c.opened.fh, 0, b"mine", Some(2)).unwrap();
+    answer(|r| f.fs.flush(&OTHER, c.opened.fh, 2, r)).unwrap();
+    f.fs.release(c.opened.fh);
+    assert_eq!(f.get(&ME, "a", "c"), Ok(b"mine".to_vec()));
+    assert_eq!(f.store.stats().killed_writes, 2);
+    // Shared with a forked child that is killed: the parent's later close
+    // clears the mark and publishes.
+    let c = f.fs.create(&ME, a, os("s"), 0o644, 0, excl).unwrap();
+    f.fs.write(c.opened.fh, 0, b"head,", Some(1)).unwrap();
+    f.fs.write(c.opened.fh, 5, b"child", Some(6)).unwrap();
+    answer(|r| f.fs.flush(&KILLED, c.opened.fh, 6, r)).unwrap();
+    assert_eq!(f.get(&OTHER, "a", "s"), Err(Errno::ENOENT));
+    answer(|r| f.fs.flush(&ME, c.opened.fh, 1, r)).unwrap();
+    assert_eq!(f.get(&OTHER, "a", "s"), Ok(b"head,child".to_vec()));
+    f.fs.release(c.opened.fh);
+    assert_eq!(f.store.stats().killed_writes, 2);
+    // A writer that closed (unwritten: its publish waits for RELEASE)
+    // loses nothing when a child sharing the file is killed.
+    let c = f.fs.create(&ME, a, os("e"), 0o644, 0, excl).unwrap();
+    answer(|r| f.fs.flush(&ME, c.opened.fh, 1, r)).unwrap();
+    answer(|r| f.fs.flush(&KILLED, c.opened.fh, 6, r)).unwrap();
+    f.fs.release(c.opened.fh);
+    assert_eq!(f.get(&OTHER, "a", "e"), Ok(Vec::new()));
+    assert_eq!(f.store.stats().killed_writes, 2);
+}

@@ -41,6 +41,12 @@
 //!   content stays the handle's own, readable, writable and truncatable
 //!   as an unlinked file is, its claim on the key let go; nothing is
 //!   published.
+//! - Killed: a close by a process being killed by a signal publishes
+//!   nothing (what it wrote may be cut short, and an unwritten claim is
+//!   no value). It marks the writer `killed`; a later close by a live
+//!   process sharing the file clears the mark and publishes as usual; a
+//!   RELEASE still marked drops what is staged and its claim
+//!   (`drop_killed`).
 
 use std::time::Instant;
 
@@ -108,6 +114,8 @@ pub struct Writer {
     /// Closed by its writer with nothing written (since then): publishes
     /// at RELEASE unless it writes meanwhile (through a dup'ed descriptor).
     deferred: Option<Instant>,
+    /// Last closed by a process being killed (see the invariants).
+    killed: bool,
 }
 
 impl Writer {
@@ -147,6 +155,7 @@ impl Writer {
             renamed_over: false,
             only_opened: how.flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
             deferred: None,
+            killed: false,
         })
     }
 
@@ -361,6 +370,42 @@ impl Writer {
     /// one writes it must never see a half-written value.)
     pub fn is_opener(&self, pid: u32) -> bool {
         pid == self.creator_pid
+    }
+
+    /// Whether a close could still publish something: content is staged
+    /// and its writer's own close has not come yet (a writer that closed
+    /// unwritten waits for RELEASE, and a killed process that shared its
+    /// file takes nothing back from it).
+    pub fn awaits_close(&self) -> bool {
+        !self.abandoned && self.deferred.is_none() && matches!(self.stage, Stage::Staged(_))
+    }
+
+    /// A process being killed by a signal closed it: nothing is published
+    /// until a live process closes it too.
+    pub fn mark_killed(&mut self) {
+        self.killed = true;
+    }
+
+    /// A live process closed it: the usual rules apply again.
+    pub fn clear_killed(&mut self) {
+        self.killed = false;
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed
+    }
+
+    /// At RELEASE: a writer last closed by a killed process drops what it
+    /// staged (the staging file goes, and with it the claim on the key).
+    /// Says whether there was something to drop.
+    pub fn drop_killed(&mut self) -> bool {
+        if !self.killed || !matches!(self.stage, Stage::Staged(_)) {
+            return false;
+        }
+        self.stage = Stage::Published;
+        self.dirty = false;
+        self.deferred = None;
+        true
     }
 
     /// Publishes what is staged: Staged -> Published (or Failed). Returns

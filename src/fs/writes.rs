@@ -127,18 +127,39 @@ impl CacheFs {
     }
 
     /// FLUSH: a close. The writer's own close publishes, unless it wrote
-    /// nothing: then its RELEASE does (see `writer.rs`).
+    /// nothing: then its RELEASE does (see `writer.rs`). A close by a
+    /// process being killed publishes nothing: the kernel closes a killed
+    /// process's files as it does an exiting one's, so only the closing
+    /// thread's state tells a cut-short write from a finished one. It is
+    /// asked only when this close could publish something.
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
-                Some(mut w) if w.is_closed_by_writer(lock_owner, ctx.pid) => {
-                    if w.defer_unwritten() {
-                        Ok(())
+                Some(mut w) if w.awaits_close() && (self.killed_by_signal)(ctx.pid) => {
+                    if !w.is_killed() {
+                        log::debug!(
+                            "{}/{:?}: closed by thread {} being killed by a signal: not published",
+                            w.ns,
+                            w.key,
+                            ctx.pid
+                        );
+                    }
+                    w.mark_killed();
+                    Ok(())
+                }
+                Some(mut w) => {
+                    w.clear_killed();
+                    if w.is_closed_by_writer(lock_owner, ctx.pid) {
+                        if w.defer_unwritten() {
+                            Ok(())
+                        } else {
+                            self.publish(&mut w)
+                        }
                     } else {
-                        self.publish(&mut w)
+                        Ok(())
                     }
                 }
-                _ => Ok(()),
+                None => Ok(()),
             },
             None => Ok(()),
         };
@@ -149,7 +170,11 @@ impl CacheFs {
     pub fn fsync(&self, fh: u64, reply: impl Replier<()>) {
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
-                Some(mut w) => self.publish(&mut w),
+                // Only a live process calls fsync.
+                Some(mut w) => {
+                    w.clear_killed();
+                    self.publish(&mut w)
+                }
                 None => Ok(()),
             },
             None => Ok(()),

@@ -200,6 +200,9 @@ pub struct MountMetrics {
     /// Backing writes that found the volume full (ENOSPC or EDQUOT): each
     /// made room by eviction, or was refused with ENOSPC if it could not.
     pub backing_full: AtomicU64,
+    /// Writes abandoned because their writer was killed by a signal
+    /// while it held them (nothing published).
+    pub killed_writes: AtomicU64,
 }
 
 impl Default for MountMetrics {
@@ -210,6 +213,7 @@ impl Default for MountMetrics {
             corrupt: AtomicU64::new(0),
             io_errors: AtomicU64::new(0),
             backing_full: AtomicU64::new(0),
+            killed_writes: AtomicU64::new(0),
         }
     }
 }

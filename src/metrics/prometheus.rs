@@ -175,6 +175,12 @@ const FAMILIES: &[Family] = &[
         |s| Value::Count(s.backing_full),
     ),
     mount(
+        "cachefs_killed_writes_total",
+        Kind::Counter,
+        "Writes abandoned unpublished because their writer was killed by a signal.",
+        |s| Value::Count(s.killed_writes),
+    ),
+    mount(
         "cachefs_start_time_seconds",
         Kind::Gauge,
         "Unix time the daemon started.",

@@ -270,6 +270,9 @@ pub struct Snapshot {
     /// Backing writes that found the volume full since the start (each
     /// made room by eviction, or was refused with ENOSPC).
     pub backing_full: u64,
+    /// Writes abandoned since the start because their writer was killed
+    /// by a signal (nothing of them was published).
+    pub killed_writes: u64,
     pub total: NsStats,
     pub namespaces: BTreeMap<String, NsStats>,
 }
@@ -306,6 +309,7 @@ impl Snapshot {
             corrupt_entries: mount.corrupt.load(Ordering::Relaxed),
             backing_io_errors: mount.io_errors.load(Ordering::Relaxed),
             backing_full: mount.backing_full.load(Ordering::Relaxed),
+            killed_writes: mount.killed_writes.load(Ordering::Relaxed),
             total,
             namespaces: namespaces.into_iter().collect(),
         }

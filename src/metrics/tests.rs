@@ -18,6 +18,7 @@ fn representative() -> Snapshot {
     add(&mount.corrupt, 2);
     add(&mount.io_errors, 5);
     add(&mount.backing_full, 3);
+    add(&mount.killed_writes, 4);
     let busy = NsMetrics::default();
     for (c, n) in [
         (&busy.hits, 40),

@@ -62,6 +62,11 @@ impl Store {
         metrics::add(&self.metrics.io_errors, 1);
     }
 
+    /// Counts a write abandoned because its writer was killed by a signal.
+    pub fn record_killed_write(&self) {
+        metrics::add(&self.metrics.killed_writes, 1);
+    }
+
     /// Records the latency of `op` in `ns` (for steps timed by the caller).
     pub fn record_latency(&self, ns: &Namespace, op: Op, d: Duration) {
         if let Some(m) = self.ns_metrics(ns) {

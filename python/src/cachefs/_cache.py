@@ -3,8 +3,7 @@
 get is one open and a read (a miss is ENOENT, fast); set writes and
 closes (cachefs publishes at close). get_or_compute and the decorators
 compute a missing value once: who computes and how the others wait is
-`_claim.py`; how a claimer's death is kept from looking like a value,
-`_pending.py`.
+`_claim.py`; how a value is written (and a claim given up), `_pending.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import json
 import logging
 import os
 import stat
-import time
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -31,11 +29,19 @@ from typing import (
     overload,
 )
 
-from ._claim import ClaimTimeout, Claimed, Hit, Step, aacquire, acquire, check_on_timeout
+from ._claim import (
+    ClaimTimeout,
+    Claimed,
+    Flight,
+    Hit,
+    Step,
+    aacquire,
+    acquire,
+    check_on_timeout,
+)
 from ._codecs import BYTES, Codec
-from ._config import namespace_ttl
 from ._keys import check_key, check_namespace, default_key
-from ._pending import CLAIM_MODE, Pending
+from ._pending import Pending
 
 if TYPE_CHECKING:
     from typing import ParamSpec
@@ -47,10 +53,6 @@ log = logging.getLogger("cachefs")
 
 TTL = Union[int, float, datetime.timedelta, None]
 Bytes = Union[bytes, bytearray, memoryview]
-
-# How long the namespace TTL read from config.toml is trusted (a SIGHUP
-# reload may change it).
-_NS_TTL_AGE = 1.0
 
 
 def ttl_seconds(ttl: TTL) -> Optional[int]:
@@ -83,11 +85,11 @@ class Cache:
         self.mount = os.fspath(mount)
         self.namespace = check_namespace(namespace)
         self.dir = os.path.join(self.mount, self.namespace)
-        self.mode = (0o666 & ~_umask()) if mode is None else mode
-        if self.mode & 0o7777 == CLAIM_MODE:
-            raise ValueError(f"mode {oct(self.mode)} marks unfinished claims")
+        umask = _umask()
+        self.mode = (0o666 & ~umask) if mode is None else mode
+        # Whether a create gives a new file this mode without a chmod.
+        self._exact_mode = self.mode & umask == 0
         self.inotify = inotify
-        self._ns_ttl: Tuple[float, Optional[int]] = (-_NS_TTL_AGE, None)
 
     def __repr__(self) -> str:
         return f"Cache({self.mount!r}, {self.namespace!r})"
@@ -99,10 +101,13 @@ class Cache:
     # -- bytes ------------------------------------------------------------
 
     def get(self, key: str) -> Optional[bytes]:
-        """The value, or None on a miss (absent, expired, or a claim whose
-        writer died before writing)."""
-        value, _dead = self._read(self.path(key))
-        return value
+        """The value, or None on a miss (absent, expired, or being computed
+        by this process)."""
+        path = self.path(key)
+        if Flight.of(path) is not None:
+            # The thread that claimed it would read its pending file.
+            return None
+        return self._read(path)
 
     def set(self, key: str, value: Bytes, ttl: TTL = None) -> None:
         """Publishes `value` whole (readers see the old value or this one);
@@ -367,27 +372,16 @@ class Cache:
 
     # -- internals --------------------------------------------------------
 
-    def _read(self, path: str) -> Tuple[Optional[bytes], bool]:
-        """(value or None, whether what is there is a dead claim)."""
+    def _read(self, path: str) -> Optional[bytes]:
+        """The value, or None on a miss."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return None, False
-        except PermissionError:
-            # A dead claim's mode lets its owner alone write, and no one read.
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                return None, False
-            if stat.S_IMODE(st.st_mode) == CLAIM_MODE:
-                return None, True
-            raise
+            return None
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            if stat.S_IMODE(st.st_mode) == CLAIM_MODE:
-                return None, True
             # A published version never changes, so its size is known:
             # one read, and one more that finds the end.
             parts = []
@@ -398,27 +392,42 @@ class Cache:
                     break
                 parts.append(chunk)
                 want -= len(chunk)
-            return (parts[0] if len(parts) == 1 else b"".join(parts)), False
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
             os.close(fd)
 
-    def _namespace_ttl(self) -> Optional[int]:
-        at, ttl = self._ns_ttl
-        now = time.monotonic()
-        if now - at >= _NS_TTL_AGE:
-            ttl = namespace_ttl(self.mount, self.namespace)
-            self._ns_ttl = (now, ttl)
-        return ttl
-
-    def _open(self, key: str, *, exclusive: bool, ttl: Optional[int]) -> Pending:
+    def _open(
+        self,
+        key: str,
+        *,
+        exclusive: bool,
+        ttl: Optional[int],
+        on_close: Callable[[], None] = lambda: None,
+    ) -> Pending:
+        """Opens `key` for a new version; `on_close` runs once its
+        descriptor is closed (or the open failed)."""
         path = self.path(key)
-        ns_ttl = None if ttl is not None else self._namespace_ttl()
+
+        def open_() -> Pending:
+            return Pending.open(
+                path,
+                exclusive=exclusive,
+                ttl=ttl,
+                mode=self.mode,
+                exact_mode=self._exact_mode,
+                on_close=on_close,
+            )
+
         try:
-            return Pending.open(path, exclusive=exclusive, ttl=ttl, ns_ttl=ns_ttl, mode=self.mode)
-        except FileNotFoundError:
-            # The namespace or a directory of the key's path is missing.
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            return Pending.open(path, exclusive=exclusive, ttl=ttl, ns_ttl=ns_ttl, mode=self.mode)
+            try:
+                return open_()
+            except FileNotFoundError:
+                # The namespace or a directory of the key's path is missing.
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                return open_()
+        except BaseException:
+            on_close()
+            raise
 
     def _store(self, key: str, step: Step, value: bytes, ttl: Optional[int]) -> None:
         """Publishes a computed value; a failure is logged, not raised (the

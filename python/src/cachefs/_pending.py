@@ -1,64 +1,37 @@
-"""Writing one entry so that no reader ever takes a dead writer's bytes
-for a value.
+"""Writing one entry: the open, the value through that descriptor, the
+close that publishes it.
 
-cachefs publishes a file at its writer's last close, and a killed
-process's descriptors are closed by the kernel like any other: a writer
-killed before it wrote, or halfway, would publish an empty or partial
-version. So until its last byte is written, a pending entry carries an
-mtime at the epoch (and, where the TTL would not expire it, a 1 s TTL):
-published by a death, it is expired at birth, which cachefs treats as
-gone for every reader (`cat` included) and for `O_EXCL`. Only once the
-value is whole does the writer give the entry its real mode, TTL and an
-mtime of now, then close.
+cachefs publishes a file at its writer's last close, and publishes
+nothing when that close comes from a process being killed by a signal
+(SIGKILL, the OOM killer, SIGTERM's default action): a claimer killed
+before its value is whole leaves no entry, its claim gone with its
+descriptor (PRODUCT.md section 4). So a claim is just the `O_EXCL` open
+and a value is written through it, nothing guards it.
 
-One gap is left between the create and the first of those calls. An
-entry published from it is empty and has the create's mode, CLAIM_MODE
-(write-only for its owner): a mode nobody gives a value, which the
-helper's readers take as a miss.
+Only a live process giving a claim up on purpose (its computation raised,
+its coroutine was cancelled) must close without leaving a value: its
+close would publish what is there, empty. It publishes an entry expired
+at birth instead (a 1 s TTL and an mtime at the epoch), which cachefs
+treats as gone for every reader and for the next `O_EXCL`.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from typing import Optional, Tuple
+from typing import Callable, Optional
 
 TTL_XATTR = "user.cachefs.ttl"
-CLAIM_MODE = 0o200
-# atime, mtime of a pending entry: 1 s after the epoch (0 may read as "unset").
+# atime, mtime of a given-up entry: 1 s after the epoch (0 may read as "unset").
 _BORN_EXPIRED = (1, 1)
-# A TTL this long would keep an entry with the old mtime alive today.
-_SLACK = 86400
-
-
-def plan(ttl: Optional[int], ns_ttl: Optional[int], now: float) -> Tuple[Optional[int], Optional[int]]:
-    """(TTL xattr to set before the first byte, TTL xattr to set once the
-    value is whole); None = leave it.
-
-    `ttl` is the caller's (None: the namespace's), `ns_ttl` the
-    namespace's as the mount says (None: unknown). The old mtime expires
-    the entry unless its TTL is 0 (never) or longer than the time since
-    the epoch: then a 1 s TTL covers the write, and the real one is set
-    at the end (for a namespace that never expires, 0 is written
-    explicitly: a TTL set on a file being written cannot be removed).
-    """
-    effective = ttl if ttl is not None else ns_ttl
-    if effective is None:
-        # Nothing known: the old mtime alone (it expires the entry under
-        # every TTL but "never").
-        return None, None
-    if 0 < effective < now - _SLACK:
-        return ttl, None
-    return 1, effective
 
 
 class Pending:
     """A value being written through the mount."""
 
-    def __init__(self, fd: int, mode: int, final_ttl: Optional[int]) -> None:
+    def __init__(self, fd: int, chmod: Optional[int], on_close: Callable[[], None]) -> None:
         self.fd = fd
-        self.mode = mode
-        self.final_ttl = final_ttl
+        self._chmod = chmod
+        self._on_close = on_close
 
     @classmethod
     def open(
@@ -67,29 +40,29 @@ class Pending:
         *,
         exclusive: bool,
         ttl: Optional[int],
-        ns_ttl: Optional[int],
         mode: int,
+        exact_mode: bool = False,
+        on_close: Callable[[], None] = lambda: None,
     ) -> Pending:
         """Opens `path` for a new version. `exclusive`: claims the key
         (FileExistsError while it is published or being written). Not
-        exclusive: O_TRUNC is left out on purpose, since an O_TRUNC open
-        killed before the guard would publish an empty value over the old
-        one; the truncate comes after the guard."""
+        exclusive: truncates it (a killed writer publishes nothing, so
+        the old value stays until the new one is whole). `exact_mode`:
+        the create's mode, after the umask, is `mode` (no chmod needed
+        for a new file). `on_close` runs once the descriptor is closed."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-        if exclusive:
-            flags |= os.O_EXCL
-        guard, final = plan(ttl, ns_ttl, time.time())
-        fd = os.open(path, flags, CLAIM_MODE)
+        flags |= os.O_EXCL if exclusive else os.O_TRUNC
+        fd = os.open(path, flags, mode)
         try:
-            if guard is not None:
-                os.setxattr(fd, TTL_XATTR, str(guard).encode())
-            os.utime(fd, _BORN_EXPIRED)
-            if not exclusive:
-                os.ftruncate(fd, 0)
+            if ttl is not None:
+                os.setxattr(fd, TTL_XATTR, str(ttl).encode())
         except BaseException:
             os.close(fd)
+            on_close()
             raise
-        return cls(fd, mode, final)
+        # An existing file keeps its mode through O_TRUNC.
+        chmod = None if exclusive and exact_mode else mode
+        return cls(fd, chmod, on_close)
 
     def commit(self, data: bytes) -> None:
         """Writes the value and publishes it (close). Raises the publish's
@@ -99,24 +72,35 @@ class Pending:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fchmod(fd, self.mode)
-            if self.final_ttl is not None:
-                os.setxattr(fd, TTL_XATTR, str(self.final_ttl).encode())
-            # The commit point: from here the entry is live once closed.
-            os.utime(fd, None)
+            if self._chmod is not None:
+                os.fchmod(fd, self._chmod)
         except BaseException:
-            os.close(fd)
+            self._give_up(fd)
             raise
-        os.close(fd)
+        try:
+            os.close(fd)
+        finally:
+            self._on_close()
 
     def abandon(self) -> None:
         """Gives the claim up: what is published is expired at birth."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
+            self._give_up(fd)
+
+    def _give_up(self, fd: int) -> None:
+        try:
+            try:
+                os.setxattr(fd, TTL_XATTR, b"1")
+                os.utime(fd, _BORN_EXPIRED)
+            except OSError:
+                pass
             try:
                 os.close(fd)
             except OSError:
                 pass
+        finally:
+            self._on_close()
 
     def __del__(self) -> None:
         self.abandon()
