@@ -131,11 +131,18 @@ impl CacheFs {
     /// process being killed publishes nothing: the kernel closes a killed
     /// process's files as it does an exiting one's, so only the closing
     /// thread's state tells a cut-short write from a finished one. It is
-    /// asked only when this close could publish something.
+    /// asked only when this close could publish something, and only of
+    /// the thread that opened the file: reading /proc of another process
+    /// can wait on that process (a child closing inherited descriptors as
+    /// it execs waits for this FLUSH meanwhile: asking it deadlocked).
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
-                Some(mut w) if w.awaits_close() && (self.killed_by_signal)(ctx.pid) => {
+                Some(mut w)
+                    if w.awaits_close()
+                        && w.is_opener(ctx.pid)
+                        && (self.killed_by_signal)(ctx.pid) =>
+                {
                     if !w.is_killed() {
                         log::debug!(
                             "{}/{:?}: closed by thread {} being killed by a signal: not published",
