@@ -37,6 +37,12 @@ impl Store {
                 state.access = access;
             }
         }
+        self.adopt_markers_locked(&mut idx)
+    }
+
+    /// Adds the namespaces whose markers the index does not know yet (made
+    /// by another daemon on the backing dir, or found at start).
+    fn adopt_markers_locked(&self, idx: &mut Index) -> io::Result<()> {
         for e in self
             .layout
             .io
@@ -45,18 +51,50 @@ impl Store {
         {
             use std::os::unix::ffi::OsStrExt;
             match Namespace::parse(e.file_name().as_bytes()) {
-                Ok(ns) if idx.namespace(&ns).is_none() => {
-                    let access = self.recorded_access(&ns);
-                    idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
-                    if let Some(state) = idx.namespace_mut(&ns) {
-                        state.access = access;
-                    }
-                }
+                Ok(ns) if idx.namespace(&ns).is_none() => self.adopt_marker_locked(idx, &ns),
                 Ok(_) => {}
                 Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
             }
         }
         Ok(())
+    }
+
+    fn adopt_marker_locked(&self, idx: &mut Index, ns: &Namespace) {
+        let access = self.recorded_access(ns);
+        idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        if let Some(state) = idx.namespace_mut(ns) {
+            state.access = access;
+        }
+    }
+
+    /// The id of a namespace: the index's, or, for one the index does not
+    /// know, its marker's in the backing dir (another daemon made it):
+    /// the namespace is adopted then, with its recorded owner and mode.
+    pub fn find_namespace(&self, ns: &Namespace) -> Option<u32> {
+        let mut idx = self.lock();
+        if let Some(s) = idx.namespace(ns) {
+            return Some(s.id);
+        }
+        match self
+            .layout
+            .io
+            .stat_nofollow(&self.layout.namespace_marker(ns))
+        {
+            Ok(md) if md.file_type().is_file() => {
+                self.adopt_marker_locked(&mut idx, ns);
+                idx.namespace(ns).map(|s| s.id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Every namespace, those other daemons made included (the markers are
+    /// read again: a listing of the root is rare).
+    pub fn namespaces_on_disk(&self) -> Vec<(Namespace, u32)> {
+        if let Err(e) = self.adopt_markers_locked(&mut self.lock()) {
+            log::warn!("cannot list the namespace markers: {e}");
+        }
+        self.namespaces()
     }
 
     /// A namespace found on disk but in neither the config nor the markers
@@ -128,6 +166,24 @@ impl Store {
         written
     }
 
+    /// Makes a new namespace's record, unless one exists (another daemon
+    /// made the namespace): staged, then linked into place, which fails
+    /// rather than replace. Returns whether it was made.
+    fn create_record(&self, ns: &Namespace, access: &NsAccess) -> io::Result<bool> {
+        let io = &self.layout.io;
+        let tmp = self.layout.staging_path();
+        let linked = io
+            .create_new(&tmp)
+            .and_then(|f| io.write_all_at(&f, access.encode().as_bytes(), 0))
+            .and_then(|()| io.hard_link(&tmp, &self.layout.namespace_marker(ns)));
+        let _ = io.remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A namespace's owner, group and mode.
     pub fn namespace_access(&self, id: u32) -> Option<NsAccess> {
         let idx = self.lock();
@@ -162,12 +218,18 @@ impl Store {
     pub(super) fn apply_limits(&self, config: &Config) {
         let mut idx = self.lock();
         let used = idx.total_bytes();
-        let room = volume_available(self.layout.root()).unwrap_or(u64::MAX);
+        let (room, size) = volume_room(self.layout.root()).unwrap_or((u64::MAX, u64::MAX));
         let wanted = config
             .cache
             .max_bytes
             .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
-        let cap = used.saturating_add(room);
+        // While the index is rebuilt, `used` is only what it knows so far:
+        // cap by the volume's size until the rebuild ends and comes back.
+        let cap = if idx.rebuilding() {
+            size
+        } else {
+            used.saturating_add(room)
+        };
         let quota = super::room::effective_quota(wanted, cap);
         // The reaper frees evicted space a moment later; where the volume,
         // not the quota, is the limit, that space is needed at once.
@@ -277,7 +339,11 @@ impl Store {
         if !allow {
             return Err(StoreError::NotPermitted);
         }
-        self.write_record(&ns, &access)?;
+        if !self.create_record(&ns, &access)? {
+            // Another daemon on the backing dir made it first.
+            self.adopt_marker_locked(&mut idx, &ns);
+            return Err(StoreError::Exists);
+        }
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
         let state = idx.namespace_mut(&ns).expect("just added");
         state.access = access;
@@ -290,6 +356,10 @@ impl Store {
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
         if state.len() > 0 {
             return Err(StoreError::NotEmpty);
+        }
+        // Its entries are not all known yet: it may not be empty.
+        if idx.rebuilding() {
+            return Err(StoreError::Busy);
         }
         if state.from_config {
             return Err(StoreError::Busy);
@@ -332,10 +402,12 @@ impl Store {
     }
 }
 
-/// Bytes the backing volume can still give to an unprivileged writer.
-fn volume_available(path: &std::path::Path) -> Option<u64> {
+/// Bytes the backing volume can still give to an unprivileged writer,
+/// and its size.
+fn volume_room(path: &std::path::Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+    let f = st.fragment_size() as u64;
+    Some((st.blocks_available() as u64 * f, st.blocks() as u64 * f))
 }
 
 #[cfg(test)]

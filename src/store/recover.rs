@@ -188,6 +188,34 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
     Ok(check_placement(header, path, &md))
 }
 
+/// What is at a key's backing path, for a lookup the index cannot
+/// answer: `Ok(None)` when nothing is (one failed open: the cost of every
+/// miss), else the file validated as the scan validates it. The file is
+/// opened first and described by its descriptor, so what is checked is
+/// one file even if the path is replaced meanwhile.
+pub fn probe(io: &BackingIo, path: &Path) -> io::Result<Option<Result<Found, String>>> {
+    let file = match io.open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(None);
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Some(Err("a symlink".into())));
+        }
+        Err(e) => return Err(e),
+    };
+    let md = file.metadata()?;
+    if !md.file_type().is_file() {
+        return Ok(Some(Err("not a regular file".into())));
+    }
+    let header = match entry::read_header(io, &file, md.len()) {
+        Ok(h) => h,
+        Err(entry::CorruptEntry::Io(e)) => return Err(e),
+        Err(e) => return Ok(Some(Err(e.to_string()))),
+    };
+    Ok(Some(check_placement(header, path, &md)))
+}
+
 /// A decoded entry file is valid only under its own names' path.
 fn check_placement(header: EntryHeader, path: &Path, md: &fs::Metadata) -> Result<Found, String> {
     let (Ok(ns), Ok(key)) = (

@@ -106,7 +106,7 @@ impl Store {
             max_entries: idx.limits.max_entries,
             ..NsStats::default()
         };
-        Snapshot::new(
+        let mut snap = Snapshot::new(
             per_ns,
             &self.metrics,
             total,
@@ -114,7 +114,9 @@ impl Store {
                 backing: FORMAT_VERSION,
                 entry: ENTRY_FORMAT,
             },
-        )
+        );
+        snap.index = self.index_status();
+        snap
     }
 
     /// Space and entry usage of one namespace against its own limits, for
