@@ -200,17 +200,28 @@ fn half_written_new_key_is_invisible() {
     let mut f = File::create(&p).unwrap();
     f.write_all(&data[..100_000]).unwrap();
     f.flush().unwrap();
-    // Invisible to this process, to other processes and to readdir.
-    assert_errno(
-        fs::metadata(&p),
-        libc::ENOENT,
-        "stat of a half-written new key",
+    // Invisible to this process's other threads, to other processes and
+    // to readdir; its writer's own thread sees the pending version
+    // (PRODUCT.md section 4, the writer's view).
+    assert_eq!(
+        fs::metadata(&p).unwrap().len(),
+        100_000,
+        "the writer's stat"
     );
-    assert_errno(
-        File::open(&p),
-        libc::ENOENT,
-        "open of a half-written new key",
-    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_errno(
+                fs::metadata(&p),
+                libc::ENOENT,
+                "stat of a half-written new key",
+            );
+            assert_errno(
+                File::open(&p),
+                libc::ENOENT,
+                "open of a half-written new key",
+            );
+        });
+    });
     let st = Command::new("test").arg("-e").arg(&p).status().unwrap();
     assert!(
         !st.success(),
@@ -229,11 +240,15 @@ fn half_written_new_key_is_invisible() {
     assert_eq!(m.ns_stat("h", "entries"), 0);
     // The writer's own fd still works (it may read back what it wrote).
     f.write_all(&data[100_000..]).unwrap();
-    assert_errno(
-        File::open(&p),
-        libc::ENOENT,
-        "open before close, all bytes written",
-    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_errno(
+                File::open(&p),
+                libc::ENOENT,
+                "open before close, all bytes written",
+            );
+        });
+    });
     close_file(f).unwrap();
     // Read-your-writes: visible and whole right after close.
     let back = fs::read(&p).unwrap();
@@ -264,21 +279,28 @@ fn half_written_existing_key_shows_old_version() {
     // O_TRUNC rewrite, half written and held open.
     let mut w = File::create(&p).unwrap();
     w.write_all(&v2[..60_000]).unwrap();
+    // Another thread of this process (the writer's own thread sees the
+    // pending version, PRODUCT.md section 4) and another process.
     let check_old = |what: &str| {
-        assert_eq!(
-            fs::metadata(&p)
-                .unwrap_or_else(|e| panic!("{what}: stat: {e}"))
-                .len(),
-            v1.len() as u64,
-            "{what}: st_size"
-        );
-        let b = fs::read(&p)
-            .unwrap_or_else(|e| panic!("{what}: read of an existing key while rewritten: {e}"));
-        assert!(
-            b == v1,
-            "{what}: this process read {}, want the old version",
-            describe(&b, &[("v1", &v1), ("v2", &v2)])
-        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(
+                    fs::metadata(&p)
+                        .unwrap_or_else(|e| panic!("{what}: stat: {e}"))
+                        .len(),
+                    v1.len() as u64,
+                    "{what}: st_size"
+                );
+                let b = fs::read(&p).unwrap_or_else(|e| {
+                    panic!("{what}: read of an existing key while rewritten: {e}")
+                });
+                assert!(
+                    b == v1,
+                    "{what}: this process read {}, want the old version",
+                    describe(&b, &[("v1", &v1), ("v2", &v2)])
+                );
+            });
+        });
         let out = Command::new("cat").arg(&p).output().unwrap();
         assert!(
             out.stdout == v1,
@@ -310,7 +332,7 @@ fn half_written_existing_key_shows_old_version() {
     let mut w = OpenOptions::new().write(true).open(&p).unwrap();
     w.seek(SeekFrom::Start(10)).unwrap();
     w.write_all(b"PATCHED").unwrap();
-    let b = fs::read(&p).unwrap();
+    let b = std::thread::scope(|s| s.spawn(|| fs::read(&p).unwrap()).join().unwrap());
     assert!(b == v2, "in-place write visible before close");
     close_file(w).unwrap();
     let mut want = v2.clone();
@@ -490,11 +512,15 @@ fn exclusive_create_claims_a_key() {
         libc::EEXIST.to_string(),
         "O_EXCL from another process on a key being written"
     );
-    assert_errno(
-        File::open(&claimed),
-        libc::ENOENT,
-        "the claimed key is still invisible",
-    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_errno(
+                File::open(&claimed),
+                libc::ENOENT,
+                "the claimed key is still invisible",
+            );
+        });
+    });
     close_file(w).unwrap();
     assert_eq!(fs::read(&claimed).unwrap(), b"computing...");
     assert_errno(
@@ -532,7 +558,9 @@ fn last_close_wins() {
         close_file(files[order[0]].take().unwrap()).unwrap();
         let cands: [(&str, &[u8]); 2] = [("A", &data[0]), ("B", &data[1])];
         let first = cands[order[0]].0;
-        let mid = fs::read(&p).unwrap();
+        // Read from another thread: this one still writes the other and
+        // would see its pending version.
+        let mid = std::thread::scope(|s| s.spawn(|| fs::read(&p).unwrap()).join().unwrap());
         assert!(
             mid == data[order[0]],
             "after {first} closed first: read {}, want {first}",

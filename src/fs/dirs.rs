@@ -17,7 +17,7 @@ use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
 use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
 use super::{CacheFs, DIR_TTL, control};
 use crate::access::{MODE_BITS, NsAccess};
-use crate::store::{NAME_MAX, Namespace, StoreError};
+use crate::store::{Key, Lookup, NAME_MAX, Namespace, StoreError};
 
 /// How RENAME may treat its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,11 @@ impl CacheFs {
                 w.abandon();
             }
         }
+        if !writers.is_empty() {
+            // Lookups waiting for an unwritten writer's RELEASE: it will
+            // publish nothing now.
+            self.handles.settle_writers();
+        }
         match self.store.remove(&ns, &key) {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) if !writers.is_empty() => Ok(()),
@@ -163,6 +168,7 @@ impl CacheFs {
 
     pub fn rename(
         &self,
+        ctx: &Ctx,
         parent: u64,
         name: &OsStr,
         newparent: u64,
@@ -191,19 +197,64 @@ impl CacheFs {
             .resolve(ns_id, newname.as_bytes(), true)
             .map_err(|e| name_errno(&e, Errno::EINVAL))?;
         let noreplace = mode == RenameMode::NoReplace;
+        let own = self.own_writers(ctx, &ns, &from);
         if from == to {
             // A rename onto itself changes nothing; with NOREPLACE the
             // target exists (it is the source) if the source does.
             return match self.store.entry_info(&ns, &from) {
-                crate::store::Lookup::Hit(_) if noreplace => Err(Errno::EEXIST),
+                Lookup::Hit(_) if noreplace => Err(Errno::EEXIST),
                 _ => Ok(()),
             };
         }
-        self.store
-            .rename(&ns, &from, &to, noreplace)
-            .map_err(|e| self.fail(&e))?;
+        match self.store.rename(&ns, &from, &to, noreplace) {
+            Ok(_) => {}
+            // Only its writer's thread sees the name: it moves alone.
+            Err(StoreError::NotFound) if !own.is_empty() => {
+                if noreplace && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_)) {
+                    return Err(Errno::EEXIST);
+                }
+            }
+            Err(e) => return Err(self.fail(&e)),
+        }
+        // Writers of the target publish over a name the kernel now holds
+        // for the renamed version.
+        if self.handles.has_writers() {
+            for h in self.handles.writers_of(&ns, &to) {
+                if let Some(mut w) = h.writer() {
+                    w.renamed_over();
+                }
+            }
+        }
+        // The writer's own rename moves what it is writing: its close
+        // publishes under the new name.
+        for fh in own {
+            if let Some(h) = self.handles.get(fh)
+                && let Some(mut w) = h.writer()
+            {
+                w.retarget(to.clone());
+                drop(w);
+                self.handles.rekey(fh, &ns, &from, &to);
+            }
+        }
         self.inodes.rename(&ns, &from, &to);
         Ok(())
+    }
+
+    /// The handles through which `ctx`'s thread is writing `key`, with
+    /// content staged (the pending version it sees under the name).
+    fn own_writers(&self, ctx: &Ctx, ns: &Namespace, key: &Key) -> Vec<u64> {
+        if !self.handles.has_writers() {
+            return Vec::new();
+        }
+        let mut own = self.handles.writer_fhs(ns, key);
+        own.retain(|&fh| {
+            self.handles.get(fh).is_some_and(|h| {
+                h.writer().is_some_and(|w| {
+                    !w.is_abandoned() && w.staged().is_some() && w.is_opener(ctx.pid)
+                })
+            })
+        });
+        own
     }
 
     pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {

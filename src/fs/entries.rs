@@ -15,16 +15,26 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
+use super::writer::Stage;
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::access::{MODE_BITS, NsAccess};
 use crate::store::{
-    EntryInfo, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError, to_system_time,
+    EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError,
+    to_system_time,
 };
+
+/// How long after a writer closed unwritten anyone else's lookup waits
+/// for its RELEASE (its empty publish; the kernel sends RELEASE as close()
+/// returns): `: > key; cat key` reads what was written, while `echo x >
+/// key`'s open-dup2-close-write never shows an empty version. A writer
+/// still held past this is still being written (`slow > key`), and
+/// lookups no longer wait for it.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
@@ -97,7 +107,7 @@ impl CacheFs {
     }
 
     pub(super) fn entry_attr(&self, info: &EntryInfo) -> Attr {
-        EntryAttr {
+        let attr = EntryAttr {
             ino: info.version,
             size: info.logical_size,
             blocks: info.stored_bytes.div_ceil(512),
@@ -106,21 +116,123 @@ impl CacheFs {
             uid: info.uid,
             gid: info.gid,
         }
-        .to_attr()
+        .to_attr();
+        Attr {
+            ctime: to_system_time(info.ctime),
+            ..attr
+        }
     }
 
+    /// A file being written, as its writer sees it: an explicit mtime
+    /// (`futimens`, `touch -d`) is shown as set, else it is being
+    /// modified now.
     pub(super) fn staging_attr(&self, st: &StagingFile, ino: u64) -> Attr {
         let (uid, gid) = st.owner();
-        EntryAttr {
+        let mut attr = EntryAttr {
             ino,
             size: st.len(),
             blocks: st.len().div_ceil(512),
-            mtime: SystemTime::now(),
+            mtime: st.mtime().map_or_else(SystemTime::now, to_system_time),
             perm: st.mode(),
             uid,
             gid,
         }
-        .to_attr()
+        .to_attr();
+        attr.ctime = SystemTime::now();
+        attr
+    }
+
+    /// The attributes of inode `ino` as its writer sees it: asked through
+    /// the writer's handle `fh`, or without one (`fstat` and path
+    /// operations arrive without) by the thread that opened it, or by
+    /// anyone while the inode was never published (no one else holds it).
+    /// A reader of a version this writer published earlier sees that
+    /// version, not what the writer did since.
+    fn writers_attr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Option<Attr> {
+        let own = fh
+            .and_then(|fh| self.handles.get(fh))
+            .filter(|h| h.writer().is_some_and(|w| w.ino == ino));
+        let by_fh = own.is_some();
+        let h = own.or_else(|| self.writer_of_inode(ino))?;
+        let w = h.writer()?;
+        if !by_fh && w.last_published().is_some() && !w.is_opener(ctx.pid) {
+            return None;
+        }
+        let mut attr = match w.stage() {
+            Stage::Staged(st) => self.staging_attr(st, ino),
+            // Published (an fsync, msync): what it published is its
+            // content, whatever version number the store gave it, while
+            // no one has replaced it since.
+            Stage::Published if !w.is_abandoned() => match self.store.entry_info(&w.ns, &w.key) {
+                Lookup::Hit(info) if Some(info.version) == w.last_published() => Attr {
+                    ino,
+                    ..self.entry_attr(&info)
+                },
+                _ => return None,
+            },
+            _ => return None,
+        };
+        if w.is_abandoned() {
+            attr.nlink = 0;
+        }
+        Some(attr)
+    }
+
+    /// A lookup of a key being written. The thread that opened the writer
+    /// finds what it staged (its `stat`, `utime`, `chmod`, `truncate` act
+    /// on the pending version); anyone else waits up to `RELEASE_WAIT` for a
+    /// writer that closed unwritten, then is answered by the store.
+    fn writers_view(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Option<Entry> {
+        // A name the store refuses is answered (and counted) by the store.
+        let (ns, key) = self.store.resolve(ns_id, name.as_bytes(), false).ok()?;
+        // Until when to wait for a RELEASE, if at all.
+        let mut until: Option<Instant> = None;
+        let mut wait_for = |since: Instant| {
+            let t = since + RELEASE_WAIT;
+            until = Some(until.map_or(t, |u| u.max(t)));
+        };
+        for fh in self.handles.writer_fhs(&ns, &key) {
+            // Being released: its publish is a moment away.
+            let Some(h) = self.handles.get(fh) else {
+                wait_for(Instant::now());
+                continue;
+            };
+            let Some(w) = h.writer() else { continue };
+            if w.is_abandoned() {
+                continue;
+            }
+            if w.is_opener(ctx.pid) {
+                if let Some(st) = w.staged() {
+                    let attr = self.staging_attr(st, w.ino);
+                    drop(w);
+                    self.inodes.remember(&ns, &key, attr);
+                    return Some(Entry::cached(attr, Duration::ZERO));
+                }
+                // Published: the store's version is the writer's.
+                continue;
+            }
+            if let Some(since) = w.deferred_since() {
+                wait_for(since);
+            }
+        }
+        if let Some(deadline) = until
+            && deadline > Instant::now()
+        {
+            self.handles
+                .wait_settled(deadline, || self.any_deferred(&ns, &key));
+        }
+        None
+    }
+
+    /// Whether a writer of `key` closed unwritten or is being released.
+    fn any_deferred(&self, ns: &Namespace, key: &Key) -> bool {
+        self.handles
+            .writer_fhs(ns, key)
+            .into_iter()
+            .any(|fh| match self.handles.get(fh) {
+                None => true,
+                Some(h) => h.writer().is_some_and(|w| w.is_deferred()),
+            })
     }
 
     pub fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
@@ -164,12 +276,17 @@ impl CacheFs {
                 return Ok(Entry::cached(attr, Duration::ZERO));
             }
         }
+        if self.handles.has_writers()
+            && let Some(entry) = self.writers_view(ctx, ns_id, name)
+        {
+            return Ok(entry);
+        }
         let found = self
             .store
             .lookup_name(ns_id, name.as_bytes(), ctx.pid)
             .map_err(|e| name_errno(&e, Errno::ENOENT))?;
-        // A key being written is invisible to everyone, its writer
-        // included, until it is published.
+        // A key being written is invisible to everyone but its writer's
+        // thread until it is published.
         match found.lookup {
             Lookup::Hit(info) => {
                 let attr = self.entry_attr(&info);
@@ -187,7 +304,7 @@ impl CacheFs {
         }
     }
 
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<AttrReply, Errno> {
+    pub fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<AttrReply, Errno> {
         let at = |attr, ttl| Ok(AttrReply { attr, ttl });
         match kind_of(ino) {
             Some(InodeKind::Root) | Some(InodeKind::ControlDir) => at(self.dir_attr(ino), DIR_TTL),
@@ -197,13 +314,9 @@ impl CacheFs {
                 None => Err(Errno::ENOENT),
             },
             Some(InodeKind::Entry) => {
-                // A writer's own handle describes its staged content.
-                if let Some(h) = fh.and_then(|fh| self.handles.get(fh))
-                    && let Some(w) = h.writer()
-                    && w.ino == ino
-                    && let Some(st) = w.staged()
-                {
-                    return at(self.staging_attr(st, ino), Duration::ZERO);
+                // A writer's inode describes its staged content.
+                if let Some(attr) = self.writers_attr(ctx, ino, fh) {
+                    return at(attr, Duration::ZERO);
                 }
                 let (ns, key, last) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
                 match self.store.entry_info(&ns, &key) {
@@ -212,21 +325,30 @@ impl CacheFs {
                         self.inodes.refresh(attr);
                         at(attr, self.entry_ttl(&info))
                     }
-                    // An older version, still open somewhere: what it was.
-                    _ => at(last, Duration::ZERO),
+                    // An older version, still open somewhere: what it was,
+                    // with no name left (replaced, unlinked or expired), as
+                    // an unlinked file's fstat shows.
+                    _ => at(Attr { nlink: 0, ..last }, Duration::ZERO),
                 }
             }
             None => Err(Errno::ENOENT),
         }
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>, reply: impl Replier<AttrReply>) {
+    pub fn setattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        set: SetAttr,
+        fh: Option<u64>,
+        reply: impl Replier<AttrReply>,
+    ) {
         if let Some(InodeKind::Namespace(id)) = kind_of(ino) {
             return reply.reply(self.set_namespace_attr(id, &set));
         }
         if kind_of(ino) != Some(InodeKind::Entry) {
             // The root and control files: nothing to change; report as is.
-            return reply.reply(self.getattr(ino, fh));
+            return reply.reply(self.getattr(ctx, ino, fh));
         }
         let now = self.store.now();
         let mtime = set.mtime.map(|t| t.at(now));
@@ -240,10 +362,15 @@ impl CacheFs {
         if let Some(h) = &handle
             && let Some(mut w) = h.writer()
         {
+            let settled = w.is_deferred();
             let r = w.change(&self.store, &set).map(|st| AttrReply {
                 attr: self.staging_attr(st, ino),
                 ttl: Duration::ZERO,
             });
+            drop(w);
+            if settled {
+                self.handles.settle_writers();
+            }
             return reply.reply(r);
         }
         let Some((ns, key, _)) = self.inodes.get(ino) else {

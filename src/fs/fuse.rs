@@ -77,7 +77,20 @@ fn fopen_flags(o: &Opened) -> FopenFlags {
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(st) => TimeSet::At(st),
+        TimeOrNow::SpecificTime(st) => TimeSet::At(before_epoch_fixed(st)),
+    }
+}
+
+/// fuser 0.18 reads a time before the epoch, (secs < 0, nsecs), as
+/// `EPOCH - (-secs s + nsecs ns)`, while the kernel means `secs s + nsecs
+/// ns` (nsecs always counts forward): (-1, 5e8) is -0.5 s, not -1.5 s.
+fn before_epoch_fixed(st: SystemTime) -> SystemTime {
+    match SystemTime::UNIX_EPOCH.duration_since(st) {
+        Ok(back) if back.subsec_nanos() != 0 => {
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(back.as_secs())
+                + std::time::Duration::from_nanos(u64::from(back.subsec_nanos()))
+        }
+        _ => st,
     }
 }
 
@@ -175,13 +188,13 @@ impl Filesystem for CacheFs {
         CacheFs::forget(self, ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.reply(CacheFs::getattr(self, ino.0, fh.map(|f| f.0)))
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply.reply(CacheFs::getattr(self, &ctx(req), ino.0, fh.map(|f| f.0)))
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -204,7 +217,23 @@ impl Filesystem for CacheFs {
             size,
             mtime: mtime.map(time_set),
         };
-        CacheFs::setattr(self, ino.0, set, fh.map(|f| f.0), reply)
+        CacheFs::setattr(self, &ctx(req), ino.0, set, fh.map(|f| f.0), reply)
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            CacheFs::mknod(self, &ctx(req), parent.0, name, mode, umask),
+        )
     }
 
     fn mkdir(
@@ -230,7 +259,7 @@ impl Filesystem for CacheFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -247,7 +276,7 @@ impl Filesystem for CacheFs {
         } else {
             RenameMode::Replace
         };
-        let r = CacheFs::rename(self, parent.0, name, newparent.0, newname, mode);
+        let r = CacheFs::rename(self, &ctx(req), parent.0, name, newparent.0, newname, mode);
         reply_empty(reply, r)
     }
 

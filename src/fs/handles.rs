@@ -3,14 +3,15 @@
 //! registry of open writers by key (for abandoning the writes of an
 //! unlinked key, and for changes by path to a file being written).
 //!
-//! Lock order: `map`, `writers` and `writer_inos` are leaves, never held
-//! while a `Writer` mutex is taken; a `Writer` mutex may be held across a
-//! store call (its own publish).
+//! Lock order: `map`, `writers`, `writer_inos` and `settled` are leaves,
+//! never held while a `Writer` mutex is taken; a `Writer` mutex may be
+//! held across a store call (its own publish).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use super::types::FileKind;
 use super::writer::Writer;
@@ -25,6 +26,9 @@ pub struct DirEntryItem {
 pub enum Handle {
     Read(ReadHandle),
     Write(Box<Mutex<Writer>>),
+    /// A read-only open, by the writer's own process, of a file being
+    /// written: reads what that writer (the inner handle) has staged.
+    Pending(Arc<Handle>),
     Control(Vec<u8>),
     Dir(Vec<DirEntryItem>),
 }
@@ -50,6 +54,11 @@ pub struct HandleTable {
     /// Kernel inodes of open write handles, with their counts. Apart from
     /// `writers` so a reader's open never waits on a writer's state lock.
     writer_inos: Mutex<HashMap<u64, usize>>,
+    /// Bumped whenever a writer is released, or one whose publish waits
+    /// for its RELEASE writes again; lookups waiting for them wait on
+    /// `settle`.
+    settled: Mutex<u64>,
+    settle: Condvar,
 }
 
 impl HandleTable {
@@ -75,28 +84,95 @@ impl HandleTable {
         crate::sync::read(&self.map).get(&fh).cloned()
     }
 
+    /// Takes a handle out of the table. A writer stays registered by key
+    /// (as being released: listed, not found) until `forget_writer`, once
+    /// its last publish is done.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         let h = crate::sync::write(&self.map).remove(&fh)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(s) = h.writer() {
-            let mut inos = crate::sync::lock(&self.writer_inos);
-            if let Some(n) = inos.get_mut(&s.ino) {
-                *n -= 1;
-                if *n == 0 {
-                    inos.remove(&s.ino);
-                }
-            }
-            drop(inos);
-            let mut writers = self.writers_lock();
-            let k = (s.ns.clone(), s.key.clone());
-            if let Some(v) = writers.get_mut(&k) {
-                v.retain(|&x| x != fh);
-                if v.is_empty() {
-                    writers.remove(&k);
-                }
+        Some(h)
+    }
+
+    /// A removed write handle's last publish is done: it is no longer
+    /// writing its key, and lookups waiting for it are woken.
+    pub fn forget_writer(&self, fh: u64, w: &Writer) {
+        let mut inos = crate::sync::lock(&self.writer_inos);
+        if let Some(n) = inos.get_mut(&w.ino) {
+            *n -= 1;
+            if *n == 0 {
+                inos.remove(&w.ino);
             }
         }
-        Some(h)
+        drop(inos);
+        let mut writers = self.writers_lock();
+        let k = (w.ns.clone(), w.key.clone());
+        if let Some(v) = writers.get_mut(&k) {
+            v.retain(|&x| x != fh);
+            if v.is_empty() {
+                writers.remove(&k);
+            }
+        }
+        drop(writers);
+        self.settle_writers();
+    }
+
+    /// Wakes the lookups waiting for a deferred writer (see `writer.rs`).
+    pub fn settle_writers(&self) {
+        *crate::sync::lock(&self.settled) += 1;
+        self.settle.notify_all();
+    }
+
+    /// Waits until `pending()` is false (asked again after each
+    /// `settle_writers`) or `deadline` passes; says whether it still is.
+    pub fn wait_settled(&self, deadline: Instant, mut pending: impl FnMut() -> bool) -> bool {
+        loop {
+            let seen = *crate::sync::lock(&self.settled);
+            if !pending() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            let g = crate::sync::lock(&self.settled);
+            if *g == seen {
+                let _ = self
+                    .settle
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Whether any file is being written through this mount: lookups
+    /// skip the writers' registry while none is.
+    pub fn has_writers(&self) -> bool {
+        !self.writers_lock().is_empty()
+    }
+
+    /// A write handle now writes `to` (its writer renamed the file).
+    pub fn rekey(&self, fh: u64, ns: &Namespace, from: &Key, to: &Key) {
+        let mut writers = self.writers_lock();
+        let k = (ns.clone(), from.clone());
+        if let Some(v) = writers.get_mut(&k) {
+            v.retain(|&x| x != fh);
+            if v.is_empty() {
+                writers.remove(&k);
+            }
+        }
+        writers
+            .entry((ns.clone(), to.clone()))
+            .or_default()
+            .push(fh);
+    }
+
+    /// The handle numbers of everyone writing `key` right now, those being
+    /// released included (`get` no longer finds them).
+    pub fn writer_fhs(&self, ns: &Namespace, key: &Key) -> Vec<u64> {
+        self.writers_lock()
+            .get(&(ns.clone(), key.clone()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn open_count(&self) -> Arc<AtomicUsize> {
@@ -107,7 +183,8 @@ impl HandleTable {
         crate::sync::lock(&self.writers)
     }
 
-    /// Handles of everyone writing `key` right now.
+    /// Handles of everyone writing `key` right now (not those being
+    /// released).
     pub fn writers_of(&self, ns: &Namespace, key: &Key) -> Vec<Arc<Handle>> {
         let fhs = self
             .writers_lock()

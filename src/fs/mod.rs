@@ -31,7 +31,7 @@
 //! Files: `types.rs` what handlers answer; `fuse.rs` the adapter;
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
-//! writer's life; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
+//! writer's life; `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
@@ -44,6 +44,7 @@ pub mod fuse;
 mod handles;
 mod inodes;
 mod invalidate;
+mod mknod;
 mod opens;
 mod redirects;
 pub mod types;

@@ -44,6 +44,13 @@ impl CacheFs {
                     if let OpenHot::Done(rh) = hot {
                         return reply.reply(Ok(reader_opened(&self.handles, rh, ino)));
                     }
+                    // The writer's thread, reading the file it is writing.
+                    if let Some(w) = self.writer_of_inode(ino)
+                        && w.writer().is_some_and(|w| w.staged().is_some())
+                    {
+                        let fh = self.handles.insert(Handle::Pending(w));
+                        return reply.reply(Ok(direct(fh)));
+                    }
                     let store = Arc::clone(&self.store);
                     let handles = Arc::clone(&self.handles);
                     let open = move || reply.reply(open_cold(&store, &handles, &ns, &key, ino));
@@ -129,25 +136,8 @@ impl CacheFs {
                 }
                 Err(e) => reply.reply(Err(self.fail(&StoreError::Io(e)))),
             },
-            Handle::Write(_) => {
-                let w = h.writer().expect("a write handle");
-                let r = match w.staged() {
-                    Some(st) => {
-                        let mut buf = vec![0u8; size as usize];
-                        st.read_at(offset, &mut buf)
-                            .map(|n| {
-                                buf.truncate(n);
-                                buf
-                            })
-                            .map_err(|e| self.fail(&StoreError::Io(e)))
-                    }
-                    None => Err(match w.stage() {
-                        super::writer::Stage::Failed(e) => *e,
-                        _ => Errno::EBADF,
-                    }),
-                };
-                reply.reply(r)
-            }
+            Handle::Write(_) => reply.reply(self.read_staged(&h, offset, size)),
+            Handle::Pending(w) => reply.reply(self.read_staged(w, offset, size)),
             Handle::Control(bytes) => {
                 let start = (offset as usize).min(bytes.len());
                 let end = (start + size as usize).min(bytes.len());
@@ -157,14 +147,46 @@ impl CacheFs {
         }
     }
 
+    /// Reads what write handle `h` has staged.
+    fn read_staged(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let w = h.writer().ok_or(Errno::EBADF)?;
+        match w.staged() {
+            Some(st) => {
+                let mut buf = vec![0u8; size as usize];
+                st.read_at(offset, &mut buf)
+                    .map(|n| {
+                        buf.truncate(n);
+                        buf
+                    })
+                    .map_err(|e| self.fail(&StoreError::Io(e)))
+            }
+            None => match w.stage() {
+                super::writer::Stage::Failed(e) => Err(*e),
+                // Published (a close of a dup, an fsync): what it wrote is
+                // the live version, unless that went since.
+                _ => match self.store.open_read(&w.ns, &w.key) {
+                    Ok(rh) => rh
+                        .read_at(offset, size as usize)
+                        .map_err(|e| self.fail(&StoreError::Io(e))),
+                    Err(StoreError::NotFound) => Ok(Vec::new()),
+                    Err(e) => Err(self.fail(&e)),
+                },
+            },
+        }
+    }
+
     /// RELEASE: the last close of a handle. A writer publishes whatever is
-    /// still pending (a failure here reaches no one: it is logged).
+    /// still pending (a failure here reaches no one: it is logged). It
+    /// stays registered as a writer of its key until that publish is
+    /// done, so a lookup meanwhile waits for it (`entries.rs`).
     pub fn release(&self, fh: u64) {
         if let Some(h) = self.handles.remove(fh)
             && let Some(mut w) = h.writer()
-            && let Err(e) = w.publish(&self.store)
         {
-            log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
+            if let Err(e) = self.publish(&mut w) {
+                log::debug!("publish at release of {}/{:?} failed: {e}", w.ns, w.key);
+            }
+            self.handles.forget_writer(fh, &w);
         }
     }
 }

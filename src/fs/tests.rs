@@ -234,7 +234,7 @@ fn a_writer_sees_its_staged_file_and_readers_keep_their_version() {
     assert!(w.direct_io);
     f.fs.write(w.fh, 0, b"two", Some(1)).unwrap();
     // fstat through the writer's handle shows what it staged.
-    let st = f.fs.getattr(e2.attr.ino, Some(w.fh)).unwrap();
+    let st = f.fs.getattr(&ME, e2.attr.ino, Some(w.fh)).unwrap();
     assert_eq!(st.attr.size, 3);
     assert_eq!(answer(|r| f.fs.read(w.fh, 0, 10, r)), Ok(b"two".to_vec()));
     // Everyone else still reads the old version.
@@ -257,11 +257,12 @@ fn a_failed_write_is_reported_by_every_close_and_leaves_nothing() {
     let c =
         f.fs.create(&ME, a, os("k"), 0o644, 0, libc::O_CREAT | libc::O_WRONLY)
             .unwrap();
-    // The shell's `>`: open, dup2, close of the first fd: an empty
-    // version is published by the creator's close...
+    // The shell's `>`: open, dup2, close of the first fd: no empty
+    // version is published by the creator's close (others find nothing
+    // while the dup holds it)...
     answer(|r| f.fs.flush(&ME, c.opened.fh, 5, r)).unwrap();
-    assert_eq!(f.get(&OTHER, "a", "k"), Ok(Vec::new()));
-    // ...then a write past the limit fails and withdraws it.
+    assert_eq!(f.get(&OTHER, "a", "k"), Err(Errno::ENOENT));
+    // ...then a write past the limit fails: nothing was published.
     assert_eq!(
         f.fs.write(c.opened.fh, 0, &[1; 9], Some(5)),
         Err(Errno::EFBIG)
@@ -287,7 +288,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    let r = answer(|r| f.fs.setattr(v, chmod, None, r)).unwrap();
+    let r = answer(|r| f.fs.setattr(&ME, v, chmod, None, r)).unwrap();
     assert_eq!((r.attr.ino, r.attr.perm), (v, 0o600));
     // A truncate makes a new version: the old inode answers as it was,
     // and its name is dropped from the kernel before the answer.
@@ -295,7 +296,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         size: Some(4),
         ..SetAttr::default()
     };
-    let r = answer(|r| f.fs.setattr(v, cut, None, r)).unwrap();
+    let r = answer(|r| f.fs.setattr(&ME, v, cut, None, r)).unwrap();
     assert_eq!((r.attr.ino, r.attr.size), (v, 10));
     assert!(f.kernel.forgot(a, "k"));
     assert_eq!(f.get(&ME, "a", "k"), Ok(b"0123".to_vec()));
@@ -309,7 +310,7 @@ fn setattr_changes_a_published_entry_or_the_staged_one() {
         mtime: Some(TimeSet::At(when)),
         ..SetAttr::default()
     };
-    answer(|r| f.fs.setattr(c.entry.attr.ino, touch, None, r)).unwrap();
+    answer(|r| f.fs.setattr(&ME, c.entry.attr.ino, touch, None, r)).unwrap();
     answer(|r| f.fs.flush(&ME, c.opened.fh, 1, r)).unwrap();
     f.fs.release(c.opened.fh);
     let e = f.fs.lookup(&ME, a, os("w")).unwrap();
@@ -338,10 +339,10 @@ fn the_tree_mkdir_rename_unlink_and_listings() {
         gid: Some(7),
         ..SetAttr::default()
     };
-    answer(|r| f.fs.setattr(made.attr.ino, chmod, None, r)).unwrap();
-    let now = f.fs.getattr(made.attr.ino, None).unwrap().attr;
+    answer(|r| f.fs.setattr(&ME, made.attr.ino, chmod, None, r)).unwrap();
+    let now = f.fs.getattr(&ME, made.attr.ino, None).unwrap().attr;
     assert_eq!((now.uid, now.gid, now.perm), (1000, 7, 0o1770));
-    assert_eq!(f.fs.getattr(ROOT, None).unwrap().attr.perm, 0o1777);
+    assert_eq!(f.fs.getattr(&ME, ROOT, None).unwrap().attr.perm, 0o1777);
     assert_eq!(
         f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).err(),
         Some(Errno::EEXIST)
@@ -355,14 +356,14 @@ fn the_tree_mkdir_rename_unlink_and_listings() {
     let b = f.ns_ino("b");
     use super::dirs::RenameMode;
     assert_eq!(
-        f.fs.rename(a, os("x"), b, os("x"), RenameMode::Replace),
+        f.fs.rename(&ME, a, os("x"), b, os("x"), RenameMode::Replace),
         Err(Errno::EXDEV)
     );
     assert_eq!(
-        f.fs.rename(a, os("x"), a, os("y"), RenameMode::NoReplace),
+        f.fs.rename(&ME, a, os("x"), a, os("y"), RenameMode::NoReplace),
         Err(Errno::EEXIST)
     );
-    f.fs.rename(a, os("x"), a, os("z"), RenameMode::Replace)
+    f.fs.rename(&ME, a, os("x"), a, os("z"), RenameMode::Replace)
         .unwrap();
     assert_eq!(f.get(&ME, "a", "z"), Ok(b"x".to_vec()));
     let d = f.fs.opendir(a).unwrap();
@@ -489,10 +490,16 @@ const LIMIT: u64 = 64;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { off: u64, len: usize },
+    Write {
+        off: u64,
+        len: usize,
+    },
     Truncate(u64),
     Chmod,
     Publish,
+    /// The writer's close of a descriptor (FLUSH): publishes, unless the
+    /// writer did nothing but open (then its RELEASE, `Publish`, does).
+    Close,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -501,6 +508,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..80u64).prop_map(Op::Truncate),
         Just(Op::Chmod),
         Just(Op::Publish),
+        Just(Op::Close),
     ]
 }
 
@@ -513,6 +521,8 @@ struct Model {
     published: Option<Vec<u8>>,
     published_empty: bool,
     failed: Option<Errno>,
+    /// Nothing but the open was done through the writer.
+    only_opened: bool,
 }
 
 impl Model {
@@ -534,10 +544,15 @@ impl Model {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), Errno> {
+        if matches!(op, Op::Write { .. } | Op::Truncate(_) | Op::Chmod) {
+            self.only_opened = false;
+        }
         if let Some(e) = self.failed {
             return Err(e);
         }
         match *op {
+            Op::Close if self.only_opened => {}
+            Op::Close => return self.apply(&Op::Publish),
             Op::Write { off, len } => {
                 self.restage();
                 if len == 0 {
@@ -601,7 +616,7 @@ proptest! {
         };
         let mut w = Writer::open(&f.store, ns.clone(), key.clone(), how).unwrap();
         // The create is a change in itself.
-        let mut m = Model { staged: Some(Vec::new()), changed: true, ..Model::default() };
+        let mut m = Model { staged: Some(Vec::new()), changed: true, only_opened: true, ..Model::default() };
         for op in &ops {
             let want = m.apply(op);
             let got = match *op {
@@ -618,6 +633,13 @@ proptest! {
                     w.change(&f.store, &c).map(|_| ())
                 }
                 Op::Publish => w.publish(&f.store).map(|_| ()),
+                Op::Close => {
+                    if w.defer_unwritten() {
+                        Ok(())
+                    } else {
+                        w.publish(&f.store).map(|_| ())
+                    }
+                }
             };
             prop_assert_eq!(got, want, "{:?}", op);
             match (w.stage(), &m.staged) {
@@ -629,4 +651,45 @@ proptest! {
             prop_assert_eq!(published(&f.store, &ns, &key), m.published.clone(), "after {:?}", op);
         }
     }
+}
+
+#[test]
+fn an_unwritten_close_publishes_at_release_and_its_opener_sees_the_pending_file() {
+    let f = fx("[namespace.a]\n");
+    let a = f.ns_ino("a");
+    f.put("a", "k", b"old");
+    // `echo x > k`: the shell opens (O_TRUNC), dup2s, closes the first fd,
+    // then writes through the dup and closes it.
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let flags = libc::O_WRONLY | libc::O_TRUNC;
+    assert_eq!(
+        answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)),
+        Err(Errno::ESTALE)
+    );
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let w = answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    // Nothing published: others still read the old version (after a
+    // bounded wait for a RELEASE that does not come), while the opener's
+    // own lookup finds the pending, empty file.
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"old".to_vec()));
+    let mine = f.fs.lookup(&ME, a, os("k")).unwrap();
+    assert_eq!((mine.attr.ino, mine.attr.size), (e.attr.ino, 0));
+    f.fs.write(w.fh, 0, b"x\n", Some(7)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"x\n".to_vec()));
+    f.fs.release(w.fh);
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"x\n".to_vec()));
+
+    // `: > k`: closed unwritten, then released: published empty.
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    assert_eq!(
+        answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)),
+        Err(Errno::ESTALE)
+    );
+    let e = f.fs.lookup(&ME, a, os("k")).unwrap();
+    let w = answer(|r| f.fs.open(&ME, e.attr.ino, flags, r)).unwrap();
+    answer(|r| f.fs.flush(&ME, w.fh, 7, r)).unwrap();
+    f.fs.release(w.fh);
+    assert_eq!(f.get(&OTHER, "a", "k"), Ok(Vec::new()));
 }

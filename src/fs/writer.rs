@@ -22,16 +22,27 @@
 //! - What is staged is invisible until published; a failure is sticky: it
 //!   is reported by every later write, flush and close, and what was
 //!   staged goes at once.
-//! - An unwritten close publishes an empty version only for a writer that
-//!   opened with O_CREAT or O_TRUNC (read-your-writes for `touch`, claims,
-//!   `: > key`); if a later write through the same handle fails, that
-//!   empty version is withdrawn, so a reader never keeps an empty value
-//!   that its writer reported as failed.
+//! - No empty interim version: a writer that opened with O_CREAT or
+//!   O_TRUNC and did nothing else publishes its (empty) content at its
+//!   last close, RELEASE, not at the FLUSH of a descriptor: a shell's
+//!   `echo x > key` closes the descriptor it opened before it writes
+//!   through the dup2'ed one (`defer_unwritten`). Until then it is
+//!   `deferred`, and lookups by anyone else wait a moment for the
+//!   RELEASE (`entries.rs`). If a later write through the same handle
+//!   fails, an empty version it published is withdrawn, so a reader never
+//!   keeps an empty value that its writer reported as failed.
+//! - The writer's view: the thread that opened it (`is_opener`) sees the
+//!   staged content under the key; everyone else the published version or
+//!   nothing.
 //! - Only the writer's own close publishes: a forked child closing its
 //!   inherited copy, or a shell closing the fd it just dup2'ed, does not
 //!   (`is_closed_by_writer`).
-//! - Abandoned (the key was unlinked while being written): writes are
-//!   taken and dropped, nothing is published.
+//! - Abandoned (the key was unlinked while being written): the staged
+//!   content stays the handle's own, readable, writable and truncatable
+//!   as an unlinked file is, its claim on the key let go; nothing is
+//!   published.
+
+use std::time::Instant;
 
 use super::errno::counted_errno;
 use super::types::{Errno, SetAttr};
@@ -86,6 +97,17 @@ pub struct Writer {
     /// The empty version an unwritten close published, withdrawn if a
     /// later write fails.
     published_empty: Option<u64>,
+    /// The version this handle published last, while it may be live.
+    last_published: Option<u64>,
+    /// A rename put another version under the key while this was being
+    /// written: the kernel may hold that name, so the publish drops it.
+    renamed_over: bool,
+    /// Opened with O_CREAT or O_TRUNC and nothing else done since: a close
+    /// leaves the publish to RELEASE.
+    only_opened: bool,
+    /// Closed by its writer with nothing written (since then): publishes
+    /// at RELEASE unless it writes meanwhile (through a dup'ed descriptor).
+    deferred: Option<Instant>,
 }
 
 impl Writer {
@@ -121,6 +143,10 @@ impl Writer {
             writer_owners: Vec::new(),
             creator_pid: how.pid,
             published_empty: None,
+            last_published: None,
+            renamed_over: false,
+            only_opened: how.flags & (libc::O_TRUNC | libc::O_CREAT) != 0,
+            deferred: None,
         })
     }
 
@@ -151,7 +177,13 @@ impl Writer {
                     by: WriteBy::Restage,
                 };
                 match store.start_write(&self.ns, &self.key, w) {
-                    Ok(st) => self.stage = Stage::Staged(Box::new(st)),
+                    Ok(mut st) => {
+                        // An unlinked file's content is its handle's own.
+                        if self.abandoned {
+                            st.unclaim();
+                        }
+                        self.stage = Stage::Staged(Box::new(st))
+                    }
                     Err(e) => return Err(self.fail(store, counted_errno(store, &e))),
                 }
             }
@@ -185,6 +217,8 @@ impl Writer {
             self.writer_owners.push(owner);
         }
         let append = self.append;
+        self.only_opened = false;
+        self.deferred = None;
         let st = self.staged_mut(store)?;
         let r = if append {
             store.append_staged(st, data).map(|_| ())
@@ -202,6 +236,10 @@ impl Writer {
     /// the writer): applies to its staged content.
     pub fn change(&mut self, store: &Store, c: &SetAttr) -> Result<&StagingFile, Errno> {
         let now = store.now();
+        if !c.is_empty() {
+            self.only_opened = false;
+            self.deferred = None;
+        }
         let st = self.staged_mut(store)?;
         if let Some(size) = c.size
             && let Err(e) = store.truncate_staged(st, size)
@@ -232,6 +270,8 @@ impl Writer {
     pub fn set_ttl(&mut self, secs: u64) -> bool {
         match &mut self.stage {
             Stage::Staged(st) => {
+                self.only_opened = false;
+                self.deferred = None;
                 st.set_ttl(Some(secs));
                 true
             }
@@ -239,18 +279,84 @@ impl Writer {
         }
     }
 
-    /// The key was unlinked while being written: drop what is staged and
-    /// publish nothing from now on.
+    /// The key was unlinked while being written: what is staged stays
+    /// this handle's own (an unlinked file is still a file to those who
+    /// hold it), the key is let go, and nothing is published from now on.
     pub fn abandon(&mut self) {
         self.abandoned = true;
-        if let Stage::Staged(_) = self.stage {
-            self.stage = Stage::Published;
+        self.deferred = None;
+        if let Stage::Staged(st) = &mut self.stage {
+            st.unclaim();
         }
+    }
+
+    /// Its writer renamed the file: what is staged goes to `key`.
+    pub fn retarget(&mut self, key: Key) {
+        if let Stage::Staged(st) = &mut self.stage {
+            st.retarget(key.clone());
+        }
+        self.key = key;
+    }
+
+    /// A rename put another version under this key (see `renamed_over`).
+    pub fn renamed_over(&mut self) {
+        self.renamed_over = true;
+    }
+
+    /// Whether a publish must drop the key's name from the kernel: once.
+    pub fn take_renamed_over(&mut self) -> bool {
+        std::mem::take(&mut self.renamed_over)
+    }
+
+    /// The version this handle published last, if any.
+    pub fn last_published(&self) -> Option<u64> {
+        self.last_published
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
+    /// At the writer's close: whether its publish waits for RELEASE (it
+    /// opened with O_CREAT or O_TRUNC and did nothing else). A shell's
+    /// `echo x > key` closes the descriptor it opened before it writes
+    /// through its dup: publishing then would show an empty version.
+    pub fn defer_unwritten(&mut self) -> bool {
+        if self.only_opened
+            && !self.abandoned
+            && matches!(self.stage, Stage::Staged(_))
+            && self.deferred.is_none()
+        {
+            self.deferred = Some(Instant::now());
+        }
+        self.deferred.is_some()
+    }
+
+    /// Closed unwritten, its publish waiting for RELEASE.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Since when it waits for RELEASE, if it does.
+    pub fn deferred_since(&self) -> Option<Instant> {
+        self.deferred
+    }
+
+    /// Whether thread `pid` opened this writer: that thread's path
+    /// operations see what it staged under the key. (The thread, not its
+    /// whole process: another thread of a server reading the key while
+    /// one writes it must never see a half-written value.)
+    pub fn is_opener(&self, pid: u32) -> bool {
+        pid == self.creator_pid
     }
 
     /// Publishes what is staged: Staged -> Published (or Failed). Returns
     /// the new version's info when one was published.
     pub fn publish(&mut self, store: &Store) -> Result<Option<EntryInfo>, Errno> {
+        if self.abandoned {
+            return Ok(None);
+        }
+        self.deferred = None;
         let staging = match std::mem::replace(&mut self.stage, Stage::Published) {
             Stage::Staged(st) => st,
             Stage::Published => return Ok(None),
@@ -260,9 +366,6 @@ impl Writer {
             }
         };
         self.dirty = false;
-        if self.abandoned {
-            return Ok(None);
-        }
         // Opened (or restaged) and closed unchanged: republishing would
         // only make a new version of the same bytes.
         if staging.is_unmodified_copy() {
@@ -272,6 +375,7 @@ impl Writer {
         match store.publish(*staging) {
             Ok(info) => {
                 self.published_empty = empty.then_some(info.version);
+                self.last_published = Some(info.version);
                 Ok(Some(info))
             }
             Err(e) => Err(self.fail(store, counted_errno(store, &e))),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handles::Handle;
-use super::inodes::kind_of;
+use super::inodes::{kind_of, namespace_ino};
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
@@ -32,16 +32,28 @@ impl CacheFs {
         }
     }
 
-    /// Publishes what a writer has staged and tells the inode table.
-    fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
+    /// Publishes what a writer has staged and tells the inode table. The
+    /// name's kernel dentry leads to the writer's inode (its lookups were
+    /// not cached), unless a rename put another version there meanwhile:
+    /// then it is dropped, and the answer waits for that.
+    pub(super) fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
         if let Some(info) = w.publish(&self.store)? {
             self.inodes.refresh(self.entry_attr(&info));
+            if w.take_renamed_over()
+                && let Some(id) = self.store.namespace_id(&w.ns)
+            {
+                let name = std::ffi::OsStr::from_bytes(w.key.as_bytes()).to_owned();
+                self.invalidate.entry(namespace_ino(id), name);
+            }
         }
         Ok(())
     }
 
     /// The write handle whose staged content is inode `ino`, if any.
     pub(super) fn writer_of_inode(&self, ino: u64) -> Option<Arc<Handle>> {
+        if !self.handles.writes_on_inode(ino) {
+            return None;
+        }
         let (ns, key, _) = self.inodes.get(ino)?;
         self.handles
             .writers_of(&ns, &key)
@@ -101,14 +113,28 @@ impl CacheFs {
     ) -> Result<u32, Errno> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         let mut w = h.writer().ok_or(Errno::EBADF)?;
-        w.write(&self.store, offset, data, lock_owner)
+        let settled = w.is_deferred();
+        let r = w.write(&self.store, offset, data, lock_owner);
+        drop(w);
+        if settled {
+            // Lookups waiting for its RELEASE learn it is being written.
+            self.handles.settle_writers();
+        }
+        r
     }
 
-    /// FLUSH: a close. The writer's own close publishes.
+    /// FLUSH: a close. The writer's own close publishes, unless it wrote
+    /// nothing: then its RELEASE does (see `writer.rs`).
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
-                Some(mut w) if w.is_closed_by_writer(lock_owner, ctx.pid) => self.publish(&mut w),
+                Some(mut w) if w.is_closed_by_writer(lock_owner, ctx.pid) => {
+                    if w.defer_unwritten() {
+                        Ok(())
+                    } else {
+                        self.publish(&mut w)
+                    }
+                }
                 _ => Ok(()),
             },
             None => Ok(()),

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use super::backing::BackingIo;
 use super::clock::UnixNanos;
 
-pub const ENTRY_FORMAT: u32 = 1;
+/// 2 added `ctime`; format 1 entries are still read (their ctime is
+/// their mtime).
+pub const ENTRY_FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"CFSENTRY";
 const FOOTER_LEN: u64 = 24;
 /// Two 255-byte names plus fixed fields stay far below this.
@@ -45,6 +47,44 @@ pub struct EntryHeader {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// When this version or its metadata last changed (publish, chmod,
+    /// chown, utime, truncate, TTL, rename): the trailer's write time.
+    pub ctime: UnixNanos,
+}
+
+/// The header of format 1, read from entries written before `ctime`.
+#[derive(Deserialize)]
+struct EntryHeaderV1 {
+    namespace: Vec<u8>,
+    key: Vec<u8>,
+    mtime: UnixNanos,
+    ttl_secs: Option<u64>,
+    logical_size: u64,
+    stored_content_size: u64,
+    compression: u8,
+    content_sha256: [u8; 32],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl From<EntryHeaderV1> for EntryHeader {
+    fn from(h: EntryHeaderV1) -> EntryHeader {
+        EntryHeader {
+            namespace: h.namespace,
+            key: h.key,
+            mtime: h.mtime,
+            ttl_secs: h.ttl_secs,
+            logical_size: h.logical_size,
+            stored_content_size: h.stored_content_size,
+            compression: h.compression,
+            content_sha256: h.content_sha256,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+            ctime: h.mtime,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +164,7 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
     }
     let header_len = u64::from(u32::from_le_bytes(word(&footer[0..4])));
     let format = u32::from_le_bytes(word(&footer[4..8]));
-    if format != ENTRY_FORMAT {
+    if format != ENTRY_FORMAT && format != 1 {
         return Err(CorruptEntry::Format(format));
     }
     if header_len > tail_len - FOOTER_LEN {
@@ -135,7 +175,11 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
     if Sha256::digest(body)[..8] != footer[8..16] {
         return Err(CorruptEntry::HeaderChecksum);
     }
-    let header = decode_header(body)?;
+    let header = if format == 1 {
+        decode_header::<EntryHeaderV1>(body)?.into()
+    } else {
+        decode_header::<EntryHeader>(body)?
+    };
     let content = file_len - FOOTER_LEN - header_len;
     if header.stored_content_size != content || header.logical_size != content {
         return Err(CorruptEntry::Sizes {
@@ -156,7 +200,7 @@ fn word(b: &[u8]) -> [u8; 4] {
 
 /// Decodes a header body: no allocation beyond the body's own size
 /// (bincode's limit), and nothing may follow the header.
-fn decode_header(body: &[u8]) -> Result<EntryHeader, CorruptEntry> {
+fn decode_header<H: serde::de::DeserializeOwned>(body: &[u8]) -> Result<H, CorruptEntry> {
     use bincode::Options;
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
@@ -214,6 +258,7 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            ctime: 2,
         }
     }
 
@@ -258,5 +303,59 @@ mod tests {
                 read_header(&io, &f, bad.len() as u64).and_then(|h| verify_content(&io, &f, &h));
             assert!(ok.is_err(), "flip at {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn format_1_entries_are_still_read_with_ctime_from_mtime() {
+        #[derive(Serialize)]
+        struct V1 {
+            namespace: Vec<u8>,
+            key: Vec<u8>,
+            mtime: UnixNanos,
+            ttl_secs: Option<u64>,
+            logical_size: u64,
+            stored_content_size: u64,
+            compression: u8,
+            content_sha256: [u8; 32],
+            mode: u32,
+            uid: u32,
+            gid: u32,
+        }
+        let content = b"written by format 1";
+        let h = header(content);
+        let v1 = V1 {
+            namespace: h.namespace.clone(),
+            key: h.key.clone(),
+            mtime: -7,
+            ttl_secs: h.ttl_secs,
+            logical_size: h.logical_size,
+            stored_content_size: h.stored_content_size,
+            compression: 0,
+            content_sha256: h.content_sha256,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+        };
+        let body = bincode::serialize(&v1).unwrap();
+        let mut bytes = content.to_vec();
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&body)[..8]);
+        bytes.extend_from_slice(MAGIC);
+        let f = entry_file(&bytes);
+        let io = BackingIo::default();
+        let back = read_header(&io, &f, bytes.len() as u64).unwrap();
+        assert_eq!((back.mtime, back.ctime), (-7, -7));
+        assert_eq!(back.key, h.key);
+        verify_content(&io, &f, &back).unwrap();
+        // An unknown format is refused.
+        let n = bytes.len();
+        bytes[n - 20..n - 16].copy_from_slice(&3u32.to_le_bytes());
+        let f = entry_file(&bytes);
+        assert!(matches!(
+            read_header(&io, &f, n as u64),
+            Err(CorruptEntry::Format(3))
+        ));
     }
 }

@@ -33,6 +33,7 @@ fn a_header() -> EntryHeader {
         namespace: b"ns".to_vec(),
         key: b"key".to_vec(),
         mtime: 1,
+        ctime: 2,
         ttl_secs: Some(5),
         logical_size: 10,
         stored_content_size: 10,

@@ -44,6 +44,8 @@ pub struct EntryInfo {
     pub logical_size: u64,
     pub stored_bytes: u64,
     pub mtime: UnixNanos,
+    /// The last change of the version or its metadata.
+    pub ctime: UnixNanos,
     /// `None`: never expires.
     pub expires: Option<UnixNanos>,
     pub ttl: Duration,
@@ -60,6 +62,7 @@ impl Store {
             logical_size: meta.logical_size,
             stored_bytes: meta.stored_bytes,
             mtime: meta.mtime,
+            ctime: meta.ctime,
             expires: idx.expires_at(policy, meta),
             ttl: idx.effective_ttl(policy, meta),
             mode: meta.mode,

@@ -395,6 +395,7 @@ fn meta_from_header(
         file_id,
         file_size,
         mtime: h.mtime,
+        ctime: h.ctime,
         ttl_secs: h.ttl_secs,
         logical_size: h.logical_size,
         stored_bytes,

@@ -22,7 +22,9 @@ use super::layout::Layout;
 use crate::names::KeyFormat;
 use crate::names::{Key, Namespace};
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX2";
+/// Snapshots saved before entries had a ctime (entry format 1).
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"CFSINDX1";
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotEntry {
@@ -38,6 +40,44 @@ pub struct SnapshotEntry {
     pub uid: u32,
     pub gid: u32,
     pub last_access: i64,
+    pub ctime: i64,
+}
+
+/// A snapshot entry as saved before `ctime` (its ctime is its mtime).
+#[derive(Deserialize)]
+struct SnapshotEntryV1 {
+    namespace: Vec<u8>,
+    key: Vec<u8>,
+    file_id: u64,
+    file_size: u64,
+    mtime: i64,
+    ttl_secs: Option<u64>,
+    logical_size: u64,
+    stored_bytes: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    last_access: i64,
+}
+
+impl From<SnapshotEntryV1> for SnapshotEntry {
+    fn from(e: SnapshotEntryV1) -> SnapshotEntry {
+        SnapshotEntry {
+            namespace: e.namespace,
+            key: e.key,
+            file_id: e.file_id,
+            file_size: e.file_size,
+            mtime: e.mtime,
+            ttl_secs: e.ttl_secs,
+            logical_size: e.logical_size,
+            stored_bytes: e.stored_bytes,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            last_access: e.last_access,
+            ctime: e.mtime,
+        }
+    }
 }
 
 impl SnapshotEntry {
@@ -55,6 +95,7 @@ impl SnapshotEntry {
             uid: m.uid,
             gid: m.gid,
             last_access: m.last_access,
+            ctime: m.ctime,
         }
     }
 
@@ -64,6 +105,7 @@ impl SnapshotEntry {
             file_id: self.file_id,
             file_size: self.file_size,
             mtime: self.mtime,
+            ctime: self.ctime,
             ttl_secs: self.ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -109,10 +151,18 @@ pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
 /// is never believed beyond the bytes that are there (bincode's limit),
 /// and nothing may follow the entries.
 pub(super) fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry>, String> {
+    if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC) {
+        decode_snapshot(body)
+    } else if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC_V1) {
+        decode_snapshot::<Vec<SnapshotEntryV1>>(body)
+            .map(|v| v.into_iter().map(SnapshotEntry::from).collect())
+    } else {
+        Err("is not readable".into())
+    }
+}
+
+fn decode_snapshot<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     use bincode::Options;
-    let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
-        return Err("is not readable".into());
-    };
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_limit(body.len() as u64)
@@ -262,4 +312,62 @@ pub(super) fn read_dir_sorted(io: &BackingIo, dir: &Path) -> io::Result<Vec<std:
     };
     v.sort();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_saved_before_ctime_is_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            namespace: Vec<u8>,
+            key: Vec<u8>,
+            file_id: u64,
+            file_size: u64,
+            mtime: i64,
+            ttl_secs: Option<u64>,
+            logical_size: u64,
+            stored_bytes: u64,
+            mode: u32,
+            uid: u32,
+            gid: u32,
+            last_access: i64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::open(&dir.path().join("b")).unwrap();
+        let old = vec![V1 {
+            namespace: b"ns".to_vec(),
+            key: b"k".to_vec(),
+            file_id: 9,
+            file_size: 120,
+            mtime: -3,
+            ttl_secs: Some(60),
+            logical_size: 20,
+            stored_bytes: 4096,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            last_access: 5,
+        }];
+        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
+        bytes.extend(bincode::serialize(&old).unwrap());
+        fs::write(layout.snapshot_path(), bytes).unwrap();
+        let got = take_snapshot(&layout).expect("a format 1 snapshot loads");
+        assert_eq!(got.len(), 1);
+        let m = got[0].meta(77);
+        assert_eq!(
+            (m.version, m.mtime, m.ctime, m.last_access),
+            (77, -3, -3, 5)
+        );
+        assert_eq!((got[0].key.as_slice(), m.file_size), (&b"k"[..], 120));
+        // Saved again, it is the current format, ctime included.
+        let now = SnapshotEntry {
+            ctime: 8,
+            ..SnapshotEntry::new(&Namespace::parse(b"ns").unwrap(), b"k", &m)
+        };
+        save_snapshot(&layout, &[now]).unwrap();
+        assert_eq!(take_snapshot(&layout).unwrap()[0].ctime, 8);
+    }
 }

@@ -157,6 +157,11 @@ impl StagingFile {
         (self.uid, self.gid)
     }
 
+    /// The mtime set explicitly while staged, if any.
+    pub fn mtime(&self) -> Option<UnixNanos> {
+        self.mtime
+    }
+
     pub fn ttl_secs(&self) -> Option<u64> {
         self.ttl_secs
     }
@@ -167,6 +172,12 @@ impl StagingFile {
         self.unmodified_copy = false;
         self.claim = self.claim.take().map(|c| c.moved_to(&key));
         self.key = key;
+    }
+
+    /// Lets the key go: this content will never be published (its key was
+    /// unlinked while it was written), so it no longer holds the key.
+    pub fn unclaim(&mut self) {
+        self.claim = None;
     }
 
     pub fn set_ttl(&mut self, ttl_secs: Option<u64>) {

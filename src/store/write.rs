@@ -256,6 +256,9 @@ impl Store {
             mode: staging.mode,
             uid: staging.uid,
             gid: staging.gid,
+            // Every publish, a metadata change's or a rename's included,
+            // changes the entry.
+            ctime: now,
         };
         let io = &self.layout.io;
         if staging.overrun {

@@ -20,6 +20,8 @@ pub struct EntryMeta {
     /// Size of the whole backing file (content and trailer).
     pub file_size: u64,
     pub mtime: UnixNanos,
+    /// The last change of the version or its metadata (see `EntryHeader`).
+    pub ctime: UnixNanos,
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
     pub stored_bytes: u64,

@@ -120,6 +120,9 @@ impl Deref for KeyBytes<'_> {
 pub(super) struct Wide {
     file_size: u64,
     ttl_secs: Option<u64>,
+    /// Only an entry changed after its mtime (chmod, a past `touch -d`)
+    /// has a ctime of its own; the others' is their mtime.
+    ctime: i64,
 }
 
 pub(super) struct Slot {
@@ -263,7 +266,7 @@ impl Slot {
             .checked_sub(m.logical_size)
             .and_then(|t| u32::try_from(t).ok());
         match (ttl, trailer) {
-            (Some(ttl), Some(trailer)) => {
+            (Some(ttl), Some(trailer)) if m.ctime == m.mtime => {
                 self.ttl = ttl;
                 self.trailer = trailer;
                 None
@@ -275,6 +278,7 @@ impl Slot {
                 Some(Wide {
                     file_size: m.file_size,
                     ttl_secs: m.ttl_secs,
+                    ctime: m.ctime,
                 })
             }
         }
@@ -282,11 +286,12 @@ impl Slot {
 
     /// The metadata; `wide` is the side-map value when `is_wide`.
     pub(super) fn meta(&self, wide: Option<&Wide>) -> EntryMeta {
-        let (file_size, ttl_secs) = match wide {
-            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs),
+        let (file_size, ttl_secs, ctime) = match wide {
+            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs, w.ctime),
             _ => (
                 self.logical_size + u64::from(self.trailer),
                 (self.ttl != NO_TTL).then_some(u64::from(self.ttl)),
+                self.mtime,
             ),
         };
         EntryMeta {
@@ -294,6 +299,7 @@ impl Slot {
             file_id: self.file_id,
             file_size,
             mtime: self.mtime,
+            ctime,
             ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -321,6 +327,7 @@ mod tests {
             file_id: 7,
             file_size: 300,
             mtime: -5,
+            ctime: -5,
             ttl_secs: Some(60),
             logical_size: 100,
             stored_bytes: 4096,
@@ -403,6 +410,10 @@ mod tests {
             },
             EntryMeta {
                 file_size: u64::MAX,
+                ..meta()
+            },
+            EntryMeta {
+                ctime: 1 << 40,
                 ..meta()
             },
         ] {

@@ -148,6 +148,8 @@ fn run(ops: Vec<Op>) {
                         None => seed.logical.wrapping_sub(1),
                     },
                     mtime: seed.mtime_s * SECOND,
+                    // Some entries changed after their mtime: a wide ctime.
+                    ctime: seed.mtime_s * SECOND + i64::from(version % 3 == 0),
                     ttl_secs: seed.ttl,
                     logical_size: seed.logical,
                     stored_bytes: seed.stored,
@@ -268,6 +270,7 @@ fn meta(version: u64, mtime: i64, ttl_secs: Option<u64>) -> EntryMeta {
         file_id: version,
         file_size: 200,
         mtime,
+        ctime: mtime,
         ttl_secs,
         logical_size: 1,
         stored_bytes: 4096,

@@ -1,0 +1,70 @@
+//! MKNOD: `mknod(2)` of a regular file makes an empty entry at once, as on
+//! a local disk; any other file type is EPERM.
+//!
+//! Why EPERM for fifos, device nodes and sockets: a namespace holds cache
+//! entries only, and those are not entries (no content to publish, expire
+//! or evict). EPERM is what SYMLINK and LINK answer here too, and what
+//! POSIX gives for a file type the filesystem does not allow; ENOSYS (the
+//! answer before) told `mkfifo` users that the call was missing.
+//!
+//! Invariant: the new entry is published whole before the reply, like a
+//! writer's close(): `mknod` is an exclusive create (EEXIST while the key
+//! is live or being written anywhere), and the name is not cached by the
+//! kernel, so the next lookup asks the store.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use super::CacheFs;
+use super::errno::name_errno;
+use super::inodes::kind_of;
+use super::types::{Ctx, Entry, Errno};
+use crate::store::{NewWrite, Owner, WriteBy, WriteFrom};
+
+impl CacheFs {
+    pub fn mknod(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Entry, Errno> {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno::EPERM);
+        }
+        // The same answers as CREATE for a parent that is no namespace.
+        let Some(ns_id) = Self::namespace_id_of(parent) else {
+            return Err(if kind_of(parent).is_some() {
+                Errno::EACCES
+            } else {
+                Errno::ENOENT
+            });
+        };
+        let (ns, key) = self
+            .store
+            .resolve(ns_id, name.as_bytes(), true)
+            .map_err(|e| name_errno(&e, Errno::EINVAL))?;
+        let write = NewWrite {
+            from: WriteFrom::Empty,
+            owner: Owner {
+                uid: ctx.uid,
+                gid: ctx.gid,
+                mode: mode & !umask & 0o7777,
+            },
+            version: None,
+            exclusive: true,
+            // The kernel looked the name up first: its miss is taken back.
+            by: WriteBy::Open(ctx.pid),
+        };
+        let staging = self
+            .store
+            .start_write(&ns, &key, write)
+            .map_err(|e| self.fail(&e))?;
+        let info = self.store.publish(staging).map_err(|e| self.fail(&e))?;
+        let attr = self.entry_attr(&info);
+        self.inodes.remember(&ns, &key, attr);
+        Ok(Entry::cached(attr, Duration::ZERO))
+    }
+}
