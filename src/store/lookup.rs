@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::{Store, StoreError, entry, meta_from_header, recover};
+use super::recover::{self, Probed};
+use super::{Store, StoreError, entry, meta_from_header};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -146,7 +147,7 @@ impl Store {
     /// used); an expired one is `Expired` and left where it is (the daemon
     /// whose index holds it expires it, or the next scan does: removing
     /// it here could race another daemon's rewrite of the key); a bad file
-    /// is not served (the scan quarantines it).
+    /// is quarantined, as the scan would, and is a miss.
     fn adopt_from_backing(
         &self,
         ns: &Namespace,
@@ -156,20 +157,17 @@ impl Store {
         let path = self.layout.entry_path(ns, key);
         let found = match recover::probe(&self.layout.io, &path)? {
             None => return Ok(Lookup::Miss),
-            Some(Ok(f))
+            Some(Probed::Valid(f))
                 if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
             {
                 f
             }
-            Some(Ok(_)) => {
-                log::warn!(
-                    "{}: names disagree with its path; not served",
-                    path.display()
-                );
+            Some(Probed::Valid(f)) => {
+                self.quarantine_probed(&path, f.file_id, "names disagree with its path");
                 return Ok(Lookup::Miss);
             }
-            Some(Err(why)) => {
-                log::warn!("{}: {why}; not served", path.display());
+            Some(Probed::Bad { ino, why }) => {
+                self.quarantine_probed(&path, ino, &why);
                 return Ok(Lookup::Miss);
             }
         };
@@ -205,6 +203,14 @@ impl Store {
         self.index_changed_locked();
         idx.insert(ns, key.clone(), meta);
         Ok(Self::outcome_locked(&idx, ns, key, now))
+    }
+
+    /// A bad file found by a lookup: moved aside (exactly that file) and
+    /// counted, as the scan would.
+    fn quarantine_probed(&self, path: &std::path::Path, ino: u64, why: &str) {
+        if recover::quarantine_inode(&self.layout, path, ino, why) {
+            crate::metrics::add(&self.metrics.corrupt, 1);
+        }
     }
 
     /// A key the index knows: is its file still the one at the backing

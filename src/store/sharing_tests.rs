@@ -108,6 +108,15 @@ fn an_expired_or_bad_file_found_at_the_backing_path_is_not_served() {
     std::fs::write(&bad, b"not an entry at all").unwrap();
     assert!(matches!(lookup(&b, "a", "bad"), Lookup::Miss));
     assert_eq!(b.usage().entries, 0);
+    // Moved aside, as the scan would.
+    assert!(!bad.exists());
+    assert_eq!(
+        std::fs::read_dir(b.layout.quarantine_dir())
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(b.stats().corrupt_entries, 1);
     drop(dir);
 }
 
