@@ -120,9 +120,14 @@ impl Store {
             (ns.clone(), key, known, Arc::clone(&state.metrics))
         };
         let lookup = match known {
-            None => self.adopt_from_backing(&ns, &key, now)?,
-            Some(meta) => self.check_backing(&ns, &key, &meta, now)?,
-        };
+            None => self.adopt_from_backing(&ns, &key, now),
+            Some(meta) => self.check_backing(&ns, &key, &meta, now),
+        }
+        .inspect_err(|e| {
+            if matches!(e, StoreError::Io(_)) {
+                self.record_io_error();
+            }
+        })?;
         let being_written = match lookup {
             Lookup::Hit(_) => self.claims.is_claimed(&ns, &key),
             Lookup::Miss | Lookup::Expired => {
@@ -235,7 +240,9 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.forget_if_version(ns, key, meta.version);
             }
-            Err(e) => return Err(e.into()),
+            // The volume cannot tell: the index's answer stands, and the
+            // open that follows meets (and reports) the failure.
+            Err(e) => log::warn!("cannot check {}: {e}", path.display()),
         }
         let idx = self.lock();
         Ok(Self::outcome_locked(&idx, ns, key, now))
