@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::recover::{self, Probed};
+use super::probe::{Probed, quarantine_inode};
 use super::{Store, StoreError, entry, meta_from_header};
 use crate::metrics;
 use crate::names::{Key, Namespace};
@@ -159,8 +159,7 @@ impl Store {
         key: &Key,
         now: UnixNanos,
     ) -> Result<Lookup, StoreError> {
-        let path = self.layout.entry_path(ns, key);
-        let found = match recover::probe(&self.layout.io, &path)? {
+        let found = match self.data_dir.probe(&self.layout, ns, key)? {
             None => return Ok(Lookup::Miss),
             Some(Probed::Valid(f))
                 if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
@@ -168,14 +167,15 @@ impl Store {
                 f
             }
             Some(Probed::Valid(f)) => {
-                self.quarantine_probed(&path, f.file_id, "names disagree with its path");
+                self.quarantine_probed(ns, key, f.file_id, "names disagree with its path");
                 return Ok(Lookup::Miss);
             }
             Some(Probed::Bad { ino, why }) => {
-                self.quarantine_probed(&path, ino, &why);
+                self.quarantine_probed(ns, key, ino, &why);
                 return Ok(Lookup::Miss);
             }
         };
+        let path = self.layout.entry_path(ns, key);
         let mut meta = meta_from_header(
             &found.header,
             self.new_version(),
@@ -212,8 +212,9 @@ impl Store {
 
     /// A bad file found by a lookup: moved aside (exactly that file) and
     /// counted, as the scan would.
-    fn quarantine_probed(&self, path: &std::path::Path, ino: u64, why: &str) {
-        if recover::quarantine_inode(&self.layout, path, ino, why) {
+    fn quarantine_probed(&self, ns: &Namespace, key: &Key, ino: u64, why: &str) {
+        let path = self.layout.entry_path(ns, key);
+        if quarantine_inode(&self.layout.io, &self.layout, &path, ino, why) {
             crate::metrics::add(&self.metrics.corrupt, 1);
         }
     }

@@ -42,6 +42,7 @@ mod lookup;
 mod misses;
 mod namespaces;
 pub mod offline;
+mod probe;
 mod purge;
 mod read;
 mod reaper;
@@ -165,6 +166,8 @@ pub struct Store {
     volume_bound: AtomicBool,
     /// The index rebuilt behind a serving daemon (see `rebuild.rs`).
     rebuild: rebuild::Rebuild,
+    /// `data/`, held open for lookups at backing paths (`probe.rs`).
+    data_dir: probe::DataDir,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -262,6 +265,7 @@ impl Store {
             default_ttl: config.cache.default_ttl,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
+        let data_dir = probe::DataDir::open(&layout);
         let store = Store {
             layout,
             clock,
@@ -278,6 +282,7 @@ impl Store {
             reaper,
             volume_bound: AtomicBool::new(false),
             rebuild: rebuild::Rebuild::default(),
+            data_dir,
             _lock: lock,
         };
         store

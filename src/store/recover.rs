@@ -238,78 +238,12 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
     Ok(check_placement(header, path, &md))
 }
 
-/// What a lookup found at a key's backing path (`probe`).
-pub enum Probed {
-    Valid(Found),
-    /// Not a valid entry: why, and the inode (to quarantine exactly it).
-    Bad {
-        ino: u64,
-        why: String,
-    },
-}
-
-/// What is at a key's backing path, for a lookup the index cannot
-/// answer: `Ok(None)` when nothing is (one failed open: the cost of every
-/// miss), else the file validated as the scan validates it. The file is
-/// opened first and described by its descriptor, so what is checked is
-/// one file even if the path is replaced meanwhile.
-pub fn probe(io: &BackingIo, path: &Path) -> io::Result<Option<Probed>> {
-    let file = match io.open_nofollow(path) {
-        Ok(f) => f,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
-            return Ok(None);
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Ok(io.stat_nofollow(path).ok().map(|md| Probed::Bad {
-                ino: md.ino(),
-                why: "a symlink".into(),
-            }));
-        }
-        Err(e) => return Err(e),
-    };
-    let md = file.metadata()?;
-    let bad = |why: String| Ok(Some(Probed::Bad { ino: md.ino(), why }));
-    if !md.file_type().is_file() {
-        return bad("not a regular file".into());
-    }
-    let header = match entry::read_header(io, &file, md.len()) {
-        Ok(h) => h,
-        Err(entry::CorruptEntry::Io(e)) => return Err(e),
-        Err(e) => return bad(e.to_string()),
-    };
-    match check_placement(header, path, &md) {
-        Ok(f) => Ok(Some(Probed::Valid(f))),
-        Err(why) => bad(why),
-    }
-}
-
-/// Quarantines the file at `path` if it is still inode `ino`. Renamed
-/// first and checked after, so that a valid file another daemon renamed
-/// into place meanwhile is never lost: one moved by mistake is linked
-/// back, unless a newer one has taken the path since.
-pub fn quarantine_inode(layout: &Layout, path: &Path, ino: u64, why: &str) -> bool {
-    let io = &layout.io;
-    let to = layout.quarantine_path(path);
-    if io.rename(path, &to).is_err() {
-        return false;
-    }
-    match io.stat_nofollow(&to) {
-        Ok(md) if md.ino() == ino => {
-            log::warn!("quarantined {} ({why}) -> {}", path.display(), to.display());
-            true
-        }
-        _ => {
-            if io.hard_link(&to, path).is_err() {
-                log::info!("{}: a newer file took its place", path.display());
-            }
-            let _ = io.remove_file(&to);
-            false
-        }
-    }
-}
-
 /// A decoded entry file is valid only under its own names' path.
-fn check_placement(header: EntryHeader, path: &Path, md: &fs::Metadata) -> Result<Found, String> {
+pub(super) fn check_placement(
+    header: EntryHeader,
+    path: &Path,
+    md: &fs::Metadata,
+) -> Result<Found, String> {
     let (Ok(ns), Ok(key)) = (
         Namespace::parse(&header.namespace),
         Key::parse(&header.key, KeyFormat::Any),
