@@ -462,10 +462,14 @@ fn mount_t_fuse_cachefs_and_an_fstab_line_go_through_the_helper() {
     );
     write_file(&mnt.join("a/k"), b"through mount(8)").unwrap();
     run_ok(Command::new("umount").arg(&mnt));
-    // The daemon saves its index once the session ends.
+    // The daemon saves its index once the session ends, then logs its stop.
     assert!(wait_until(WAIT, || backing.join("index.snapshot").exists()));
-    let log = fs::read_to_string(&log).unwrap();
-    assert!(log.contains("ready") && log.contains("stopped"), "{log}");
+    let logged = |what: &str| fs::read_to_string(&log).is_ok_and(|l| l.contains(what));
+    assert!(
+        wait_until(WAIT, || logged("stopped")) && logged("ready"),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // From an fstab line.
     let fstab = dir.path().join("fstab");

@@ -39,7 +39,7 @@ pub struct MountArgs {
     pub config: Option<PathBuf>,
     /// Mount options, comma separated: allow_other, allow_root, ro, and
     /// other FUSE options. Permissions are always enforced by the kernel
-    /// (default_permissions is implied).
+    /// (default_permissions is implied wherever other users can enter).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// FUSE worker threads. Two lets one request wait on the disk while
@@ -136,15 +136,6 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
         MountOption::CUSTOM("subtype=cachefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
-        // Always: the kernel checks every access against the owners and
-        // modes we report (entries', namespaces'), and limits chmod to
-        // the owner and chown to root, as on a local disk. Without it a
-        // mode `ls -l` shows would not hold once `allow_other` lets other
-        // users in; the kernel's check is the one every local filesystem
-        // uses (groups, capabilities, sticky dirs), with no request of
-        // its own while attributes are cached, where the same checks in
-        // the daemon would be a second copy that could disagree.
-        MountOption::DefaultPermissions,
     ];
     for opt in options
         .iter()
@@ -154,7 +145,7 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
         match opt {
             "allow_other" => cfg.acl = SessionACL::All,
             "allow_root" => cfg.acl = SessionACL::RootAndOwner,
-            // Always on (above).
+            // Implied wherever it could refuse anything (below).
             "default_permissions" => {}
             "ro" => cfg.mount_options.push(MountOption::RO),
             "rw" => {}
@@ -172,6 +163,20 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
                 .mount_options
                 .push(MountOption::CUSTOM(other.to_string())),
         }
+    }
+    // The kernel checks every access against the owners and modes we
+    // report (entries', namespaces'), and limits chmod to the owner and
+    // chown to root, as on a local disk: a mode `ls -l` shows holds once
+    // `allow_other` lets other users in. The kernel's check is the one
+    // every local filesystem uses (groups, capabilities, sticky dirs);
+    // the same checks in the daemon would be a second copy that could
+    // disagree. It costs a publish two GETATTRs (the new file's and its
+    // namespace's attributes, which a create leaves stale), so it is left
+    // out only where it could never refuse: a mount by root that only
+    // root may enter, whose every caller has CAP_DAC_OVERRIDE and
+    // CAP_FOWNER, as on a local disk.
+    if !(cfg.acl == SessionACL::Owner && nix::unistd::geteuid().is_root()) {
+        cfg.mount_options.push(MountOption::DefaultPermissions);
     }
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = threads > 1;

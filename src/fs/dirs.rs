@@ -109,6 +109,7 @@ impl CacheFs {
             .store
             .create_namespace(name.as_bytes(), access)
             .map_err(|e| self.fail(&e))?;
+        self.ns_times.names_changed(id);
         Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
     }
 
@@ -160,10 +161,12 @@ impl CacheFs {
             self.handles.settle_writers();
         }
         match self.store.remove(&ns, &key) {
-            Ok(()) => Ok(()),
-            Err(StoreError::NotFound) if !writers.is_empty() => Ok(()),
-            Err(e) => Err(self.fail(&e)),
+            Ok(()) => {}
+            Err(StoreError::NotFound) if !writers.is_empty() => {}
+            Err(e) => return Err(self.fail(&e)),
         }
+        self.ns_times.names_changed(ns_id);
+        Ok(())
     }
 
     pub fn rename(
@@ -237,6 +240,7 @@ impl CacheFs {
             }
         }
         self.inodes.rename(&ns, &from, &to);
+        self.ns_times.names_changed(ns_id);
         Ok(())
     }
 

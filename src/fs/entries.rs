@@ -77,13 +77,14 @@ impl CacheFs {
 
     /// A namespace's directory: its owner, group and mode.
     pub(super) fn namespace_attr(&self, id: u32, access: NsAccess) -> Attr {
+        let (mtime, ctime) = self.ns_times.get(id);
         Attr {
             ino: inodes::namespace_ino(id),
             size: 0,
             blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
+            atime: mtime,
+            mtime,
+            ctime,
             kind: FileKind::Directory,
             perm: (access.mode & MODE_BITS) as u16,
             nlink: 2,
@@ -119,27 +120,32 @@ impl CacheFs {
         .to_attr();
         Attr {
             ctime: to_system_time(info.ctime),
+            atime: to_system_time(info.atime),
             ..attr
         }
     }
 
-    /// A file being written, as its writer sees it: an explicit mtime
-    /// (`futimens`, `touch -d`) is shown as set, else it is being
-    /// modified now.
+    /// A file being written, as its writer sees it: the times it will be
+    /// published with (fixed when its content or metadata last changed).
     pub(super) fn staging_attr(&self, st: &StagingFile, ino: u64) -> Attr {
         let (uid, gid) = st.owner();
-        let mut attr = EntryAttr {
+        let now = self.store.now();
+        let mtime = st.mtime().unwrap_or(now);
+        let attr = EntryAttr {
             ino,
             size: st.len(),
             blocks: st.len().div_ceil(512),
-            mtime: st.mtime().map_or_else(SystemTime::now, to_system_time),
+            mtime: to_system_time(mtime),
             perm: st.mode(),
             uid,
             gid,
         }
         .to_attr();
-        attr.ctime = SystemTime::now();
-        attr
+        Attr {
+            ctime: to_system_time(st.ctime().unwrap_or(now)),
+            atime: to_system_time(st.atime().unwrap_or(mtime)),
+            ..attr
+        }
     }
 
     /// The attributes of inode `ino` as its writer sees it: asked through
@@ -352,6 +358,7 @@ impl CacheFs {
         }
         let now = self.store.now();
         let mtime = set.mtime.map(|t| t.at(now));
+        let atime = set.atime.map(|t| t.at(now));
         // Changes to a file being written (through its fd, or by path from
         // the writer: `fchmod`, `futimens` arrive without a handle) apply
         // to its staged content.
@@ -384,6 +391,7 @@ impl CacheFs {
         } else {
             let update = MetaUpdate {
                 mtime,
+                atime,
                 ttl_secs: None,
                 mode: set.mode,
                 uid: set.uid,
@@ -424,7 +432,8 @@ impl CacheFs {
 
     /// chmod/chown of a namespace dir (the kernel has checked that the
     /// caller may: owner or CAP_FOWNER for chmod, CAP_CHOWN for chown).
-    /// Times are not kept for directories; a size is for files only.
+    /// Its times are set by what changes in it, not by utime (see
+    /// `nstimes.rs`); a size is for files only.
     fn set_namespace_attr(&self, id: u32, set: &SetAttr) -> Result<AttrReply, Errno> {
         if set.size.is_some() {
             return Err(Errno::EISDIR);
@@ -433,6 +442,9 @@ impl CacheFs {
             .store
             .set_namespace_access(id, set.uid, set.gid, set.mode)
             .map_err(|e| self.fail(&e))?;
+        if set.uid.is_some() || set.gid.is_some() || set.mode.is_some() {
+            self.ns_times.attrs_changed(id);
+        }
         Ok(AttrReply {
             attr: self.namespace_attr(id, access),
             ttl: DIR_TTL,

@@ -200,7 +200,7 @@ impl Filesystem for CacheFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -216,6 +216,7 @@ impl Filesystem for CacheFs {
             gid,
             size,
             mtime: mtime.map(time_set),
+            atime: atime.map(time_set),
         };
         CacheFs::setattr(self, &ctx(req), ino.0, set, fh.map(|f| f.0), reply)
     }

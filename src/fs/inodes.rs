@@ -49,7 +49,8 @@ pub fn namespace_ino(id: u32) -> u64 {
 }
 
 /// What an entry (a regular file) shows: the rest of a `FileAttr` is
-/// implied. The one place such attributes are built.
+/// implied (its atime and ctime are its mtime unless the caller sets
+/// them). The one place such attributes are built.
 pub struct EntryAttr {
     pub ino: u64,
     pub size: u64,
@@ -93,6 +94,8 @@ struct Node {
     size: u64,
     blocks: u64,
     mtime: UnixNanos,
+    ctime: UnixNanos,
+    atime: UnixNanos,
     uid: u32,
     gid: u32,
     perm: u16,
@@ -103,13 +106,15 @@ impl Node {
         self.size = attr.size;
         self.blocks = attr.blocks;
         self.mtime = to_nanos(attr.mtime);
+        self.ctime = to_nanos(attr.ctime);
+        self.atime = to_nanos(attr.atime);
         self.uid = attr.uid;
         self.gid = attr.gid;
         self.perm = attr.perm;
     }
 
     fn attr(&self, ino: u64) -> Attr {
-        EntryAttr {
+        let attr = EntryAttr {
             ino,
             size: self.size,
             blocks: self.blocks,
@@ -118,7 +123,12 @@ impl Node {
             uid: self.uid,
             gid: self.gid,
         }
-        .to_attr()
+        .to_attr();
+        Attr {
+            ctime: to_system_time(self.ctime),
+            atime: to_system_time(self.atime),
+            ..attr
+        }
     }
 }
 
@@ -142,6 +152,8 @@ impl InodeTable {
             size: 0,
             blocks: 0,
             mtime: 0,
+            ctime: 0,
+            atime: 0,
             uid: 0,
             gid: 0,
             perm: 0,
@@ -213,8 +225,10 @@ mod tests {
         let t = InodeTable::default();
         let ns = Namespace::parse(b"n").unwrap();
         let key = Key::parse(b"k", KeyFormat::Any).unwrap();
-        let attr = |size, mtime| {
-            EntryAttr {
+        let attr = |size, mtime: SystemTime| Attr {
+            atime: mtime - std::time::Duration::from_nanos(3),
+            ctime: mtime + std::time::Duration::from_nanos(5),
+            ..EntryAttr {
                 ino: ENTRY_BASE + 1,
                 size,
                 blocks: 1,

@@ -65,6 +65,7 @@ impl CacheFs {
         let info = self.store.publish(staging).map_err(|e| self.fail(&e))?;
         let attr = self.entry_attr(&info);
         self.inodes.remember(&ns, &key, attr);
+        self.ns_times.names_changed(ns_id);
         Ok(Entry::cached(attr, Duration::ZERO))
     }
 }

@@ -32,7 +32,7 @@
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
-//! `inodes.rs`, `handles.rs` the tables; `invalidate.rs`, `disk.rs` the
+//! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
@@ -45,6 +45,7 @@ mod handles;
 mod inodes;
 mod invalidate;
 mod mknod;
+mod nstimes;
 mod opens;
 mod redirects;
 pub mod types;
@@ -89,6 +90,8 @@ pub struct CacheFs {
     purges: Mutex<HashMap<(u32, u64), PurgeReport>>,
     kernel: KernelSlot,
     invalidate: Arc<invalidate::Invalidator>,
+    /// Namespace directories' mtime and ctime (see `nstimes.rs`).
+    ns_times: Arc<nstimes::NsTimes>,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -101,6 +104,9 @@ impl CacheFs {
         let invalidate = Arc::new(invalidate::Invalidator::new(Arc::clone(&kernel)));
         let inodes = Arc::new(InodeTable::default());
         let inv = Arc::clone(&invalidate);
+        let started = SystemTime::now();
+        let ns_times = Arc::new(nstimes::NsTimes::new(started));
+        let times = Arc::clone(&ns_times);
         store.set_change_listener(Box::new(move |change| match change {
             // Every replacement drops the name, even when the name should
             // already lead to the new version (a writer's own inode from
@@ -113,7 +119,12 @@ impl CacheFs {
             // lookup holds the directory's lock, which the kernel's
             // invalidation waits for, and a revalidated dentry it unhashes
             // stays unhashed whatever the late reply says.
-            Change::Removed { ns_id, key } | Change::Replaced { ns_id, key, .. } => {
+            Change::Removed { ns_id, key } => {
+                // Unlink, expiry, eviction, purge: a name left its dir.
+                times.names_changed(ns_id);
+                inv.entry(inodes::namespace_ino(ns_id), name(key))
+            }
+            Change::Replaced { ns_id, key, .. } => {
                 inv.entry(inodes::namespace_ino(ns_id), name(key))
             }
         }));
@@ -127,7 +138,8 @@ impl CacheFs {
             handles: Arc::default(),
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
-            started: SystemTime::now(),
+            started,
+            ns_times,
             ns_ops: Mutex::new(()),
             purges: Mutex::new(HashMap::new()),
         }

@@ -162,6 +162,7 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<TimeSet>,
+    pub atime: Option<TimeSet>,
 }
 
 impl SetAttr {

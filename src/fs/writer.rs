@@ -253,6 +253,19 @@ impl Writer {
         if let Some(t) = c.mtime {
             st.set_mtime(t.at(now));
         }
+        if let Some(t) = c.atime {
+            st.set_atime(t.at(now));
+        }
+        // A failed change changes nothing (returned above); any other
+        // changes the ctime, a truncate's included (made by the store).
+        if c.mode.is_some()
+            || c.uid.is_some()
+            || c.gid.is_some()
+            || c.mtime.is_some()
+            || c.atime.is_some()
+        {
+            st.changed(now);
+        }
         self.owner.mode = c.mode.unwrap_or(self.owner.mode);
         self.owner.uid = c.uid.unwrap_or(self.owner.uid);
         self.owner.gid = c.gid.unwrap_or(self.owner.gid);

@@ -93,6 +93,9 @@ impl CacheFs {
         };
         let (fh, attr) = self.open_writer(ns.clone(), key.clone(), how)?;
         self.inodes.remember(&ns, &key, attr);
+        // The kernel creates only a name it did not find: a new name,
+        // to its creator from now on.
+        self.ns_times.names_changed(ns_id);
         Ok(Created {
             entry: Entry::cached(attr, Duration::ZERO),
             opened: Opened {

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use super::backing::BackingIo;
 use super::clock::UnixNanos;
 
-/// 2 added `ctime`; format 1 entries are still read (their ctime is
-/// their mtime).
+/// 2 added `ctime` and `atime`; format 1 entries are still read (their
+/// ctime and atime are their mtime).
 pub const ENTRY_FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"CFSENTRY";
 const FOOTER_LEN: u64 = 24;
@@ -48,8 +48,11 @@ pub struct EntryHeader {
     pub uid: u32,
     pub gid: u32,
     /// When this version or its metadata last changed (publish, chmod,
-    /// chown, utime, truncate, TTL, rename): the trailer's write time.
+    /// chown, utime, truncate, TTL, rename).
     pub ctime: UnixNanos,
+    /// Set by `utimensat` (and the create), never by a read: a read
+    /// writes nothing (the cache is noatime-like).
+    pub atime: UnixNanos,
 }
 
 /// The header of format 1, read from entries written before `ctime`.
@@ -83,6 +86,7 @@ impl From<EntryHeaderV1> for EntryHeader {
             uid: h.uid,
             gid: h.gid,
             ctime: h.mtime,
+            atime: h.mtime,
         }
     }
 }
@@ -259,6 +263,7 @@ mod tests {
             uid: 0,
             gid: 0,
             ctime: 2,
+            atime: -3,
         }
     }
 
@@ -306,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn format_1_entries_are_still_read_with_ctime_from_mtime() {
+    fn format_1_entries_are_still_read_with_ctime_and_atime_from_mtime() {
         #[derive(Serialize)]
         struct V1 {
             namespace: Vec<u8>,
@@ -346,7 +351,7 @@ mod tests {
         let f = entry_file(&bytes);
         let io = BackingIo::default();
         let back = read_header(&io, &f, bytes.len() as u64).unwrap();
-        assert_eq!((back.mtime, back.ctime), (-7, -7));
+        assert_eq!((back.mtime, back.ctime, back.atime), (-7, -7, -7));
         assert_eq!(back.key, h.key);
         verify_content(&io, &f, &back).unwrap();
         // An unknown format is refused.

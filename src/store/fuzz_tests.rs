@@ -34,6 +34,7 @@ fn a_header() -> EntryHeader {
         key: b"key".to_vec(),
         mtime: 1,
         ctime: 2,
+        atime: 4,
         ttl_secs: Some(5),
         logical_size: 10,
         stored_content_size: 10,

@@ -47,6 +47,8 @@ pub struct EntryInfo {
     pub mtime: UnixNanos,
     /// The last change of the version or its metadata.
     pub ctime: UnixNanos,
+    /// Set by `utimensat`, never by a read.
+    pub atime: UnixNanos,
     /// `None`: never expires.
     pub expires: Option<UnixNanos>,
     pub ttl: Duration,
@@ -64,6 +66,7 @@ impl Store {
             stored_bytes: meta.stored_bytes,
             mtime: meta.mtime,
             ctime: meta.ctime,
+            atime: meta.atime,
             expires: idx.expires_at(policy, meta),
             ttl: idx.effective_ttl(policy, meta),
             mode: meta.mode,

@@ -401,6 +401,7 @@ fn meta_from_header(
         file_size,
         mtime: h.mtime,
         ctime: h.ctime,
+        atime: h.atime,
         ttl_secs: h.ttl_secs,
         logical_size: h.logical_size,
         stored_bytes,

@@ -41,9 +41,11 @@ pub struct SnapshotEntry {
     pub gid: u32,
     pub last_access: i64,
     pub ctime: i64,
+    pub atime: i64,
 }
 
-/// A snapshot entry as saved before `ctime` (its ctime is its mtime).
+/// A snapshot entry as saved before `ctime` and `atime` (both are its
+/// mtime).
 #[derive(Deserialize)]
 struct SnapshotEntryV1 {
     namespace: Vec<u8>,
@@ -76,6 +78,7 @@ impl From<SnapshotEntryV1> for SnapshotEntry {
             gid: e.gid,
             last_access: e.last_access,
             ctime: e.mtime,
+            atime: e.mtime,
         }
     }
 }
@@ -96,6 +99,7 @@ impl SnapshotEntry {
             gid: m.gid,
             last_access: m.last_access,
             ctime: m.ctime,
+            atime: m.atime,
         }
     }
 
@@ -106,6 +110,7 @@ impl SnapshotEntry {
             file_size: self.file_size,
             mtime: self.mtime,
             ctime: self.ctime,
+            atime: self.atime,
             ttl_secs: self.ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -334,16 +339,18 @@ mod tests {
         assert_eq!(got.len(), 1);
         let m = got[0].meta(77);
         assert_eq!(
-            (m.version, m.mtime, m.ctime, m.last_access),
-            (77, -3, -3, 5)
+            (m.version, m.mtime, m.ctime, m.atime, m.last_access),
+            (77, -3, -3, -3, 5)
         );
         assert_eq!((got[0].key.as_slice(), m.file_size), (&b"k"[..], 120));
         // Saved again, it is the current format, ctime included.
         let now = SnapshotEntry {
             ctime: 8,
+            atime: (1 << 33) * 1_000_000_000 + 9,
             ..SnapshotEntry::new(&Namespace::parse(b"ns").unwrap(), b"k", &m)
         };
         save_snapshot(&layout, &[now]).unwrap();
-        assert_eq!(take_snapshot(&layout).unwrap()[0].ctime, 8);
+        let back = &take_snapshot(&layout).unwrap()[0];
+        assert_eq!((back.ctime, back.atime), (8, (1 << 33) * 1_000_000_000 + 9));
     }
 }

@@ -24,11 +24,13 @@ impl Store {
             gid: meta.gid,
             mode: meta.mode,
         };
-        let staging = self.begin_write(ns, key, WriteFrom::Current, owner)?;
+        let mut staging = self.begin_write(ns, key, WriteFrom::Current, owner)?;
         // Expired or removed in between: nothing was copied.
         if staging.known_sha256.is_none() {
             return Err(StoreError::NotFound);
         }
+        // The change this copy is made for happens at its publish.
+        staging.ctime = None;
         Ok((meta, staging))
     }
 
@@ -69,7 +71,6 @@ impl Store {
         update: MetaUpdate,
     ) -> Result<EntryInfo, StoreError> {
         let (meta, mut staging) = self.copy_of_live(ns, key)?;
-        staging.mtime = Some(update.mtime.unwrap_or(meta.mtime));
         if let Some(ttl) = update.ttl_secs {
             staging.ttl_secs = ttl;
         }
@@ -79,6 +80,14 @@ impl Store {
         match update.truncate {
             Some(size) if size != meta.logical_size => self.truncate_staged(&mut staging, size)?,
             _ => staging.version = meta.version,
+        }
+        // After the truncate (which made the mtime now): a time given
+        // with it wins. The copy's times are the live version's.
+        if let Some(t) = update.mtime {
+            staging.mtime = Some(t);
+        }
+        if let Some(t) = update.atime {
+            staging.atime = Some(t);
         }
         self.publish(staging)
     }

@@ -72,7 +72,9 @@ impl Store {
             return Err(StoreError::TooBig);
         }
         self.reserve(st, end)?;
-        self.with_room(data.len() as u64, || st.write_raw(offset, data))
+        self.with_room(data.len() as u64, || st.write_raw(offset, data))?;
+        st.modified(self.clock.now());
+        Ok(())
     }
 
     /// Appends at the end of a staged write (see `write_staged`); returns
@@ -90,6 +92,7 @@ impl Store {
         } else {
             self.reserve(st, size)
                 .and_then(|()| self.with_room(0, || st.truncate_raw(size)))
+                .map(|()| st.modified(self.clock.now()))
         };
         r.map_err(|e| st.refused(e))
     }

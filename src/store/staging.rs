@@ -35,7 +35,14 @@ pub struct StagingFile {
     /// The content's digest when it is a verbatim copy of a published one.
     pub(super) known_sha256: Option<[u8; 32]>,
     pub(super) ttl_secs: Option<u64>,
+    /// The times the version will be published with, as its writer sees
+    /// them: fixed when they change (a create, write or truncate; a
+    /// utime; a chmod), never by the publish itself, so what the writer's
+    /// `fstat` saw is what is published. `None`: the publish's time.
     pub(super) mtime: Option<UnixNanos>,
+    pub(super) ctime: Option<UnixNanos>,
+    /// `None`: the mtime.
+    pub(super) atime: Option<UnixNanos>,
     pub(super) mode: u32,
     pub(super) uid: u32,
     pub(super) gid: u32,
@@ -92,6 +99,8 @@ impl StagingFile {
             known_sha256: None,
             ttl_secs: None,
             mtime: None,
+            ctime: None,
+            atime: None,
             mode: owner.mode,
             uid: owner.uid,
             gid: owner.gid,
@@ -157,9 +166,31 @@ impl StagingFile {
         (self.uid, self.gid)
     }
 
-    /// The mtime set explicitly while staged, if any.
+    /// The mtime the version will have, if fixed yet.
     pub fn mtime(&self) -> Option<UnixNanos> {
         self.mtime
+    }
+
+    /// The ctime the version will have, if fixed yet.
+    pub fn ctime(&self) -> Option<UnixNanos> {
+        self.ctime
+    }
+
+    /// The atime the version will have, if set apart from its mtime.
+    pub fn atime(&self) -> Option<UnixNanos> {
+        self.atime
+    }
+
+    /// The content changed at `now` (a write, a truncate, the create).
+    pub(super) fn modified(&mut self, now: UnixNanos) {
+        self.mtime = Some(now);
+        self.ctime = Some(now);
+    }
+
+    /// The metadata changed at `now` (chmod, chown, utime, TTL).
+    pub fn changed(&mut self, now: UnixNanos) {
+        self.unmodified_copy = false;
+        self.ctime = Some(now);
     }
 
     pub fn ttl_secs(&self) -> Option<u64> {
@@ -189,6 +220,11 @@ impl StagingFile {
     pub fn set_mtime(&mut self, mtime: UnixNanos) {
         self.unmodified_copy = false;
         self.mtime = Some(mtime);
+    }
+
+    pub fn set_atime(&mut self, atime: UnixNanos) {
+        self.unmodified_copy = false;
+        self.atime = Some(atime);
     }
 
     pub fn set_mode(&mut self, mode: u32) {

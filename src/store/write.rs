@@ -33,6 +33,7 @@ pub enum WriteFrom {
 #[derive(Debug, Clone, Default)]
 pub struct MetaUpdate {
     pub mtime: Option<UnixNanos>,
+    pub atime: Option<UnixNanos>,
     /// `Some(None)` clears the per-entry TTL.
     pub ttl_secs: Option<Option<u64>>,
     pub mode: Option<u32>,
@@ -197,6 +198,11 @@ impl Store {
         staging.claim = claim;
         staging.metrics = Some(metrics);
         staging.credit = credit;
+        // A user's new content is made now: its creator's `fstat` shows
+        // this time, and so does the version published from it.
+        if current.is_none() && w.by != WriteBy::Store {
+            staging.modified(self.clock.now());
+        }
         if let Some(meta) = current {
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
@@ -207,6 +213,10 @@ impl Store {
                 StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
             })?;
             staging.set_copied(meta.logical_size, header.content_sha256);
+            // Until it changes, the copy has the times of what it copies.
+            staging.mtime = Some(meta.mtime);
+            staging.ctime = Some(meta.ctime);
+            staging.atime = Some(meta.atime);
             staging.mode = meta.mode;
             staging.uid = meta.uid;
             staging.gid = meta.gid;
@@ -244,10 +254,11 @@ impl Store {
                 .policy
                 .durability
         };
+        let mtime = staging.mtime.unwrap_or(now);
         let header = entry::EntryHeader {
             namespace: staging.ns.as_bytes().to_vec(),
             key: staging.key.as_bytes().to_vec(),
-            mtime: staging.mtime.unwrap_or(now),
+            mtime,
             ttl_secs: staging.ttl_secs,
             logical_size: staging.len,
             stored_content_size: staging.len,
@@ -256,9 +267,10 @@ impl Store {
             mode: staging.mode,
             uid: staging.uid,
             gid: staging.gid,
-            // Every publish, a metadata change's or a rename's included,
-            // changes the entry.
-            ctime: now,
+            // A change made while staged was made then; a store's copy
+            // (a metadata change, a rename) changes the entry now.
+            ctime: staging.ctime.unwrap_or(now),
+            atime: staging.atime.unwrap_or(mtime),
         };
         let io = &self.layout.io;
         if staging.overrun {

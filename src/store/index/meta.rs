@@ -22,6 +22,8 @@ pub struct EntryMeta {
     pub mtime: UnixNanos,
     /// The last change of the version or its metadata (see `EntryHeader`).
     pub ctime: UnixNanos,
+    /// Set by `utimensat`, never by a read (see `EntryHeader`).
+    pub atime: UnixNanos,
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
     pub stored_bytes: u64,

@@ -121,8 +121,10 @@ pub(super) struct Wide {
     file_size: u64,
     ttl_secs: Option<u64>,
     /// Only an entry changed after its mtime (chmod, a past `touch -d`)
-    /// has a ctime of its own; the others' is their mtime.
+    /// has a ctime of its own, and only one given an atime by `utimensat`
+    /// an atime of its own; the others' are their mtime.
     ctime: i64,
+    atime: i64,
 }
 
 pub(super) struct Slot {
@@ -266,7 +268,7 @@ impl Slot {
             .checked_sub(m.logical_size)
             .and_then(|t| u32::try_from(t).ok());
         match (ttl, trailer) {
-            (Some(ttl), Some(trailer)) if m.ctime == m.mtime => {
+            (Some(ttl), Some(trailer)) if m.ctime == m.mtime && m.atime == m.mtime => {
                 self.ttl = ttl;
                 self.trailer = trailer;
                 None
@@ -279,6 +281,7 @@ impl Slot {
                     file_size: m.file_size,
                     ttl_secs: m.ttl_secs,
                     ctime: m.ctime,
+                    atime: m.atime,
                 })
             }
         }
@@ -286,11 +289,12 @@ impl Slot {
 
     /// The metadata; `wide` is the side-map value when `is_wide`.
     pub(super) fn meta(&self, wide: Option<&Wide>) -> EntryMeta {
-        let (file_size, ttl_secs, ctime) = match wide {
-            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs, w.ctime),
+        let (file_size, ttl_secs, ctime, atime) = match wide {
+            Some(w) if self.is_wide() => (w.file_size, w.ttl_secs, w.ctime, w.atime),
             _ => (
                 self.logical_size + u64::from(self.trailer),
                 (self.ttl != NO_TTL).then_some(u64::from(self.ttl)),
+                self.mtime,
                 self.mtime,
             ),
         };
@@ -300,6 +304,7 @@ impl Slot {
             file_size,
             mtime: self.mtime,
             ctime,
+            atime,
             ttl_secs,
             logical_size: self.logical_size,
             stored_bytes: self.stored_bytes,
@@ -328,6 +333,7 @@ mod tests {
             file_size: 300,
             mtime: -5,
             ctime: -5,
+            atime: -5,
             ttl_secs: Some(60),
             logical_size: 100,
             stored_bytes: 4096,
@@ -414,6 +420,10 @@ mod tests {
             },
             EntryMeta {
                 ctime: 1 << 40,
+                ..meta()
+            },
+            EntryMeta {
+                atime: (1 << 33) * 1_000_000_000 + 1,
                 ..meta()
             },
         ] {

@@ -150,6 +150,8 @@ fn run(ops: Vec<Op>) {
                     mtime: seed.mtime_s * SECOND,
                     // Some entries changed after their mtime: a wide ctime.
                     ctime: seed.mtime_s * SECOND + i64::from(version % 3 == 0),
+                    // And some were given an atime by `utimensat`.
+                    atime: seed.mtime_s * SECOND - i64::from(version % 5 == 0),
                     ttl_secs: seed.ttl,
                     logical_size: seed.logical,
                     stored_bytes: seed.stored,
@@ -271,6 +273,7 @@ fn meta(version: u64, mtime: i64, ttl_secs: Option<u64>) -> EntryMeta {
         file_size: 200,
         mtime,
         ctime: mtime,
+        atime: mtime,
         ttl_secs,
         logical_size: 1,
         stored_bytes: 4096,
