@@ -152,6 +152,7 @@ fn the_rebuild_never_re_adds_a_key_changed_while_it_ran() {
         file_size: bytes,
         mtime: T0,
         ctime: T0,
+        atime: T0,
         ttl_secs: None,
         logical_size: bytes,
         stored_bytes: bytes,
