@@ -41,12 +41,14 @@ mod layout;
 mod lookup;
 mod misses;
 mod namespaces;
+mod ns_shared;
 pub mod offline;
 mod probe;
 mod purge;
 mod read;
 mod reaper;
 mod rebuild;
+mod rebuild_state;
 mod recover;
 mod remove;
 mod republish;
@@ -165,7 +167,7 @@ pub struct Store {
     /// are unlinked before the reply (`dispose`).
     volume_bound: AtomicBool,
     /// The index rebuilt behind a serving daemon (see `rebuild.rs`).
-    rebuild: rebuild::Rebuild,
+    rebuild: rebuild_state::Rebuild,
     /// `data/`, held open for lookups at backing paths (`probe.rs`).
     data_dir: probe::DataDir,
     /// The backing dir's lock, held shared while this store is open.
@@ -281,7 +283,7 @@ impl Store {
             metrics: MountMetrics::default(),
             reaper,
             volume_bound: AtomicBool::new(false),
-            rebuild: rebuild::Rebuild::default(),
+            rebuild: rebuild_state::Rebuild::default(),
             data_dir,
             _lock: lock,
         };

@@ -40,63 +40,6 @@ impl Store {
         self.adopt_markers_locked(&mut idx)
     }
 
-    /// Adds the namespaces whose markers the index does not know yet (made
-    /// by another daemon on the backing dir, or found at start).
-    fn adopt_markers_locked(&self, idx: &mut Index) -> io::Result<()> {
-        for e in self
-            .layout
-            .io
-            .read_dir(self.layout.namespaces_dir())?
-            .flatten()
-        {
-            use std::os::unix::ffi::OsStrExt;
-            match Namespace::parse(e.file_name().as_bytes()) {
-                Ok(ns) if idx.namespace(&ns).is_none() => self.adopt_marker_locked(idx, &ns),
-                Ok(_) => {}
-                Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
-            }
-        }
-        Ok(())
-    }
-
-    fn adopt_marker_locked(&self, idx: &mut Index, ns: &Namespace) {
-        let access = self.recorded_access(ns);
-        idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
-        if let Some(state) = idx.namespace_mut(ns) {
-            state.access = access;
-        }
-    }
-
-    /// The id of a namespace: the index's, or, for one the index does not
-    /// know, its marker's in the backing dir (another daemon made it):
-    /// the namespace is adopted then, with its recorded owner and mode.
-    pub fn find_namespace(&self, ns: &Namespace) -> Option<u32> {
-        let mut idx = self.lock();
-        if let Some(s) = idx.namespace(ns) {
-            return Some(s.id);
-        }
-        match self
-            .layout
-            .io
-            .stat_nofollow(&self.layout.namespace_marker(ns))
-        {
-            Ok(md) if md.file_type().is_file() => {
-                self.adopt_marker_locked(&mut idx, ns);
-                idx.namespace(ns).map(|s| s.id)
-            }
-            _ => None,
-        }
-    }
-
-    /// Every namespace, those other daemons made included (the markers are
-    /// read again: a listing of the root is rare).
-    pub fn namespaces_on_disk(&self) -> Vec<(Namespace, u32)> {
-        if let Err(e) = self.adopt_markers_locked(&mut self.lock()) {
-            log::warn!("cannot list the namespace markers: {e}");
-        }
-        self.namespaces()
-    }
-
     /// A namespace found on disk but in neither the config nor the markers
     /// gets the default policy (its marker is recreated, and a record
     /// another daemon wrote meanwhile is kept).
@@ -123,7 +66,7 @@ impl Store {
     /// has none (or one that does not parse: reported, and the namespace
     /// falls back to the daemon's user and 0755, which only narrows who
     /// may write).
-    fn recorded_access(&self, ns: &Namespace) -> NsAccess {
+    pub(super) fn recorded_access(&self, ns: &Namespace) -> NsAccess {
         let path = self.layout.namespace_marker(ns);
         let mut buf = [0u8; RECORD_MAX + 1];
         let read = self
@@ -164,24 +107,6 @@ impl Store {
             let _ = io.remove_file(&tmp);
         }
         written
-    }
-
-    /// Makes a new namespace's record, unless one exists (another daemon
-    /// made the namespace): staged, then linked into place, which fails
-    /// rather than replace. Returns whether it was made.
-    fn create_record(&self, ns: &Namespace, access: &NsAccess) -> io::Result<bool> {
-        let io = &self.layout.io;
-        let tmp = self.layout.staging_path();
-        let linked = io
-            .create_new(&tmp)
-            .and_then(|f| io.write_all_at(&f, access.encode().as_bytes(), 0))
-            .and_then(|()| io.hard_link(&tmp, &self.layout.namespace_marker(ns)));
-        let _ = io.remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// A namespace's owner, group and mode.

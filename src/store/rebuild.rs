@@ -20,9 +20,8 @@
 //! Inserts go in batches under the index lock, so requests wait at most
 //! one batch.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::index::EntryMeta;
@@ -33,27 +32,6 @@ use crate::names::{Key, KeyFormat, Namespace};
 
 /// Entries put in per hold of the index lock.
 const BATCH: usize = 2048;
-
-/// Where a rebuild stands; read lock-free by `stats`.
-#[derive(Default)]
-pub(super) struct Rebuild {
-    /// Set while the index is being rebuilt.
-    running: AtomicBool,
-    /// Set once a rebuild has put in everything it found: only then may
-    /// the index be saved as a snapshot.
-    complete: AtomicBool,
-    /// The end was asked for (the store is stopping).
-    stop: AtomicBool,
-    from_snapshot: AtomicBool,
-    /// Entries (and their stored bytes) found so far.
-    found_entries: AtomicU64,
-    found_bytes: AtomicU64,
-    /// Milliseconds the last rebuild took, once done.
-    took_ms: AtomicU64,
-    done: Mutex<bool>,
-    done_cv: Condvar,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
 
 /// One entry found by the rebuild, before it goes in.
 struct Item {
