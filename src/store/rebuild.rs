@@ -164,24 +164,28 @@ impl Store {
                 });
             }
         } else {
-            let report = recover::scan(&self.layout, |f| {
-                metrics::add(&r.found_entries, 1);
-                metrics::add(&r.found_bytes, f.stored_bytes);
-                let meta = meta_from_header(
-                    &f.header,
-                    self.new_version(),
-                    f.file_id,
-                    f.file_size,
-                    f.stored_bytes,
-                    false,
-                );
-                items.push(Item {
-                    order: f.header.mtime,
-                    ns: f.header.namespace,
-                    key: f.header.key,
-                    meta,
-                });
-            })?;
+            let report = recover::scan_until(
+                &self.layout,
+                || self.stopping(),
+                |f| {
+                    metrics::add(&r.found_entries, 1);
+                    metrics::add(&r.found_bytes, f.stored_bytes);
+                    let meta = meta_from_header(
+                        &f.header,
+                        self.new_version(),
+                        f.file_id,
+                        f.file_size,
+                        f.stored_bytes,
+                        false,
+                    );
+                    items.push(Item {
+                        order: f.header.mtime,
+                        ns: f.header.namespace,
+                        key: f.header.key,
+                        meta,
+                    });
+                },
+            )?;
             metrics::add(&self.metrics.corrupt, report.quarantined);
             if report.quarantined > 0 {
                 log::info!("{} bad files quarantined", report.quarantined);
