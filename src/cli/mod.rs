@@ -20,14 +20,19 @@ macro_rules! out {
     }};
 }
 
+pub mod archive;
+pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod key;
 pub mod mount;
 pub mod mount_helper;
 pub mod notify;
 pub mod purge;
+pub mod spool;
 pub mod stats;
 pub mod verify;
+pub mod xattr;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use super::clock::{Clock, UnixNanos};
 use super::layout::{Layout, LayoutError, LockMode};
 use super::purge::{PurgeFilter, PurgeReport};
@@ -49,6 +51,8 @@ pub struct EntryRecord {
     pub mtime: UnixNanos,
     /// `None`: never expires.
     pub expires: Option<UnixNanos>,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 /// A file that fails validation.
@@ -126,18 +130,7 @@ impl OfflineStore {
             quarantined_to: None,
         })?;
         let h = &found.header;
-        let ttl = match h.ttl_secs {
-            Some(s) => Duration::from_secs(s),
-            None => String::from_utf8(h.namespace.clone())
-                .ok()
-                .and_then(|n| self.config.namespaces.get(&n))
-                .and_then(|p| p.ttl)
-                .unwrap_or(self.config.cache.default_ttl),
-        };
-        let expires = (!ttl.is_zero()).then(|| {
-            h.mtime
-                .saturating_add(ttl.as_nanos().min(i64::MAX as u128) as i64)
-        });
+        let expires = self.expires_of(h);
         Ok(Some(EntryRecord {
             path: path.to_path_buf(),
             namespace: h.namespace.clone(),
@@ -146,6 +139,7 @@ impl OfflineStore {
             stored_bytes: found.stored_bytes,
             mtime: h.mtime,
             expires,
+            mode: h.mode & 0o7777,
         }))
     }
 
@@ -170,6 +164,66 @@ impl OfflineStore {
         let header = super::entry::read_header(io, &file, len).map_err(|e| bad(e.to_string()))?;
         super::entry::verify_content(io, &file, &header).map_err(|e| bad(e.to_string()))?;
         Ok(Some(rec))
+    }
+
+    /// Copies one entry's plain content into `out` and checks it against
+    /// its checksum on the way; returns its record and the content's
+    /// sha256. The one place an export reads entry content, so that it
+    /// gets plain bytes whatever the entry's storage. On `Err` (a damaged
+    /// entry) part of the content may already be in `out`: the caller
+    /// drops what it holds. `Ok(None)`: the file vanished meanwhile.
+    pub fn copy_content(
+        &self,
+        path: &Path,
+        out: &mut dyn io::Write,
+    ) -> Result<Option<(EntryRecord, [u8; 32])>, BadEntry> {
+        let Some(rec) = self.read_entry(path)? else {
+            return Ok(None);
+        };
+        let names = (rec.namespace.clone(), rec.key.clone());
+        let bad = |why: String| BadEntry {
+            path: path.to_path_buf(),
+            names: Some(names.clone()),
+            why,
+            quarantined_to: None,
+        };
+        let file = match self.layout.io.open_nofollow(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        // The file opened may be a newer version than the trailer read
+        // above: the trailer of this very file decides.
+        let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        let io = &self.layout.io;
+        let header = super::entry::read_header(io, &file, len).map_err(|e| bad(e.to_string()))?;
+        let rec = EntryRecord {
+            logical_size: header.logical_size,
+            mtime: header.mtime,
+            mode: header.mode & 0o7777,
+            expires: self.expires_of(&header),
+            ..rec
+        };
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; (header.stored_content_size.min(256 * 1024) as usize).max(1)];
+        let mut done = 0u64;
+        while done < header.stored_content_size {
+            let want = buf.len().min((header.stored_content_size - done) as usize);
+            let n = io
+                .read_at(&file, &mut buf[..want], done)
+                .map_err(|e| bad(e.to_string()))?;
+            if n == 0 {
+                return Err(bad("content shorter than its trailer says".into()));
+            }
+            hash.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| bad(e.to_string()))?;
+            done += n as u64;
+        }
+        let digest: [u8; 32] = hash.finalize().into();
+        if digest != header.content_sha256 {
+            return Err(bad(super::entry::CorruptEntry::ContentChecksum.to_string()));
+        }
+        Ok(Some((rec, digest)))
     }
 
     /// Checks `files` (from `entry_files`); with `quarantine`, moves each
@@ -252,6 +306,22 @@ impl OfflineStore {
             .collect();
         out.sort_by(|a, b| (&a.namespace, &a.key).cmp(&(&b.namespace, &b.key)));
         out
+    }
+
+    /// When an entry expires under this store's config (`None`: never).
+    fn expires_of(&self, h: &super::entry::EntryHeader) -> Option<UnixNanos> {
+        let ttl = match h.ttl_secs {
+            Some(s) => Duration::from_secs(s),
+            None => String::from_utf8(h.namespace.clone())
+                .ok()
+                .and_then(|n| self.config.namespaces.get(&n))
+                .and_then(|p| p.ttl)
+                .unwrap_or(self.config.cache.default_ttl),
+        };
+        (!ttl.is_zero()).then(|| {
+            h.mtime
+                .saturating_add(ttl.as_nanos().min(i64::MAX as u128) as i64)
+        })
     }
 
     pub fn now(&self) -> UnixNanos {

@@ -872,3 +872,42 @@ fn a_stopped_daemon_leaves_nothing_in_staging_or_trash() {
         assert!(left.is_empty(), "{d}: {left:?}");
     }
 }
+
+#[test]
+fn copy_content_gives_the_plain_bytes_checked_and_refuses_damage() {
+    let f = fixture("[namespace.a]\nttl = \"1h\"\n");
+    let body: Vec<u8> = (0..300_000).map(|i| (i * 7 % 253) as u8).collect();
+    put(&f.store, "a", "k", &body).unwrap();
+    let f = f.reopen_stopped();
+    let layout = Layout::open(&f.dir.path().join("b")).unwrap();
+    let path = layout.entry_path(&ns("a"), &key("k"));
+    let off = offline(
+        &f,
+        offline::Access::ReadOnly,
+        "[namespace.a]\nttl = \"1h\"\n",
+    );
+    let mut out = Vec::new();
+    let (rec, digest) = off.copy_content(&path, &mut out).unwrap().unwrap();
+    assert!(out == body, "the plain bytes");
+    assert_eq!(
+        digest,
+        <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&body))
+    );
+    assert_eq!((rec.logical_size, rec.mode), (body.len() as u64, 0o644));
+    assert_eq!(
+        rec.expires,
+        Some(rec.mtime + 3600 * 1_000_000_000),
+        "the namespace's TTL"
+    );
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[200_000] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let bad = off.copy_content(&path, &mut Vec::new()).unwrap_err();
+    assert!(bad.why.contains("checksum"), "{}", bad.why);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        off.copy_content(&path, &mut Vec::new()).unwrap().is_none(),
+        "gone: None"
+    );
+}
