@@ -14,11 +14,71 @@
 //! Whatever cannot be read (the task already gone, /proc mounted with
 //! hidepid, another pid namespace) means "not killed": publish, as a
 //! close always did.
+//!
+//! The read is made by a thread of its own (`Prober`), and a FLUSH waits
+//! for it at most `PROBE_WAIT`: reading a task's stat takes a lock its
+//! execve holds, and an exec closes the execing task's close-on-exec
+//! files, so a FLUSH from a task in execve would wait for a read that
+//! waits for that FLUSH's answer. After `PROBE_WAIT` the answer is "not
+//! killed" (an exec is no kill), the FLUSH is answered, the exec goes on
+//! and the stuck read returns.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::time::Duration;
+
+/// How long a FLUSH waits for the prober's answer.
+const PROBE_WAIT: Duration = Duration::from_millis(50);
+
+type Ask = (u32, SyncSender<bool>);
+
+/// Reads `/proc/<tid>/stat` on its own thread (see above).
+pub struct Prober {
+    ask: Mutex<Sender<Ask>>,
+}
+
+impl Prober {
+    pub fn new() -> Prober {
+        let (tx, rx) = channel::<Ask>();
+        let spawned = std::thread::Builder::new()
+            .name("exit-probe".into())
+            .spawn(move || serve(rx));
+        if let Err(e) = spawned {
+            // Then every question times out: closes publish, as before.
+            log::warn!("no thread to tell killed writers apart: {e}");
+        }
+        Prober {
+            ask: Mutex::new(tx),
+        }
+    }
+
+    /// Whether thread `tid` is exiting because a signal killed it; "no"
+    /// when the answer takes longer than `PROBE_WAIT`.
+    pub fn killed_by_signal(&self, tid: u32) -> bool {
+        let (tx, rx) = sync_channel(1);
+        if crate::sync::lock(&self.ask).send((tid, tx)).is_err() {
+            return false;
+        }
+        match rx.recv_timeout(PROBE_WAIT) {
+            Ok(killed) => killed,
+            Err(_) => {
+                log::debug!("no answer about thread {tid} (in execve?): not killed");
+                false
+            }
+        }
+    }
+}
+
+fn serve(rx: Receiver<Ask>) {
+    while let Ok((tid, answer)) = rx.recv() {
+        // The asker may have stopped waiting: nothing to do then.
+        let _ = answer.try_send(killed_by_signal(tid));
+    }
+}
 
 /// The task is in do_exit (include/linux/sched.h).
 const PF_EXITING: u64 = 0x4;

@@ -100,7 +100,7 @@ pub struct CacheFs {
     disk: disk::DiskReaders,
     /// Whether a closing thread is being killed by a signal (see
     /// `exits.rs`; tests put their own verdict here).
-    killed_by_signal: fn(u32) -> bool,
+    killed_by_signal: Box<dyn Fn(u32) -> bool + Send + Sync>,
 }
 
 impl CacheFs {
@@ -138,7 +138,10 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             disk: disk::DiskReaders::new(),
-            killed_by_signal: exits::killed_by_signal,
+            killed_by_signal: {
+                let prober = exits::Prober::new();
+                Box::new(move |tid| prober.killed_by_signal(tid))
+            },
             store,
             inodes,
             handles: Arc::default(),
