@@ -138,10 +138,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             disk: disk::DiskReaders::new(),
-            killed_by_signal: {
-                let prober = exits::Prober::new();
-                Box::new(move |tid| prober.killed_by_signal(tid))
-            },
+            killed_by_signal: Box::new(exits::killed_by_signal),
             store,
             inodes,
             handles: Arc::default(),
