@@ -324,3 +324,26 @@ print("closed", flush=True)
     assert_eq!(read_file(&p).unwrap(), b"head,tail");
     assert_eq!(killed_writes(&m), 0);
 }
+
+#[test]
+fn a_child_execing_while_the_file_is_written_is_no_kill() {
+    if skip_without_fuse() {
+        return;
+    }
+    let m = Mount::new(CFG);
+    let p = m.path("k", "exec");
+    // The child's execve closes its copy of the close-on-exec descriptor
+    // while it holds the lock a read of its /proc stat takes: the daemon
+    // must answer that close without that read.
+    let mut f = std::fs::File::create(&p).unwrap();
+    use std::io::Write;
+    f.write_all(b"being written").unwrap();
+    for _ in 0..3 {
+        let st = Command::new("true").status().unwrap();
+        assert!(st.success());
+    }
+    f.write_all(b", then closed").unwrap();
+    close_file(f).unwrap();
+    assert_eq!(read_file(&p).unwrap(), b"being written, then closed");
+    assert_eq!(killed_writes(&m), 0);
+}

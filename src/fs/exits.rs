@@ -14,6 +14,14 @@
 //! Whatever cannot be read (the task already gone, /proc mounted with
 //! hidepid, another pid namespace) means "not killed": publish, as a
 //! close always did.
+//!
+//! A task's stat must not be read while it is in execve: the read waits
+//! for a lock execve holds while it closes the close-on-exec files, and
+//! that close is a FLUSH waiting for this answer. So `statm` is read
+//! first, which takes no such lock: a task in do_exit has let its memory
+//! go before it closes its files (exit_mm, then exit_files), so a task
+//! with memory (one in execve included) is not being killed, and only a
+//! task without is asked for its stat.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -24,32 +32,47 @@ use std::path::Path;
 const PF_EXITING: u64 = 0x4;
 
 /// Whether thread `tid` is exiting because a signal killed it. One small
-/// read of /proc, with buffers on the stack: it runs at every FLUSH of a
-/// writer that has something to publish.
+/// read of /proc (two for an exiting task), with buffers on the stack: it
+/// runs at every FLUSH of a writer that has something to publish.
 pub fn killed_by_signal(tid: u32) -> bool {
-    let mut path = [0u8; 32];
+    let mut buf = [0u8; 2048];
+    match read_proc(tid, "statm", &mut buf) {
+        Some(statm) if !statm_says_memoryless(statm) => return false,
+        Some(_) => {}
+        None => return false,
+    }
+    read_proc(tid, "stat", &mut buf).is_some_and(stat_says_killed)
+}
+
+/// `/proc/<tid>/<file>` into `buf`: what was read, or None.
+fn read_proc<'a>(tid: u32, file: &str, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    let mut path = [0u8; 40];
     let n = {
         let mut w = &mut path[..];
-        if write!(w, "/proc/{tid}/stat").is_err() {
-            return false;
-        }
-        32 - w.len()
+        write!(w, "/proc/{tid}/{file}").ok()?;
+        40 - w.len()
     };
-    let Ok(mut f) = std::fs::File::open(Path::new(OsStr::from_bytes(&path[..n]))) else {
-        return false;
-    };
-    // 52 numeric fields and a 64-byte comm at most: under 1.2 kB.
-    let mut buf = [0u8; 2048];
+    let mut f = std::fs::File::open(Path::new(OsStr::from_bytes(&path[..n]))).ok()?;
     let mut len = 0;
     while len < buf.len() {
         match f.read(&mut buf[len..]) {
             Ok(0) => break,
             Ok(k) => len += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    stat_says_killed(&buf[..len])
+    Some(&buf[..len])
+}
+
+/// A `statm` line of a task without memory (its first field, the size,
+/// is 0): an exiting task past exit_mm, or a kernel thread.
+pub fn statm_says_memoryless(statm: &[u8]) -> bool {
+    statm
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .and_then(number)
+        .is_some_and(|size| size == 0)
 }
 
 /// Reads a `/proc/<tid>/stat` line: PF_EXITING with a signal in the exit
@@ -119,5 +142,9 @@ mod tests {
         assert!(!killed_by_signal(u32::MAX));
         let real = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
         assert!(!stat_says_killed(&real));
+        let statm = std::fs::read(format!("/proc/{}/statm", std::process::id())).unwrap();
+        assert!(!statm_says_memoryless(&statm));
+        assert!(statm_says_memoryless(b"0 0 0 0 0 0 0\n"));
+        assert!(!statm_says_memoryless(b""));
     }
 }

@@ -100,7 +100,7 @@ pub struct CacheFs {
     disk: disk::DiskReaders,
     /// Whether a closing thread is being killed by a signal (see
     /// `exits.rs`; tests put their own verdict here).
-    killed_by_signal: fn(u32) -> bool,
+    killed_by_signal: Box<dyn Fn(u32) -> bool + Send + Sync>,
 }
 
 impl CacheFs {
@@ -138,7 +138,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             disk: disk::DiskReaders::new(),
-            killed_by_signal: exits::killed_by_signal,
+            killed_by_signal: Box::new(exits::killed_by_signal),
             store,
             inodes,
             handles: Arc::default(),

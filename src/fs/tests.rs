@@ -698,7 +698,7 @@ fn an_unwritten_close_publishes_at_release_and_its_opener_sees_the_pending_file(
 fn a_close_by_a_killed_process_publishes_nothing() {
     const KILLED: Ctx = Ctx { pid: 666, ..ME };
     let mut f = fx("[namespace.a]\n");
-    f.fs.killed_by_signal = |pid| pid == KILLED.pid;
+    f.fs.killed_by_signal = Box::new(|pid| pid == KILLED.pid);
     let a = f.ns_ino("a");
     let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
     // A partial write whose writer is killed: nothing at its close, and
