@@ -12,13 +12,15 @@
 //! answer when the lines were written late, never reject a right one.)
 
 mod common;
+#[path = "common/worker.rs"]
+mod worker;
 
 use common::*;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use worker::Worker;
 
 const CFG: &str = "[namespace.lc]\n";
 
@@ -108,68 +110,6 @@ for line in sys.stdin:
         raise SystemExit("unknown command %r" % line)
 "#;
 
-/// A python3 worker; killed (by its pid) if it outlives its test.
-struct Worker {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Worker {
-    fn spawn(name: &str, ident: u32) -> Worker {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(WORKER)
-            .arg(ident.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn python3 worker");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Worker {
-            name: name.to_string(),
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let w = self.stdin.as_mut().unwrap();
-        writeln!(w, "{line}")
-            .and_then(|_| w.flush())
-            .unwrap_or_else(|e| panic!("worker {}: send {line:?}: {e}", self.name));
-    }
-
-    fn recv(&mut self) -> String {
-        let mut line = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("worker {}: read: {e}", self.name));
-        if n == 0 {
-            panic!("worker {} exited: {:?}", self.name, self.child.wait());
-        }
-        line.trim_end().to_string()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // EOF on stdin ends an idle worker; one still looping is killed.
-        drop(self.stdin.take());
-        let child = &mut self.child;
-        if !wait_until(Duration::from_secs(2), || {
-            child.try_wait().ok().flatten().is_some()
-        }) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// The same payloads as the worker's: `Some((writer, seq))` if `b` is one
 /// whole payload.
 fn parse(b: &[u8]) -> Option<(u32, u64)> {
@@ -258,10 +198,10 @@ fn the_last_close_wins_for_every_open_after_four_writers_and_four_readers() {
     let m = Mount::new(CFG);
     let work = m.dir.path().to_path_buf();
     let mut writers: Vec<Worker> = (0..4)
-        .map(|i| Worker::spawn(&format!("writer{i}"), i))
+        .map(|i| Worker::spawn(&format!("writer{i}"), WORKER, &[i.to_string()]))
         .collect();
     let mut readers: Vec<Worker> = (0..4)
-        .map(|i| Worker::spawn(&format!("reader{i}"), 100 + i))
+        .map(|i| Worker::spawn(&format!("reader{i}"), WORKER, &[(100 + i).to_string()]))
         .collect();
     let started = Instant::now();
     let (mut closes, mut reads) = (0, 0);
@@ -329,13 +269,13 @@ fn every_open_after_a_close_sees_it_while_lookups_race_the_publishes() {
     // opens of whatever version the dentry leads to.
     let mut lookers: Vec<Worker> = (0..4)
         .map(|i| {
-            let mut w = Worker::spawn(&format!("looker{i}"), 100 + i);
+            let mut w = Worker::spawn(&format!("looker{i}"), WORKER, &[(100 + i).to_string()]);
             let how = if i % 2 == 0 { "stat" } else { "read" };
             w.send(&format!("{how} {} {}", key.display(), stop.display()));
             w
         })
         .collect();
-    let mut checker = Worker::spawn("checker", 200);
+    let mut checker = Worker::spawn("checker", WORKER, &["200"]);
     let started = Instant::now();
     for s in 1..=PUBLISHES {
         fs::write(&key, payload(0, s, 4096 + (s as usize % 7) * 1000)).unwrap();

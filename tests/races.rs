@@ -13,15 +13,17 @@
 //! workers wait on the barrier or on a line from the test.
 
 mod common;
+#[path = "common/worker.rs"]
+mod worker;
 
 use common::*;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use worker::Worker;
 
 const CFG: &str = r#"
 [cache]
@@ -110,77 +112,6 @@ while True:
     else:
         raise SystemExit("unknown command %r" % line)
 "#;
-
-struct Worker {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Worker {
-    fn spawn(name: &str, fifo: &Path, dir: &Path) -> Worker {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(WORKER)
-            .arg(fifo)
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn python3 worker");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Worker {
-            name: name.to_string(),
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let w = self.stdin.as_mut().unwrap();
-        writeln!(w, "{line}")
-            .and_then(|_| w.flush())
-            .unwrap_or_else(|e| panic!("worker {}: send {line:?}: {e}", self.name));
-    }
-
-    fn recv(&mut self) -> String {
-        let mut line = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("worker {}: read: {e}", self.name));
-        if n == 0 {
-            panic!(
-                "worker {} exited unexpectedly: {:?}",
-                self.name,
-                self.child.wait()
-            );
-        }
-        line.trim_end().to_string()
-    }
-
-    fn expect(&mut self, want: &str) {
-        let got = self.recv();
-        assert_eq!(got, want, "worker {}", self.name);
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // EOF on stdin ends the worker; kill it if it does not end.
-        drop(self.stdin.take());
-        let child = &mut self.child;
-        if !wait_until(Duration::from_secs(5), || {
-            child.try_wait().ok().flatten().is_some()
-        }) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The barrier: every worker blocks reading one byte of this FIFO; one
 /// write of one byte per worker releases them all.
@@ -275,7 +206,7 @@ fn two_exclusive_creates_of_one_key_exactly_one_wins() {
     let mut barrier = Barrier::new(&fifo);
     const N: usize = 3;
     let mut workers: Vec<Worker> = (0..N)
-        .map(|i| Worker::spawn(&format!("c{i}"), &fifo, &dir))
+        .map(|i| Worker::spawn(&format!("c{i}"), WORKER, &[&fifo, &dir]))
         .collect();
     let start = Instant::now();
     let mut failures = Vec::new();
@@ -371,8 +302,8 @@ fn rename_noreplace_racing_a_create() {
     let mut barrier = Barrier::new(&fifo);
     // workers[0] is A (renames), workers[1] is B (creates).
     let mut workers = vec![
-        Worker::spawn("A", &fifo, &dir),
-        Worker::spawn("B", &fifo, &dir),
+        Worker::spawn("A", WORKER, &[&fifo, &dir]),
+        Worker::spawn("B", WORKER, &[&fifo, &dir]),
     ];
     let start = Instant::now();
     let mut failures = Vec::new();

@@ -12,17 +12,43 @@ use std::path::Path;
 /// The value of `name`; `Ok(None)` when the file has no such attribute.
 pub fn get(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
     let cname = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    read_value(|buf| {
         // SAFETY: a valid descriptor, a C string, and a buffer of the length given.
-        let n = unsafe {
+        unsafe {
             libc::fgetxattr(
                 f.as_raw_fd(),
                 cname.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
+        }
+    })
+}
+
+/// The value of `name` of the file at `path` (not followed if a symlink);
+/// `Ok(None)` when it has no such attribute.
+pub fn get_path(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let cname = CString::new(name).map_err(io::Error::other)?;
+    read_value(|buf| {
+        // SAFETY: two C strings, and a buffer of the length given.
+        unsafe {
+            libc::lgetxattr(
+                cpath.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    })
+}
+
+/// One attribute's value through `call` (a get*xattr into the buffer),
+/// growing the buffer while the value does not fit (up to 1 MiB).
+fn read_value(call: impl Fn(&mut [u8]) -> isize) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = call(&mut buf);
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
@@ -33,32 +59,6 @@ pub fn get(f: &File, name: &str) -> io::Result<Option<Vec<u8>>> {
             Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 16, 0),
             _ => return Err(e),
         }
-    }
-}
-
-/// The value of `name` of the file at `path` (not followed if a symlink);
-/// `Ok(None)` when it has no such attribute.
-pub fn get_path(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let cname = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: two C strings, and a buffer of the length given.
-    let n = unsafe {
-        libc::lgetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n >= 0 {
-        buf.truncate(n as usize);
-        return Ok(Some(buf));
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENODATA) => Ok(None),
-        _ => Err(e),
     }
 }
 
