@@ -1,14 +1,21 @@
 //! Lookups: what the index says of a key (hit, miss, expired), its live
 //! metadata, its content digest, and a namespace's listing.
 //!
-//! Invariants: a lookup touches neither the disk nor the key's recency; an
-//! expired entry is never reported live; only `lookup` counts misses.
+//! Invariants: `lookup` and `entry_info` touch neither the disk nor the
+//! key's recency; `lookup_name` (the kernel's LOOKUP) also asks the key's
+//! backing path, the truth when several daemons share the backing dir; an
+//! expired entry is never reported live; only `lookup` and `lookup_name`
+//! count misses.
 
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::{Store, StoreError, entry};
+use super::probe::{Probed, quarantine_inode};
+use super::{Store, StoreError, entry, meta_from_header};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -93,36 +100,156 @@ impl Store {
         self.lookup_inner(ns, key, false)
     }
 
-    /// A read's lookup of `name` in namespace `ns_id` by thread `pid`, in
-    /// one critical section: the name is parsed under the namespace's key
-    /// format, and a miss is counted unless it repeats one that thread
-    /// just had (see `misses.rs`).
+    /// A read's lookup of `name` in namespace `ns_id` by thread `pid`: the
+    /// name is parsed under the namespace's key format, the index asked,
+    /// and the backing path looked at (below); a miss is counted unless it
+    /// repeats one that thread just had (see `misses.rs`).
+    ///
+    /// The backing dir is the truth, the index a cache of it: a key the
+    /// index does not know is looked for at its backing path (another
+    /// daemon may have published it, or the rebuild not reached it yet)
+    /// and adopted if live; a key it knows is checked against the file
+    /// there (one `stat`), so a file another daemon replaced or removed is
+    /// noticed whenever the kernel asks.
     pub fn lookup_name(&self, ns_id: u32, name: &[u8], pid: u32) -> Result<Found, StoreError> {
         let start = Instant::now();
         let now = self.clock.now();
-        let idx = self.lock();
-        let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
-        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        let key = Key::parse(name, state.policy.key_format)?;
-        let lookup = Self::outcome_locked(&idx, ns, &key, now);
-        let m = &state.metrics;
+        let (ns, key, known, metrics) = {
+            let idx = self.lock();
+            let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let key = Key::parse(name, state.policy.key_format)?;
+            let known = state.peek(&key);
+            (ns.clone(), key, known, Arc::clone(&state.metrics))
+        };
+        let lookup = match known {
+            None => self.adopt_from_backing(&ns, &key, now),
+            Some(meta) => self.check_backing(&ns, &key, &meta, now),
+        }
+        .inspect_err(|e| {
+            if matches!(e, StoreError::Io(_)) {
+                self.record_io_error();
+            }
+        })?;
         let being_written = match lookup {
-            Lookup::Hit(_) => self.claims.is_claimed(ns, &key),
+            Lookup::Hit(_) => self.claims.is_claimed(&ns, &key),
             Lookup::Miss | Lookup::Expired => {
                 let expired = matches!(lookup, Lookup::Expired);
-                if self.misses.missed(pid, ns, &key, expired, start) {
-                    count_miss(m, expired);
+                if self.misses.missed(pid, &ns, &key, expired, start) {
+                    count_miss(&metrics, expired);
                 }
                 false
             }
         };
-        m.lookup.since(start);
+        metrics.lookup.since(start);
         Ok(Found {
-            ns: ns.clone(),
+            ns,
             key,
             lookup,
             being_written,
         })
+    }
+
+    /// A key the index does not know: what its backing path holds. A live
+    /// valid entry is adopted (indexed and accounted, as the most recently
+    /// used); an expired one is `Expired` and left where it is (the daemon
+    /// whose index holds it expires it, or the next scan does: removing
+    /// it here could race another daemon's rewrite of the key); a bad file
+    /// is quarantined, as the scan would, and is a miss.
+    fn adopt_from_backing(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        now: UnixNanos,
+    ) -> Result<Lookup, StoreError> {
+        let found = match self.data_dir.probe(&self.layout, ns, key)? {
+            None => return Ok(Lookup::Miss),
+            Some(Probed::Valid(f))
+                if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
+            {
+                f
+            }
+            Some(Probed::Valid(f)) => {
+                self.quarantine_probed(ns, key, f.file_id, "names disagree with its path");
+                return Ok(Lookup::Miss);
+            }
+            Some(Probed::Bad { ino, why }) => {
+                self.quarantine_probed(ns, key, ino, &why);
+                return Ok(Lookup::Miss);
+            }
+        };
+        let path = self.layout.entry_path(ns, key);
+        let mut meta = meta_from_header(
+            &found.header,
+            self.new_version(),
+            found.file_id,
+            found.file_size,
+            found.stored_bytes,
+            false,
+        );
+        meta.last_access = now;
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return Ok(Lookup::Miss);
+        };
+        // Put in meanwhile (a publish, another lookup): that stands.
+        if state.peek(key).is_some() {
+            return Ok(Self::outcome_locked(&idx, ns, key, now));
+        }
+        if idx
+            .expires_at(&state.policy, &meta)
+            .is_some_and(|at| at <= now)
+        {
+            return Ok(Lookup::Expired);
+        }
+        // Removed since we read it (by this daemon, after another lookup
+        // adopted it: a removal moves the file under this lock): a miss.
+        match self.layout.io.stat_nofollow(&path) {
+            Ok(md) if md.ino() == found.file_id => {}
+            _ => return Ok(Lookup::Miss),
+        }
+        self.index_changed_locked();
+        idx.insert(ns, key.clone(), meta);
+        Ok(Self::outcome_locked(&idx, ns, key, now))
+    }
+
+    /// A bad file found by a lookup: moved aside (exactly that file) and
+    /// counted, as the scan would.
+    fn quarantine_probed(&self, ns: &Namespace, key: &Key, ino: u64, why: &str) {
+        let path = self.layout.entry_path(ns, key);
+        if quarantine_inode(&self.layout.io, &self.layout, &path, ino, why) {
+            crate::metrics::add(&self.metrics.corrupt, 1);
+        }
+    }
+
+    /// A key the index knows: is its file still the one at the backing
+    /// path? (This daemon changes the path only under the index lock, so a
+    /// difference is another daemon's rewrite or removal, or a change of
+    /// this daemon's made since the index was read: both are settled by
+    /// asking the index again.)
+    fn check_backing(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        meta: &EntryMeta,
+        now: UnixNanos,
+    ) -> Result<Lookup, StoreError> {
+        let path = self.layout.entry_path(ns, key);
+        match self.layout.io.stat_nofollow(&path) {
+            Ok(md) if md.ino() == meta.file_id && md.len() == meta.file_size => {}
+            Ok(_) => match self.adopt_changed_file(ns, key, meta.version, &path) {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget_if_version(ns, key, meta.version);
+            }
+            // The volume cannot tell: the index's answer stands, and the
+            // open that follows meets (and reports) the failure.
+            Err(e) => log::warn!("cannot check {}: {e}", path.display()),
+        }
+        let idx = self.lock();
+        Ok(Self::outcome_locked(&idx, ns, key, now))
     }
 
     fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {

@@ -372,7 +372,7 @@ impl Store {
 
     /// The file under a key is not the one the index knows (another writer
     /// or a foreign hand replaced it): take it in if valid, else quarantine.
-    fn adopt_changed_file(
+    pub(super) fn adopt_changed_file(
         &self,
         ns: &Namespace,
         key: &Key,
@@ -412,7 +412,7 @@ impl Store {
         }
     }
 
-    fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
+    pub(super) fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
         let mut idx = self.lock();
         if idx.peek(ns, key).is_some_and(|m| m.version == version) {
             self.index_changed_locked();

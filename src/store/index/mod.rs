@@ -31,7 +31,7 @@ mod table;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -120,6 +120,13 @@ pub struct Index {
     /// the whole-cache quota. Raised only under the index lock; a write
     /// gives its share back lock-free (lowering it only makes room).
     pub staged: Arc<AtomicU64>,
+    /// While the index is rebuilt behind a serving daemon: the keys put in
+    /// by anything but the rebuild (a publish, a lookup that adopted a
+    /// file). The rebuild never puts such a key in again (`insert_rebuilt`),
+    /// so it can neither overwrite a newer version nor bring back one
+    /// removed since: a key must be in the index to be removed, and the
+    /// rebuild meets each key once.
+    touched: Option<HashSet<(u32, Box<[u8]>)>>,
 }
 
 /// At most this many files are shared (well under the default soft limit
@@ -138,7 +145,42 @@ impl Index {
             shared_files: HashMap::new(),
             limits,
             staged: Arc::default(),
+            touched: None,
         }
+    }
+
+    /// A rebuild begins: from now on, keys inserted otherwise are kept
+    /// from it (see `touched`).
+    pub fn begin_rebuild(&mut self) {
+        self.touched = Some(HashSet::new());
+    }
+
+    /// The rebuild is over (done or abandoned).
+    pub fn end_rebuild(&mut self) {
+        self.touched = None;
+    }
+
+    pub fn rebuilding(&self) -> bool {
+        self.touched.is_some()
+    }
+
+    /// Inserts what the rebuild found of a key, unless the key was put in
+    /// otherwise since the rebuild began (that is newer, or was removed
+    /// since). Returns whether it went in.
+    pub fn insert_rebuilt(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> bool {
+        let Some(id) = self.namespaces.get(ns).map(|s| s.id) else {
+            return false;
+        };
+        if let Some(t) = &self.touched
+            && t.contains(&(id, Box::from(key.as_bytes())))
+        {
+            return false;
+        }
+        if self.peek(ns, &key).is_some() {
+            return false;
+        }
+        self.insert_inner(ns, key, meta);
+        true
     }
 
     /// The shared open file of a live version, if one is kept.
@@ -265,6 +307,15 @@ impl Index {
     /// replaced metadata. The namespace must exist. (The index keeps a
     /// compact copy of the key, not `key`.)
     pub fn insert(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
+        if let Some(t) = &mut self.touched
+            && let Some(s) = self.namespaces.get(ns)
+        {
+            t.insert((s.id, Box::from(key.as_bytes())));
+        }
+        self.insert_inner(ns, key, meta)
+    }
+
+    fn insert_inner(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
         let old = self.remove(ns, &key);
         let policy = &self
             .namespaces
