@@ -215,7 +215,7 @@ impl Store {
 
     /// A bad file found by a lookup: moved aside (exactly that file) and
     /// counted, as the scan would.
-    fn quarantine_probed(&self, ns: &Namespace, key: &Key, ino: u64, why: &str) {
+    pub(super) fn quarantine_probed(&self, ns: &Namespace, key: &Key, ino: u64, why: &str) {
         let path = self.layout.entry_path(ns, key);
         if quarantine_inode(&self.layout.io, &self.layout, &path, ino, why) {
             crate::metrics::add(&self.metrics.corrupt, 1);
@@ -223,10 +223,10 @@ impl Store {
     }
 
     /// A key the index knows: is its file still the one at the backing
-    /// path? (This daemon changes the path only under the index lock, so a
-    /// difference is another daemon's rewrite or removal, or a change of
-    /// this daemon's made since the index was read: both are settled by
-    /// asking the index again.)
+    /// path? The `stat` runs outside the index lock, so a difference may
+    /// be this daemon's own publish since the index was read (a metadata
+    /// republish renames a new file over the path, same version): the
+    /// index decides (`reconcile`), never the racing stat.
     fn check_backing(
         &self,
         ns: &Namespace,
@@ -237,19 +237,88 @@ impl Store {
         let path = self.layout.entry_path(ns, key);
         match self.layout.io.stat_nofollow(&path) {
             Ok(md) if md.ino() == meta.file_id && md.len() == meta.file_size => {}
-            Ok(_) => match self.adopt_changed_file(ns, key, meta.version, &path) {
-                Ok(()) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.forget_if_version(ns, key, meta.version);
-            }
+            Ok(_) => self.reconcile(ns, key, meta)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.reconcile(ns, key, meta)?,
             // The volume cannot tell: the index's answer stands, and the
             // open that follows meets (and reports) the failure.
             Err(e) => log::warn!("cannot check {}: {e}", path.display()),
         }
         let idx = self.lock();
         Ok(Self::outcome_locked(&idx, ns, key, now))
+    }
+
+    /// The file at a key's backing path looked different from `seen`, what
+    /// the index held when it was read. Settled against the index under
+    /// its lock, where this daemon makes every change to a backing path:
+    /// if the index no longer holds `seen`, this daemon changed the key
+    /// since and the index stands; if it does, a `stat` under the lock
+    /// sees another daemon's change (or a foreign hand's), never one of
+    /// ours in flight. A removed file is forgotten; another file is read
+    /// (through one descriptor, outside the lock) and taken in as a new
+    /// version if valid, moved aside (exactly that inode) if not.
+    pub(super) fn reconcile(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        seen: &EntryMeta,
+    ) -> Result<(), StoreError> {
+        let path = self.layout.entry_path(ns, key);
+        {
+            let mut idx = self.lock();
+            if !idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
+                return Ok(());
+            }
+            match self.layout.io.stat_nofollow(&path) {
+                Ok(md) if md.ino() == seen.file_id && md.len() == seen.file_size => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.index_changed_locked();
+                    idx.remove(ns, key);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let replacement = match self.data_dir.probe(&self.layout, ns, key)? {
+            Some(Probed::Valid(f))
+                if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
+            {
+                Some(f)
+            }
+            Some(Probed::Valid(f)) => {
+                self.quarantine_probed(ns, key, f.file_id, "names disagree with its path");
+                None
+            }
+            Some(Probed::Bad { ino, why }) => {
+                self.quarantine_probed(ns, key, ino, &why);
+                None
+            }
+            None => None,
+        };
+        let mut idx = self.lock();
+        // Changed by this daemon meanwhile: that is newer.
+        if !idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
+            return Ok(());
+        }
+        self.index_changed_locked();
+        match replacement {
+            Some(f) => {
+                let mut meta = meta_from_header(
+                    &f.header,
+                    self.new_version(),
+                    f.file_id,
+                    f.file_size,
+                    f.stored_bytes,
+                    false,
+                );
+                meta.last_access = seen.last_access;
+                idx.insert(ns, key.clone(), meta);
+            }
+            None => {
+                idx.remove(ns, key);
+            }
+        }
+        Ok(())
     }
 
     fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {
@@ -310,6 +379,12 @@ impl Store {
             .map(|(k, m)| (Key::from_index(&k), m.version))
             .collect())
     }
+}
+
+/// Whether two index records describe one backing file (a metadata
+/// republish keeps the version but renames a new file into place).
+pub(super) fn same_file(a: &EntryMeta, b: &EntryMeta) -> bool {
+    a.version == b.version && a.file_id == b.file_id && a.file_size == b.file_size
 }
 
 fn count_miss(m: &crate::metrics::NsMetrics, expired: bool) {
