@@ -257,3 +257,214 @@ fn a_stop_during_the_rebuild_saves_no_partial_index() {
         == false));
     assert_eq!(m.total_stat("entries"), (BIG / 2) as u64);
 }
+
+// ---- Changes reach the other daemons (issue 13, second slice) ----
+
+/// The promised bounds: 100 ms on one host (notified), the poll interval
+/// (1 s here, the default) where no notification comes. Deadlines add a
+/// margin for a loaded test machine; the local pair's poll is set far
+/// beyond its deadline, so only a notification can meet it.
+const NOTIFIED: Duration = Duration::from_millis(100);
+const POLLED: Duration = Duration::from_secs(1);
+const MARGIN: Duration = Duration::from_millis(900);
+
+/// A bindfs view of a directory (a second host's view of a network
+/// volume: its FUSE clients get no inotify events for writes made beside
+/// them), unmounted on drop. Locks are forwarded: the sessions' liveness
+/// still rests on flock (issue 13's "no flock" part is not this test's).
+struct BindView {
+    dir: tempfile::TempDir,
+}
+
+impl BindView {
+    fn of(src: &Path) -> BindView {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = Command::new("bindfs")
+            .args(["--multithreaded", "--enable-lock-forwarding"])
+            .arg(src)
+            .arg(dir.path())
+            .status()
+            .expect("bindfs (apt-get install bindfs)");
+        assert!(st.success(), "bindfs failed");
+        assert!(
+            wait_until(Duration::from_secs(10), || is_mounted(dir.path())),
+            "bindfs never mounted"
+        );
+        BindView { dir }
+    }
+}
+
+impl Drop for BindView {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        if is_mounted(self.dir.path()) {
+            lazy_unmount(self.dir.path());
+        }
+    }
+}
+
+/// Two daemons on one backing dir: `b` directly beside `a` (notified), or
+/// through a bindfs view (polled only).
+struct Pair {
+    a: Mount,
+    b: Mount,
+    deadline: Duration,
+    // Dropped after `b` (fields drop in order): b unmounts first.
+    _view: Option<BindView>,
+}
+
+fn pair(polled: bool) -> Pair {
+    let a = Mount::new("[cache]\npoll_interval = \"60s\"\n");
+    if polled {
+        let view = BindView::of(&a.backing);
+        let b = Mount::with_backing("", view.dir.path());
+        Pair {
+            a,
+            b,
+            deadline: POLLED + MARGIN,
+            _view: Some(view),
+        }
+    } else {
+        let b = Mount::with_backing("[cache]\npoll_interval = \"60s\"\n", &a.backing);
+        Pair {
+            a,
+            b,
+            deadline: NOTIFIED + MARGIN,
+            _view: None,
+        }
+    }
+}
+
+fn rewrite_reaches_the_other_mount_untorn(polled: bool) {
+    let p = pair(polled);
+    fs::create_dir(p.a.ns("ns")).unwrap();
+    let old = vec![b'o'; 20_000];
+    let new = vec![b'n'; 30_000];
+    write_file(&p.a.path("ns", "k"), &old).unwrap();
+    // B's kernel now holds the name and the pages of the old version.
+    assert_eq!(read_file(&p.b.path("ns", "k")).unwrap(), old);
+    assert_eq!(read_file(&p.b.path("ns", "k")).unwrap(), old);
+    write_file(&p.a.path("ns", "k"), &new).unwrap();
+    let written = std::time::Instant::now();
+    let mut reads = 0;
+    let seen = wait_until(p.deadline, || {
+        reads += 1;
+        let got = read_file(&p.b.path("ns", "k")).unwrap();
+        assert!(
+            got == old || got == new,
+            "a torn read of {} bytes",
+            got.len()
+        );
+        got == new
+    });
+    assert!(
+        seen,
+        "B still read the old version {:?} after A's rewrite ({reads} reads)",
+        written.elapsed()
+    );
+}
+
+#[test]
+fn a_rewrite_reaches_the_other_mount_on_one_host() {
+    if skip_without_fuse() {
+        return;
+    }
+    rewrite_reaches_the_other_mount_untorn(false);
+}
+
+#[test]
+fn a_rewrite_reaches_a_mount_that_gets_no_notifications() {
+    if skip_without_fuse() {
+        return;
+    }
+    rewrite_reaches_the_other_mount_untorn(true);
+}
+
+fn removals_and_changes_reach_the_other_mount(polled: bool) {
+    let p = pair(polled);
+    fs::create_dir(p.a.ns("ns")).unwrap();
+    fs::create_dir(p.a.ns("pns")).unwrap();
+    for (n, k) in [("ns", "rm"), ("ns", "chmod"), ("pns", "purged")] {
+        write_file(&p.a.path(n, k), b"value").unwrap();
+        // B's kernel holds the name and the pages.
+        assert_eq!(read_file(&p.b.path(n, k)).unwrap(), b"value");
+    }
+    let mode = |m: &Mount| fs::metadata(m.path("ns", "chmod")).map(|md| md.mode() & 0o777);
+    assert_eq!(mode(&p.b).unwrap(), 0o644);
+
+    fs::remove_file(p.a.path("ns", "rm")).unwrap();
+    let (ok, out) = sh(&format!(
+        "setfattr -n user.cachefs.purge -v all {}",
+        p.a.ns("pns").display()
+    ));
+    assert!(ok, "purge on A: {out}");
+    fs::set_permissions(
+        p.a.path("ns", "chmod"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(mode(&p.a).unwrap(), 0o600);
+
+    let gone = |n: &str, k: &str| errno(&fs::read(p.b.path(n, k))) == Some(libc::ENOENT);
+    assert!(
+        wait_until(p.deadline, || gone("ns", "rm")),
+        "rm on A, still on B"
+    );
+    assert!(
+        wait_until(p.deadline, || gone("pns", "purged")),
+        "purge on A, still on B"
+    );
+    assert!(
+        wait_until(p.deadline, || mode(&p.b).ok() == Some(0o600)),
+        "chmod on A, B still shows {:o}",
+        mode(&p.b).unwrap()
+    );
+}
+
+#[test]
+fn removals_and_metadata_changes_reach_the_other_mount_on_one_host() {
+    if skip_without_fuse() {
+        return;
+    }
+    removals_and_changes_reach_the_other_mount(false);
+}
+
+#[test]
+fn removals_and_metadata_changes_reach_a_mount_that_gets_no_notifications() {
+    if skip_without_fuse() {
+        return;
+    }
+    removals_and_changes_reach_the_other_mount(true);
+}
+
+fn namespaces_made_and_removed_reach_the_other_mount(polled: bool) {
+    let p = pair(polled);
+    fs::create_dir(p.a.ns("team")).unwrap();
+    // Found at once by a lookup (first slice), and listed.
+    assert!(fs::metadata(p.b.ns("team")).unwrap().is_dir());
+    assert!(wait_until(p.deadline, || list_str(&p.b.mnt)
+        .contains(&"team".to_string())));
+    fs::remove_dir(p.a.ns("team")).unwrap();
+    assert!(
+        wait_until(p.deadline, || errno(&fs::metadata(p.b.ns("team")))
+            == Some(libc::ENOENT)),
+        "rmdir on A, B still shows the namespace"
+    );
+    assert!(!list_str(&p.b.mnt).contains(&"team".to_string()));
+}
+
+#[test]
+fn namespaces_made_and_removed_reach_the_other_mount_on_one_host() {
+    if skip_without_fuse() {
+        return;
+    }
+    namespaces_made_and_removed_reach_the_other_mount(false);
+}
+
+#[test]
+fn namespaces_made_and_removed_reach_a_mount_that_gets_no_notifications() {
+    if skip_without_fuse() {
+        return;
+    }
+    namespaces_made_and_removed_reach_the_other_mount(true);
+}

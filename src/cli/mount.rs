@@ -86,7 +86,13 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
     let fuse_cfg = fuse_config(&args.options, args.threads)?;
     // Serves at once: the index is rebuilt behind (snapshot or scan), and
     // lookups it cannot answer yet go to the keys' backing paths.
+    let poll = config.cache.poll_interval;
     let store = Store::open_serving(&args.backing, config, Arc::new(SystemClock))?;
+    // Other daemons on the backing dir learn this one's changes, and it
+    // theirs (`store/follow.rs`); without it each is only slower to learn.
+    if let Err(e) = store.share_changes(poll) {
+        log::warn!("cannot share changes with other daemons: {e}");
+    }
     let fs = CacheFs::new(Arc::clone(&store));
     let open_handles = fs.open_handles();
     let kernel_slot = fs.kernel_slot();

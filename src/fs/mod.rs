@@ -132,6 +132,10 @@ impl CacheFs {
             Change::Replaced { ns_id, key, .. } => {
                 inv.entry(inodes::namespace_ino(ns_id), name(key))
             }
+            // By another daemon: the name leaves the root.
+            Change::NamespaceRemoved { ns, .. } => {
+                inv.entry(inodes::ROOT, OsStr::from_bytes(ns.as_bytes()).to_owned())
+            }
         }));
         CacheFs {
             kernel,

@@ -262,6 +262,11 @@ impl Layout {
         hex(digest)
     }
 
+    /// This process's session name (see `token`).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

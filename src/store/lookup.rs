@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
 use super::probe::{Probed, quarantine_inode};
-use super::{Store, StoreError, entry, meta_from_header};
+use super::{Change, Store, StoreError, entry, meta_from_header};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -156,7 +156,7 @@ impl Store {
     /// whose index holds it expires it, or the next scan does: removing
     /// it here could race another daemon's rewrite of the key); a bad file
     /// is quarantined, as the scan would, and is a miss.
-    fn adopt_from_backing(
+    pub(super) fn adopt_from_backing(
         &self,
         ns: &Namespace,
         key: &Key,
@@ -274,6 +274,8 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.index_changed_locked();
                     idx.remove(ns, key);
+                    let ns_id = idx.namespace(ns).expect("held the key").id;
+                    self.tell(Change::Removed { ns_id, key });
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -301,11 +303,14 @@ impl Store {
             return Ok(());
         }
         self.index_changed_locked();
+        let ns_id = idx.namespace(ns).expect("holds the key").id;
+        // The kernel forgets the name: its dentry leads to the old version.
         match replacement {
             Some(f) => {
+                let version = self.new_version();
                 let mut meta = meta_from_header(
                     &f.header,
-                    self.new_version(),
+                    version,
                     f.file_id,
                     f.file_size,
                     f.stored_bytes,
@@ -313,9 +318,15 @@ impl Store {
                 );
                 meta.last_access = seen.last_access;
                 idx.insert(ns, key.clone(), meta);
+                self.tell(Change::Replaced {
+                    ns_id,
+                    key,
+                    version,
+                });
             }
             None => {
                 idx.remove(ns, key);
+                self.tell(Change::Removed { ns_id, key });
             }
         }
         Ok(())

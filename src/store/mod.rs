@@ -32,9 +32,11 @@
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
 mod backing;
+mod changes;
 mod claims;
 mod clock;
 mod entry;
+mod follow;
 mod format;
 mod index;
 mod layout;
@@ -131,6 +133,8 @@ pub enum Change<'a> {
         key: &'a Key,
         version: u64,
     },
+    /// Another daemon removed a namespace (its marker is gone).
+    NamespaceRemoved { ns_id: u32, ns: &'a Namespace },
 }
 
 /// See `Store::set_change_listener`.
@@ -170,6 +174,10 @@ pub struct Store {
     rebuild: rebuild_state::Rebuild,
     /// `data/`, held open for lookups at backing paths (`probe.rs`).
     data_dir: probe::DataDir,
+    /// This daemon's changes, for the other daemons (`changes.rs`).
+    changes: changes::ChangeLog,
+    /// The others' changes, followed (`follow.rs`).
+    follower: changes::Follower,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -285,6 +293,8 @@ impl Store {
             volume_bound: AtomicBool::new(false),
             rebuild: rebuild_state::Rebuild::default(),
             data_dir,
+            changes: changes::ChangeLog::default(),
+            follower: changes::Follower::default(),
             _lock: lock,
         };
         store
@@ -352,6 +362,8 @@ impl Store {
     /// written through afterwards.
     pub fn end_session(&self) {
         self.stop_rebuild();
+        self.follower.stop();
+        self.changes.stop();
         self.sweeper.stop();
         self.reaper.finish();
         self.layout.end_session();

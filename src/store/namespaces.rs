@@ -134,6 +134,7 @@ impl Store {
         if access != state.access {
             self.write_record(&ns, &access)?;
             state.access = access;
+            self.changes.namespace(&ns);
         }
         Ok(access)
     }
@@ -270,6 +271,7 @@ impl Store {
             return Err(StoreError::Exists);
         }
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        self.changes.namespace(&ns);
         let state = idx.namespace_mut(&ns).expect("just added");
         state.access = access;
         Ok((ns, state.id))
@@ -299,6 +301,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         idx.remove_namespace(ns);
+        self.changes.namespace(ns);
         Ok(())
     }
 
