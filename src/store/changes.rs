@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_a_torn_tail_waits() {
         let ns = Namespace::parse(b"news").unwrap();
-        let key = Key::parse(b"espn/2026", crate::names::KeyFormat::Any).unwrap();
+        let key = Key::parse(b"espn-2026", crate::names::KeyFormat::Any).unwrap();
         let mut bytes = Vec::new();
         encode(1, ns.as_bytes(), key.as_bytes(), &mut bytes);
         encode(2, ns.as_bytes(), b"", &mut bytes);
