@@ -282,6 +282,12 @@ impl Layout {
         &self.namespaces
     }
 
+    /// Where directories made inside namespaces are mirrored:
+    /// `dirs/<namespace>/<path>` (see store/dirs.rs).
+    pub fn dirs_dir(&self) -> PathBuf {
+        self.root.join("dirs")
+    }
+
     pub fn snapshot_path(&self) -> PathBuf {
         self.root.join("index.snapshot")
     }

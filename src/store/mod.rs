@@ -34,6 +34,7 @@
 mod backing;
 mod claims;
 mod clock;
+mod dirs;
 mod entry;
 mod format;
 mod index;
@@ -63,6 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespace};
+pub use dirs::DirItem;
 pub use backing::FaultOp;
 pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
@@ -91,8 +93,12 @@ pub enum StoreError {
     TooBig,
     #[error("no room can be made")]
     NoSpace,
-    #[error("namespace is not empty")]
+    #[error("namespace or directory is not empty")]
     NotEmpty,
+    #[error("is a directory")]
+    IsDir,
+    #[error("a directory on the key's path is an entry")]
+    NotDir,
     #[error("namespace is named in the config")]
     Busy,
     #[error("new namespaces are not allowed")]
@@ -249,6 +255,10 @@ impl Store {
                 source,
             })?;
         store.recover().map_err(|source| OpenError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        store.load_dir_markers().map_err(|source| OpenError::Io {
             path: root.display().to_string(),
             source,
         })?;

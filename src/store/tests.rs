@@ -444,11 +444,11 @@ fn counters_follow_a_known_sequence() {
     // key (the kernel's lookup before a create).
     let id = f.store.namespace_id(&ns("a")).unwrap();
     for _ in 0..2 {
-        let found = f.store.lookup_name(id, b"fresh", 7).unwrap();
+        let found = f.store.lookup_name(id, b"", b"fresh", 7).unwrap();
         assert!(matches!(found.lookup, Lookup::Miss));
     }
     assert_eq!(f.store.stats().namespaces["a"].misses, 3);
-    f.store.lookup_name(id, b"other", 8).unwrap();
+    f.store.lookup_name(id, b"", b"other", 8).unwrap();
     assert_eq!(f.store.stats().namespaces["a"].misses, 4);
     let w = NewWrite::by(8, WriteFrom::Empty, OWNER);
     let mut st = f.store.start_write(&ns("a"), &key("other"), w).unwrap();

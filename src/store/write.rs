@@ -166,6 +166,9 @@ impl Store {
                 let back = self.misses.created(pid, ns, key);
                 self.take_back_miss(&state.metrics, back);
             }
+            if let Some(c) = state.path_conflict(key.as_bytes()) {
+                return Err(c.into());
+            }
             if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
                 return Err(StoreError::Exists);
             }
@@ -338,6 +341,9 @@ impl Store {
             || meta.stored_bytes > idx.limits.max_bytes
         {
             return Err(StoreError::TooBig);
+        }
+        if let Some(c) = state.path_conflict(key.as_bytes()) {
+            return Err(c.into());
         }
         if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
             return Err(StoreError::NoSpace);
