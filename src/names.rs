@@ -208,13 +208,20 @@ mod tests {
         let top = Key::parse(b"k", KeyFormat::Any).unwrap();
         assert_eq!((top.dir(), top.name()), (&b""[..], &b"k"[..]));
         for bad in [&b"/a"[..], b"a/", b"a//b", b"a/./b", b"a/../b", b"a/b\0"] {
-            assert_eq!(Key::parse(bad, KeyFormat::Any), Err(NameError::Invalid), "{bad:?}");
+            assert_eq!(
+                Key::parse(bad, KeyFormat::Any),
+                Err(NameError::Invalid),
+                "{bad:?}"
+            );
         }
         let long = [&[b'a'; 255][..], b"/", &[b'b'; 255]].concat();
         assert!(Key::parse(&long, KeyFormat::Any).is_ok());
         let too_long = vec![vec![b'a'; 200]; 6].join(&b'/');
         assert!(too_long.len() > KEY_MAX);
-        assert_eq!(Key::parse(&too_long, KeyFormat::Any), Err(NameError::TooLong));
+        assert_eq!(
+            Key::parse(&too_long, KeyFormat::Any),
+            Err(NameError::TooLong)
+        );
         let deep = vec![&b"d"[..]; DEPTH_MAX + 1].join(&b'/');
         assert_eq!(Key::parse(&deep, KeyFormat::Any), Err(NameError::TooLong));
         let ok_deep = vec![&b"d"[..]; DEPTH_MAX].join(&b'/');
@@ -223,7 +230,10 @@ mod tests {
             Key::join(b"a/b", b"c", KeyFormat::Any).unwrap().as_bytes(),
             b"a/b/c"
         );
-        assert_eq!(Key::join(b"a", b"x/y", KeyFormat::Any), Err(NameError::Invalid));
+        assert_eq!(
+            Key::join(b"a", b"x/y", KeyFormat::Any),
+            Err(NameError::Invalid)
+        );
     }
 
     #[test]

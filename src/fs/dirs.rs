@@ -75,10 +75,7 @@ impl CacheFs {
             Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
                 let (id, dir) = self.dir_of(ino).ok_or(Errno::ENOENT)?;
                 let ns = self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?;
-                let names = self
-                    .store
-                    .list_dir(&ns, &dir)
-                    .map_err(|e| self.fail(&e))?;
+                let names = self.store.list_dir(&ns, &dir).map_err(|e| self.fail(&e))?;
                 items.reserve(names.len());
                 for item in names {
                     items.push(match item {

@@ -68,7 +68,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::store::{Change, Key, PurgeReport, Store, StoreError};
 use handles::HandleTable;
-use inodes::{InodeKind, InodeTable, kind_of};
+use inodes::InodeTable;
 pub use invalidate::KernelSlot;
 use types::Errno;
 pub use xattrs::{XATTR_PURGE, XATTR_PURGED};

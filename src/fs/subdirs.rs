@@ -66,7 +66,10 @@ impl DirInodes {
     }
 
     pub fn get(&self, ino: u64) -> Option<(u32, Vec<u8>)> {
-        self.lock().by_ino.get(&ino).map(|(id, p)| (*id, p.to_vec()))
+        self.lock()
+            .by_ino
+            .get(&ino)
+            .map(|(id, p)| (*id, p.to_vec()))
     }
 
     /// Forgets `dir` and every directory under it (removed).
@@ -160,9 +163,7 @@ impl CacheFs {
         let ns = self.store.namespace_by_id(ns_id).ok_or(Errno::ENOENT)?;
         let path = Key::join(&dir, name.as_bytes(), KeyFormat::Any)
             .map_err(|e| super::errno::name_errno(&StoreError::InvalidName(e), Errno::EINVAL))?;
-        self.store
-            .make_dir(&ns, &path)
-            .map_err(|e| self.fail(&e))?;
+        self.store.make_dir(&ns, &path).map_err(|e| self.fail(&e))?;
         self.ns_times.names_changed(ns_id);
         self.subdir_entry(ns_id, path.as_bytes())
     }

@@ -28,8 +28,13 @@ use crate::names::{DEPTH_MAX, Key, KeyFormat, Namespace, parent_of};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirItem {
     /// An entry, with its live version.
-    File { name: Vec<u8>, version: u64 },
-    Dir { name: Vec<u8> },
+    File {
+        name: Vec<u8>,
+        version: u64,
+    },
+    Dir {
+        name: Vec<u8>,
+    },
 }
 
 impl From<PathConflict> for StoreError {
@@ -44,7 +49,10 @@ impl From<PathConflict> for StoreError {
 impl Store {
     fn dir_marker(&self, ns: &Namespace, path: &[u8]) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
-        let mut p = self.layout.dirs_dir().join(std::ffi::OsStr::from_bytes(ns.as_bytes()));
+        let mut p = self
+            .layout
+            .dirs_dir()
+            .join(std::ffi::OsStr::from_bytes(ns.as_bytes()));
         if !path.is_empty() {
             p.push(std::ffi::OsStr::from_bytes(path));
         }
@@ -141,9 +149,11 @@ impl Store {
             // between a marker's making and its parent's removal): ours,
             // only directories, never followed (remove_dir_all does not
             // follow symlinks).
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                self.layout.io.remove_dir_all(&marker).map_err(StoreError::from)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => self
+                .layout
+                .io
+                .remove_dir_all(&marker)
+                .map_err(StoreError::from),
             Err(e) => Err(e.into()),
         }
     }

@@ -64,10 +64,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespace};
-pub use dirs::DirItem;
 pub use backing::FaultOp;
 pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
+pub use dirs::DirItem;
 pub use entry::ENTRY_FORMAT;
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};

@@ -440,8 +440,7 @@ impl Index {
         for s in self.namespaces.values() {
             s.entries.debug_check();
             let slots: Vec<u32> = s.entries.iter_lru().collect();
-            s.tree
-                .debug_check(|i| s.entries.key(i).to_vec(), &slots);
+            s.tree.debug_check(|i| s.entries.key(i).to_vec(), &slots);
             let b: u64 = s.iter_lru().map(|(_, m)| m.stored_bytes).sum();
             assert_eq!(b, s.bytes, "namespace bytes");
             let l: u64 = s.iter_lru().map(|(_, m)| m.logical_size).sum();

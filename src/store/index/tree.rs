@@ -211,3 +211,113 @@ impl DirTree {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PATHS: [&str; 8] = ["a", "b", "a/x", "a/y", "a/x/1", "a/x/2", "b/z", "b/z/q"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AddFile(usize),
+        RemoveFile(usize),
+        MakeDir(usize),
+        RemoveDir(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..PATHS.len()).prop_map(Op::AddFile),
+            (0..PATHS.len()).prop_map(Op::RemoveFile),
+            (0..PATHS.len()).prop_map(Op::MakeDir),
+            (0..PATHS.len()).prop_map(Op::RemoveDir),
+        ]
+    }
+
+    /// The model: files (key -> slot) and explicit dirs; a directory
+    /// exists if it is explicit or holds something.
+    fn model_dirs(files: &BTreeMap<String, u32>, explicit: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut add_with_parents = |p: &str| {
+            let mut p = p.to_string();
+            while !p.is_empty() {
+                out.insert(p.clone());
+                p = String::from_utf8(parent_of(p.as_bytes()).to_vec()).unwrap();
+            }
+        };
+        for k in files.keys() {
+            add_with_parents(std::str::from_utf8(parent_of(k.as_bytes())).unwrap());
+        }
+        for d in explicit {
+            add_with_parents(d);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn the_tree_follows_a_model_of_nested_operations(ops in prop::collection::vec(op(), 1..60)) {
+            let mut tree = DirTree::default();
+            let mut files: BTreeMap<String, u32> = BTreeMap::new();
+            let mut explicit: BTreeSet<String> = BTreeSet::new();
+            let mut next_slot = 0;
+            for op in ops {
+                let dirs = model_dirs(&files, &explicit);
+                match op {
+                    Op::AddFile(i) => {
+                        let k = PATHS[i];
+                        // The store refuses a key that is a directory, or
+                        // under an entry.
+                        let under_file = files.keys().any(|f| k.starts_with(&format!("{f}/")));
+                        if dirs.contains(k) || under_file || files.contains_key(k) {
+                            continue;
+                        }
+                        tree.add_file(k.as_bytes(), next_slot);
+                        files.insert(k.to_string(), next_slot);
+                        next_slot += 1;
+                    }
+                    Op::RemoveFile(i) => {
+                        if let Some(slot) = files.remove(PATHS[i]) {
+                            tree.remove_file(PATHS[i].as_bytes(), slot);
+                        }
+                    }
+                    Op::MakeDir(i) => {
+                        let d = PATHS[i];
+                        let under_file = files.keys().any(|f| d == f || d.starts_with(&format!("{f}/")));
+                        if under_file {
+                            continue;
+                        }
+                        tree.make_dir(d.as_bytes());
+                        explicit.insert(d.to_string());
+                    }
+                    Op::RemoveDir(i) => {
+                        let d = PATHS[i];
+                        let empty = !files.keys().any(|f| f.starts_with(&format!("{d}/")))
+                            && !dirs.iter().any(|x| x.starts_with(&format!("{d}/")));
+                        prop_assert_eq!(tree.node(d.as_bytes()).is_some_and(|n| n.is_empty()), dirs.contains(d) && empty);
+                        if dirs.contains(d) && empty {
+                            tree.remove_dir(d.as_bytes());
+                            explicit.remove(d);
+                        }
+                    }
+                }
+                let want = model_dirs(&files, &explicit);
+                let have: BTreeSet<String> = tree.dirs_under(b"").into_iter().skip(1)
+                    .map(|d| String::from_utf8(d).unwrap()).collect();
+                prop_assert_eq!(&have, &want);
+                let by_slot: BTreeMap<u32, String> = files.iter().map(|(k, s)| (*s, k.clone())).collect();
+                let slots: Vec<u32> = by_slot.keys().copied().collect();
+                tree.debug_check(|s| by_slot[&s].clone().into_bytes(), &slots);
+                let mut under_a: Vec<u32> = tree.files_under(b"a");
+                under_a.sort();
+                let want_a: Vec<u32> = files.iter().filter(|(k, _)| k.starts_with("a/")).map(|(_, s)| *s).collect::<BTreeSet<_>>().into_iter().collect();
+                prop_assert_eq!(under_a, want_a);
+            }
+        }
+    }
+}
