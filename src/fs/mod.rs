@@ -37,6 +37,7 @@
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dirinodes;
 mod dirs;
 mod disk;
 mod entries;
@@ -96,7 +97,7 @@ pub struct CacheFs {
     /// Namespace directories' mtime and ctime (see `nstimes.rs`).
     ns_times: Arc<nstimes::NsTimes>,
     /// Directories inside namespaces: their inode numbers (`subdirs.rs`).
-    subdirs: Arc<subdirs::DirInodes>,
+    subdirs: Arc<dirinodes::DirInodes>,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -115,7 +116,7 @@ impl CacheFs {
         let started = SystemTime::now();
         let ns_times = Arc::new(nstimes::NsTimes::new(started));
         let times = Arc::clone(&ns_times);
-        let subdirs = Arc::new(subdirs::DirInodes::default());
+        let subdirs = Arc::new(dirinodes::DirInodes::default());
         let dirs = Arc::clone(&subdirs);
         // The dir a key's name is in, as the kernel knows it: a directory
         // never handed out holds no dentry to drop.

@@ -282,8 +282,7 @@ impl Layout {
         &self.namespaces
     }
 
-    /// Where directories made inside namespaces are mirrored:
-    /// `dirs/<namespace>/<path>` (see store/dirs.rs).
+    /// `dirs/<namespace>/<path>`: mkdir'd directories (store/dirs.rs).
     pub fn dirs_dir(&self) -> PathBuf {
         self.root.join("dirs")
     }
