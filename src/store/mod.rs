@@ -32,7 +32,9 @@
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
 mod backing;
+mod claim_file;
 mod claims;
+mod claims_across;
 mod clock;
 mod dirs;
 mod entry;
@@ -50,6 +52,7 @@ mod recover;
 mod remove;
 mod republish;
 mod room;
+mod sessions;
 mod staging;
 mod stats;
 mod sweeper;
@@ -203,9 +206,10 @@ impl Store {
             Ok(alone) => {
                 // Files directly in staging/ and trash/ are an offline
                 // command's (they run alone): orphans, when we are alone.
-                let orphans = layout.reap_dead_sessions()
-                    + layout::empty_dir(layout.staging_dir())
-                    + layout::empty_dir(layout.trash_dir());
+                // Sessions' files are not: a lock taken through a view
+                // that does not carry flock says "alone" beside live
+                // daemons, and their sessions are judged on their own.
+                let orphans = layout.reap_dead_sessions() + layout.remove_offline_orphans();
                 if orphans > 0 {
                     log::info!("removed {orphans} orphaned staging/trash files");
                 }
@@ -262,6 +266,10 @@ impl Store {
             path: root.display().to_string(),
             source,
         })?;
+        let claims = store.reap_dead_claims();
+        if claims > 0 {
+            log::info!("removed {claims} claims of daemons that died");
+        }
         release_freed_memory();
         store.apply_limits(&config);
         Ok(store)
@@ -450,6 +458,8 @@ impl Drop for Store {
     }
 }
 
+#[cfg(test)]
+mod claims_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]

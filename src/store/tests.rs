@@ -829,8 +829,9 @@ fn a_daemon_removes_what_dead_daemons_left_and_nothing_of_live_ones() {
         .begin_write(&ns("a"), &key("k"), WriteFrom::Empty, OWNER)
         .unwrap();
     st.write_at(0, b"live").unwrap();
-    // A daemon that died left its session behind (its lock is free).
-    std::fs::write(b.join("staging/dead-1.lock"), b"").unwrap();
+    // A daemon that died left its session behind (its lock is free, its
+    // process gone).
+    super::claims_tests::dead_session(&b, "dead-1");
     for d in ["staging/dead-1", "trash/dead-1"] {
         std::fs::create_dir(b.join(d)).unwrap();
         std::fs::write(b.join(d).join("left"), b"x").unwrap();

@@ -146,6 +146,12 @@ impl Store {
         key: &Key,
         w: NewWrite,
     ) -> Result<StagingFile, StoreError> {
+        // Across daemons first (file I/O stays outside the index lock);
+        // a refusal is returned once the miss below is taken back.
+        let across = match w.exclusive && w.by != WriteBy::Store {
+            true => self.claim_across(ns, key).map(Some),
+            false => Ok(None),
+        };
         let (limit, current, credit, claim, metrics, staged) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -169,10 +175,12 @@ impl Store {
             if let Some(c) = state.path_conflict(key.as_bytes()) {
                 return Err(c.into());
             }
+            let across = across?;
             if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
                 return Err(StoreError::Exists);
             }
-            let claim = (w.by != WriteBy::Store).then(|| self.claims.take(ns, key));
+            let claim =
+                (w.by != WriteBy::Store).then(|| self.claims.take(ns, key).with_file(across));
             let credit = live.as_ref().map_or(0, |m| m.stored_bytes);
             let current = match w.from {
                 WriteFrom::Empty => None,
