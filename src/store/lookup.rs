@@ -37,6 +37,8 @@ pub struct Found {
     /// A writer holds the key (see `claims.rs`): its version is about to
     /// change, so the kernel must not cache the name.
     pub being_written: bool,
+    /// The name is a directory (`lookup` is then `Miss`, not counted).
+    pub dir: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -100,10 +102,11 @@ impl Store {
         self.lookup_inner(ns, key, false)
     }
 
-    /// A read's lookup of `name` in namespace `ns_id` by thread `pid`: the
-    /// name is parsed under the namespace's key format, the index asked,
-    /// and the backing path looked at (below); a miss is counted unless it
-    /// repeats one that thread just had (see `misses.rs`).
+    /// A read's lookup of `name` in directory `dir` of namespace `ns_id`
+    /// by thread `pid`: the name is parsed under the namespace's key
+    /// format, the index asked, and the backing path looked at (below); a
+    /// miss is counted unless it repeats one that thread just had (see
+    /// `misses.rs`).
     ///
     /// The backing dir is the truth, the index a cache of it: a key the
     /// index does not know is looked for at its backing path (another
@@ -111,15 +114,40 @@ impl Store {
     /// and adopted if live; a key it knows is checked against the file
     /// there (one `stat`), so a file another daemon replaced or removed is
     /// noticed whenever the kernel asks.
-    pub fn lookup_name(&self, ns_id: u32, name: &[u8], pid: u32) -> Result<Found, StoreError> {
+    pub fn lookup_name(
+        &self,
+        ns_id: u32,
+        dir: &[u8],
+        name: &[u8],
+        pid: u32,
+    ) -> Result<Found, StoreError> {
         let start = Instant::now();
         let now = self.clock.now();
         let (ns, key, known, metrics) = {
             let idx = self.lock();
             let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-            let key = Key::parse(name, state.policy.key_format)?;
+            let a_dir = |key: Key| Found {
+                ns: ns.clone(),
+                key,
+                lookup: Lookup::Miss,
+                being_written: false,
+                dir: true,
+            };
+            let key = match Key::join(dir, name, state.policy.key_format) {
+                Ok(key) => key,
+                // A directory's name need not be a key of the format (sha256
+                // applies to the last component of an entry's key only).
+                Err(e) => match Key::join(dir, name, crate::names::KeyFormat::Any) {
+                    Ok(key) if state.tree().is_dir(key.as_bytes()) => return Ok(a_dir(key)),
+                    _ => return Err(e.into()),
+                },
+            };
             let known = state.peek(&key);
+            // A directory is never an entry too (see `path_conflict`).
+            if known.is_none() && state.tree().is_dir(key.as_bytes()) {
+                return Ok(a_dir(key));
+            }
             (ns.clone(), key, known, Arc::clone(&state.metrics))
         };
         let lookup = match known {
@@ -147,6 +175,7 @@ impl Store {
             key,
             lookup,
             being_written,
+            dir: false,
         })
     }
 

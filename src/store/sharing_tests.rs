@@ -50,7 +50,7 @@ fn pair(config: &str) -> (tempfile::TempDir, Arc<ManualClock>, Store, Store) {
 
 fn lookup(s: &Store, n: &str, k: &str) -> Lookup {
     let id = s.namespace_id(&ns(n)).unwrap();
-    s.lookup_name(id, k.as_bytes(), 1).unwrap().lookup
+    s.lookup_name(id, b"", k.as_bytes(), 1).unwrap().lookup
 }
 
 fn read(s: &Store, n: &str, k: &str) -> Vec<u8> {
