@@ -408,8 +408,10 @@ impl Store {
         Ok(meta)
     }
 
-    /// Live keys of a namespace with their versions, least recent first.
+    /// Live keys of a namespace with their versions, least recent first
+    /// (once the index is whole: see `list_dir`).
     pub fn list(&self, ns: &Namespace) -> Result<Vec<(Key, u64)>, StoreError> {
+        self.wait_rebuilt();
         let now = self.clock.now();
         let idx = self.lock();
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;

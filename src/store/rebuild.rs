@@ -97,6 +97,9 @@ impl Store {
     /// Waits until the index is complete (an operator's purge must see
     /// every entry).
     pub fn wait_rebuilt(&self) {
+        if !self.rebuilding() {
+            return;
+        }
         let mut done = crate::sync::lock(&self.rebuild.done);
         while self.rebuilding() && !*done {
             done = self
