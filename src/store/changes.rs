@@ -113,13 +113,24 @@ struct Pending {
     stop: bool,
 }
 
+/// The log file and where it stands; writes happen under its lock, so
+/// records reach the file in the order they were taken from `pending`.
+struct LogFile {
+    file: File,
+    written: u64,
+    path: PathBuf,
+    old: PathBuf,
+}
+
 #[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    file: Mutex<Option<LogFile>>,
 }
 
-/// This daemon's log: noted changes, written behind by a thread.
+/// This daemon's log: noted changes, written behind by a thread, or at
+/// once by `flush` (a publish: see `catch_up` in follow.rs).
 #[derive(Default)]
 pub(super) struct ChangeLog {
     shared: Arc<Shared>,
@@ -136,10 +147,17 @@ impl ChangeLog {
         let path = dir.join(format!("{token}.log"));
         let old = dir.join(format!("{token}.old"));
         let file = open_log(&path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        *crate::sync::lock(&self.shared.file) = Some(LogFile {
+            file,
+            written,
+            path,
+            old,
+        });
         let shared = Arc::clone(&self.shared);
         let thread = std::thread::Builder::new()
             .name("changes".into())
-            .spawn(move || write_behind(&shared, file, &path, &old))?;
+            .spawn(move || write_behind(&shared))?;
         *crate::sync::lock(&self.thread) = Some(thread);
         self.on.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
@@ -167,6 +185,15 @@ impl ChangeLog {
         self.push(2, ns, b"");
     }
 
+    /// Writes what is noted now, on the caller's thread: a publish's
+    /// record is in the file before its close() returns, so another
+    /// daemon's next catch-up counts the entry in its quota.
+    pub(super) fn flush(&self) {
+        if self.on.load(std::sync::atomic::Ordering::Acquire) {
+            flush(&self.shared);
+        }
+    }
+
     /// Writes what is noted and stops the thread.
     pub(super) fn stop(&self) {
         crate::sync::lock(&self.shared.pending).stop = true;
@@ -181,10 +208,9 @@ fn open_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn write_behind(shared: &Shared, mut file: File, path: &PathBuf, old: &PathBuf) {
-    let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
+fn write_behind(shared: &Shared) {
     loop {
-        let (bytes, stop) = {
+        let stop = {
             let mut p = crate::sync::lock(&shared.pending);
             while p.bytes.is_empty() && !p.stop {
                 p = shared
@@ -192,39 +218,53 @@ fn write_behind(shared: &Shared, mut file: File, path: &PathBuf, old: &PathBuf) 
                     .wait(p)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            (std::mem::take(&mut p.bytes), p.stop)
+            p.stop
         };
-        if !bytes.is_empty() {
-            if let Err(e) = file.write_all(&bytes) {
-                // The others learn only through their polls of what they
-                // hold and lookups: slower, still correct for what they
-                // look up.
-                log::warn!("cannot append to {}: {e}", path.display());
-            }
-            written += bytes.len() as u64;
-        }
-        if written > ROTATE_BYTES {
-            match std::fs::rename(path, old).and_then(|()| open_log(path)) {
-                Ok(f) => {
-                    file = f;
-                    written = 0;
-                }
-                Err(e) => log::warn!("cannot rotate {}: {e}", path.display()),
-            }
-        }
+        flush(shared);
         if stop {
             return;
         }
     }
 }
 
-/// The running follower: its stop signal and thread.
+/// Appends what is pending (one `write`) and rotates a log grown past
+/// `ROTATE_BYTES`.
+fn flush(shared: &Shared) {
+    let mut f = crate::sync::lock(&shared.file);
+    let bytes = std::mem::take(&mut crate::sync::lock(&shared.pending).bytes);
+    let Some(log) = f.as_mut() else { return };
+    if !bytes.is_empty() {
+        if let Err(e) = log.file.write_all(&bytes) {
+            // The others learn only through their polls of what they
+            // hold and lookups: slower, still correct for what they
+            // look up.
+            log::warn!("cannot append to {}: {e}", log.path.display());
+        }
+        log.written += bytes.len() as u64;
+    }
+    if log.written > ROTATE_BYTES {
+        match std::fs::rename(&log.path, &log.old).and_then(|()| open_log(&log.path)) {
+            Ok(file) => {
+                log.file = file;
+                log.written = 0;
+            }
+            Err(e) => log::warn!("cannot rotate {}: {e}", log.path.display()),
+        }
+    }
+}
+
+/// The running follower: its stop signal and thread, and where it is in
+/// each other daemon's log (shared with `catch_up`; `None` until sharing
+/// starts).
 #[derive(Default)]
-pub(super) struct Follower(pub(super) Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>);
+pub(super) struct Follower {
+    pub(super) thread: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
+    pub(super) cursors: Mutex<Option<super::follow::Cursors>>,
+}
 
 impl Follower {
     pub(super) fn stop(&self) {
-        if let Some((tx, t)) = crate::sync::lock(&self.0).take() {
+        if let Some((tx, t)) = crate::sync::lock(&self.thread).take() {
             drop(tx);
             let _ = t.join();
         }

@@ -29,8 +29,11 @@ use super::changes::{self, Record};
 use super::{Change, Store};
 use crate::names::{Key, Namespace};
 
+/// Where this daemon is in each other daemon's log, by its token.
+pub(super) type Cursors = HashMap<String, Cursor>;
+
 /// Where this follower is in one daemon's log.
-struct Cursor {
+pub(super) struct Cursor {
     ino: u64,
     offset: u64,
     /// Ticks the bytes at `offset` have failed their check.
@@ -59,12 +62,57 @@ impl Store {
         let (wake_tx, wake_rx) = channel::<()>();
         let watcher = watch(&dir, wake_tx.clone());
         let (stop_tx, stop_rx) = channel::<()>();
+        *crate::sync::lock(&self.follower.cursors) = Some(cursors);
         let weak = Arc::downgrade(self);
         let t = std::thread::Builder::new()
             .name("follower".into())
-            .spawn(move || run(&weak, &dir, cursors, poll, &wake_rx, &stop_rx, watcher))?;
-        *crate::sync::lock(&self.follower.0) = Some((stop_tx, t));
+            .spawn(move || run(&weak, poll, &wake_rx, &stop_rx, watcher))?;
+        *crate::sync::lock(&self.follower.thread) = Some((stop_tx, t));
         Ok(())
+    }
+
+    /// Reads what is new in every other daemon's log, now, on the
+    /// caller's thread, and evicts if what they published puts the cache
+    /// over its limits. A publish calls it before it decides what to
+    /// evict and again once its own record is written, so the index
+    /// knows every publish whose close() returned (see "One quota" in
+    /// the README). Cheap when nothing is new: a readdir and a stat per
+    /// log. Nothing when changes are not shared (one daemon alone).
+    pub(super) fn catch_up(&self) {
+        let mut guard = crate::sync::lock(&self.follower.cursors);
+        let Some(cursors) = guard.as_mut() else {
+            return;
+        };
+        let dir = self.layout.root().join("changes");
+        let mut applied = false;
+        for (token, path) in other_logs(&dir, self.layout.token()) {
+            let c = cursors.entry(token.clone()).or_insert(Cursor {
+                ino: 0,
+                offset: 0,
+                bad_ticks: 0,
+            });
+            applied |= follow_log(self, &dir, &token, &path, c);
+        }
+        drop(guard);
+        if applied {
+            self.trim_to_limits();
+        }
+    }
+
+    /// Evicts what the limits no longer hold (entries other daemons
+    /// published, taken in from their logs).
+    fn trim_to_limits(&self) {
+        let mut trash = Vec::new();
+        {
+            let mut idx = self.lock();
+            let victims = idx.shrink_to_limits(self.clock.now());
+            if victims.is_empty() {
+                return;
+            }
+            self.move_to_trash_locked(&idx, victims, &mut trash);
+        }
+        self.changes.flush();
+        self.dispose(trash);
     }
 
     /// Looks at a key again (a record named it): the index follows what
@@ -171,8 +219,6 @@ fn watch(dir: &Path, wake: Sender<()>) -> Option<notify::INotifyWatcher> {
 
 fn run(
     store: &Weak<Store>,
-    dir: &Path,
-    mut cursors: HashMap<String, Cursor>,
     poll: Duration,
     wake: &Receiver<()>,
     stop: &Receiver<()>,
@@ -184,15 +230,7 @@ fn run(
             _ => return,
         }
         let Some(s) = store.upgrade() else { return };
-        let own = s.layout.token().to_owned();
-        for (token, path) in other_logs(dir, &own) {
-            let c = cursors.entry(token.clone()).or_insert(Cursor {
-                ino: 0,
-                offset: 0,
-                bad_ticks: 0,
-            });
-            follow_log(&s, dir, &token, &path, c);
-        }
+        s.catch_up();
         drop(s);
         match wake.recv_timeout(poll) {
             Ok(()) => while wake.try_recv().is_ok() {},
@@ -207,20 +245,23 @@ fn run(
 }
 
 /// Reads what is new in one daemon's log (and the rest of its previous
-/// generation if it rotated since) and applies it.
-fn follow_log(s: &Store, dir: &Path, token: &str, path: &Path, c: &mut Cursor) {
+/// generation if it rotated since) and applies it. Says whether anything
+/// was applied.
+fn follow_log(s: &Store, dir: &Path, token: &str, path: &Path, c: &mut Cursor) -> bool {
     let Ok(md) = std::fs::metadata(path) else {
-        return;
+        return false;
     };
+    let mut applied = false;
     if c.ino != 0 && md.ino() != c.ino {
         let old = dir.join(format!("{token}.old"));
         match std::fs::metadata(&old) {
             Ok(o) if o.ino() == c.ino => {
-                read_from(s, &old, c);
+                applied |= read_from(s, &old, c);
             }
             _ => {
                 log::info!("missed a generation of {token}'s changes: looking at every key again");
                 s.recheck_all();
+                applied = true;
             }
         }
         c.offset = 0;
@@ -228,14 +269,16 @@ fn follow_log(s: &Store, dir: &Path, token: &str, path: &Path, c: &mut Cursor) {
     }
     c.ino = md.ino();
     if md.len() > c.offset {
-        read_from(s, path, c);
+        applied |= read_from(s, path, c);
     } else if md.len() < c.offset {
         c.offset = 0;
         s.recheck_all();
+        applied = true;
     }
+    applied
 }
 
-fn read_from(s: &Store, path: &Path, c: &mut Cursor) {
+fn read_from(s: &Store, path: &Path, c: &mut Cursor) -> bool {
     let mut bytes = Vec::new();
     let read = std::fs::File::open(path).and_then(|mut f| {
         f.seek(SeekFrom::Start(c.offset))?;
@@ -243,7 +286,7 @@ fn read_from(s: &Store, path: &Path, c: &mut Cursor) {
     });
     if let Err(e) = read {
         log::warn!("cannot read {}: {e}", path.display());
-        return;
+        return false;
     }
     let d = changes::decode(&bytes);
     for r in &d.records {
@@ -269,4 +312,5 @@ fn read_from(s: &Store, path: &Path, c: &mut Cursor) {
     } else {
         c.bad_ticks = 0;
     }
+    !d.records.is_empty()
 }

@@ -306,10 +306,18 @@ impl Store {
         let dest = self.layout.entry_path(&staging.ns, &staging.key);
         let mut made_shard = self.with_room_io(0, || self.layout.ensure_shard(&dest))?;
 
+        // What the other daemons published counts in the quota this
+        // publish makes room in (see `catch_up`).
+        self.catch_up();
         // A rename that finds the volume full (a directory that must grow)
         // is retried once room is made, like any backing write.
         let (info, made) =
             self.with_room(0, || self.commit(&mut staging, &how, &meta, &dest, now))?;
+        // This entry is in the log before close() returns; a publish of
+        // another daemon's that decided its evictions without it is seen
+        // now (one of the two sees the other) and evicted for.
+        self.changes.flush();
+        self.catch_up();
         made_shard |= made;
         if durability == Durability::Fsync
             && let Some(dir) = dest.parent()

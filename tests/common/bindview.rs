@@ -1,0 +1,42 @@
+//! A bindfs view of a directory: a second host's view of a network volume
+//! (its FUSE clients get no inotify events for writes made beside them),
+//! unmounted on drop (also on panic). Declare it before the `Mount` whose
+//! backing dir it is, so the cache unmounts first. Locks are forwarded.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::common::{is_mounted, lazy_unmount, wait_until};
+
+pub struct BindView {
+    pub dir: tempfile::TempDir,
+}
+
+impl BindView {
+    pub fn of(src: &Path) -> BindView {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = Command::new("bindfs")
+            .args(["--multithreaded", "--enable-lock-forwarding"])
+            .arg(src)
+            .arg(dir.path())
+            .status()
+            .expect("bindfs (apt-get install bindfs)");
+        assert!(st.success(), "bindfs failed");
+        assert!(
+            wait_until(Duration::from_secs(10), || is_mounted(dir.path())),
+            "bindfs never mounted"
+        );
+        BindView { dir }
+    }
+}
+
+impl Drop for BindView {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        if is_mounted(self.dir.path()) {
+            lazy_unmount(self.dir.path());
+        }
+    }
+}
