@@ -173,6 +173,36 @@ impl BackingIo {
         fs::symlink_metadata(path)
     }
 
+    /// The inode and size of what is at `path` (not following a
+    /// symlink), asked of the filesystem itself, never of the kernel's
+    /// attribute cache: a network volume's client (or a FUSE view) may
+    /// show another host's replaced or removed file for a while
+    /// (`AT_STATX_FORCE_SYNC`).
+    pub fn stat_fresh(&self, path: &Path) -> io::Result<(u64, u64)> {
+        use std::os::unix::ffi::OsStrExt;
+        self.check(FaultOp::Open)?;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call and
+        // `st` points to writable memory the size of a `statx`.
+        let r = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
+                libc::STATX_INO | libc::STATX_SIZE,
+                st.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statx succeeded, so it filled `st` (and it was zeroed).
+        let st = unsafe { st.assume_init() };
+        Ok((st.stx_ino, st.stx_size))
+    }
+
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write)?;
         file.write_all_at(data, offset)

@@ -123,12 +123,10 @@ impl Store {
         }
         let known = self.lock().peek(ns, key);
         let r = match known {
-            Some(seen) => match self
-                .layout
-                .io
-                .stat_nofollow(&self.layout.entry_path(ns, key))
-            {
-                Ok(md) if md.ino() == seen.file_id && md.len() == seen.file_size => Ok(()),
+            // Fresh: a network volume's client (a FUSE view) may show the
+            // file the record says changed as it was a moment ago.
+            Some(seen) => match self.layout.io.stat_fresh(&self.layout.entry_path(ns, key)) {
+                Ok(id) if id == (seen.file_id, seen.file_size) => Ok(()),
                 _ => self.reconcile(ns, key, &seen),
             },
             None => self

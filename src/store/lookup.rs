@@ -297,8 +297,10 @@ impl Store {
             if !idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
                 return Ok(());
             }
-            match self.layout.io.stat_nofollow(&path) {
-                Ok(md) if md.ino() == seen.file_id && md.len() == seen.file_size => return Ok(()),
+            // Fresh (rare: a difference was seen), so a cached view of
+            // another host's change is not taken for "unchanged".
+            match self.layout.io.stat_fresh(&path) {
+                Ok(id) if id == (seen.file_id, seen.file_size) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.index_changed_locked();
