@@ -266,7 +266,11 @@ impl Follower {
     pub(super) fn stop(&self) {
         if let Some((tx, t)) = crate::sync::lock(&self.thread).take() {
             drop(tx);
-            let _ = t.join();
+            // The follower itself may drop the store's last handle (it
+            // holds one while it reads): it ends on its own then.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

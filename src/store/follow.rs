@@ -176,6 +176,41 @@ impl Store {
     }
 }
 
+/// A log whose session is over (its lock file gone: stopped, or found
+/// dead and reaped) is removed once untouched this long: every follower
+/// polling more often than this has read it by then.
+const DEAD_LOG_GRACE: Duration = Duration::from_secs(60);
+
+impl Store {
+    /// Removes the logs of sessions that are over and were last written
+    /// `DEAD_LOG_GRACE` ago, and forgets where this follower was in them.
+    pub(super) fn remove_dead_logs(&self) {
+        let dir = self.layout.root().join("changes");
+        let staging = self.layout.staging_dir();
+        let now = std::time::SystemTime::now();
+        for (token, path) in other_logs(&dir, self.layout.token()) {
+            if staging.join(format!("{token}.lock")).exists() {
+                continue;
+            }
+            let idle = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > DEAD_LOG_GRACE));
+            if !idle {
+                continue;
+            }
+            let _ = std::fs::remove_file(dir.join(format!("{token}.old")));
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!("removed the change log of ended session {token}"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
+            if let Some(c) = crate::sync::lock(&self.follower.cursors).as_mut() {
+                c.remove(&token);
+            }
+        }
+    }
+}
+
 fn other_logs(dir: &Path, own: &str) -> Vec<(String, std::path::PathBuf)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -222,6 +257,7 @@ fn run(
     stop: &Receiver<()>,
     _watcher: Option<notify::INotifyWatcher>,
 ) {
+    let mut cleaned = std::time::Instant::now();
     loop {
         match stop.try_recv() {
             Err(std::sync::mpsc::TryRecvError::Empty) => {}
@@ -229,6 +265,10 @@ fn run(
         }
         let Some(s) = store.upgrade() else { return };
         s.catch_up();
+        if cleaned.elapsed() > DEAD_LOG_GRACE / 4 {
+            s.remove_dead_logs();
+            cleaned = std::time::Instant::now();
+        }
         drop(s);
         match wake.recv_timeout(poll) {
             Ok(()) => while wake.try_recv().is_ok() {},

@@ -475,6 +475,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod quota_across_tests;
+#[cfg(test)]
 mod sharing_tests;
 #[cfg(test)]
 mod tests;
