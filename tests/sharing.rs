@@ -173,8 +173,28 @@ fn scan_backing(backing: &Path) -> (u64, u64) {
     (files.len() as u64, bytes)
 }
 
-const BIG: usize = 100_000;
+/// Enough entries that a rebuild is a real scan; the tests hold the
+/// rebuild back (a debug build's `hold rebuild`) rather than count on
+/// it being slow, so their size costs the suite little.
+const BIG: usize = 5_000;
 
+/// A daemon on `backing` whose index rebuild waits while `control` holds
+/// it (`hold rebuild`).
+fn held_mount(cfg: &str, backing: &Path, control: &Path) -> Mount {
+    fs::write(control, "hold rebuild\n").unwrap();
+    Mount::start(MountOpts {
+        config: Some(cfg.to_owned()),
+        backing: Some(backing.to_path_buf()),
+        env: vec![(
+            "CACHEFS_FAULTS".into(),
+            control.to_string_lossy().into_owned(),
+        )],
+        ..Default::default()
+    })
+}
+
+// A release build has no hold (debug-only, as faults are).
+#[cfg(debug_assertions)]
 #[test]
 fn a_mount_serves_at_once_while_its_index_is_rebuilt_behind() {
     if skip_without_fuse() {
@@ -182,17 +202,16 @@ fn a_mount_serves_at_once_while_its_index_is_rebuilt_behind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
+    let control = dir.path().join("control");
     fill_offline(&backing, "big", BIG, 100);
     let cfg = "[cache]\nmax_bytes = \"100GiB\"\n[namespace.big]\nttl = \"0s\"\n";
-    let m = Mount::with_backing(cfg, &backing);
+    let m = held_mount(cfg, &backing, &control);
     // The first hit, and changes made while the index is incomplete: a
     // key removed before the rebuild met it, one rewritten, one new.
-    assert_eq!(
-        read_file(&m.path("big", "k77777")).unwrap(),
-        vec![b'v'; 100]
-    );
-    fs::remove_file(m.path("big", "k99998")).unwrap();
-    write_file(&m.path("big", "k99997"), b"rewritten").unwrap();
+    let (hit, removed, rewritten) = ("k2777", "k4998", "k4997");
+    assert_eq!(read_file(&m.path("big", hit)).unwrap(), vec![b'v'; 100]);
+    fs::remove_file(m.path("big", removed)).unwrap();
+    write_file(&m.path("big", rewritten), b"rewritten").unwrap();
     write_file(&m.path("big", "new"), b"new").unwrap();
     let s = m.stats();
     assert_eq!(
@@ -211,6 +230,7 @@ fn a_mount_serves_at_once_while_its_index_is_rebuilt_behind() {
         "{out}"
     );
 
+    fs::remove_file(&control).unwrap();
     assert!(
         wait_until(
             Duration::from_secs(120),
@@ -226,14 +246,15 @@ fn a_mount_serves_at_once_while_its_index_is_rebuilt_behind() {
     assert_eq!(s["total"]["entries"].as_u64(), Some(entries));
     assert_eq!(s["total"]["bytes"].as_u64(), Some(bytes));
     assert_errno(
-        fs::metadata(m.path("big", "k99998")),
+        fs::metadata(m.path("big", removed)),
         libc::ENOENT,
         "removed",
     );
-    assert_eq!(read_file(&m.path("big", "k99997")).unwrap(), b"rewritten");
+    assert_eq!(read_file(&m.path("big", rewritten)).unwrap(), b"rewritten");
     assert_eq!(list(&m.ns("big")).len(), BIG);
 }
 
+#[cfg(debug_assertions)]
 #[test]
 fn a_stop_during_the_rebuild_saves_no_partial_index() {
     if skip_without_fuse() {
@@ -241,9 +262,10 @@ fn a_stop_during_the_rebuild_saves_no_partial_index() {
     }
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
+    let control = dir.path().join("control");
     fill_offline(&backing, "big", BIG / 2, 10);
     let cfg = "[cache]\nmax_bytes = \"100GiB\"\n[namespace.big]\nttl = \"0s\"\n";
-    let mut m = Mount::with_backing(cfg, &backing);
+    let mut m = held_mount(cfg, &backing, &control);
     assert_eq!(m.stats()["index"]["rebuilding"], true);
     assert!(m.stop().success());
     assert!(

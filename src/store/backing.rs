@@ -17,7 +17,8 @@
 //!   lines `OP ERRNO` (e.g. `rename EIO`, `write ENOSPC`) fails every
 //!   such operation. The file is read at each operation, so a test's
 //!   write of it takes effect at the daemon's next operation, with no
-//!   race; removing it lifts the faults.
+//!   race; removing it lifts the faults. A line `hold rebuild` keeps
+//!   the index's rebuild from starting while it is there.
 //!
 //! Contract for callers: an operation that fails here has not touched the
 //! disk (a fault is injected before the system call, as a filesystem that
@@ -123,6 +124,21 @@ impl BackingIo {
         {
             let _ = op;
             Ok(())
+        }
+    }
+
+    /// Whether the control file holds `what` back (a line `hold WHAT`):
+    /// a test keeps a stage (`rebuild`) from running to see what holds
+    /// before it, with no race on how fast it runs. Never in release.
+    pub fn held(&self, what: &str) -> bool {
+        #[cfg(debug_assertions)]
+        {
+            self.faults.held(what)
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = what;
+            false
         }
     }
 
@@ -332,6 +348,16 @@ mod faults {
                 }
             }
             Err(io::Error::from_raw_os_error(errno))
+        }
+
+        pub fn held(&self, what: &str) -> bool {
+            self.control
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .is_some_and(|t| {
+                    t.lines()
+                        .any(|l| l.split_whitespace().eq(["hold", what].into_iter()))
+                })
         }
 
         pub fn inject(&self, op: FaultOp, errno: i32, times: Option<u32>) {
