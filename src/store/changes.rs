@@ -260,12 +260,18 @@ fn flush(shared: &Shared) {
 pub(super) struct Follower {
     pub(super) thread: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     pub(super) cursors: Mutex<Option<super::follow::Cursors>>,
+    /// Wakes the follower from its wait (for a stop).
+    pub(super) wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Follower {
     pub(super) fn stop(&self) {
         if let Some((tx, t)) = crate::sync::lock(&self.thread).take() {
             drop(tx);
+            // It waits up to a poll interval for a notification.
+            if let Some(w) = crate::sync::lock(&self.wake).take() {
+                let _ = w.send(());
+            }
             // The follower itself may drop the store's last handle (it
             // holds one while it reads): it ends on its own then.
             if t.thread().id() != std::thread::current().id() {

@@ -29,8 +29,33 @@ use super::changes::{self, Record};
 use super::{Change, Store};
 use crate::names::{Key, Namespace};
 
-/// Where this daemon is in each other daemon's log, by its token.
-pub(super) type Cursors = HashMap<String, Cursor>;
+/// Where this daemon is in each other daemon's log, by its token, and
+/// the logs last listed with the `changes/` stamps they were listed at.
+#[derive(Default)]
+pub(super) struct Cursors {
+    at: HashMap<String, Cursor>,
+    listed_at: Option<(i64, i64, i64, i64)>,
+    logs: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Cursors {
+    /// The other daemons' logs: listed again when `full`, or when the
+    /// directory changed since (a log made, rotated or removed: its
+    /// mtime and ctime move; an append to a log moves neither), so a
+    /// publish alone pays one `stat` of `changes/` when no other daemon
+    /// is there. The follower's every tick lists in full (a network
+    /// volume's client may cache the directory's times).
+    fn logs(&mut self, dir: &Path, own: &str, full: bool) -> Vec<(String, std::path::PathBuf)> {
+        let stamps = std::fs::metadata(dir)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
+        if full || stamps.is_none() || stamps != self.listed_at {
+            self.logs = other_logs(dir, own);
+            self.listed_at = stamps;
+        }
+        self.logs.clone()
+    }
+}
 
 /// Where this follower is in one daemon's log.
 pub(super) struct Cursor {
@@ -47,7 +72,7 @@ impl Store {
     pub fn share_changes(self: &Arc<Self>, poll: Duration) -> std::io::Result<()> {
         let dir = self.layout.root().join("changes");
         self.changes.start(&dir, self.layout.token())?;
-        let mut cursors = HashMap::new();
+        let mut cursors = Cursors::default();
         // What is in the logs now is in the backing dir already.
         for (token, path) in other_logs(&dir, self.layout.token()) {
             if let Ok(md) = std::fs::metadata(&path) {
@@ -56,12 +81,13 @@ impl Store {
                     offset: md.len(),
                     bad_ticks: 0,
                 };
-                cursors.insert(token, c);
+                cursors.at.insert(token, c);
             }
         }
         let (wake_tx, wake_rx) = channel::<()>();
-        let watcher = watch(&dir, wake_tx.clone());
+        let watcher = watch(&dir, self.layout.token(), wake_tx.clone());
         let (stop_tx, stop_rx) = channel::<()>();
+        *crate::sync::lock(&self.follower.wake) = Some(wake_tx.clone());
         *crate::sync::lock(&self.follower.cursors) = Some(cursors);
         let weak = Arc::downgrade(self);
         let t = std::thread::Builder::new()
@@ -79,14 +105,19 @@ impl Store {
     /// the README). Cheap when nothing is new: a readdir and a stat per
     /// log. Nothing when changes are not shared (one daemon alone).
     pub(super) fn catch_up(&self) {
+        self.catch_up_listing(false);
+    }
+
+    /// `catch_up`, listing `changes/` in full when `full`.
+    fn catch_up_listing(&self, full: bool) {
         let mut guard = crate::sync::lock(&self.follower.cursors);
         let Some(cursors) = guard.as_mut() else {
             return;
         };
         let dir = self.layout.root().join("changes");
         let mut applied = false;
-        for (token, path) in other_logs(&dir, self.layout.token()) {
-            let c = cursors.entry(token.clone()).or_insert(Cursor {
+        for (token, path) in cursors.logs(&dir, self.layout.token(), full) {
+            let c = cursors.at.entry(token.clone()).or_insert(Cursor {
                 ino: 0,
                 offset: 0,
                 bad_ticks: 0,
@@ -205,7 +236,7 @@ impl Store {
                 Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
             }
             if let Some(c) = crate::sync::lock(&self.follower.cursors).as_mut() {
-                c.remove(&token);
+                c.at.remove(&token);
             }
         }
     }
@@ -227,11 +258,25 @@ fn other_logs(dir: &Path, own: &str) -> Vec<(String, std::path::PathBuf)> {
 
 /// Notifications for `dir`, where the filesystem gives them; `None` where
 /// it cannot (the poll alone then).
-fn watch(dir: &Path, wake: Sender<()>) -> Option<notify::INotifyWatcher> {
+fn watch(dir: &Path, own: &str, wake: Sender<()>) -> Option<notify::INotifyWatcher> {
     use notify::Watcher;
+    let own: [std::ffi::OsString; 2] = [format!("{own}.log").into(), format!("{own}.old").into()];
     let w = notify::INotifyWatcher::new(
-        move |_: notify::Result<notify::Event>| {
-            let _ = wake.send(());
+        move |ev: notify::Result<notify::Event>| {
+            // Wakes for another daemon's write, never for this daemon's
+            // own appends (one per publish) nor for opens and reads (the
+            // follower's own reads of `changes/` and the logs: woken by
+            // them, it spun, a core's third for nothing).
+            let idle = ev.as_ref().is_ok_and(|e| {
+                matches!(e.kind, notify::EventKind::Access(_))
+                    || (!e.paths.is_empty()
+                        && e.paths
+                            .iter()
+                            .all(|p| p.file_name().is_some_and(|n| own.iter().any(|o| o == n))))
+            });
+            if !idle {
+                let _ = wake.send(());
+            }
         },
         notify::Config::default(),
     );
@@ -264,7 +309,7 @@ fn run(
             _ => return,
         }
         let Some(s) = store.upgrade() else { return };
-        s.catch_up();
+        s.catch_up_listing(true);
         if cleaned.elapsed() > DEAD_LOG_GRACE / 4 {
             s.remove_dead_logs();
             cleaned = std::time::Instant::now();
@@ -286,11 +331,13 @@ fn run(
 /// generation if it rotated since) and applies it. Says whether anything
 /// was applied.
 fn follow_log(s: &Store, dir: &Path, token: &str, path: &Path, c: &mut Cursor) -> bool {
-    let Ok(md) = std::fs::metadata(path) else {
+    // Fresh: a network volume's client (a FUSE view) shows a log's size
+    // as it was up to its attribute cache's lifetime ago.
+    let Ok((ino, len)) = s.layout.io.stat_fresh(path) else {
         return false;
     };
     let mut applied = false;
-    if c.ino != 0 && md.ino() != c.ino {
+    if c.ino != 0 && ino != c.ino {
         let old = dir.join(format!("{token}.old"));
         match std::fs::metadata(&old) {
             Ok(o) if o.ino() == c.ino => {
@@ -305,10 +352,10 @@ fn follow_log(s: &Store, dir: &Path, token: &str, path: &Path, c: &mut Cursor) -
         c.offset = 0;
         c.bad_ticks = 0;
     }
-    c.ino = md.ino();
-    if md.len() > c.offset {
+    c.ino = ino;
+    if len > c.offset {
         applied |= read_from(s, path, c);
-    } else if md.len() < c.offset {
+    } else if len < c.offset {
         c.offset = 0;
         s.recheck_all();
         applied = true;
