@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Entries whose close() succeeded, in that order: key and bytes.
+type Closed = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 const QUOTA: u64 = 4 << 20;
 /// Entries of 100-400 KB.
 const MIN_ENTRY: usize = 100_000;
@@ -91,7 +94,7 @@ fn one_quota_over_two_mounts(polled: bool) {
         })
     };
     // Entries in the order their close() returned.
-    let closed: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let closed: Closed = Arc::default();
     let threads: Vec<_> = (0..writers)
         .map(|w| {
             let mnt = if w < WRITERS_PER_MOUNT {
@@ -273,7 +276,7 @@ fn nothing_whose_close_succeeded_is_lost_when_one_daemon_is_killed() {
     let cfg = "[cache]\npoll_interval = \"60s\"\n[namespace.n]\nttl = \"0s\"\n";
     let a = Mount::new(cfg);
     let mut b = Mount::with_backing(cfg, &a.backing);
-    let closed: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let closed: Closed = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::default()).collect();
     let threads: Vec<_> = (0..4)

@@ -354,10 +354,7 @@ mod faults {
             self.control
                 .as_ref()
                 .and_then(|p| std::fs::read_to_string(p).ok())
-                .is_some_and(|t| {
-                    t.lines()
-                        .any(|l| l.split_whitespace().eq(["hold", what].into_iter()))
-                })
+                .is_some_and(|t| t.lines().any(|l| l.split_whitespace().eq(["hold", what])))
         }
 
         pub fn inject(&self, op: FaultOp, errno: i32, times: Option<u32>) {

@@ -20,8 +20,11 @@
 //! over `ROTATE_BYTES` becomes `<session>.old` (replacing the one before)
 //! and a new log begins, so a log's size is bounded.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -253,13 +256,54 @@ fn flush(shared: &Shared) {
     }
 }
 
+/// Where this daemon is in each other daemon's log, by its token, and
+/// the logs last listed with the `changes/` stamps they were listed at.
+#[derive(Default)]
+pub(super) struct Cursors {
+    pub(super) at: HashMap<String, Cursor>,
+    listed_at: Option<(i64, i64, i64, i64)>,
+    logs: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Cursors {
+    /// The other daemons' logs: listed again when `full`, or when the
+    /// directory changed since (a log made, rotated or removed: its
+    /// mtime and ctime move; an append to a log moves neither), so a
+    /// publish alone pays one `stat` of `changes/` when no other daemon
+    /// is there. The follower's every tick lists in full (a network
+    /// volume's client may cache the directory's times).
+    pub(super) fn logs(
+        &mut self,
+        dir: &Path,
+        own: &str,
+        full: bool,
+    ) -> Vec<(String, std::path::PathBuf)> {
+        let stamps = std::fs::metadata(dir)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
+        if full || stamps.is_none() || stamps != self.listed_at {
+            self.logs = other_logs(dir, own);
+            self.listed_at = stamps;
+        }
+        self.logs.clone()
+    }
+}
+
+/// Where this follower is in one daemon's log.
+pub(super) struct Cursor {
+    pub(super) ino: u64,
+    pub(super) offset: u64,
+    /// Ticks the bytes at `offset` have failed their check.
+    pub(super) bad_ticks: u32,
+}
+
 /// The running follower: its stop signal and thread, and where it is in
 /// each other daemon's log (shared with `catch_up`; `None` until sharing
 /// starts).
 #[derive(Default)]
 pub(super) struct Follower {
     pub(super) thread: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
-    pub(super) cursors: Mutex<Option<super::follow::Cursors>>,
+    pub(super) cursors: Mutex<Option<Cursors>>,
     /// Wakes the follower from its wait (for a stop).
     pub(super) wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
@@ -279,6 +323,20 @@ impl Follower {
             }
         }
     }
+}
+
+pub(super) fn other_logs(dir: &Path, own: &str) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let token = name.as_bytes().strip_suffix(b".log")?;
+            let token = std::str::from_utf8(token).ok()?.to_owned();
+            (token != own).then(|| (token, e.path()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

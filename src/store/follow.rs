@@ -16,54 +16,16 @@
 //! follower re-check every key it holds. Only the follower thread reads
 //! logs; applying a record takes the index lock as a lookup does.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::changes::{self, Record};
+use super::changes::{self, Cursor, Cursors, Record, other_logs};
 use super::{Change, Store};
 use crate::names::{Key, Namespace};
-
-/// Where this daemon is in each other daemon's log, by its token, and
-/// the logs last listed with the `changes/` stamps they were listed at.
-#[derive(Default)]
-pub(super) struct Cursors {
-    at: HashMap<String, Cursor>,
-    listed_at: Option<(i64, i64, i64, i64)>,
-    logs: Vec<(String, std::path::PathBuf)>,
-}
-
-impl Cursors {
-    /// The other daemons' logs: listed again when `full`, or when the
-    /// directory changed since (a log made, rotated or removed: its
-    /// mtime and ctime move; an append to a log moves neither), so a
-    /// publish alone pays one `stat` of `changes/` when no other daemon
-    /// is there. The follower's every tick lists in full (a network
-    /// volume's client may cache the directory's times).
-    fn logs(&mut self, dir: &Path, own: &str, full: bool) -> Vec<(String, std::path::PathBuf)> {
-        let stamps = std::fs::metadata(dir)
-            .ok()
-            .map(|m| (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
-        if full || stamps.is_none() || stamps != self.listed_at {
-            self.logs = other_logs(dir, own);
-            self.listed_at = stamps;
-        }
-        self.logs.clone()
-    }
-}
-
-/// Where this follower is in one daemon's log.
-pub(super) struct Cursor {
-    ino: u64,
-    offset: u64,
-    /// Ticks the bytes at `offset` have failed their check.
-    bad_ticks: u32,
-}
 
 impl Store {
     /// Starts sharing changes with the other daemons on the backing dir:
@@ -240,20 +202,6 @@ impl Store {
             }
         }
     }
-}
-
-fn other_logs(dir: &Path, own: &str) -> Vec<(String, std::path::PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let token = name.as_bytes().strip_suffix(b".log")?;
-            let token = std::str::from_utf8(token).ok()?.to_owned();
-            (token != own).then(|| (token, e.path()))
-        })
-        .collect()
 }
 
 /// Notifications for `dir`, where the filesystem gives them; `None` where

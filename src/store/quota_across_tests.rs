@@ -125,5 +125,5 @@ fn the_log_of_a_session_that_is_over_goes_after_its_grace() {
         "a log written lately went before its grace"
     );
     assert!(exists("running"), "a live session's log went");
-    assert!(exists(&a.layout.token().to_owned()), "its own log went");
+    assert!(exists(a.layout.token()), "its own log went");
 }
