@@ -113,7 +113,7 @@ impl CacheFs {
         umask: u32,
     ) -> Result<Entry, Errno> {
         if parent != inodes::ROOT {
-            return self.mkdir_in(parent, name);
+            return self.mkdir_in(ctx, parent, name, mode & !umask);
         }
         let access = NsAccess {
             uid: ctx.uid,
@@ -186,7 +186,7 @@ impl CacheFs {
             Err(StoreError::NotFound) if !writers.is_empty() => {}
             Err(e) => return Err(self.fail(&e)),
         }
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(())
     }
 
@@ -273,7 +273,8 @@ impl CacheFs {
             }
         }
         self.inodes.rename(&ns, &from, &to);
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, from.dir());
+        self.ns_times.names_changed_in(ns_id, to.dir());
         Ok(())
     }
 

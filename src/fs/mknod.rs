@@ -65,7 +65,7 @@ impl CacheFs {
         let info = self.store.publish(staging).map_err(|e| self.fail(&e))?;
         let attr = self.entry_attr(&info);
         self.inodes.remember(&ns, &key, attr);
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(Entry::cached(attr, Duration::ZERO))
     }
 }

@@ -138,7 +138,7 @@ impl CacheFs {
             // stays unhashed whatever the late reply says.
             Change::Removed { ns_id, key } => {
                 // Unlink, expiry, eviction, purge: a name left its dir.
-                times.names_changed(ns_id);
+                times.names_changed_in(ns_id, key.dir());
                 if let Some(parent) = parent_ino(ns_id, key) {
                     inv.entry(parent, name(key))
                 }

@@ -94,7 +94,7 @@ impl CacheFs {
         self.inodes.remember(&ns, &key, attr);
         // The kernel creates only a name it did not find: a new name,
         // to its creator from now on.
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(Created {
             entry: Entry::cached(attr, Duration::ZERO),
             opened: Opened {

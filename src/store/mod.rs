@@ -36,6 +36,7 @@ mod claim_file;
 mod claims;
 mod claims_across;
 mod clock;
+mod dir_attrs;
 mod dirs;
 mod entry;
 mod format;
