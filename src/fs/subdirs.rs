@@ -21,8 +21,8 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use super::inodes;
-use super::types::{Attr, AttrReply, Ctx, Entry, Errno, SetAttr, TimeSet};
+use super::inodes::{self, BLOCK_SIZE};
+use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, SetAttr, TimeSet};
 use super::{CacheFs, DIR_TTL};
 use crate::access::{MODE_BITS, NsAccess};
 use crate::store::{Key, KeyFormat, StoreError, to_system_time};
@@ -57,11 +57,17 @@ impl CacheFs {
         let (atime, mtime, ctime) = self.ns_times.get_in(ns_id, path);
         Some(Attr {
             ino,
+            size: 0,
+            blocks: 0,
             atime,
             mtime,
             ctime,
+            kind: FileKind::Directory,
+            perm: (access.mode & MODE_BITS) as u16,
             nlink,
-            ..self.namespace_attr(ns_id, access)
+            uid: access.uid,
+            gid: access.gid,
+            blksize: BLOCK_SIZE,
         })
     }
 

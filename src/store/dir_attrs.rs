@@ -161,3 +161,95 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::names::KeyFormat;
+    use crate::store::ManualClock;
+
+    fn open(root: &std::path::Path) -> Store {
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * 1_000_000_000));
+        Store::open(root, Config::parse("").unwrap(), clock).unwrap()
+    }
+
+    fn key(k: &str) -> Key {
+        Key::parse(k.as_bytes(), KeyFormat::Any).unwrap()
+    }
+
+    const ALICE: NsAccess = NsAccess {
+        uid: 1000,
+        gid: 100,
+        mode: 0o750,
+    };
+
+    #[test]
+    fn a_directorys_access_is_its_own_and_follows_it_through_rename_rmdir_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("b");
+        let store = open(&root);
+        let ns_access = NsAccess {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+        };
+        let (ns, id) = store.create_namespace(b"ns", ns_access).unwrap();
+        assert_eq!(store.dir_access(id, b""), Some((ns_access, 2)));
+        store.make_dir_as(&ns, &key("a"), ALICE).unwrap();
+        store.make_dir(&ns, &key("a/plain")).unwrap();
+        assert_eq!(store.dir_access(id, b"a"), Some((ALICE, 3)), "2 + a/plain");
+        assert_eq!(store.dir_access(id, b""), Some((ns_access, 3)));
+        assert_eq!(
+            store.dir_access(id, b"a/plain").map(|(a, _)| a),
+            Some(ns_access),
+            "no record: the namespace's"
+        );
+        let changed = store
+            .set_dir_access(id, b"a/plain", Some(7), None, Some(0o1777))
+            .unwrap();
+        assert_eq!((changed.uid, changed.gid, changed.mode), (7, 0, 0o1777));
+        assert_eq!(store.dir_access(id, b"missing"), None);
+        assert!(matches!(
+            store.set_dir_access(id, b"missing", None, None, Some(0)),
+            Err(StoreError::NotFound)
+        ));
+
+        store.rename_dir(&ns, &key("a"), &key("b")).unwrap();
+        assert_eq!(store.dir_access(id, b"b").map(|(a, _)| a), Some(ALICE));
+        assert_eq!(
+            store.dir_access(id, b"b/plain").map(|(a, _)| a),
+            Some(changed)
+        );
+        assert_eq!(store.dir_access(id, b"a"), None);
+
+        drop(store);
+        let store = open(&root);
+        let id = store.namespace_id(&ns).unwrap();
+        assert_eq!(
+            store.dir_access(id, b"b"),
+            Some((ALICE, 3)),
+            "after a reopen"
+        );
+        assert_eq!(
+            store.dir_access(id, b"b/plain").map(|(a, _)| a),
+            Some(changed)
+        );
+
+        // rmdir drops the record: a new directory of that name is the
+        // namespace's (plain mkdir) until given its own.
+        store.remove_dir(&ns, &key("b/plain")).unwrap();
+        store.make_dir(&ns, &key("b/plain")).unwrap();
+        assert_eq!(
+            store.dir_access(id, b"b/plain").map(|(a, _)| a),
+            Some(ns_access)
+        );
+        assert_eq!(
+            std::fs::read_dir(root.join("dirattrs")).unwrap().count(),
+            1,
+            "only b's record is left"
+        );
+    }
+}
