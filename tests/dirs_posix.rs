@@ -263,3 +263,65 @@ fn link_counts_are_two_plus_subdirectories_and_rmdir_refuses_non_empty() {
     fs::remove_dir(ns.join("p/b")).unwrap();
     assert_eq!(nlink(&ns.join("p")), 2);
 }
+
+#[test]
+fn a_setgid_directory_gives_its_group_and_a_sticky_one_protects_others_entries() {
+    if skip_without_fuse() {
+        return;
+    }
+    if !is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test runs commands as another user: it needs root");
+        }
+        eprintln!("SKIP: not root; set CI=true to make this a failure");
+        return;
+    }
+    let m = Mount::start(MountOpts {
+        config: Some(CFG.to_string()),
+        args: vec!["-o".into(), "allow_other".into()],
+        ..Default::default()
+    });
+    fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let ns = m.ns("ns");
+    let team = ns.join("team");
+    fs::create_dir(&team).unwrap();
+    let c = CString::new(team.as_os_str().as_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path for the call's duration.
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 0, 4321) }, 0);
+    fs::set_permissions(&team, fs::Permissions::from_mode(0o3777)).unwrap();
+    fs::create_dir(team.join("sub")).unwrap();
+    let sub = fs::metadata(team.join("sub")).unwrap();
+    assert_eq!(sub.gid(), 4321, "a setgid parent's group");
+    assert_ne!(sub.mode() & 0o2000, 0, "and setgid itself");
+    write_file(&team.join("k"), b"root's").unwrap();
+    assert_eq!(
+        fs::metadata(team.join("k")).unwrap().gid(),
+        4321,
+        "entries too"
+    );
+    let as_nobody = |cmd: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&format!("rm -f {}", team.join("k").display()));
+    assert!(
+        !out.status.success(),
+        "nobody removed root's entry in a sticky dir"
+    );
+    assert_eq!(read_file(&team.join("k")).unwrap(), b"root's");
+    let out = as_nobody(&format!("echo mine > {0}/n && rm {0}/n", team.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -129,13 +129,13 @@ impl CacheFs {
         Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
     }
 
-    /// The group of an entry `ctx` creates in namespace `ns_id`: the
-    /// creator's, or the namespace's when it is setgid, as in a local
-    /// directory (so a team's `2770` namespace keeps its entries the
-    /// team's).
-    pub(super) fn new_entry_gid(&self, ctx: &Ctx, ns_id: u32) -> u32 {
-        match self.store.namespace_access(ns_id) {
-            Some(a) if a.mode & libc::S_ISGID != 0 => a.gid,
+    /// The group of an entry `ctx` creates in directory `dir` of namespace
+    /// `ns_id`: the creator's, or the directory's when it is setgid, as in
+    /// a local directory (so a team's `2770` namespace keeps its entries
+    /// the team's).
+    pub(super) fn new_entry_gid(&self, ctx: &Ctx, ns_id: u32, dir: &[u8]) -> u32 {
+        match self.store.dir_access(ns_id, dir) {
+            Some((a, _)) if a.mode & libc::S_ISGID != 0 => a.gid,
             _ => ctx.gid,
         }
     }

@@ -50,7 +50,8 @@ impl CacheFs {
             from: WriteFrom::Empty,
             owner: Owner {
                 uid: ctx.uid,
-                gid: ctx.gid,
+                // As CREATE: a setgid directory's group.
+                gid: self.new_entry_gid(ctx, ns_id, &dir),
                 mode: mode & !umask & 0o7777,
             },
             version: None,

@@ -84,7 +84,7 @@ impl CacheFs {
             flags,
             owner: Owner {
                 uid: ctx.uid,
-                gid: self.new_entry_gid(ctx, ns_id),
+                gid: self.new_entry_gid(ctx, ns_id, &dir),
                 mode: mode & !umask & 0o7777,
             },
             version: None,
