@@ -19,6 +19,8 @@ use std::time::SystemTime;
 
 /// (atime, mtime, ctime) of one directory.
 type Times = (SystemTime, SystemTime, SystemTime);
+/// A directory: its namespace's id and its path (`b""`: the namespace).
+type DirId = (u32, Box<[u8]>);
 
 /// Lock order: taken last, alone (nothing else is called under it), so
 /// the store's change listener may take it under the store's locks.
@@ -29,7 +31,7 @@ type Times = (SystemTime, SystemTime, SystemTime);
 pub struct NsTimes {
     started: SystemTime,
     /// (namespace id, dir path) -> times, for those changed since the start.
-    times: Mutex<HashMap<(u32, Box<[u8]>), Times>>,
+    times: Mutex<HashMap<DirId, Times>>,
 }
 
 fn is_under(path: &[u8], dir: &[u8]) -> bool {
