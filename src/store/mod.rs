@@ -34,6 +34,7 @@
 mod backing;
 mod claims;
 mod clock;
+mod compress;
 mod entry;
 mod format;
 mod index;
@@ -223,6 +224,7 @@ impl Store {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
         let store = Store {
@@ -415,6 +417,7 @@ fn meta_from_header(
         uid: h.uid,
         gid: h.gid,
         verified,
+        compressed: h.compression != entry::COMPRESSION_NONE,
         last_access: h.mtime,
     }
 }
@@ -440,6 +443,8 @@ impl Drop for Store {
     }
 }
 
+#[cfg(test)]
+mod compress_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
