@@ -208,8 +208,9 @@ impl Store {
                 return Err(StoreError::TooBig);
             }
             let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
-            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| {
-                StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| match e {
+                entry::CorruptEntry::Io(e) => StoreError::Io(e),
+                e => StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             })?;
             if header.compression == entry::COMPRESSION_NONE {
                 self.copy_content(&src, &mut staging, meta.logical_size)?;
