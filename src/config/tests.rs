@@ -25,6 +25,42 @@ fn the_shipped_example_config_is_valid_commented_and_uncommented() {
     assert_eq!(ns.key_format, KeyFormat::Sha256);
     assert_eq!(ns.max_entry_bytes, Some(1 << 20));
     assert_eq!(ns.access.mode, Some(0o750));
+    assert_eq!(ns.compression, Some(Compression::Zstd { level: 9 }));
+}
+
+#[test]
+fn compression_per_namespace_and_by_default_validated() {
+    let c = Config::parse(
+        "[cache]\ncompression = \"zstd\"\ncompression_level = 5\n\
+         [namespace.a]\n[namespace.b]\ncompression = \"none\"\n\
+         [namespace.c]\ncompression_level = 19\n",
+    )
+    .unwrap();
+    assert_eq!(c.cache.compression, Compression::Zstd { level: 5 });
+    assert_eq!(c.namespaces["a"].compression, None, "the [cache] default");
+    assert_eq!(c.namespaces["b"].compression, Some(Compression::None));
+    assert_eq!(
+        c.namespaces["c"].compression,
+        Some(Compression::Zstd { level: 19 })
+    );
+    let again = Config::parse(&c.to_toml(1 << 30)).unwrap();
+    assert_eq!(again.cache.compression, c.cache.compression);
+    assert_eq!(again.namespaces, c.namespaces, "config.toml round-trips");
+    let d = Config::parse("[namespace.a]\ncompression = \"zstd\"\n").unwrap();
+    assert_eq!(
+        d.namespaces["a"].compression,
+        Some(Compression::Zstd { level: 3 })
+    );
+    for (text, needle) in [
+        ("[namespace.a]\ncompression = \"lz4\"\n", "unknown variant `lz4`"),
+        ("[namespace.a]\ncompression = \"zstd\"\ncompression_level = 0\n", "out of range"),
+        ("[cache]\ncompression = \"zstd\"\ncompression_level = 23\n", "out of range"),
+        ("[namespace.a]\ncompression_level = 3\n", "needs compression"),
+    ] {
+        let e = Config::parse(text).unwrap_err();
+        assert!(e.contains(needle), "{text:?}: {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
 }
 
 #[test]
