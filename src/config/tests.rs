@@ -52,10 +52,22 @@ fn compression_per_namespace_and_by_default_validated() {
         Some(Compression::Zstd { level: 3 })
     );
     for (text, needle) in [
-        ("[namespace.a]\ncompression = \"lz4\"\n", "unknown variant `lz4`"),
-        ("[namespace.a]\ncompression = \"zstd\"\ncompression_level = 0\n", "out of range"),
-        ("[cache]\ncompression = \"zstd\"\ncompression_level = 23\n", "out of range"),
-        ("[namespace.a]\ncompression_level = 3\n", "needs compression"),
+        (
+            "[namespace.a]\ncompression = \"lz4\"\n",
+            "unknown variant `lz4`",
+        ),
+        (
+            "[namespace.a]\ncompression = \"zstd\"\ncompression_level = 0\n",
+            "out of range",
+        ),
+        (
+            "[cache]\ncompression = \"zstd\"\ncompression_level = 23\n",
+            "out of range",
+        ),
+        (
+            "[namespace.a]\ncompression_level = 3\n",
+            "needs compression",
+        ),
     ] {
         let e = Config::parse(text).unwrap_err();
         assert!(e.contains(needle), "{text:?}: {e}");

@@ -9,7 +9,9 @@
 //! - The rule for incompressible content: an entry is stored compressed
 //!   only when it is at least `MIN_SIZE` bytes and zstd saves at least an
 //!   eighth of it; otherwise plain (and the compression stops as soon as
-//!   its output passes that budget). So a compressed entry's file is
+//!   its output passes that budget). A write of 128 KiB or more is first
+//!   sampled: if its first 64 KiB do not shrink by an eighth at zstd's
+//!   fastest level, it is stored plain without compressing the rest. So a compressed entry's file is
 //!   always smaller than its logical size, which the trailer check holds.
 //! - Readers read plain bytes: a version's first open decompresses it once
 //!   into an unlinked file in this daemon's staging dir, which then stands
@@ -33,6 +35,8 @@ use super::{Store, StoreError};
 /// Below this, a frame's own overhead eats most of the gain.
 pub const MIN_SIZE: u64 = 256;
 const CHUNK: usize = 256 * 1024;
+/// How much of a large write is tried first (see `head_compresses`).
+const SAMPLE: usize = 64 * 1024;
 
 /// A staged write's content, compressed into a file of its own.
 pub(super) struct Packed {
@@ -215,7 +219,7 @@ impl Store {
         level: i32,
     ) -> Result<Option<Packed>, StoreError> {
         let len = staging.len;
-        if len < MIN_SIZE {
+        if len < MIN_SIZE || !self.head_compresses(staging)? {
             return Ok(None);
         }
         let io = &self.layout.io;
@@ -261,6 +265,20 @@ impl Store {
             }
             Err(e) => Err(cleanup(sink.error(e))),
         }
+    }
+
+    /// Whether the first `SAMPLE` bytes of a large write shrink by an
+    /// eighth at zstd's fastest level: random or already compressed
+    /// content is then stored plain without compressing all of it. (A
+    /// small write is compressed whole: its sample would be all of it.)
+    fn head_compresses(&self, staging: &StagingFile) -> Result<bool, StoreError> {
+        if staging.len < 2 * SAMPLE as u64 {
+            return Ok(true);
+        }
+        let mut head = vec![0u8; SAMPLE];
+        let n = self.layout.io.read_at(&staging.file, &mut head, 0)?;
+        let packed = zstd::bulk::compress(&head[..n], 1)?;
+        Ok(packed.len() * 8 <= n * 7)
     }
 
     /// The plain bytes of a compressed entry, decompressed into an
