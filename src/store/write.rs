@@ -445,6 +445,10 @@ impl Store {
             }
         }
         idx.insert(&ns, key.clone(), meta.clone());
+        self.changes.key(&ns, &key);
+        if let Publish::Rename { from, .. } = how {
+            self.changes.key(&ns, from);
+        }
         let m = &idx.namespace(&ns).expect("exists").metrics;
         metrics::add(&m.publishes, 1);
         metrics::add(&m.published_bytes, meta.logical_size);

@@ -25,6 +25,7 @@
 
 mod evict;
 mod meta;
+mod rebuilt;
 mod slot;
 mod table;
 #[cfg(test)]
@@ -32,7 +33,7 @@ mod tests;
 mod tree;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -169,6 +170,13 @@ pub struct Index {
     /// the whole-cache quota. Raised only under the index lock; a write
     /// gives its share back lock-free (lowering it only makes room).
     pub staged: Arc<AtomicU64>,
+    /// While the index is rebuilt behind a serving daemon: the keys put in
+    /// by anything but the rebuild (a publish, a lookup that adopted a
+    /// file). The rebuild never puts such a key in again (`insert_rebuilt`),
+    /// so it can neither overwrite a newer version nor bring back one
+    /// removed since: a key must be in the index to be removed, and the
+    /// rebuild meets each key once.
+    touched: Option<HashSet<(u32, Box<[u8]>)>>,
 }
 
 /// At most this many files are shared (well under the default soft limit
@@ -187,6 +195,7 @@ impl Index {
             shared_files: HashMap::new(),
             limits,
             staged: Arc::default(),
+            touched: None,
         }
     }
 
@@ -322,6 +331,15 @@ impl Index {
     /// replaced metadata. The namespace must exist. (The index keeps a
     /// compact copy of the key, not `key`.)
     pub fn insert(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
+        if let Some(t) = &mut self.touched
+            && let Some(s) = self.namespaces.get(ns)
+        {
+            t.insert((s.id, Box::from(key.as_bytes())));
+        }
+        self.insert_inner(ns, key, meta)
+    }
+
+    fn insert_inner(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
         let old = self.remove(ns, &key);
         let policy = &self
             .namespaces
