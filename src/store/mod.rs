@@ -37,6 +37,7 @@ mod claim_file;
 mod claims;
 mod claims_across;
 mod clock;
+mod compress;
 mod dir_attrs;
 mod dirs;
 mod entry;
@@ -284,6 +285,7 @@ impl Store {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
         let data_dir = probe::DataDir::open(&layout);
@@ -444,6 +446,7 @@ fn meta_from_header(
         uid: h.uid,
         gid: h.gid,
         verified,
+        compressed: h.compression != entry::COMPRESSION_NONE,
         last_access: h.mtime,
     }
 }
@@ -471,6 +474,8 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod claims_tests;
+#[cfg(test)]
+mod compress_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
