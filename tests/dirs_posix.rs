@@ -325,3 +325,24 @@ fn a_setgid_directory_gives_its_group_and_a_sticky_one_protects_others_entries()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn rmdir_refuses_a_directory_with_a_name_being_written() {
+    if skip_without_fuse() {
+        return;
+    }
+    let m = Mount::new(CFG);
+    let ns = m.ns("ns");
+    fs::create_dir(ns.join("d")).unwrap();
+    let mut f = fs::File::create(ns.join("d/k")).unwrap();
+    assert_errno(
+        fs::remove_dir(ns.join("d")),
+        libc::ENOTEMPTY,
+        "rmdir while d/k is being written",
+    );
+    std::io::Write::write_all(&mut f, b"v").unwrap();
+    drop(f);
+    assert_eq!(read_file(&ns.join("d/k")).unwrap(), b"v", "published in d");
+    fs::remove_file(ns.join("d/k")).unwrap();
+    fs::remove_dir(ns.join("d")).unwrap();
+}

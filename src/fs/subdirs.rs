@@ -153,6 +153,11 @@ impl CacheFs {
         let ns = self.store.namespace_by_id(ns_id).ok_or(Errno::ENOENT)?;
         let path = Key::join(&dir, name.as_bytes(), KeyFormat::Any)
             .map_err(|e| super::errno::name_errno(&StoreError::InvalidName(e), Errno::ENOENT))?;
+        // A name being written is in the directory, as on a local disk
+        // (`: > d/k; rmdir d`: k's close returned, its RELEASE publishes).
+        if self.handles.writes_under(&ns, path.as_bytes()) {
+            return Err(Errno::ENOTEMPTY);
+        }
         self.store
             .remove_dir(&ns, &path)
             .map_err(|e| self.fail(&e))?;
