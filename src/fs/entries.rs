@@ -397,6 +397,7 @@ impl CacheFs {
                 uid: set.uid,
                 gid: set.gid,
                 truncate: set.size,
+                xattr: None,
             };
             self.store.update(&ns, &key, update)
         };

@@ -422,13 +422,13 @@ impl Filesystem for CacheFs {
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         reply_empty(
             reply,
-            CacheFs::setxattr(self, &ctx(req), ino.0, name, value),
+            CacheFs::setxattr(self, &ctx(req), ino.0, name, value, flags),
         )
     }
 

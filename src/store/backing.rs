@@ -167,6 +167,17 @@ impl BackingIo {
             .open(path)
     }
 
+    /// Opens an existing file for reading and appending a trailer (see
+    /// `trailer.rs`); never follows a symlink.
+    pub fn open_rw_nofollow(&self, path: &Path) -> io::Result<File> {
+        self.check(FaultOp::Open)?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    }
+
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write)?;
         file.write_all_at(data, offset)

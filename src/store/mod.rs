@@ -35,6 +35,7 @@ mod backing;
 mod claims;
 mod clock;
 mod entry;
+mod entry_old;
 mod format;
 mod index;
 mod layout;
@@ -51,8 +52,10 @@ mod republish;
 mod room;
 mod staging;
 mod stats;
+mod trailer;
 mod sweeper;
 mod write;
+mod xattrs;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -75,6 +78,7 @@ pub use read::{OpenHot, OpenVersion, ReadHandle};
 pub use staging::{Owner, StagingFile};
 pub use stats::Usage;
 pub use write::{MetaUpdate, NewWrite, WriteBy, WriteFrom};
+pub use xattrs::{SetMode, XattrChange, Xattrs};
 
 use crate::config::Config;
 use crate::metrics::{self, MountMetrics};
@@ -103,6 +107,10 @@ pub enum StoreError {
     InvalidName(#[from] NameError),
     #[error("invalid value")]
     InvalidValue,
+    #[error("no such xattr")]
+    NoAttr,
+    #[error("xattr value over its limit")]
+    ValueTooBig,
     #[error("backing I/O: {0}")]
     Io(#[from] io::Error),
 }

@@ -243,17 +243,34 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
     Ok(check_placement(header, path, &md))
 }
 
-/// A decoded entry file is valid only under its own names' path.
-fn check_placement(header: EntryHeader, path: &Path, md: &fs::Metadata) -> Result<Found, String> {
+/// A decoded entry file is valid only under its own names' path. A
+/// rename's trailer names two keys (see `trailer.rs`): at the old key's
+/// path the rename did not finish and the file is still the old key's
+/// entry (its header is returned naming that key), at the new key's path
+/// it is the new key's.
+fn check_placement(
+    mut header: EntryHeader,
+    path: &Path,
+    md: &fs::Metadata,
+) -> Result<Found, String> {
     let (Ok(ns), Ok(key)) = (
         Namespace::parse(&header.namespace),
         Key::parse(&header.key, KeyFormat::Any),
     ) else {
         return Err("header names are not valid names".into());
     };
+    let here = path.file_name().and_then(|n| n.to_str());
     let expected = Layout::entry_hash(&ns, &key);
-    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
-        return Err(format!("misplaced: belongs at {expected}"));
+    if here != Some(expected.as_str()) {
+        let from = header
+            .renamed_from
+            .as_deref()
+            .and_then(|f| Key::parse(f, KeyFormat::Any).ok())
+            .filter(|f| here == Some(Layout::entry_hash(&ns, f).as_str()));
+        let Some(from) = from else {
+            return Err(format!("misplaced: belongs at {expected}"));
+        };
+        header.key = from.as_bytes().to_vec();
     }
     Ok(Found {
         header,

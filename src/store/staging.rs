@@ -16,6 +16,7 @@ use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
 use super::stats::count_refusal;
+use super::xattrs::{self, XattrChange, Xattrs};
 use crate::metrics::NsMetrics;
 use crate::names::{Key, Namespace};
 
@@ -46,6 +47,9 @@ pub struct StagingFile {
     pub(super) mode: u32,
     pub(super) uid: u32,
     pub(super) gid: u32,
+    /// The version's own `user.*` xattrs: none for new content, the
+    /// copied version's for a copy-on-write open (an append keeps them).
+    pub(super) xattrs: Xattrs,
     pub(super) published: bool,
     /// Still a verbatim copy of a published version, metadata included.
     unmodified_copy: bool,
@@ -104,6 +108,7 @@ impl StagingFile {
             mode: owner.mode,
             uid: owner.uid,
             gid: owner.gid,
+            xattrs: Xattrs::new(),
             published: false,
             unmodified_copy: false,
             overrun: false,
@@ -225,6 +230,19 @@ impl StagingFile {
     pub fn set_atime(&mut self, atime: UnixNanos) {
         self.unmodified_copy = false;
         self.atime = Some(atime);
+    }
+
+    /// The xattrs the version will be published with.
+    pub fn xattrs(&self) -> &Xattrs {
+        &self.xattrs
+    }
+
+    /// Changes an xattr of the version being written (a metadata change,
+    /// like a chmod: the content stays a copy if it was one).
+    pub fn change_xattr(&mut self, change: &XattrChange) -> Result<(), StoreError> {
+        xattrs::apply(&mut self.xattrs, change)?;
+        self.unmodified_copy = false;
+        Ok(())
     }
 
     pub fn set_mode(&mut self, mode: u32) {

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
+use super::xattrs::XattrChange;
 use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
 use crate::config::Durability;
 use crate::metrics::{self, Op};
@@ -40,6 +41,8 @@ pub struct MetaUpdate {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub truncate: Option<u64>,
+    /// A `user.*` xattr set or removed.
+    pub xattr: Option<XattrChange>,
 }
 
 /// How a write begins (see `Store::start_write`).
@@ -221,6 +224,7 @@ impl Store {
             staging.uid = meta.uid;
             staging.gid = meta.gid;
             staging.ttl_secs = meta.ttl_secs;
+            staging.xattrs = header.xattrs;
         }
         Ok(staging)
     }
@@ -271,6 +275,8 @@ impl Store {
             // (a metadata change, a rename) changes the entry now.
             ctime: staging.ctime.unwrap_or(now),
             atime: staging.atime.unwrap_or(mtime),
+            renamed_from: None,
+            xattrs: staging.xattrs.clone(),
         };
         let io = &self.layout.io;
         if staging.overrun {
@@ -435,7 +441,7 @@ impl Store {
 
     /// Renames a staged file to its entry path. The shard directory is
     /// made again if it went away since it was last seen; says whether.
-    fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
+    pub(super) fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
         let io = &self.layout.io;
         match io.rename(from, dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
