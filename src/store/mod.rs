@@ -453,6 +453,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod trailer_tests;
+#[cfg(test)]
 mod tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
