@@ -79,7 +79,7 @@ pub fn apply(list: &mut Xattrs, change: &XattrChange) -> Result<(), StoreError> 
                 return Err(StoreError::InvalidValue);
             }
             if value.len() > MAX_XATTR_VALUE {
-                log::info!(
+                log::warn!(
                     "xattr {} refused: a value of {} bytes is over {MAX_XATTR_VALUE}",
                     String::from_utf8_lossy(name),
                     value.len()
@@ -99,7 +99,7 @@ pub fn apply(list: &mut Xattrs, change: &XattrChange) -> Result<(), StoreError> 
                 .sum();
             let count = list.len() + usize::from(at.is_err());
             if count > MAX_XATTRS || others + name.len() + value.len() > MAX_XATTR_TOTAL {
-                log::info!(
+                log::warn!(
                     "xattr {} refused: an entry holds at most {MAX_XATTRS} xattrs, \
                      {MAX_XATTR_TOTAL} bytes of names and values",
                     String::from_utf8_lossy(name)
