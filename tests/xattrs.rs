@@ -56,7 +56,11 @@ fn getfattr_d(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("getfattr (package attr) runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("user.") && !l.starts_with("user.cachefs."))
@@ -95,7 +99,10 @@ fn set_get_list_remove_and_flags() {
         .output()
         .unwrap();
     let names = String::from_utf8_lossy(&out.stdout);
-    assert!(names.contains("user.cachefs.sha256") && names.contains("user.etag"), "{names}");
+    assert!(
+        names.contains("user.cachefs.sha256") && names.contains("user.etag"),
+        "{names}"
+    );
     assert_errno(getxattr(&p, "user.none"), libc::ENODATA, "missing name");
     assert_errno(
         set_flags(&p, "user.etag", b"x", libc::XATTR_CREATE),
@@ -141,8 +148,15 @@ fn limits_on_a_value_on_names_and_on_the_total() {
     for i in 0..3 {
         setxattr(&p, &format!("user.v{i}"), &v).unwrap();
     }
-    assert_errno(setxattr(&p, "user.v3", &v), libc::ENOSPC, "over 64 KiB in all");
-    assert!(m.log().contains("xattr user.v3 refused"), "a log line says why");
+    assert_errno(
+        setxattr(&p, "user.v3", &v),
+        libc::ENOSPC,
+        "over 64 KiB in all",
+    );
+    assert!(
+        m.log().contains("xattr user.v3 refused"),
+        "a log line says why"
+    );
     let out = Command::new("getfattr")
         .args(["--only-values", "-n", "user.v2"])
         .arg(&p)
@@ -165,22 +179,38 @@ fn they_go_with_the_version_across_rename_restart_and_kill() {
     let p = m.path("web", "page");
     assert_eq!(getxattr(&p, "user.etag").unwrap(), b"e1");
     // An append is a copy-on-write open: it keeps them.
-    OpenOptions::new().append(true).open(&p).unwrap().write_all(b"+").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
     assert_eq!(getxattr(&p, "user.etag").unwrap(), b"e1");
     // A rewrite is new content: it starts with none.
     let q = m.path("web", "rewritten");
     fs::write(&q, b"one").unwrap();
     setxattr(&q, "user.etag", b"old").unwrap();
     fs::write(&q, b"two").unwrap();
-    assert_errno(getxattr(&q, "user.etag"), libc::ENODATA, "a rewrite starts clean");
-    let stored: u64 = getxattr_str(&p, "user.cachefs.stored_bytes").unwrap().parse().unwrap();
+    assert_errno(
+        getxattr(&q, "user.etag"),
+        libc::ENODATA,
+        "a rewrite starts clean",
+    );
+    let stored: u64 = getxattr_str(&p, "user.cachefs.stored_bytes")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(stored > 0);
 
     m.stop();
     let backing = m.backing.clone();
     let mut m2 = Mount::with_backing(CFG, &backing);
     let p2 = m2.path("web", "page");
-    assert_eq!(getxattr(&p2, "user.etag").unwrap(), b"e1", "after a restart");
+    assert_eq!(
+        getxattr(&p2, "user.etag").unwrap(),
+        b"e1",
+        "after a restart"
+    );
     assert_eq!(fs::read(&p2).unwrap(), b"body+");
     setxattr(&p2, "user.etag", b"e2").unwrap();
     m2.kill9();

@@ -53,8 +53,8 @@ use std::time::Instant;
 use super::errno::counted_errno;
 use super::types::{Errno, SetAttr};
 use crate::store::{
-    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, StoreError, WriteBy,
-    WriteFrom, XattrChange,
+    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, StoreError, WriteBy, WriteFrom,
+    XattrChange,
 };
 
 /// Stands for "whoever" when a write arrives without a lock owner.

@@ -30,8 +30,8 @@ use super::CacheFs;
 use super::errno::errno;
 use super::inodes::{InodeKind, kind_of};
 use super::types::{Ctx, Errno, Replier, XattrReply};
-use crate::store::{Lookup, MetaUpdate, PurgeFilter, PurgeSelect, SetMode, XattrChange, Xattrs};
 use crate::store::{Key, Namespace, StoreError};
+use crate::store::{Lookup, MetaUpdate, PurgeFilter, PurgeSelect, SetMode, XattrChange, Xattrs};
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";

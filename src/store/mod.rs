@@ -52,8 +52,8 @@ mod republish;
 mod room;
 mod staging;
 mod stats;
-mod trailer;
 mod sweeper;
+mod trailer;
 mod write;
 mod xattrs;
 
@@ -453,9 +453,9 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
-mod trailer_tests;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trailer_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

@@ -12,8 +12,8 @@ use super::entry::EntryHeader;
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
 use super::trailer::{InPlace, RenameTo};
-use super::xattrs;
 use super::write::{MetaUpdate, Publish, WriteFrom};
+use super::xattrs;
 use super::{EntryInfo, Store, StoreError};
 use crate::names::{Key, Namespace};
 

@@ -20,7 +20,13 @@ const OWNER: Owner = Owner {
 
 fn open(root: &Path, io: &BackingIo) -> Store {
     let clock = Arc::new(ManualClock::new(T0));
-    Store::open_with(root, Config::parse("[namespace.a]\n").unwrap(), clock, io.clone()).unwrap()
+    Store::open_with(
+        root,
+        Config::parse("[namespace.a]\n").unwrap(),
+        clock,
+        io.clone(),
+    )
+    .unwrap()
 }
 
 fn ns() -> Namespace {
@@ -32,7 +38,9 @@ fn key(k: &str) -> Key {
 }
 
 fn write(s: &Store, k: &str, data: &[u8]) {
-    let mut st = s.begin_write(&ns(), &key(k), WriteFrom::Empty, OWNER).unwrap();
+    let mut st = s
+        .begin_write(&ns(), &key(k), WriteFrom::Empty, OWNER)
+        .unwrap();
     s.write_staged(&mut st, 0, data).unwrap();
     s.publish(st).unwrap();
 }
@@ -126,7 +134,10 @@ fn metadata_changes_of_a_large_entry_copy_nothing() {
         Lookup::Hit(i) => i,
         other => panic!("{other:?}"),
     };
-    assert_eq!((info.mode & 0o777, info.mtime, info.atime), (0o600, T0 + 5, T0 + 6));
+    assert_eq!(
+        (info.mode & 0o777, info.mtime, info.atime),
+        (0o600, T0 + 5, T0 + 6)
+    );
 }
 
 #[test]
@@ -146,9 +157,15 @@ fn many_changes_compact_by_a_copy_and_stay_readable() {
         let len = std::fs::metadata(s.layout.entry_path(&ns(), &key("k")))
             .unwrap()
             .len();
-        assert!(len <= trailer::COMPACT_AT + 8192, "dead bytes are bounded: {len}");
+        assert!(
+            len <= trailer::COMPACT_AT + 8192,
+            "dead bytes are bounded: {len}"
+        );
     }
-    assert!((1..30).contains(&copies), "compacted now and then: {copies}");
+    assert!(
+        (1..30).contains(&copies),
+        "compacted now and then: {copies}"
+    );
     assert_eq!(read(&s, "k").unwrap(), b"content");
     s.check_invariants();
 }
@@ -179,7 +196,10 @@ fn a_rename_failing_or_crashing_at_each_step_loses_nothing() {
         io.lift();
         let (from, to) = (read(&s, "from"), read(&s, "to"));
         match &r {
-            Ok(_) => assert_eq!((from.as_deref(), to.as_deref()), (None, Some(&b"move me"[..]))),
+            Ok(_) => assert_eq!(
+                (from.as_deref(), to.as_deref()),
+                (None, Some(&b"move me"[..]))
+            ),
             Err(_) => assert_eq!(
                 (from.as_deref(), to.as_deref()),
                 (Some(&b"move me"[..]), Some(&b"old target"[..])),
@@ -198,7 +218,10 @@ fn a_rename_failing_or_crashing_at_each_step_loses_nothing() {
         let s = open(&root, &io);
         assert_eq!(index_of(&s), usage, "{case}: recovery agrees");
         assert_eq!((read(&s, "from"), read(&s, "to")), (from, to), "{case}");
-        assert_eq!(std::fs::read_dir(root.join("quarantine")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(root.join("quarantine")).unwrap().count(),
+            0
+        );
     }
 }
 
@@ -227,7 +250,10 @@ fn a_rename_cut_between_its_steps_is_the_old_name() {
     assert_eq!(read(&s, "to").unwrap(), b"move me");
     drop(s);
     let s = open(&root, &io);
-    assert_eq!((read(&s, "from"), read(&s, "to").unwrap()), (None, b"move me".to_vec()));
+    assert_eq!(
+        (read(&s, "from"), read(&s, "to").unwrap()),
+        (None, b"move me".to_vec())
+    );
 }
 
 #[test]

@@ -166,9 +166,20 @@ mod tests {
         ));
         // Replacing a value counts its new size, not both.
         apply(&mut l, &set("user.v0", &v, SetMode::Any)).unwrap();
-        apply(&mut l, &XattrChange::Remove { name: b"user.v0".to_vec() }).unwrap();
+        apply(
+            &mut l,
+            &XattrChange::Remove {
+                name: b"user.v0".to_vec(),
+            },
+        )
+        .unwrap();
         assert!(matches!(
-            apply(&mut l, &XattrChange::Remove { name: b"user.v0".to_vec() }),
+            apply(
+                &mut l,
+                &XattrChange::Remove {
+                    name: b"user.v0".to_vec()
+                }
+            ),
             Err(StoreError::NoAttr)
         ));
         assert!(matches!(
