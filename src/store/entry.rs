@@ -76,6 +76,49 @@ pub struct EntryHeader {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl From<EntryHeaderV1> for EntryHeader {
+    fn from(h: EntryHeaderV1) -> EntryHeader {
+        EntryHeaderV2 {
+            namespace: h.namespace,
+            key: h.key,
+            mtime: h.mtime,
+            ttl_secs: h.ttl_secs,
+            logical_size: h.logical_size,
+            stored_content_size: h.stored_content_size,
+            compression: h.compression,
+            content_sha256: h.content_sha256,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+            ctime: h.mtime,
+            atime: h.mtime,
+        }
+        .into()
+    }
+}
+
+impl From<EntryHeaderV2> for EntryHeader {
+    fn from(h: EntryHeaderV2) -> EntryHeader {
+        EntryHeader {
+            namespace: h.namespace,
+            key: h.key,
+            mtime: h.mtime,
+            ttl_secs: h.ttl_secs,
+            logical_size: h.logical_size,
+            stored_content_size: h.stored_content_size,
+            compression: h.compression,
+            content_sha256: h.content_sha256,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+            ctime: h.ctime,
+            atime: h.atime,
+            renamed_from: None,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CorruptEntry {
     #[error("{0}")]
