@@ -22,6 +22,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// Embedded default total quota: 1 GiB (capped by the volume's room at mount).
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Other daemons' change logs are read this often if no event comes.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +71,8 @@ pub struct CachePolicy {
     pub default_ttl: Duration,
     pub allow_new_namespaces: bool,
     pub sweep_interval: Duration,
+    /// See `DEFAULT_POLL_INTERVAL`.
+    pub poll_interval: Duration,
 }
 
 impl Default for CachePolicy {
@@ -79,6 +83,7 @@ impl Default for CachePolicy {
             default_ttl: DEFAULT_TTL,
             allow_new_namespaces: true,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -108,6 +113,7 @@ struct RawCache {
     default_ttl: Option<Dur>,
     allow_new_namespaces: Option<bool>,
     sweep_interval: Option<Dur>,
+    poll_interval: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -240,18 +246,20 @@ impl Config {
     /// Parses config text; the error is one line.
     pub fn parse(text: &str) -> Result<Config, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| one_line_toml_error(text, &e))?;
+        let dur = |d: Option<Dur>, default| d.map_or(default, |d| d.0);
         let cache = CachePolicy {
             max_bytes: raw.cache.max_bytes.map(|s| s.0),
             max_entries: raw.cache.max_entries,
             default_ttl: raw.cache.default_ttl.map_or(DEFAULT_TTL, |d| d.0),
             allow_new_namespaces: raw.cache.allow_new_namespaces.unwrap_or(true),
-            sweep_interval: raw
-                .cache
-                .sweep_interval
-                .map_or(DEFAULT_SWEEP_INTERVAL, |d| d.0),
+            sweep_interval: dur(raw.cache.sweep_interval, DEFAULT_SWEEP_INTERVAL),
+            poll_interval: dur(raw.cache.poll_interval, DEFAULT_POLL_INTERVAL),
         };
         if cache.sweep_interval.is_zero() {
             return Err("[cache] sweep_interval must be positive".into());
+        }
+        if cache.poll_interval.is_zero() {
+            return Err("[cache] poll_interval must be positive".into());
         }
         let mut namespaces = BTreeMap::new();
         for (name, ns) in raw.namespace {
@@ -302,11 +310,9 @@ impl Config {
         }
         let _ = writeln!(out, "default_ttl = {}", c.default_ttl.as_secs());
         let _ = writeln!(out, "allow_new_namespaces = {}", c.allow_new_namespaces);
-        let _ = writeln!(
-            out,
-            "sweep_interval = \"{}\"",
-            humantime::format_duration(c.sweep_interval)
-        );
+        let hd = humantime::format_duration;
+        let _ = writeln!(out, "sweep_interval = \"{}\"", hd(c.sweep_interval));
+        let _ = writeln!(out, "poll_interval = \"{}\"", hd(c.poll_interval));
         for (name, ns) in &self.namespaces {
             let _ = writeln!(out, "\n[namespace.{}]", toml_key(name));
             if let Some(t) = ns.ttl {

@@ -138,6 +138,21 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
         u(&doc["corrupt_entries"]),
         u(&doc["backing_io_errors"]),
     );
+    let index = &doc["index"];
+    if index["rebuilding"].as_bool() == Some(true) {
+        let _ = writeln!(
+            out,
+            "index: rebuilding from the {}: {} entries ({}) found so far; entries and bytes below count only what is indexed yet",
+            index["source"].as_str().unwrap_or("?"),
+            u(&index["found_entries"]),
+            human_bytes(u(&index["found_bytes"])),
+        );
+    } else if index["complete"].as_bool() == Some(false) {
+        let _ = writeln!(
+            out,
+            "index: INCOMPLETE (the rebuild failed; see the daemon's log): listings and quotas know only what is indexed"
+        );
+    }
     let mut rows: Vec<(String, &Value)> = doc["namespaces"]
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v)).collect())

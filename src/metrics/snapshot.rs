@@ -273,8 +273,28 @@ pub struct Snapshot {
     /// Writes abandoned since the start because their writer was killed
     /// by a signal (nothing of them was published).
     pub killed_writes: u64,
+    /// The index: whether it is still being rebuilt behind the serving
+    /// daemon, and what the rebuild has found so far.
+    pub index: IndexStatus,
     pub total: NsStats,
     pub namespaces: BTreeMap<String, NsStats>,
+}
+
+/// Where the daemon's index stands (see the store's `rebuild.rs`). While
+/// `rebuilding`, entries and bytes in `total` and `namespaces` count only
+/// what the index knows so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexStatus {
+    pub rebuilding: bool,
+    /// The rebuild ended having put in everything it found.
+    pub complete: bool,
+    /// "snapshot" (of the last clean stop) or "scan" (of the trailers).
+    pub source: &'static str,
+    /// Entries and stored bytes the rebuild has found so far.
+    pub found_entries: u64,
+    pub found_bytes: u64,
+    /// How long the rebuild took, once complete.
+    pub seconds: f64,
 }
 
 /// Format versions recorded in a snapshot.
@@ -310,6 +330,7 @@ impl Snapshot {
             backing_io_errors: mount.io_errors.load(Ordering::Relaxed),
             backing_full: mount.backing_full.load(Ordering::Relaxed),
             killed_writes: mount.killed_writes.load(Ordering::Relaxed),
+            index: IndexStatus::default(),
             total,
             namespaces: namespaces.into_iter().collect(),
         }

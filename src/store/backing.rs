@@ -178,6 +178,12 @@ impl BackingIo {
             .open(path)
     }
 
+    /// What is at `path` (not following a symlink).
+    pub fn stat_nofollow(&self, path: &Path) -> io::Result<fs::Metadata> {
+        self.check(FaultOp::Open)?;
+        fs::symlink_metadata(path)
+    }
+
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write)?;
         file.write_all_at(data, offset)
@@ -227,6 +233,18 @@ impl BackingIo {
     pub fn read_dir(&self, dir: &Path) -> io::Result<fs::ReadDir> {
         self.check(FaultOp::ReadDir)?;
         fs::read_dir(dir)
+    }
+
+    /// Removes an empty directory (a directory marker).
+    pub fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(FaultOp::Unlink)?;
+        fs::remove_dir(dir)
+    }
+
+    /// Removes a directory and what is in it, following no symlink.
+    pub fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.check(FaultOp::Unlink)?;
+        fs::remove_dir_all(dir)
     }
 
     /// Makes a directory and its missing parents, mode 0700.

@@ -166,6 +166,38 @@ impl EntryHeader {
     }
 }
 
+/// Reads of a trailer whose file keeps growing under them (appends by
+/// another daemon) before it is called damaged.
+const SETTLE_TRIES: u32 = 8;
+
+/// Reads the trailer of an open entry file at its current length, with
+/// the metadata that length came from. Another daemon may be appending a
+/// trailer (an in-place metadata change, see `trailer.rs`): a trailer
+/// read at a length the file no longer has is read again at the new one,
+/// never taken for damage; only a file that stays put and reads bad is.
+pub fn read_header_settled(
+    io: &BackingIo,
+    file: &File,
+) -> io::Result<(std::fs::Metadata, Result<EntryHeader, CorruptEntry>)> {
+    let mut md = file.metadata()?;
+    let mut tries = 1;
+    loop {
+        let r = read_header(io, file, md.len());
+        if let Err(CorruptEntry::Io(e)) = r {
+            return Err(e);
+        }
+        if r.is_ok() || tries >= SETTLE_TRIES {
+            return Ok((md, r));
+        }
+        let now = file.metadata()?;
+        if now.len() == md.len() {
+            return Ok((md, r));
+        }
+        md = now;
+        tries += 1;
+    }
+}
+
 /// Reads and validates the trailer of an entry file of `file_len` bytes.
 pub fn read_header(
     io: &BackingIo,

@@ -32,24 +32,34 @@
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
 mod backing;
+mod changes;
+mod claim_file;
 mod claims;
+mod claims_across;
 mod clock;
+mod dirs;
 mod entry;
 mod entry_old;
+mod follow;
 mod format;
 mod index;
 mod layout;
 mod lookup;
 mod misses;
 mod namespaces;
+mod ns_shared;
 pub mod offline;
+mod probe;
 mod purge;
 mod read;
 mod reaper;
+mod rebuild;
+mod rebuild_state;
 mod recover;
 mod remove;
 mod republish;
 mod room;
+mod sessions;
 mod staging;
 mod stats;
 mod sweeper;
@@ -69,6 +79,7 @@ pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespa
 pub use backing::FaultOp;
 pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
+pub use dirs::DirItem;
 pub use entry::ENTRY_FORMAT;
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
@@ -81,7 +92,7 @@ pub use write::{MetaUpdate, NewWrite, WriteBy, WriteFrom};
 pub use xattrs::{SetMode, XattrChange, Xattrs};
 
 use crate::config::Config;
-use crate::metrics::{self, MountMetrics};
+use crate::metrics::MountMetrics;
 use index::{GlobalLimits, Index};
 
 /// Every way a store operation can fail; `fs` maps each to one errno.
@@ -95,8 +106,12 @@ pub enum StoreError {
     TooBig,
     #[error("no room can be made")]
     NoSpace,
-    #[error("namespace is not empty")]
+    #[error("namespace or directory is not empty")]
     NotEmpty,
+    #[error("is a directory")]
+    IsDir,
+    #[error("a directory on the key's path is an entry")]
+    NotDir,
     #[error("namespace is named in the config")]
     Busy,
     #[error("new namespaces are not allowed")]
@@ -135,6 +150,8 @@ pub enum Change<'a> {
         key: &'a Key,
         version: u64,
     },
+    /// Another daemon removed a namespace (its marker is gone).
+    NamespaceRemoved { ns_id: u32, ns: &'a Namespace },
 }
 
 /// See `Store::set_change_listener`.
@@ -170,6 +187,14 @@ pub struct Store {
     /// The backing volume, not the quota, bounds the cache: evicted files
     /// are unlinked before the reply (`dispose`).
     volume_bound: AtomicBool,
+    /// The index rebuilt behind a serving daemon (see `rebuild.rs`).
+    rebuild: rebuild_state::Rebuild,
+    /// `data/`, held open for lookups at backing paths (`probe.rs`).
+    data_dir: probe::DataDir,
+    /// This daemon's changes, for the other daemons (`changes.rs`).
+    changes: changes::ChangeLog,
+    /// The others' changes, followed (`follow.rs`).
+    follower: changes::Follower,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -192,8 +217,42 @@ impl Store {
         Store::open_with(root, config, clock, backing::BackingIo::from_env())
     }
 
+    /// Opens a backing dir to serve at once: the index is rebuilt behind,
+    /// on a thread of the store's, while lookups it cannot answer yet go
+    /// to the keys' backing paths (see `rebuild.rs`).
+    pub fn open_serving(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Store>, OpenError> {
+        let store = Arc::new(Store::open_unrecovered(
+            root,
+            config,
+            clock,
+            backing::BackingIo::from_env(),
+        )?);
+        store.rebuild_behind();
+        Ok(store)
+    }
+
     /// `open` through a given seam (tests inject faults into it).
     fn open_with(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        io: backing::BackingIo,
+    ) -> Result<Store, OpenError> {
+        let store = Store::open_unrecovered(root, config, clock, io)?;
+        store.rebuild_now().map_err(|source| OpenError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// Opens a backing dir with an empty index (namespaces loaded, limits
+    /// applied): the caller rebuilds it.
+    fn open_unrecovered(
         root: &std::path::Path,
         config: Config,
         clock: Arc<dyn Clock>,
@@ -205,9 +264,10 @@ impl Store {
             Ok(alone) => {
                 // Files directly in staging/ and trash/ are an offline
                 // command's (they run alone): orphans, when we are alone.
-                let orphans = layout.reap_dead_sessions()
-                    + layout::empty_dir(layout.staging_dir())
-                    + layout::empty_dir(layout.trash_dir());
+                // Sessions' files are not: a lock taken through a view
+                // that does not carry flock says "alone" beside live
+                // daemons, and their sessions are judged on their own.
+                let orphans = layout.reap_dead_sessions() + layout.remove_offline_orphans();
                 if orphans > 0 {
                     log::info!("removed {orphans} orphaned staging/trash files");
                 }
@@ -233,6 +293,7 @@ impl Store {
             default_ttl: config.cache.default_ttl,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
+        let data_dir = probe::DataDir::open(&layout);
         let store = Store {
             layout,
             clock,
@@ -248,6 +309,10 @@ impl Store {
             metrics: MountMetrics::default(),
             reaper,
             volume_bound: AtomicBool::new(false),
+            rebuild: rebuild_state::Rebuild::default(),
+            data_dir,
+            changes: changes::ChangeLog::default(),
+            follower: changes::Follower::default(),
             _lock: lock,
         };
         store
@@ -256,11 +321,16 @@ impl Store {
                 path: root.display().to_string(),
                 source,
             })?;
-        store.recover().map_err(|source| OpenError::Io {
+        // Explicit directories first: the rebuild adds entries to the
+        // trees they start.
+        store.load_dir_markers().map_err(|source| OpenError::Io {
             path: root.display().to_string(),
             source,
         })?;
-        release_freed_memory();
+        let claims = store.reap_dead_claims();
+        if claims > 0 {
+            log::info!("removed {claims} claims of daemons that died");
+        }
         store.apply_limits(&config);
         Ok(store)
     }
@@ -315,61 +385,13 @@ impl Store {
         self.layout.root()
     }
 
-    fn recover(&self) -> io::Result<()> {
-        if let Some(entries) = recover::take_snapshot(&self.layout) {
-            let mut sorted = entries;
-            sorted.sort_by_key(|e| e.last_access);
-            let mut idx = self.lock();
-            let n = sorted.len();
-            for e in sorted {
-                let (Ok(ns), Ok(key)) = (
-                    Namespace::parse(&e.namespace),
-                    Key::parse(&e.key, KeyFormat::Any),
-                ) else {
-                    continue;
-                };
-                self.ensure_namespace_locked(&mut idx, &ns);
-                idx.insert(&ns, key, e.meta(self.new_version()));
-            }
-            log::info!("loaded {n} entries from the index snapshot");
-            return Ok(());
-        }
-        let mut found = Vec::new();
-        let report = recover::scan(&self.layout, |f| found.push(f))?;
-        // Oldest first, so the LRU order follows publish times.
-        found.sort_by_key(|f| f.header.mtime);
-        let mut idx = self.lock();
-        for f in found {
-            let (Ok(ns), Ok(key)) = (
-                Namespace::parse(&f.header.namespace),
-                Key::parse(&f.header.key, KeyFormat::Any),
-            ) else {
-                continue;
-            };
-            self.ensure_namespace_locked(&mut idx, &ns);
-            let meta = meta_from_header(
-                &f.header,
-                self.new_version(),
-                f.file_id,
-                f.file_size,
-                f.stored_bytes,
-                false,
-            );
-            idx.insert(&ns, key, meta);
-        }
-        metrics::add(&self.metrics.corrupt, report.quarantined);
-        log::info!(
-            "scanned the backing dir: {} entries, {} quarantined",
-            report.entries,
-            report.quarantined
-        );
-        Ok(())
-    }
-
     /// Ends this daemon's session: whatever is still staged (writes that
     /// will never close) or kept in its trash goes. The store must not be
     /// written through afterwards.
     pub fn end_session(&self) {
+        self.stop_rebuild();
+        self.follower.stop();
+        self.changes.stop();
         self.sweeper.stop();
         self.reaper.finish();
         self.layout.end_session();
@@ -377,8 +399,14 @@ impl Store {
 
     /// Saves the index for a fast next start. The lock is held until the
     /// snapshot is in place, so no change can slip in between collecting
-    /// and renaming; any change after it deletes the snapshot again.
-    pub fn save_snapshot(&self) -> io::Result<usize> {
+    /// and renaming; any change after it deletes the snapshot again. An
+    /// index still being rebuilt is not saved (`Ok(None)`): it would miss
+    /// entries, and the next start scans instead.
+    pub fn save_snapshot(&self) -> io::Result<Option<usize>> {
+        self.stop_rebuild();
+        if !self.rebuilt() {
+            return Ok(None);
+        }
         // A stop leaves no trash behind: the next start may not be alone
         // in this backing dir, and then it could not clean it.
         self.reaper.finish();
@@ -392,7 +420,7 @@ impl Store {
             .collect();
         recover::save_snapshot(&self.layout, &entries)?;
         self.snapshot_saved.store(true, Ordering::Relaxed);
-        Ok(entries.len())
+        Ok(Some(entries.len()))
     }
 
     #[cfg(test)]
@@ -448,10 +476,14 @@ impl Drop for Store {
     }
 }
 
+#[cfg(test)]
+mod claims_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

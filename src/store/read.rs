@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use super::backing::{BackingIo, FaultOp};
 use super::index::EntryMeta;
-use super::{Store, StoreError, entry, meta_from_header, recover};
+use super::lookup::same_file;
+use super::{Store, StoreError, entry, recover};
 use crate::metrics::{self, NsMetrics};
 use crate::names::{Key, Namespace};
 
@@ -263,24 +264,21 @@ impl Store {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                     self.quarantine(&path, "a symlink");
-                    self.forget_if_version(ns, key, meta.version);
+                    self.forget_if_same(ns, key, &meta);
                     return Err(StoreError::NotFound);
                 }
+                // Gone, or another file: the index decides whether that
+                // is this daemon's change since `meta` was read (then it
+                // already knows) or another's (then it learns it).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    log::warn!("entry {ns}/{key:?} vanished from the backing dir");
-                    self.forget_if_version(ns, key, meta.version);
-                    return Err(StoreError::NotFound);
+                    self.reconcile(ns, key, &meta)?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             let md = file.metadata()?;
             if md.ino() != meta.file_id || md.len() != meta.file_size {
-                if !self
-                    .live_meta(ns, key)
-                    .is_ok_and(|m| m.file_id == md.ino() && m.file_size == md.len())
-                {
-                    self.adopt_changed_file(ns, key, meta.version, &path)?;
-                }
+                self.reconcile(ns, key, &meta)?;
                 continue;
             }
             if !meta.verified {
@@ -289,8 +287,10 @@ impl Store {
                     if let entry::CorruptEntry::Io(e) = why {
                         return Err(e.into());
                     }
-                    self.quarantine(&path, &why.to_string());
-                    self.forget_if_version(ns, key, meta.version);
+                    // Exactly the file checked: a newer one may have
+                    // taken the path since.
+                    self.quarantine_probed(ns, key, md.ino(), &why.to_string());
+                    self.forget_if_same(ns, key, &meta);
                     return Err(StoreError::NotFound);
                 }
             }
@@ -370,51 +370,11 @@ impl Store {
         }))
     }
 
-    /// The file under a key is not the one the index knows (another writer
-    /// or a foreign hand replaced it): take it in if valid, else quarantine.
-    fn adopt_changed_file(
-        &self,
-        ns: &Namespace,
-        key: &Key,
-        version: u64,
-        path: &std::path::Path,
-    ) -> Result<(), StoreError> {
-        match recover::inspect_checked(&self.layout.io, path)? {
-            Ok(found)
-                if found.header.namespace == ns.as_bytes()
-                    && found.header.key == key.as_bytes() =>
-            {
-                let meta = meta_from_header(
-                    &found.header,
-                    self.new_version(),
-                    found.file_id,
-                    found.file_size,
-                    found.stored_bytes,
-                    false,
-                );
-                let mut idx = self.lock();
-                if idx.peek(ns, key).is_some_and(|m| m.version == version) {
-                    self.index_changed_locked();
-                    idx.insert(ns, key.clone(), meta);
-                }
-                Ok(())
-            }
-            Ok(_) => {
-                self.quarantine(path, "names disagree with its path");
-                self.forget_if_version(ns, key, version);
-                Err(StoreError::NotFound)
-            }
-            Err(why) => {
-                self.quarantine(path, &why);
-                self.forget_if_version(ns, key, version);
-                Err(StoreError::NotFound)
-            }
-        }
-    }
-
-    fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
+    /// Forgets a key if the index still holds exactly `seen` (not a
+    /// version published since, nor a same-version metadata republish).
+    pub(super) fn forget_if_same(&self, ns: &Namespace, key: &Key, seen: &EntryMeta) {
         let mut idx = self.lock();
-        if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+        if idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
             self.index_changed_locked();
             idx.remove(ns, key);
         }

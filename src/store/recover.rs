@@ -192,11 +192,26 @@ pub struct ScanReport {
 /// Walks `data/` and calls `found` for every valid entry file; invalid
 /// files are quarantined. A directory that cannot be listed fails the
 /// scan: an index missing what is on disk must not be served.
-pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> io::Result<ScanReport> {
+#[cfg(test)]
+pub fn scan(layout: &Layout, found: impl FnMut(Found)) -> io::Result<ScanReport> {
+    scan_until(layout, || false, found)
+}
+
+/// `scan`, given up (`Interrupted`) as soon as `stop` says so, checked
+/// between shard directories: a daemon asked to stop does not wait for a
+/// scan of 10^6 entries to end.
+pub fn scan_until(
+    layout: &Layout,
+    stop: impl Fn() -> bool,
+    mut found: impl FnMut(Found),
+) -> io::Result<ScanReport> {
     let mut report = ScanReport::default();
     let io = &layout.io;
     for l1 in read_dir_sorted(io, layout.data_dir())? {
         for l2 in read_dir_sorted(io, &l1)? {
+            if stop() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
             for path in read_dir_sorted(io, &l2)? {
                 match inspect_checked(io, &path) {
                     Ok(Ok(f)) => {
@@ -235,11 +250,15 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Err("a symlink".into())),
         Err(e) => return Err(e),
     };
-    let header = match entry::read_header(io, &file, md.len()) {
-        Ok(h) => h,
-        Err(entry::CorruptEntry::Io(e)) => return Err(e),
-        Err(e) => return Ok(Err(e.to_string())),
+    // The file opened, which may have grown (or replaced the one
+    // stat'ed) meanwhile: its own length counts.
+    let (md, header) = match entry::read_header_settled(io, &file)? {
+        (md, Ok(h)) => (md, h),
+        (_, Err(e)) => return Ok(Err(e.to_string())),
     };
+    if !md.file_type().is_file() {
+        return Ok(Err("not a regular file".into()));
+    }
     Ok(check_placement(header, path, &md))
 }
 
@@ -248,7 +267,7 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
 /// path the rename did not finish and the file is still the old key's
 /// entry (its header is returned naming that key), at the new key's path
 /// it is the new key's.
-fn check_placement(
+pub(super) fn check_placement(
     mut header: EntryHeader,
     path: &Path,
     md: &fs::Metadata,

@@ -148,6 +148,12 @@ impl Store {
             // Changed since it was read: the copy path decides afresh.
             return Ok(InPlace::Copy);
         }
+        if let Some(c) = to
+            .as_ref()
+            .and_then(|t| state.path_conflict(t.key.as_bytes()))
+        {
+            return Err(c.into());
+        }
         if let Some(to) = &to
             && to.noreplace
         {
@@ -222,6 +228,7 @@ impl Store {
                         idx.insert(ns, t.key.clone(), r);
                     }
                     idx.insert(ns, key.clone(), new);
+                    self.changes.key(ns, key);
                     self.move_to_trash_locked(&idx, victims, &mut trash);
                     drop(idx);
                     self.dispose(trash);
@@ -230,6 +237,11 @@ impl Store {
             }
         }
         idx.insert(ns, under.clone(), new.clone());
+        // The other daemons read the new trailer (or miss the old name).
+        self.changes.key(ns, key);
+        if let Some(t) = &to {
+            self.changes.key(ns, t.key);
+        }
         if let Some(f) = shared {
             idx.share_file(new.version, &f);
         }

@@ -149,6 +149,12 @@ impl Store {
         key: &Key,
         w: NewWrite,
     ) -> Result<StagingFile, StoreError> {
+        // Across daemons first (file I/O stays outside the index lock);
+        // a refusal is returned once the miss below is taken back.
+        let across = match w.exclusive && w.by != WriteBy::Store {
+            true => self.claim_across(ns, key).map(Some),
+            false => Ok(None),
+        };
         let (limit, current, credit, claim, metrics, staged) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -169,10 +175,15 @@ impl Store {
                 let back = self.misses.created(pid, ns, key);
                 self.take_back_miss(&state.metrics, back);
             }
+            if let Some(c) = state.path_conflict(key.as_bytes()) {
+                return Err(c.into());
+            }
+            let across = across?;
             if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
                 return Err(StoreError::Exists);
             }
-            let claim = (w.by != WriteBy::Store).then(|| self.claims.take(ns, key));
+            let claim =
+                (w.by != WriteBy::Store).then(|| self.claims.take(ns, key).with_file(across));
             let credit = live.as_ref().map_or(0, |m| m.stored_bytes);
             let current = match w.from {
                 WriteFrom::Empty => None,
@@ -345,6 +356,9 @@ impl Store {
         {
             return Err(StoreError::TooBig);
         }
+        if let Some(c) = state.path_conflict(key.as_bytes()) {
+            return Err(c.into());
+        }
         if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
             return Err(StoreError::NoSpace);
         }
@@ -427,6 +441,10 @@ impl Store {
             }
         }
         idx.insert(&ns, key.clone(), meta.clone());
+        self.changes.key(&ns, &key);
+        if let Publish::Rename { from, .. } = how {
+            self.changes.key(&ns, from);
+        }
         let m = &idx.namespace(&ns).expect("exists").metrics;
         metrics::add(&m.publishes, 1);
         metrics::add(&m.published_bytes, meta.logical_size);
