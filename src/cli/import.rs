@@ -38,8 +38,7 @@ use serde::Serialize;
 use cachefs::access::NsAccess;
 use cachefs::store::offline::{Access, OfflineStore};
 use cachefs::store::{
-    Key, KeyFormat, LayoutError, Namespace, Owner, SetMode, Store, SystemClock, WriteFrom,
-    XattrChange,
+    Key, KeyFormat, LayoutError, Namespace, Owner, Store, SystemClock, WriteFrom,
 };
 
 use super::archive::{Member, MemberKind, hex, read_members};
@@ -470,17 +469,7 @@ impl Sink for StoreSink {
         st.set_mtime(m.mtime);
         // What the entry cannot keep (not a user name, over a limit) is
         // counted as dropped, as through a mount.
-        let mut dropped = 0;
-        for (name, value) in &m.xattrs {
-            let change = XattrChange::Set {
-                name: name.clone(),
-                value: value.clone(),
-                mode: SetMode::Any,
-            };
-            if st.change_xattr(&change).is_err() {
-                dropped += 1;
-            }
-        }
+        let dropped = st.keep_xattrs(&m.xattrs);
         s.publish(st).map_err(|e| e.to_string())?;
         Ok(dropped)
     }

@@ -33,6 +33,10 @@ use super::entry_old::{EntryHeaderV1, EntryHeaderV2};
 /// dead trailers. Formats 1 and 2 are still read (see `entry_old.rs`).
 pub const ENTRY_FORMAT: u32 = 3;
 const MAGIC: &[u8; 8] = b"CFSENTRY";
+/// `EntryHeader::compression`: the content is the plain bytes.
+pub const COMPRESSION_NONE: u8 = 0;
+/// `EntryHeader::compression`: the content is one zstd frame.
+pub const COMPRESSION_ZSTD: u8 = 1;
 pub(super) const FOOTER_LEN: u64 = 24;
 /// The longest key (4096 bytes: a path inside a namespace) twice (key and
 /// renamed_from), a namespace, the xattrs at their limits (see
@@ -53,10 +57,13 @@ pub struct EntryHeader {
     /// Per-entry TTL in seconds (`user.cachefs.ttl`); `None` = the namespace's.
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
-    /// Equal to `logical_size` until compression arrives.
+    /// The content's length in the file: `logical_size` when stored
+    /// plain, less when compressed.
     pub stored_content_size: u64,
-    /// 0 = none. Room for zstd later.
+    /// `COMPRESSION_NONE` or `COMPRESSION_ZSTD` (one zstd frame).
     pub compression: u8,
+    /// Of the plain (logical) bytes, whatever the storage: what a reader
+    /// and an export get, so `user.cachefs.sha256` is `sha256sum`'s.
     pub content_sha256: [u8; 32],
     pub mode: u32,
     pub uid: u32,
@@ -143,6 +150,14 @@ pub enum CorruptEntry {
     },
     #[error("content checksum mismatch")]
     ContentChecksum,
+    /// A valid trailer naming other metadata than the index holds:
+    /// another daemon's change (see `trailer.rs`), not damage.
+    #[error("trailer changed since it was indexed")]
+    Changed,
+    #[error("unknown compression {0}")]
+    Compression(u8),
+    #[error("compressed content does not decode: {0}")]
+    Decompress(String),
 }
 
 impl EntryHeader {
@@ -263,7 +278,14 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
     } else {
         content <= start
     };
-    if !fits || header.logical_size != content {
+    // Stored plain, the content is the logical bytes; compressed (see
+    // compress.rs), it is smaller than they are, or it would be plain.
+    let logical_ok = match header.compression {
+        COMPRESSION_NONE => header.logical_size == content,
+        COMPRESSION_ZSTD => header.logical_size > content,
+        other => return Err(CorruptEntry::Compression(other)),
+    };
+    if !fits || !logical_ok {
         return Err(CorruptEntry::Sizes {
             file: file_len,
             content: start,
@@ -309,7 +331,8 @@ pub fn content_sha256(io: &BackingIo, file: &File, len: u64) -> io::Result<[u8; 
     Ok(h.finalize().into())
 }
 
-/// Checks an entry's content against its header's checksum.
+/// Checks a plain entry's content against its header's checksum (a
+/// compressed one's is checked as it is decompressed: `compress.rs`).
 pub fn verify_content(
     io: &BackingIo,
     file: &File,

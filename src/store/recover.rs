@@ -118,6 +118,8 @@ impl SnapshotEntry {
             uid: self.uid,
             gid: self.gid,
             verified: false,
+            // Not in a snapshot: the first open reads the trailer.
+            compressed: false,
             last_access: self.last_access,
         }
     }

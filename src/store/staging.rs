@@ -245,6 +245,20 @@ impl StagingFile {
         Ok(())
     }
 
+    /// Sets each of `list`'s xattrs, as `setfattr` would one by one;
+    /// says how many were refused (not a `user.` name, over a limit).
+    pub fn keep_xattrs(&mut self, list: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+        let refused = list.iter().filter(|(name, value)| {
+            let change = XattrChange::Set {
+                name: name.clone(),
+                value: value.clone(),
+                mode: xattrs::SetMode::Any,
+            };
+            self.change_xattr(&change).is_err()
+        });
+        refused.count() as u64
+    }
+
     pub fn set_mode(&mut self, mode: u32) {
         self.unmodified_copy = false;
         self.mode = mode;

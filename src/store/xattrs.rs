@@ -56,10 +56,11 @@ impl Store {
         self.live_meta(ns, key)?;
         let io = &self.layout.io;
         let file = io.open_nofollow(&self.layout.entry_path(ns, key))?;
-        let len = file.metadata()?.len();
-        entry::read_header(io, &file, len)
-            .map(|h| h.xattrs)
-            .map_err(|_| StoreError::NotFound)
+        // Another daemon may be appending a trailer meanwhile.
+        match entry::read_header_settled(io, &file)?.1 {
+            Ok(h) => Ok(h.xattrs),
+            Err(_) => Err(StoreError::NotFound),
+        }
     }
 }
 
