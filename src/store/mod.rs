@@ -448,6 +448,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod sharing_meta_tests;
+#[cfg(test)]
 mod sharing_tests;
 #[cfg(test)]
 mod tests;
