@@ -172,7 +172,7 @@ fn lookups_and_opens_racing_another_stores_appends_never_quarantine() {
         std::fs::read_dir(root.join("quarantine")).unwrap().count(),
         0
     );
-    let Lookup::Hit(last) = lookup(&b, "k") else {
+    let Lookup::Hit(last) = lookup(b, "k") else {
         panic!("lost");
     };
     assert_eq!(last.mtime, T0 + 399);
