@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use fuser::{
     FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::CacheFs;
@@ -177,6 +177,17 @@ impl Filesystem for CacheFs {
         // mmap of a file being written (writers use direct I/O; kernels
         // from 6.6). Readers use the page cache and mmap as usual.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Listings with attributes: `ls -l` and `du` after a start send no
+        // LOOKUP per entry. Not READDIRPLUS_AUTO: it asks for them in a
+        // listing's first chunk only unless names were looked at between
+        // chunks, and `du` reads the whole listing before its first stat,
+        // so all but 150 of its names were looked up one by one.
+        if config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            log::info!("kernel lacks READDIRPLUS; listings are plain");
+        }
         Ok(())
     }
 
@@ -389,6 +400,31 @@ impl Filesystem for CacheFs {
     ) {
         let r = CacheFs::readdir(self, fh.0, offset, |ino, next, kind, name| {
             reply.add(INodeNo(ino), next, file_type(kind), name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = CacheFs::readdirplus(self, ino.0, fh.0, offset, |name, next, e| {
+            let ttl = e.entry_ttl.min(e.attr_ttl);
+            reply.add(
+                INodeNo(e.attr.ino),
+                next,
+                name,
+                &ttl,
+                &file_attr(&e.attr),
+                Generation(0),
+            )
         });
         match r {
             Ok(()) => reply.ok(),

@@ -37,6 +37,7 @@
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dirplus;
 mod dirs;
 mod disk;
 mod entries;
