@@ -103,3 +103,138 @@ impl CacheFs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::fs::inodes::{ROOT, namespace_ino};
+    use crate::store::{ManualClock, Owner, Store, WriteFrom};
+
+    const T0: i64 = 1_800_000_000 * 1_000_000_000;
+
+    fn put(store: &Store, ns: &Namespace, key: &str, data: &[u8], mode: u32) -> u64 {
+        let owner = Owner {
+            uid: 7,
+            gid: 8,
+            mode,
+        };
+        let key = Key::parse(key.as_bytes(), KeyFormat::Any).unwrap();
+        let mut st = store
+            .begin_write(ns, &key, WriteFrom::Empty, owner)
+            .unwrap();
+        store.write_staged(&mut st, 0, data).unwrap();
+        store.publish(st).unwrap().version
+    }
+
+    /// (name, ino, size, perm, ttl) of every line from `offset`, at most
+    /// `room` of them (the reply is full after that).
+    fn lines(
+        fs: &CacheFs,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        room: usize,
+    ) -> Vec<(String, u64, u64, u16, Duration)> {
+        let mut out = Vec::new();
+        fs.readdirplus(dir, fh, offset, |name, _, e| {
+            if out.len() == room {
+                return true;
+            }
+            let n = name.to_string_lossy().into_owned();
+            out.push((n, e.attr.ino, e.attr.size, e.attr.perm, e.entry_ttl));
+            false
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_listing_gives_what_lookup_gives_and_counts_it_as_a_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let cfg = "[namespace.a]\nttl = \"30s\"\n[namespace.forever]\nttl = 0\n";
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("b"),
+                Config::parse(cfg).unwrap(),
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        let fs = CacheFs::new(Arc::clone(&store));
+        let a = Namespace::parse(b"a").unwrap();
+        let x = put(&store, &a, "x", b"12345", 0o640);
+        clock.advance(Duration::from_secs(10));
+        let y = put(&store, &a, "y", b"1", 0o600);
+        let gone = put(&store, &a, "gone", b"", 0o644);
+        let ns_ino = namespace_ino(store.namespace_id(&a).unwrap());
+        let d = fs.opendir(ns_ino).unwrap();
+        store
+            .remove(&a, &Key::parse(b"gone", KeyFormat::Any).unwrap())
+            .unwrap();
+        clock.advance(Duration::from_secs(5));
+
+        let got = lines(&fs, ns_ino, d.fh, 0, usize::MAX);
+        let mut names: Vec<_> = got.iter().map(|l| l.0.as_str()).collect();
+        names.sort();
+        // Removed since OPENDIR: left out.
+        assert_eq!(names, [".", "..", "x", "y"]);
+        for (name, ino, size, perm, ttl) in &got {
+            match name.as_str() {
+                // Written at T0 with a 30 s TTL, listed at T0 + 15 s.
+                "x" => assert_eq!(
+                    (*ino, *size, *perm, *ttl),
+                    (x, 5, 0o640, Duration::from_secs(15))
+                ),
+                "y" => assert_eq!(
+                    (*ino, *size, *perm, *ttl),
+                    (y, 1, 0o600, Duration::from_secs(25))
+                ),
+                _ => {}
+            }
+        }
+        assert!(fs.inodes.holds(x) && fs.inodes.holds(y) && !fs.inodes.holds(gone));
+        // One reference each: the kernel's FORGET of 1 frees them.
+        fs.forget(x, 1);
+        fs.forget(y, 1);
+        assert!(!fs.inodes.holds(x) && !fs.inodes.holds(y));
+
+        // A line that does not fit is not a reference: "." and ".." fit,
+        // the first entry does not.
+        let got = lines(&fs, ns_ino, d.fh, 0, 2);
+        assert_eq!(got.len(), 2);
+        assert!(!fs.inodes.holds(x) && !fs.inodes.holds(y));
+        // From an offset: what is past it.
+        assert_eq!(lines(&fs, ns_ino, d.fh, 3, usize::MAX).len(), 1);
+        fs.releasedir(d.fh);
+
+        // Expired by the time of the READDIRPLUS: left out too.
+        let d = fs.opendir(ns_ino).unwrap();
+        clock.advance(Duration::from_secs(16));
+        let got = lines(&fs, ns_ino, d.fh, 0, usize::MAX);
+        let names: Vec<_> = got.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"y") && !names.contains(&"x"));
+        fs.releasedir(d.fh);
+
+        // No TTL: cached for the longest the kernel is ever told.
+        let f = Namespace::parse(b"forever").unwrap();
+        put(&store, &f, "k", b"k", 0o644);
+        let f_ino = namespace_ino(store.namespace_id(&f).unwrap());
+        let d = fs.opendir(f_ino).unwrap();
+        let got = lines(&fs, f_ino, d.fh, 0, usize::MAX);
+        let k = got.iter().find(|l| l.0 == "k").unwrap();
+        assert_eq!(k.4, crate::fs::ENTRY_CACHE_MAX);
+        fs.releasedir(d.fh);
+
+        // The root lists namespaces with their directory attributes.
+        let d = fs.opendir(ROOT).unwrap();
+        let got = lines(&fs, ROOT, d.fh, 0, usize::MAX);
+        let a_line = got.iter().find(|l| l.0 == "a").unwrap();
+        assert_eq!(a_line.1, ns_ino);
+        fs.releasedir(d.fh);
+    }
+}

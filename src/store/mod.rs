@@ -444,6 +444,8 @@ impl Drop for Store {
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(all(test, debug_assertions))]
+mod staging_tests;
 #[cfg(test)]
 mod tests;
 

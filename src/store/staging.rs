@@ -1,7 +1,15 @@
 //! `StagingFile`: an entry being written. It lives in `BACKING/staging/`
-//! (same filesystem as `data/`, so publish is one atomic rename), holds
-//! only content until publish appends the trailer, and is removed when
-//! dropped unpublished — so a failed or abandoned write leaves nothing.
+//! (same filesystem as `data/`, so publish is one atomic link or rename),
+//! holds only content until publish appends the trailer, and is removed
+//! when dropped unpublished — so a failed or abandoned write leaves
+//! nothing.
+//!
+//! Where the backing filesystem has O_TMPFILE, a staging file has no name
+//! at all until its publish links it into place: writers add and remove
+//! no name in the staging directory they all share (its lock was where
+//! concurrent writers queued), a new key's publish is one `linkat`, and a
+//! crash leaves no orphan. Elsewhere (the first refusal switches the store
+//! over) it is a uniquely named file, renamed into place.
 
 use std::fs::File;
 use std::io;
@@ -15,13 +23,15 @@ use super::StoreError;
 use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
+use super::layout::Layout;
 use super::stats::count_refusal;
 use crate::metrics::NsMetrics;
 use crate::names::{Key, Namespace};
 
 pub struct StagingFile {
     pub(super) file: File,
-    pub(super) path: PathBuf,
+    /// Its name in staging; `None` while it is unnamed (O_TMPFILE).
+    pub(super) path: Option<PathBuf>,
     pub(super) ns: Namespace,
     pub(super) key: Key,
     /// The version this content will be published as.
@@ -66,6 +76,29 @@ pub struct StagingFile {
     pub(super) io: BackingIo,
 }
 
+/// Makes a staging file in `layout`'s staging dir: unnamed where the
+/// filesystem allows it (see the module docs), else named.
+pub(super) fn create_staging_file(layout: &Layout) -> io::Result<(File, Option<PathBuf>)> {
+    if layout.unnamed.load(Ordering::Relaxed) {
+        match layout.io.create_unnamed(&layout.staging_work) {
+            Ok(file) => return Ok((file, None)),
+            // Not this filesystem's feature: named files from now on.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                log::info!("backing filesystem refuses O_TMPFILE ({e}): staging files are named");
+                layout.unnamed.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let path = layout.staging_path();
+    layout.io.create_new(&path).map(|file| (file, Some(path)))
+}
+
 /// Who writes, for the entry's owner and mode.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
@@ -78,7 +111,7 @@ impl StagingFile {
     #[allow(clippy::too_many_arguments)] // each is a distinct part of a new write
     pub(super) fn new(
         file: File,
-        path: PathBuf,
+        path: Option<PathBuf>,
         ns: Namespace,
         key: Key,
         version: u64,
@@ -328,8 +361,10 @@ impl Drop for StagingFile {
     fn drop(&mut self) {
         // Giving back lowers the total only: no lock needed (see room.rs).
         self.staged.fetch_sub(self.reserved, Ordering::Relaxed);
-        if !self.published {
-            let _ = self.io.remove_file(&self.path);
+        if !self.published
+            && let Some(path) = &self.path
+        {
+            let _ = self.io.remove_file(path);
         }
     }
 }

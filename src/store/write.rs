@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::staging::{Owner, StagingFile};
+use super::staging::{Owner, StagingFile, create_staging_file};
 use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
 use crate::config::Durability;
 use crate::metrics::{self, Op};
@@ -181,9 +181,8 @@ impl Store {
         };
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
-        let path = self.layout.staging_path();
         let io = &self.layout.io;
-        let file = self.with_room_io(0, || io.create_new(&path))?;
+        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
         let mut staging = StagingFile::new(
             file,
             path,
@@ -375,7 +374,7 @@ impl Store {
                 let keep = self.layout.trash_path();
                 io.hard_link(dest, &keep).ok().map(|()| (o.clone(), keep))
             });
-        let made = match self.rename_into_place(&staging.path, dest) {
+        let made = match self.put_in_place(staging, dest, old.is_some()) {
             Ok(m) => m,
             Err(e) => {
                 if let Some((_, keep)) = retired {
@@ -431,6 +430,48 @@ impl Store {
         drop(idx);
         self.dispose(trash);
         Ok((info, made))
+    }
+
+    /// Puts a staged file at its entry path. An unnamed one is linked
+    /// there while the name is free (one directory operation); to replace
+    /// a version it is named in staging first and renamed over it, as a
+    /// named one is. Says whether a shard directory was made.
+    fn put_in_place(
+        &self,
+        staging: &mut StagingFile,
+        dest: &Path,
+        replacing: bool,
+    ) -> io::Result<bool> {
+        let io = &self.layout.io;
+        if staging.path.is_none() {
+            if !replacing {
+                // EEXIST: a file the index does not know yet (another
+                // daemon's publish): replaced, as a rename would.
+                match self.link_into_place(&staging.file, dest) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => return r,
+                }
+            }
+            let name = self.layout.staging_path();
+            io.link_unnamed(&staging.file, &name)?;
+            staging.path = Some(name);
+        }
+        let from = staging.path.clone().expect("named above");
+        self.rename_into_place(&from, dest)
+    }
+
+    /// Links an unnamed staged file at `dest`, making its shard directory
+    /// again if it went away; says whether it did.
+    fn link_into_place(&self, file: &std::fs::File, dest: &Path) -> io::Result<bool> {
+        let io = &self.layout.io;
+        match io.link_unnamed(file, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.layout.shard_vanished(dest);
+                let made = self.layout.ensure_shard(dest)?;
+                io.link_unnamed(file, dest).map(|()| made)
+            }
+            r => r.map(|()| false),
+        }
     }
 
     /// Renames a staged file to its entry path. The shard directory is
