@@ -14,15 +14,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use super::CacheFs;
-use super::handles::Handle;
+use super::handles::{DirEntryItem, Handle};
 use super::inodes::{InodeKind, kind_of};
 use super::types::{Entry, Errno, FileKind};
-use crate::store::{Key, KeyFormat, Lookup, Namespace};
+use crate::store::{EntryInfo, Key, KeyFormat, Lookup, Namespace};
+
+/// Entries looked up in the index per critical section.
+const BATCH: usize = 256;
 
 impl CacheFs {
     /// READDIRPLUS of directory `dir` from `offset`: `add(name, next
-    /// offset, entry)` until it says the reply is full. Every entry given
-    /// to `add` has been counted as a lookup.
+    /// offset, entry)` until it says the reply is full. Every entry `add`
+    /// took has been counted as a lookup.
     pub fn readdirplus(
         &self,
         dir: u64,
@@ -38,47 +41,84 @@ impl CacheFs {
             Some(InodeKind::Namespace(id)) => self.store.namespace_by_id(id),
             _ => None,
         };
-        for (i, item) in items.iter().enumerate().skip(offset as usize) {
-            let name = item.name.as_os_str();
-            let entry = match (&ns, item.kind) {
-                (Some(ns), FileKind::RegularFile) => match self.listed_entry(ns, name) {
-                    Some(e) => e,
-                    None => continue,
-                },
-                _ => match self.listed_other(dir, item.ino, name) {
-                    Some(e) => e,
-                    None => continue,
-                },
+        let start = (offset as usize).min(items.len());
+        for (b, chunk) in items[start..].chunks(BATCH).enumerate() {
+            let first = start + b * BATCH;
+            let infos = match &ns {
+                Some(ns) => self.listed_infos(ns, chunk),
+                None => vec![None; chunk.len()],
             };
-            if add(name, i as u64 + 1, &entry) {
-                // Not sent: the kernel takes no reference for it.
-                self.forget_listed(&entry, name);
-                break;
+            for (i, (item, info)) in chunk.iter().zip(infos).enumerate() {
+                let name = item.name.as_os_str();
+                let next = (first + i) as u64 + 1;
+                let full = match (&ns, item.kind, info) {
+                    (Some(ns), FileKind::RegularFile, Some((key, info))) => {
+                        let entry = self.listed_entry(ns, &key, &info);
+                        let full = add(name, next, &entry);
+                        if !full {
+                            // Sent: the kernel holds one more reference.
+                            self.inodes.remember(ns, &key, entry.attr);
+                        }
+                        full
+                    }
+                    // Gone or expired since OPENDIR: left out.
+                    (Some(_), FileKind::RegularFile, None) => false,
+                    _ => match self.listed_other(dir, item.ino, name) {
+                        Some(entry) => add(name, next, &entry),
+                        None => false,
+                    },
+                };
+                if full {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// An entry's line: its live version as LOOKUP would answer it (no
-    /// miss counted: a listing is no read), remembered as a lookup.
-    fn listed_entry(&self, ns: &Namespace, name: &OsStr) -> Option<Entry> {
-        // The name came out of the index: it parses as it went in.
-        let key = Key::parse(name.as_bytes(), KeyFormat::Any).ok()?;
-        let Lookup::Hit(info) = self.store.entry_info(ns, &key) else {
-            return None;
-        };
-        let attr = self.entry_attr(&info);
-        self.inodes.remember(ns, &key, attr);
-        // A key being written (here) is about to change version: not cached,
-        // as in `lookup_key`.
-        let busy = (self.handles.has_writers() && !self.handles.writers_of(ns, &key).is_empty())
-            || self.redirects.targets(ns, &key);
+    /// The live version of each of a chunk's keys, in one index lock.
+    fn listed_infos(
+        &self,
+        ns: &Namespace,
+        chunk: &[DirEntryItem],
+    ) -> Vec<Option<(Key, EntryInfo)>> {
+        // The names came out of the index: they parse as they went in.
+        let keys: Vec<Option<Key>> = chunk
+            .iter()
+            .map(|item| match item.kind {
+                FileKind::RegularFile => Key::parse(item.name.as_bytes(), KeyFormat::Any).ok(),
+                _ => None,
+            })
+            .collect();
+        let mut infos = self
+            .store
+            .entry_infos(ns, keys.iter().flatten())
+            .into_iter();
+        keys.into_iter()
+            .map(|key| {
+                let key = key?;
+                match infos.next()? {
+                    Lookup::Hit(info) => Some((key, info)),
+                    Lookup::Miss | Lookup::Expired => None,
+                }
+            })
+            .collect()
+    }
+
+    /// An entry's line: as LOOKUP answers it (no miss counted: a listing
+    /// is no read).
+    fn listed_entry(&self, ns: &Namespace, key: &Key, info: &EntryInfo) -> Entry {
+        let attr = self.entry_attr(info);
+        // A key being written (here) is about to change version: not
+        // cached, as in `lookup_key`.
+        let busy = (self.handles.has_writers() && !self.handles.writers_of(ns, key).is_empty())
+            || self.redirects.targets(ns, key);
         let ttl = if busy {
             Duration::ZERO
         } else {
-            self.entry_ttl(&info)
+            self.entry_ttl(info)
         };
-        Some(Entry::cached(attr, ttl))
+        Entry::cached(attr, ttl)
     }
 
     /// The line of a directory or control file: as LOOKUP answers it.
@@ -94,13 +134,6 @@ impl CacheFs {
             pid: 0,
         };
         self.lookup(&ctx, dir, name).ok()
-    }
-
-    /// Gives back the reference of a line that did not fit in the reply.
-    fn forget_listed(&self, entry: &Entry, name: &OsStr) {
-        if name != "." && name != ".." {
-            self.forget(entry.attr.ino, 1);
-        }
     }
 }
 

@@ -38,6 +38,7 @@ mod entry;
 mod format;
 mod index;
 mod layout;
+mod listing;
 mod lookup;
 mod misses;
 mod namespaces;
