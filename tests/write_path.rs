@@ -231,3 +231,30 @@ fn with_o_tmpfile_a_file_being_written_has_no_name_in_staging() {
     close_file(f).unwrap();
     assert_eq!(fs::read(m.path("a", "k")).unwrap(), b"being written");
 }
+
+#[test]
+fn ls_l_of_a_directory_inside_a_namespace_right_after_a_start() {
+    let backing = tempfile::tempdir().unwrap();
+    {
+        let mut m = Mount::with_backing(CONFIG, backing.path());
+        fs::create_dir_all(m.ns("a").join("sub/deeper")).unwrap();
+        fs::write(m.ns("a").join("sub/k1"), b"12345").unwrap();
+        fs::write(m.ns("a").join("sub/deeper/k2"), b"1").unwrap();
+        m.stop();
+    }
+    let m = restart(backing.path());
+    let ls = run("ls", &["-ln", m.ns("a").join("sub").to_str().unwrap()]);
+    let k1 = ls
+        .lines()
+        .find(|l| l.ends_with(" k1"))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert_eq!(k1.split_whitespace().nth(4), Some("5"), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('d') && l.ends_with(" deeper")),
+        "{ls}"
+    );
+    let du = run("du", &["-a", "-B1", m.ns("a").to_str().unwrap()]);
+    assert!(du.lines().any(|l| l.ends_with("/sub/deeper/k2")), "{du}");
+    assert_eq!(fs::read(m.ns("a").join("sub/deeper/k2")).unwrap(), b"1");
+}

@@ -7,7 +7,10 @@
 //! the kernel takes one reference on every inode a line names except `.`
 //! and `..` (`fuse_direntplus_link`), which its FORGET gives back, so the
 //! inode table counts it here. An entry gone or expired since OPENDIR is
-//! left out of the reply.
+//! left out of the reply. A namespace's own entries are looked up a
+//! chunk at a time in one index lock; the names of a directory inside a
+//! namespace, and directories, go through LOOKUP's own code one by one
+//! (in the daemon: still no request).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -64,7 +67,15 @@ impl CacheFs {
                     // Gone or expired since OPENDIR: left out.
                     (Some(_), FileKind::RegularFile, None) => false,
                     _ => match self.listed_other(dir, item.ino, name) {
-                        Some(entry) => add(name, next, &entry),
+                        Some(entry) => {
+                            let full = add(name, next, &entry);
+                            if full && entry.attr.kind == FileKind::RegularFile {
+                                // An entry of a directory inside a namespace,
+                                // looked up (a reference) but not sent.
+                                self.forget(entry.attr.ino, 1);
+                            }
+                            full
+                        }
                         None => false,
                     },
                 };

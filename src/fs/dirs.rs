@@ -2,14 +2,15 @@
 //! RMDIR, UNLINK and RENAME of keys, listings (OPENDIR, READDIR,
 //! RELEASEDIR) and STATFS.
 //!
-//! Invariants: keys are flat names inside a namespace, and never move
+//! Invariants: keys are paths inside a namespace (a directory inode
+//! stands for the path of its names, see `subdirs.rs`), and never move
 //! across namespaces; namespace mkdir/rmdir are serialised (`ns_ops`);
 //! unlinking a key abandons its in-flight writes; a listing is taken at
 //! OPENDIR; statfs counts no expired entry, and inside a namespace with its
 //! own quota reports that quota.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::errno::name_errno;
 use super::handles::{DirEntryItem, Handle};
@@ -17,7 +18,7 @@ use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
 use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
 use super::{CacheFs, DIR_TTL, control};
 use crate::access::{MODE_BITS, NsAccess};
-use crate::store::{Key, Lookup, NAME_MAX, Namespace, StoreError};
+use crate::store::{DirItem, Key, KeyFormat, Lookup, NAME_MAX, Namespace, StoreError};
 
 /// How RENAME may treat its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,10 @@ impl CacheFs {
         match kind_of(ino)? {
             InodeKind::Namespace(id) => self.store.namespace_by_id(id),
             InodeKind::Entry => self.inodes.get(ino).map(|(ns, _, _)| ns),
+            InodeKind::SubDir => self
+                .subdirs
+                .get(ino)
+                .and_then(|(id, _)| self.store.namespace_by_id(id)),
             _ => None,
         }
     }
@@ -67,15 +72,27 @@ impl CacheFs {
                     });
                 }
             }
-            Some(InodeKind::Namespace(id)) => {
+            Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
+                let (id, dir) = self.dir_of(ino).ok_or(Errno::ENOENT)?;
                 let ns = self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?;
-                let keys = self.store.list(&ns).map_err(|e| self.fail(&e))?;
-                items.reserve(keys.len());
-                for (key, version) in keys {
-                    items.push(DirEntryItem {
-                        ino: version,
-                        kind: FileKind::RegularFile,
-                        name: OsStr::from_bytes(key.as_bytes()).to_owned(),
+                let names = self.store.list_dir(&ns, &dir).map_err(|e| self.fail(&e))?;
+                items.reserve(names.len());
+                for item in names {
+                    items.push(match item {
+                        DirItem::File { name, version } => DirEntryItem {
+                            ino: version,
+                            kind: FileKind::RegularFile,
+                            name: OsString::from_vec(name),
+                        },
+                        DirItem::Dir { name } => {
+                            let path = [&dir[..], b"/", &name].concat();
+                            let path = if dir.is_empty() { &name[..] } else { &path[..] };
+                            DirEntryItem {
+                                ino: self.subdirs.ino_for(id, path),
+                                kind: FileKind::Directory,
+                                name: OsString::from_vec(name),
+                            }
+                        }
                     });
                 }
             }
@@ -96,8 +113,7 @@ impl CacheFs {
         umask: u32,
     ) -> Result<Entry, Errno> {
         if parent != inodes::ROOT {
-            // Keys are flat file names today.
-            return Err(Errno::EPERM);
+            return self.mkdir_in(parent, name);
         }
         let access = NsAccess {
             uid: ctx.uid,
@@ -126,7 +142,12 @@ impl CacheFs {
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         if parent != inodes::ROOT {
-            return Err(Errno::ENOTDIR);
+            return match kind_of(parent) {
+                Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
+                    self.rmdir_in(parent, name)
+                }
+                _ => Err(Errno::ENOTDIR),
+            };
         }
         if name.as_bytes() == crate::store::CONTROL_DIR {
             return Err(Errno::EBUSY);
@@ -137,7 +158,7 @@ impl CacheFs {
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
-        let Some(ns_id) = Self::namespace_id_of(parent) else {
+        let Some((ns_id, dir)) = self.dir_of(parent) else {
             return Err(if parent == inodes::CONTROL_DIR {
                 Errno::EPERM
             } else {
@@ -146,7 +167,7 @@ impl CacheFs {
         };
         let (ns, key) = self
             .store
-            .resolve(ns_id, name.as_bytes(), false)
+            .resolve_in(ns_id, &dir, name.as_bytes(), false)
             .map_err(|e| name_errno(&e, Errno::ENOENT))?;
         // In-flight writes of the key are abandoned with it.
         let writers = self.handles.writers_of(&ns, &key);
@@ -178,10 +199,9 @@ impl CacheFs {
         newname: &OsStr,
         mode: RenameMode,
     ) -> Result<(), Errno> {
-        let (Some(ns_id), Some(new_id)) = (
-            Self::namespace_id_of(parent),
-            Self::namespace_id_of(newparent),
-        ) else {
+        let (Some((ns_id, dir)), Some((new_id, new_dir))) =
+            (self.dir_of(parent), self.dir_of(newparent))
+        else {
             // Namespaces themselves and the control dir do not move.
             return Err(Errno::EPERM);
         };
@@ -191,13 +211,26 @@ impl CacheFs {
         if mode == RenameMode::Unsupported {
             return Err(Errno::EINVAL);
         }
+        if let Ok(from) = Key::join(&dir, name.as_bytes(), KeyFormat::Any)
+            && self.store.is_dir(ns_id, from.as_bytes())
+        {
+            let to = Key::join(&new_dir, newname.as_bytes(), KeyFormat::Any)
+                .map_err(|e| name_errno(&StoreError::InvalidName(e), Errno::EINVAL))?;
+            if from == to {
+                return Ok(());
+            }
+            if mode == RenameMode::NoReplace && self.store.is_dir(ns_id, to.as_bytes()) {
+                return Err(Errno::EEXIST);
+            }
+            return self.rename_dir(ns_id, &from, &to);
+        }
         let (ns, from) = self
             .store
-            .resolve(ns_id, name.as_bytes(), false)
+            .resolve_in(ns_id, &dir, name.as_bytes(), false)
             .map_err(|e| name_errno(&e, Errno::ENOENT))?;
         let (_, to) = self
             .store
-            .resolve(ns_id, newname.as_bytes(), true)
+            .resolve_in(ns_id, &new_dir, newname.as_bytes(), true)
             .map_err(|e| name_errno(&e, Errno::EINVAL))?;
         let noreplace = mode == RenameMode::NoReplace;
         let own = self.own_writers(ctx, &ns, &from);

@@ -188,9 +188,12 @@ impl CacheFs {
     /// finds what it staged (its `stat`, `utime`, `chmod`, `truncate` act
     /// on the pending version); anyone else waits up to `RELEASE_WAIT` for a
     /// writer that closed unwritten, then is answered by the store.
-    fn writers_view(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Option<Entry> {
+    fn writers_view(&self, ctx: &Ctx, ns_id: u32, dir: &[u8], name: &OsStr) -> Option<Entry> {
         // A name the store refuses is answered (and counted) by the store.
-        let (ns, key) = self.store.resolve(ns_id, name.as_bytes(), false).ok()?;
+        let (ns, key) = self
+            .store
+            .resolve_in(ns_id, dir, name.as_bytes(), false)
+            .ok()?;
         // Until when to wait for a RELEASE, if at all.
         let mut until: Option<Instant> = None;
         let mut wait_for = |since: Instant| {
@@ -265,17 +268,20 @@ impl CacheFs {
                     attr_ttl: Duration::from_secs(1),
                 })
             }
-            Some(InodeKind::Namespace(id)) => self.lookup_key(ctx, id, name),
+            Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
+                let (id, dir) = self.dir_of(parent).ok_or(Errno::ENOENT)?;
+                self.lookup_key(ctx, id, &dir, name)
+            }
             _ => Err(Errno::ENOTDIR),
         }
     }
 
-    fn lookup_key(&self, ctx: &Ctx, ns_id: u32, name: &OsStr) -> Result<Entry, Errno> {
+    fn lookup_key(&self, ctx: &Ctx, ns_id: u32, dir: &[u8], name: &OsStr) -> Result<Entry, Errno> {
         // A writer sent here by `open` gets its own new inode.
         if self.redirects.has(ctx.pid) {
             let (ns, key) = self
                 .store
-                .resolve(ns_id, name.as_bytes(), false)
+                .resolve_in(ns_id, dir, name.as_bytes(), false)
                 .map_err(|e| name_errno(&e, Errno::ENOENT))?;
             if let Some(attr) = self.redirects.attr_for(ctx.pid, &ns, &key) {
                 self.inodes.remember(&ns, &key, attr);
@@ -283,14 +289,17 @@ impl CacheFs {
             }
         }
         if self.handles.has_writers()
-            && let Some(entry) = self.writers_view(ctx, ns_id, name)
+            && let Some(entry) = self.writers_view(ctx, ns_id, dir, name)
         {
             return Ok(entry);
         }
         let found = self
             .store
-            .lookup_name(ns_id, name.as_bytes(), ctx.pid)
+            .lookup_name(ns_id, dir, name.as_bytes(), ctx.pid)
             .map_err(|e| name_errno(&e, Errno::ENOENT))?;
+        if found.dir {
+            return self.subdir_entry(ns_id, found.key.as_bytes());
+        }
         // A key being written is invisible to everyone but its writer's
         // thread until it is published.
         match found.lookup {
@@ -319,6 +328,7 @@ impl CacheFs {
                 Some(access) => at(self.namespace_attr(id, access), DIR_TTL),
                 None => Err(Errno::ENOENT),
             },
+            Some(InodeKind::SubDir) => at(self.subdir_getattr(ino)?, DIR_TTL),
             Some(InodeKind::Entry) => {
                 // A writer's inode describes its staged content.
                 if let Some(attr) = self.writers_attr(ctx, ino, fh) {
@@ -351,6 +361,21 @@ impl CacheFs {
     ) {
         if let Some(InodeKind::Namespace(id)) = kind_of(ino) {
             return reply.reply(self.set_namespace_attr(id, &set));
+        }
+        if let Some(InodeKind::SubDir) = kind_of(ino) {
+            // A directory's owner and mode are its namespace's: a chmod
+            // or chown could not hold, so it is refused; times (`touch`
+            // of a directory, tools that utimensat their dirs) follow
+            // what changes in the namespace and are left as they are.
+            let r = if set.size.is_some() {
+                Err(Errno::EISDIR)
+            } else if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
+                Err(Errno::EPERM)
+            } else {
+                self.subdir_getattr(ino)
+                    .map(|attr| AttrReply { attr, ttl: DIR_TTL })
+            };
+            return reply.reply(r);
         }
         if kind_of(ino) != Some(InodeKind::Entry) {
             // The root and control files: nothing to change; report as is.

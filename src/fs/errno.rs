@@ -11,6 +11,8 @@ pub fn errno(e: &StoreError) -> Errno {
         StoreError::TooBig => Errno::EFBIG,
         StoreError::NoSpace => Errno::ENOSPC,
         StoreError::NotEmpty => Errno::ENOTEMPTY,
+        StoreError::IsDir => Errno::EISDIR,
+        StoreError::NotDir => Errno::ENOTDIR,
         // A namespace named in the config is held by the config.
         StoreError::Busy => Errno::EBUSY,
         StoreError::NotPermitted => Errno::EPERM,

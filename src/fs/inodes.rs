@@ -22,6 +22,9 @@ pub const CONFIG_TOML: u64 = 5;
 pub const NS_BASE: u64 = 1 << 16;
 /// Store versions are entry inodes, and start here.
 pub const ENTRY_BASE: u64 = FIRST_VERSION;
+/// Directories inside namespaces (see `subdirs.rs`) are numbered from
+/// here: far above any version the store will reach.
+pub const DIR_BASE: u64 = 1 << 62;
 
 /// What an inode number stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub enum InodeKind {
     ControlFile(u64),
     Namespace(u32),
     Entry,
+    /// A directory inside a namespace.
+    SubDir,
 }
 
 pub fn kind_of(ino: u64) -> Option<InodeKind> {
@@ -39,7 +44,8 @@ pub fn kind_of(ino: u64) -> Option<InodeKind> {
         CONTROL_DIR => Some(InodeKind::ControlDir),
         STATS_JSON | METRICS_PROM | CONFIG_TOML => Some(InodeKind::ControlFile(ino)),
         i if (NS_BASE..ENTRY_BASE).contains(&i) => Some(InodeKind::Namespace((i - NS_BASE) as u32)),
-        i if i >= ENTRY_BASE => Some(InodeKind::Entry),
+        i if (ENTRY_BASE..DIR_BASE).contains(&i) => Some(InodeKind::Entry),
+        i if i >= DIR_BASE => Some(InodeKind::SubDir),
         _ => None,
     }
 }
@@ -192,6 +198,21 @@ impl InodeTable {
             .map(|n| (n.ns.clone(), n.key.clone(), n.attr(ino)))
     }
 
+    /// Follows a directory's rename: every entry under `from` (a
+    /// directory) is now under `to`, in one pass.
+    pub fn rename_under(&self, ns: &Namespace, from: &Key, to: &Key) {
+        let (f, t) = (from.as_bytes(), to.as_bytes());
+        for node in self.lock().values_mut() {
+            let k = node.key.as_bytes();
+            if &node.ns == ns && k.starts_with(f) && k.get(f.len()) == Some(&b'/') {
+                let moved = [t, &k[f.len()..]].concat();
+                if let Ok(key) = Key::parse(&moved, crate::names::KeyFormat::Any) {
+                    node.key = key;
+                }
+            }
+        }
+    }
+
     /// Follows a rename: the kernel keeps the inode under its new name.
     pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) {
         for node in self.lock().values_mut() {
@@ -216,6 +237,8 @@ mod tests {
         );
         assert_eq!(kind_of(namespace_ino(7)), Some(InodeKind::Namespace(7)));
         assert_eq!(kind_of(ENTRY_BASE), Some(InodeKind::Entry));
+        assert_eq!(kind_of(DIR_BASE - 1), Some(InodeKind::Entry));
+        assert_eq!(kind_of(DIR_BASE + 3), Some(InodeKind::SubDir));
         assert_eq!(kind_of(0), None);
         assert_eq!(kind_of(6), None);
     }

@@ -35,7 +35,7 @@ impl CacheFs {
             return Err(Errno::EPERM);
         }
         // The same answers as CREATE for a parent that is no namespace.
-        let Some(ns_id) = Self::namespace_id_of(parent) else {
+        let Some((ns_id, dir)) = self.dir_of(parent) else {
             return Err(if kind_of(parent).is_some() {
                 Errno::EACCES
             } else {
@@ -44,7 +44,7 @@ impl CacheFs {
         };
         let (ns, key) = self
             .store
-            .resolve(ns_id, name.as_bytes(), true)
+            .resolve_in(ns_id, &dir, name.as_bytes(), true)
             .map_err(|e| name_errno(&e, Errno::EINVAL))?;
         let write = NewWrite {
             from: WriteFrom::Empty,

@@ -37,6 +37,7 @@
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dirinodes;
 mod dirplus;
 mod dirs;
 mod disk;
@@ -51,6 +52,7 @@ mod mknod;
 mod nstimes;
 mod opens;
 mod redirects;
+mod subdirs;
 pub mod types;
 mod writer;
 mod writes;
@@ -68,7 +70,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::store::{Change, Key, PurgeReport, Store, StoreError};
 use handles::HandleTable;
-use inodes::{InodeKind, InodeTable, kind_of};
+use inodes::InodeTable;
 pub use invalidate::KernelSlot;
 use types::Errno;
 pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
@@ -95,6 +97,8 @@ pub struct CacheFs {
     invalidate: Arc<invalidate::Invalidator>,
     /// Namespace directories' mtime and ctime (see `nstimes.rs`).
     ns_times: Arc<nstimes::NsTimes>,
+    /// Directories inside namespaces: their inode numbers (`subdirs.rs`).
+    subdirs: Arc<dirinodes::DirInodes>,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -113,6 +117,14 @@ impl CacheFs {
         let started = SystemTime::now();
         let ns_times = Arc::new(nstimes::NsTimes::new(started));
         let times = Arc::clone(&ns_times);
+        let subdirs = Arc::new(dirinodes::DirInodes::default());
+        let dirs = Arc::clone(&subdirs);
+        // The dir a key's name is in, as the kernel knows it: a directory
+        // never handed out holds no dentry to drop.
+        let parent_ino = move |ns_id: u32, key: &Key| match key.dir() {
+            b"" => Some(inodes::namespace_ino(ns_id)),
+            dir => dirs.ino_of(ns_id, dir),
+        };
         store.set_change_listener(Box::new(move |change| match change {
             // Every replacement drops the name, even when the name should
             // already lead to the new version (a writer's own inode from
@@ -128,16 +140,21 @@ impl CacheFs {
             Change::Removed { ns_id, key } => {
                 // Unlink, expiry, eviction, purge: a name left its dir.
                 times.names_changed(ns_id);
-                inv.entry(inodes::namespace_ino(ns_id), name(key))
+                if let Some(parent) = parent_ino(ns_id, key) {
+                    inv.entry(parent, name(key))
+                }
             }
             Change::Replaced { ns_id, key, .. } => {
-                inv.entry(inodes::namespace_ino(ns_id), name(key))
+                if let Some(parent) = parent_ino(ns_id, key) {
+                    inv.entry(parent, name(key))
+                }
             }
         }));
         CacheFs {
             kernel,
             invalidate,
             redirects: redirects::Redirects::default(),
+            subdirs,
             disk: disk::DiskReaders::new(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,
@@ -169,19 +186,12 @@ impl CacheFs {
         self.inodes.forget(ino, n);
     }
 
-    /// The namespace id of a namespace dir inode.
-    fn namespace_id_of(ino: u64) -> Option<u32> {
-        match kind_of(ino)? {
-            InodeKind::Namespace(id) => Some(id),
-            _ => None,
-        }
-    }
-
     fn fail(&self, e: &StoreError) -> Errno {
         errno::counted_errno(&self.store, e)
     }
 }
 
+/// A key's name in its directory.
 fn name(key: &Key) -> std::ffi::OsString {
-    OsStr::from_bytes(key.as_bytes()).to_owned()
+    OsStr::from_bytes(key.name()).to_owned()
 }

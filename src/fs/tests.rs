@@ -347,10 +347,14 @@ fn the_tree_mkdir_rename_unlink_and_listings() {
         f.fs.mkdir(&ME, ROOT, os("c"), 0o755, 0o022).err(),
         Some(Errno::EEXIST)
     );
+    // Keys are paths (issue 15): a directory inside a namespace.
+    let sub = f.fs.mkdir(&ME, a, os("sub"), 0o755, 0o022).unwrap();
+    assert_eq!(sub.attr.kind, FileKind::Directory);
     assert_eq!(
         f.fs.mkdir(&ME, a, os("sub"), 0o755, 0o022).err(),
-        Some(Errno::EPERM)
+        Some(Errno::EEXIST)
     );
+    f.fs.rmdir(a, os("sub")).unwrap();
     f.put("a", "x", b"x");
     f.put("a", "y", b"y");
     let b = f.ns_ino("b");

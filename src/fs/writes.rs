@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handles::Handle;
-use super::inodes::{kind_of, namespace_ino};
+use super::inodes::kind_of;
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
@@ -42,8 +42,7 @@ impl CacheFs {
             if w.take_renamed_over()
                 && let Some(id) = self.store.namespace_id(&w.ns)
             {
-                let name = std::ffi::OsStr::from_bytes(w.key.as_bytes()).to_owned();
-                self.invalidate.entry(namespace_ino(id), name);
+                self.drop_name(id, &w.key);
             }
         }
         Ok(())
@@ -70,7 +69,7 @@ impl CacheFs {
         umask: u32,
         flags: i32,
     ) -> Result<Created, Errno> {
-        let Some(ns_id) = Self::namespace_id_of(parent) else {
+        let Some((ns_id, dir)) = self.dir_of(parent) else {
             return Err(if kind_of(parent).is_some() {
                 Errno::EACCES
             } else {
@@ -79,7 +78,7 @@ impl CacheFs {
         };
         let (ns, key) = self
             .store
-            .resolve(ns_id, name.as_bytes(), true)
+            .resolve_in(ns_id, &dir, name.as_bytes(), true)
             .map_err(|e| name_errno(&e, Errno::EINVAL))?;
         let how = WriterOpen {
             flags,

@@ -262,6 +262,18 @@ impl BackingIo {
         fs::read_dir(dir)
     }
 
+    /// Removes an empty directory (a directory marker).
+    pub fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(FaultOp::Unlink)?;
+        fs::remove_dir(dir)
+    }
+
+    /// Removes a directory and what is in it, following no symlink.
+    pub fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.check(FaultOp::Unlink)?;
+        fs::remove_dir_all(dir)
+    }
+
     /// Makes a directory and its missing parents, mode 0700.
     pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.check(FaultOp::Mkdir)?;

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::claim_file::ClaimFile;
 use crate::names::{Key, Namespace};
 
 #[derive(Default)]
@@ -36,6 +37,7 @@ impl Claims {
             claims: Arc::clone(self),
             ns: ns.clone(),
             key: key.clone(),
+            across: None,
         }
     }
 
@@ -51,10 +53,19 @@ pub struct Claim {
     claims: Arc<Claims>,
     ns: Namespace,
     key: Key,
+    /// An exclusive create's claim, seen by the other daemons too.
+    across: Option<ClaimFile>,
 }
 
 impl Claim {
-    /// The same writer now writes `key` (a rename of a file being written).
+    /// The claim holds `file` too, and removes it when it ends.
+    pub(super) fn with_file(mut self, file: Option<ClaimFile>) -> Claim {
+        self.across = file;
+        self
+    }
+
+    /// The same writer now writes `key` (a rename of a file being written;
+    /// the exclusive create it began as is over, so its claim file goes).
     pub(super) fn moved_to(self, key: &Key) -> Claim {
         let moved = self.claims.take(&self.ns, key);
         drop(self);

@@ -12,6 +12,8 @@
 //!                           (offline commands use staging/ and trash/ themselves)
 //!   quarantine/             files that failed validation, kept for inspection
 //!   namespaces/<name>       one marker per namespace: its owner, group and mode
+//!   claims/<entry hash>     an exclusive create in flight (O_EXCL), naming
+//!                           the session that holds it (see `claims.rs`)
 //!   index.snapshot          the index saved at clean stop; removed at start
 //!   lock                    flock: shared by every live daemon, exclusive
 //!                           for offline commands that change entries
@@ -32,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::backing::BackingIo;
+use super::sessions::{self, empty_dir, flock, new_token, remove_session, session_lock_path};
 use crate::names::{Key, Namespace};
 
 pub use super::format::FORMAT_VERSION;
@@ -46,6 +49,7 @@ pub struct Layout {
     trash: PathBuf,
     quarantine: PathBuf,
     namespaces: PathBuf,
+    claims: PathBuf,
     /// Where this process stages and trashes: its own session's dirs
     /// (`begin_session`), else staging/ and trash/ themselves.
     pub(super) staging_work: PathBuf,
@@ -58,6 +62,8 @@ pub struct Layout {
     token: String,
     /// The session's lock (see `begin_session`).
     session_lock: Option<fs::File>,
+    /// Keeps the session's file young for daemons on other hosts.
+    _heartbeat: Option<sessions::Heartbeat>,
     unique: AtomicU64,
     /// One bit per leaf shard directory (65 536) known to exist, so a
     /// publish into a known shard makes no `stat` of it.
@@ -159,6 +165,7 @@ impl Layout {
             &layout.trash,
             &layout.quarantine,
             &layout.namespaces,
+            &layout.claims,
         ] {
             create(dir)?;
         }
@@ -202,11 +209,13 @@ impl Layout {
             trash: root.join("trash"),
             quarantine: root.join("quarantine"),
             namespaces: root.join("namespaces"),
+            claims: root.join("claims"),
             staging_work: root.join("staging"),
             unnamed: true.into(),
             trash_work: root.join("trash"),
             token: new_token(),
             session_lock: None,
+            _heartbeat: None,
             unique: AtomicU64::new(0),
             shards_seen: (0..SHARDS / 64).map(|_| AtomicU64::new(0)).collect(),
             io: BackingIo::from_env(),
@@ -285,6 +294,30 @@ impl Layout {
         &self.namespaces
     }
 
+    /// `dirs/<namespace>/<path>`: mkdir'd directories (store/dirs.rs).
+    pub fn dirs_dir(&self) -> PathBuf {
+        self.root.join("dirs")
+    }
+
+    /// Where an exclusive create of (namespace, key) is claimed for all.
+    pub fn claim_path(&self, ns: &Namespace, key: &Key) -> PathBuf {
+        self.claims.join(Self::entry_hash(ns, key))
+    }
+
+    pub fn claims_dir(&self) -> &Path {
+        &self.claims
+    }
+
+    /// This process's session name (what its claims hold).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether the session named `token` lives (see `sessions.rs`).
+    pub fn session_lives(&self, token: &str) -> bool {
+        token == self.token || sessions::lives(&session_lock_path(&self.staging, token))
+    }
+
     pub fn snapshot_path(&self) -> PathBuf {
         self.root.join("index.snapshot")
     }
@@ -352,13 +385,14 @@ impl Layout {
             source,
         };
         let lock_path = session_lock_path(&self.staging, &self.token);
-        let lock = fs::OpenOptions::new()
+        let mut lock = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(0o644)
             .open(&lock_path)
             .map_err(|e| err(&lock_path, e))?;
         flock(&lock, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| err(&lock_path, e))?;
+        sessions::write_record(&mut lock).map_err(|e| err(&lock_path, e))?;
         let staging = self.staging.join(&self.token);
         let trash = self.trash.join(&self.token);
         for dir in [&staging, &trash] {
@@ -370,6 +404,7 @@ impl Layout {
         self.staging_work = staging;
         self.trash_work = trash;
         self.session_lock = Some(lock);
+        self._heartbeat = Some(sessions::Heartbeat::start(lock_path));
         Ok(())
     }
 
@@ -382,9 +417,9 @@ impl Layout {
         remove_session(&self.staging, &self.trash, &self.token);
     }
 
-    /// Removes what daemons that died left in their session dirs: a
-    /// session whose lock can be taken has no daemon. Returns how many
-    /// files went.
+    /// Removes what daemons that died left in their session dirs (see
+    /// `sessions.rs` for how a session is known dead: not by its lock
+    /// alone). Returns how many files went.
     pub fn reap_dead_sessions(&self) -> usize {
         let mut removed = 0;
         let Ok(rd) = fs::read_dir(&self.staging) else {
@@ -401,11 +436,27 @@ impl Layout {
             let Ok(lock) = fs::OpenOptions::new().write(true).open(e.path()) else {
                 continue;
             };
-            if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            let free = flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok();
+            if sessions::liveness(&e.path(), free) == sessions::Liveness::Dead {
                 removed += remove_session(&self.staging, &self.trash, token);
             }
         }
         removed
+    }
+
+    /// Removes an offline command's files left in staging/ and trash/.
+    pub fn remove_offline_orphans(&self) -> usize {
+        let mut n = empty_dir(&self.trash);
+        if let Ok(rd) = fs::read_dir(&self.staging) {
+            for e in rd.flatten() {
+                let session = e.file_name().as_bytes().ends_with(b".lock");
+                let file = e.file_type().is_ok_and(|t| !t.is_dir());
+                if file && !session && fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     pub fn quarantine_path(&self, original: &Path) -> PathBuf {
@@ -436,63 +487,10 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A name for this process no other can take: its pid (for people
-/// reading the dir) and 64 random bits (pids repeat across hosts and
-/// containers).
-fn new_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{}-{:016x}", std::process::id(), h.finish())
-}
-
-fn flock(file: &fs::File, op: libc::c_int) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Removes a session's staging and trash dirs and then its lock file;
-/// returns how many files went.
-fn remove_session(staging: &Path, trash: &Path, token: &str) -> usize {
-    let mut n = 0;
-    for dir in [staging.join(token), trash.join(token)] {
-        n += empty_dir(&dir);
-        let _ = fs::remove_dir(&dir);
-    }
-    let _ = fs::remove_file(session_lock_path(staging, token));
-    n
-}
-
-fn session_lock_path(staging: &Path, token: &str) -> PathBuf {
-    staging.join(format!("{token}.lock"))
-}
-
 /// The word and bit of an entry path's leaf shard in `shards_seen`: the
 /// first four hex digits of its file name.
 fn shard_of(entry_path: &Path) -> Option<(usize, u64)> {
     let name = entry_path.file_name()?.as_bytes().get(..4)?;
     let n = u16::from_str_radix(std::str::from_utf8(name).ok()?, 16).ok()? as usize;
     Some((n / 64, 1 << (n % 64)))
-}
-
-/// Removes every file directly inside `dir`; returns how many.
-pub fn empty_dir(dir: &Path) -> usize {
-    let mut n = 0;
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if fs::remove_file(e.path()).is_ok() {
-                n += 1;
-            }
-        }
-    }
-    n
 }

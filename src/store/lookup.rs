@@ -30,6 +30,8 @@ pub struct Found {
     /// A writer holds the key (see `claims.rs`): its version is about to
     /// change, so the kernel must not cache the name.
     pub being_written: bool,
+    /// The name is a directory (`lookup` is then `Miss`, not counted).
+    pub dir: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,16 +99,40 @@ impl Store {
     /// one critical section: the name is parsed under the namespace's key
     /// format, and a miss is counted unless it repeats one that thread
     /// just had (see `misses.rs`).
-    pub fn lookup_name(&self, ns_id: u32, name: &[u8], pid: u32) -> Result<Found, StoreError> {
+    pub fn lookup_name(
+        &self,
+        ns_id: u32,
+        dir: &[u8],
+        name: &[u8],
+        pid: u32,
+    ) -> Result<Found, StoreError> {
         let start = Instant::now();
         let now = self.clock.now();
         let idx = self.lock();
         let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        let key = Key::parse(name, state.policy.key_format)?;
+        let key = match Key::join(dir, name, state.policy.key_format) {
+            Ok(key) => key,
+            // A directory's name need not be a key of the format (sha256
+            // applies to the last component of an entry's key only).
+            Err(e) => match Key::join(dir, name, crate::names::KeyFormat::Any) {
+                Ok(key) if state.tree().is_dir(key.as_bytes()) => {
+                    return Ok(Found {
+                        ns: ns.clone(),
+                        key,
+                        lookup: Lookup::Miss,
+                        being_written: false,
+                        dir: true,
+                    });
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let lookup = Self::outcome_locked(&idx, ns, &key, now);
         let m = &state.metrics;
+        let is_dir = matches!(lookup, Lookup::Miss) && state.tree().is_dir(key.as_bytes());
         let being_written = match lookup {
+            _ if is_dir => false,
             Lookup::Hit(_) => self.claims.is_claimed(ns, &key),
             Lookup::Miss | Lookup::Expired => {
                 let expired = matches!(lookup, Lookup::Expired);
@@ -122,6 +148,7 @@ impl Store {
             key,
             lookup,
             being_written,
+            dir: is_dir,
         })
     }
 

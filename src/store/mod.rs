@@ -32,8 +32,11 @@
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
 mod backing;
+mod claim_file;
 mod claims;
+mod claims_across;
 mod clock;
+mod dirs;
 mod entry;
 mod format;
 mod index;
@@ -50,6 +53,7 @@ mod recover;
 mod remove;
 mod republish;
 mod room;
+mod sessions;
 mod staging;
 mod stats;
 mod sweeper;
@@ -67,6 +71,7 @@ pub use crate::names::{CONTROL_DIR, Key, KeyFormat, NAME_MAX, NameError, Namespa
 pub use backing::FaultOp;
 pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
+pub use dirs::DirItem;
 pub use entry::ENTRY_FORMAT;
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
@@ -92,8 +97,12 @@ pub enum StoreError {
     TooBig,
     #[error("no room can be made")]
     NoSpace,
-    #[error("namespace is not empty")]
+    #[error("namespace or directory is not empty")]
     NotEmpty,
+    #[error("is a directory")]
+    IsDir,
+    #[error("a directory on the key's path is an entry")]
+    NotDir,
     #[error("namespace is named in the config")]
     Busy,
     #[error("new namespaces are not allowed")]
@@ -198,9 +207,10 @@ impl Store {
             Ok(alone) => {
                 // Files directly in staging/ and trash/ are an offline
                 // command's (they run alone): orphans, when we are alone.
-                let orphans = layout.reap_dead_sessions()
-                    + layout::empty_dir(layout.staging_dir())
-                    + layout::empty_dir(layout.trash_dir());
+                // Sessions' files are not: a lock taken through a view
+                // that does not carry flock says "alone" beside live
+                // daemons, and their sessions are judged on their own.
+                let orphans = layout.reap_dead_sessions() + layout.remove_offline_orphans();
                 if orphans > 0 {
                     log::info!("removed {orphans} orphaned staging/trash files");
                 }
@@ -253,6 +263,14 @@ impl Store {
             path: root.display().to_string(),
             source,
         })?;
+        store.load_dir_markers().map_err(|source| OpenError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let claims = store.reap_dead_claims();
+        if claims > 0 {
+            log::info!("removed {claims} claims of daemons that died");
+        }
         release_freed_memory();
         store.apply_limits(&config);
         Ok(store)
@@ -441,6 +459,8 @@ impl Drop for Store {
     }
 }
 
+#[cfg(test)]
+mod claims_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]

@@ -288,7 +288,7 @@ impl Store {
         self.sweep_expired();
         let mut idx = self.lock();
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        if state.len() > 0 {
+        if state.len() > 0 || state.tree().dir_count() > 0 {
             return Err(StoreError::NotEmpty);
         }
         if state.from_config {
@@ -316,10 +316,21 @@ impl Store {
         name: &[u8],
         for_write: bool,
     ) -> Result<(Namespace, Key), StoreError> {
+        self.resolve_in(ns_id, b"", name, for_write)
+    }
+
+    /// Like `resolve`, for `name` in directory `dir` of the namespace.
+    pub fn resolve_in(
+        &self,
+        ns_id: u32,
+        dir: &[u8],
+        name: &[u8],
+        for_write: bool,
+    ) -> Result<(Namespace, Key), StoreError> {
         let idx = self.lock();
         let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        match Key::parse(name, state.policy.key_format) {
+        match Key::join(dir, name, state.policy.key_format) {
             Ok(key) => Ok((ns.clone(), key)),
             Err(e) => {
                 let e = StoreError::InvalidName(e);

@@ -143,9 +143,17 @@ impl Store {
                     return Err(e.into());
                 }
             }
+            let state = idx.namespace(ns).expect("peeked");
             if only_version.is_some() {
-                let ns_id = idx.namespace(ns).expect("peeked").id;
-                self.tell(Change::Removed { ns_id, key });
+                self.tell(Change::Removed {
+                    ns_id: state.id,
+                    key,
+                });
+            } else {
+                // A user's unlink (one by one, `rm -r` of a directory) is
+                // a purge of that entry.
+                metrics::add(&state.metrics.purged, 1);
+                metrics::add(&state.metrics.purged_bytes, victim.meta.stored_bytes);
             }
         }
         self.dispose(trash);

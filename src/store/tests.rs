@@ -444,11 +444,11 @@ fn counters_follow_a_known_sequence() {
     // key (the kernel's lookup before a create).
     let id = f.store.namespace_id(&ns("a")).unwrap();
     for _ in 0..2 {
-        let found = f.store.lookup_name(id, b"fresh", 7).unwrap();
+        let found = f.store.lookup_name(id, b"", b"fresh", 7).unwrap();
         assert!(matches!(found.lookup, Lookup::Miss));
     }
     assert_eq!(f.store.stats().namespaces["a"].misses, 3);
-    f.store.lookup_name(id, b"other", 8).unwrap();
+    f.store.lookup_name(id, b"", b"other", 8).unwrap();
     assert_eq!(f.store.stats().namespaces["a"].misses, 4);
     let w = NewWrite::by(8, WriteFrom::Empty, OWNER);
     let mut st = f.store.start_write(&ns("a"), &key("other"), w).unwrap();
@@ -829,8 +829,9 @@ fn a_daemon_removes_what_dead_daemons_left_and_nothing_of_live_ones() {
         .begin_write(&ns("a"), &key("k"), WriteFrom::Empty, OWNER)
         .unwrap();
     st.write_at(0, b"live").unwrap();
-    // A daemon that died left its session behind (its lock is free).
-    std::fs::write(b.join("staging/dead-1.lock"), b"").unwrap();
+    // A daemon that died left its session behind (its lock is free, its
+    // process gone).
+    super::claims_tests::dead_session(&b, "dead-1");
     for d in ["staging/dead-1", "trash/dead-1"] {
         std::fs::create_dir(b.join(d)).unwrap();
         std::fs::write(b.join(d).join("left"), b"x").unwrap();

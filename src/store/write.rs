@@ -146,6 +146,12 @@ impl Store {
         key: &Key,
         w: NewWrite,
     ) -> Result<StagingFile, StoreError> {
+        // Across daemons first (file I/O stays outside the index lock);
+        // a refusal is returned once the miss below is taken back.
+        let across = match w.exclusive && w.by != WriteBy::Store {
+            true => self.claim_across(ns, key).map(Some),
+            false => Ok(None),
+        };
         let (limit, current, credit, claim, metrics, staged) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -166,10 +172,15 @@ impl Store {
                 let back = self.misses.created(pid, ns, key);
                 self.take_back_miss(&state.metrics, back);
             }
+            if let Some(c) = state.path_conflict(key.as_bytes()) {
+                return Err(c.into());
+            }
+            let across = across?;
             if w.exclusive && (live.is_some() || self.claims.is_claimed(ns, key)) {
                 return Err(StoreError::Exists);
             }
-            let claim = (w.by != WriteBy::Store).then(|| self.claims.take(ns, key));
+            let claim =
+                (w.by != WriteBy::Store).then(|| self.claims.take(ns, key).with_file(across));
             let credit = live.as_ref().map_or(0, |m| m.stored_bytes);
             let current = match w.from {
                 WriteFrom::Empty => None,
@@ -337,6 +348,9 @@ impl Store {
             || meta.stored_bytes > idx.limits.max_bytes
         {
             return Err(StoreError::TooBig);
+        }
+        if let Some(c) = state.path_conflict(key.as_bytes()) {
+            return Err(c.into());
         }
         if policy.max_entries == Some(0) || idx.limits.max_entries == Some(0) {
             return Err(StoreError::NoSpace);

@@ -29,6 +29,7 @@ mod slot;
 mod table;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -44,6 +45,7 @@ use crate::names::{Key, Namespace};
 pub use meta::{EntryMeta, GlobalLimits, RemoveReason, Removed};
 pub use slot::KeyBytes;
 use table::EntryTable;
+pub use tree::DirTree;
 
 pub struct NsState {
     pub id: u32,
@@ -55,8 +57,19 @@ pub struct NsState {
     /// Shared with whatever records this namespace's events (lock-free).
     pub metrics: Arc<NsMetrics>,
     entries: EntryTable,
+    /// The directories keys make (see tree.rs), kept with `entries`.
+    tree: DirTree,
     bytes: u64,
     logical: u64,
+}
+
+/// Why a key cannot be an entry's: the tree has it otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathConflict {
+    /// The key itself is a directory.
+    IsDir,
+    /// A directory on the key's path is an entry.
+    NotDir,
 }
 
 impl NsState {
@@ -77,6 +90,41 @@ impl NsState {
         Some(self.entries.meta(i))
     }
 
+    pub fn tree(&self) -> &DirTree {
+        &self.tree
+    }
+
+    pub fn tree_mut(&mut self) -> &mut DirTree {
+        &mut self.tree
+    }
+
+    /// Whether `key` cannot hold an entry because the tree uses its path:
+    /// it is a directory, or one of its directories is an entry. Costs
+    /// nothing in a namespace without directories.
+    pub fn path_conflict(&self, key: &[u8]) -> Option<PathConflict> {
+        if self.tree.dir_count() == 0 {
+            return None;
+        }
+        if self.tree.is_dir(key) {
+            return Some(PathConflict::IsDir);
+        }
+        let mut dir = crate::names::parent_of(key);
+        while !dir.is_empty() {
+            if self.entries.find(dir).is_some() {
+                return Some(PathConflict::NotDir);
+            }
+            dir = crate::names::parent_of(dir);
+        }
+        None
+    }
+
+    /// The live-or-not metadata and key of an occupied slot (a directory
+    /// listing's entries).
+    pub fn slot_entry(&self, slot: u32) -> Option<(KeyBytes<'_>, EntryMeta)> {
+        let meta = self.entries.get(slot)?;
+        Some((self.entries.key(slot), meta))
+    }
+
     /// Entries from least to most recently used.
     pub fn iter_lru(&self) -> impl Iterator<Item = (KeyBytes<'_>, EntryMeta)> {
         self.entries
@@ -89,6 +137,7 @@ impl NsState {
     fn remove_slot(&mut self, i: u32) -> (Key, EntryMeta) {
         let key = Key::from_index(&self.entries.key(i));
         let meta = self.entries.remove(i);
+        self.tree.remove_file(key.as_bytes(), i);
         self.bytes -= meta.stored_bytes;
         self.logical -= meta.logical_size;
         (key, meta)
@@ -172,6 +221,7 @@ impl Index {
                 access: crate::access::NsAccess::of_daemon(),
                 metrics: Arc::default(),
                 entries: EntryTable::default(),
+                tree: DirTree::default(),
                 bytes: 0,
                 logical: 0,
             },
@@ -281,6 +331,7 @@ impl Index {
         self.total_entries += 1;
         let (slot, replaced) = state.entries.insert(key.as_bytes(), &meta);
         debug_assert!(replaced.is_none(), "removed above");
+        state.tree.add_file(key.as_bytes(), slot);
         if let Some(at) = expires {
             self.expiry.push(Reverse(ExpiryItem {
                 at,
@@ -294,7 +345,9 @@ impl Index {
 
     pub fn remove(&mut self, ns: &Namespace, key: &Key) -> Option<EntryMeta> {
         let state = self.namespaces.get_mut(ns)?;
-        let meta = state.entries.remove_key(key.as_bytes())?;
+        let slot = state.entries.find(key.as_bytes())?;
+        let meta = state.entries.remove(slot);
+        state.tree.remove_file(key.as_bytes(), slot);
         self.shared_files.remove(&meta.version);
         state.bytes -= meta.stored_bytes;
         state.logical -= meta.logical_size;
@@ -386,6 +439,8 @@ impl Index {
         let mut total_n = 0;
         for s in self.namespaces.values() {
             s.entries.debug_check();
+            let slots: Vec<u32> = s.entries.iter_lru().collect();
+            s.tree.debug_check(|i| s.entries.key(i).to_vec(), &slots);
             let b: u64 = s.iter_lru().map(|(_, m)| m.stored_bytes).sum();
             assert_eq!(b, s.bytes, "namespace bytes");
             let l: u64 = s.iter_lru().map(|(_, m)| m.logical_size).sum();

@@ -152,17 +152,6 @@ impl EntryTable {
         }
     }
 
-    /// Takes the entry of `key` out; returns its metadata.
-    pub fn remove_key(&mut self, key: &[u8]) -> Option<EntryMeta> {
-        let probe = Probe::new(key);
-        let (slots, long_keys) = (&self.slots, &self.long_keys);
-        let found = self.buckets.find_entry(probe.hash(&self.hasher), |&i| {
-            slots[i as usize].holds(&probe, || long_keys.get(&i).map(|k| &k[..]))
-        });
-        let (i, _) = found.ok()?.remove();
-        Some(self.vacate(i))
-    }
-
     /// Takes the entry of an occupied slot out; returns its metadata.
     pub fn remove(&mut self, i: u32) -> EntryMeta {
         let hash =
