@@ -13,18 +13,18 @@
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
 use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
 use super::layout::Layout;
 use super::stats::count_refusal;
+use super::{Store, StoreError};
 use crate::metrics::NsMetrics;
 use crate::names::{Key, Namespace};
 
@@ -354,6 +354,65 @@ impl StagingFile {
             return Ok(h.finalize().into());
         }
         super::entry::content_sha256(&self.io, &self.file, self.len)
+    }
+}
+
+/// Where a staged file goes at publish (under the index lock).
+impl Store {
+    /// Puts a staged file at its entry path. An unnamed one is linked
+    /// there while the name is free (one directory operation); to replace
+    /// a version it is named in staging first and renamed over it, as a
+    /// named one is. Says whether a shard directory was made.
+    pub(super) fn put_in_place(
+        &self,
+        staging: &mut StagingFile,
+        dest: &Path,
+        replacing: bool,
+    ) -> io::Result<bool> {
+        let io = &self.layout.io;
+        if staging.path.is_none() {
+            if !replacing {
+                // EEXIST: a file the index does not know yet (another
+                // daemon's publish): replaced, as a rename would.
+                match self.link_into_place(&staging.file, dest) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => return r,
+                }
+            }
+            let name = self.layout.staging_path();
+            io.link_unnamed(&staging.file, &name)?;
+            staging.path = Some(name);
+        }
+        let from = staging.path.clone().expect("named above");
+        self.rename_into_place(&from, dest)
+    }
+
+    /// Links an unnamed staged file at `dest`, making its shard directory
+    /// again if it went away; says whether it did.
+    fn link_into_place(&self, file: &std::fs::File, dest: &Path) -> io::Result<bool> {
+        let io = &self.layout.io;
+        match io.link_unnamed(file, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.layout.shard_vanished(dest);
+                let made = self.layout.ensure_shard(dest)?;
+                io.link_unnamed(file, dest).map(|()| made)
+            }
+            r => r.map(|()| false),
+        }
+    }
+
+    /// Renames a staged file to its entry path. The shard directory is
+    /// made again if it went away since it was last seen; says whether.
+    pub(super) fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
+        let io = &self.layout.io;
+        match io.rename(from, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
+                self.layout.shard_vanished(dest);
+                let made = self.layout.ensure_shard(dest)?;
+                io.rename(from, dest).map(|()| made)
+            }
+            r => r.map(|()| false),
+        }
     }
 }
 
