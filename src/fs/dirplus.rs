@@ -251,8 +251,9 @@ mod tests {
         let got = lines(&fs, ns_ino, d.fh, 0, 2);
         assert_eq!(got.len(), 2);
         assert!(!fs.inodes.holds(x) && !fs.inodes.holds(y));
-        // From an offset: what is past it.
-        assert_eq!(lines(&fs, ns_ino, d.fh, 3, usize::MAX).len(), 1);
+        // From an offset: what is past it ("gone" still left out).
+        assert_eq!(lines(&fs, ns_ino, d.fh, 2, usize::MAX).len(), 2);
+        assert_eq!(lines(&fs, ns_ino, d.fh, 5, usize::MAX).len(), 0);
         fs.releasedir(d.fh);
 
         // Expired by the time of the READDIRPLUS: left out too.
