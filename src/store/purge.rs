@@ -95,6 +95,8 @@ const CHUNK: usize = 1024;
 impl Store {
     /// Removes the entries `filter` selects; counts them as purged.
     pub fn purge(&self, filter: &PurgeFilter) -> PurgeReport {
+        // A purge must reach every entry, not only those found so far.
+        self.wait_rebuilt();
         let now = self.clock.now();
         let picked: Vec<(Namespace, Key, u64)> = {
             let idx = self.lock();
