@@ -338,7 +338,7 @@ impl Store {
             header.stored_content_size = packed.stored;
             // The packed file is named: it is renamed into place. The
             // plain one goes: by name, or (unnamed) with its descriptor.
-            let plain = std::mem::replace(&mut staging.path, Some(packed.path));
+            let plain = staging.path.replace(packed.path);
             staging.file = packed.file;
             if let Some(plain) = plain {
                 let _ = self.layout.io.remove_file(&plain);
