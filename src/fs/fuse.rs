@@ -254,6 +254,28 @@ impl Filesystem for CacheFs {
         reply_empty(reply, CacheFs::rmdir(self, parent.0, name))
     }
 
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, CacheFs::symlink(self))
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, CacheFs::link(self))
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         reply_empty(reply, CacheFs::unlink(self, parent.0, name))
     }
