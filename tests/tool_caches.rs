@@ -7,6 +7,9 @@
 //! files, which are symlinks: EPERM (which ccache takes for "no symlinks
 //! here" and goes on), answered without a daemon warning per call.
 //!
+//! Go too (`GOCACHE` in a namespace: the second build compiles nothing;
+//! `go clean -cache` works).
+//!
 //! Each tool is installed by .ci/run; without it a test skips, unless
 //! CI=true, where it fails.
 
@@ -274,4 +277,66 @@ fn pip_cache_dir_in_a_namespace_serves_the_built_wheel() {
         "X = 42\n"
     );
     assert!(m.ns_stat("pip", "hits") >= 1, "the wheel was read back");
+}
+
+fn go(cache: &Path, work: &Path, args: &[&str]) -> Output {
+    Command::new("go")
+        .args(args)
+        .current_dir(work)
+        .env("GOCACHE", cache)
+        // No network, no module downloads, a GOPATH of the test's own.
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOPATH", work.join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn compiles(build_x: &str) -> usize {
+    build_x
+        .lines()
+        .filter(|l| l.contains("/compile ") && l.contains("-p main"))
+        .count()
+}
+
+#[test]
+fn go_cache_in_a_namespace_skips_the_compile_the_second_time() {
+    if skip_without_fuse() || !tool_present("go (golang-go)", Command::new("go").arg("version")) {
+        return;
+    }
+    let m = Mount::new(CFG);
+    fs::create_dir(m.ns("cc").join("go")).unwrap();
+    let cache = m.ns("cc").join("go/cache");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    fs::write(w.join("go.mod"), "module example.com/hi\n\ngo 1.19\n").unwrap();
+    fs::write(
+        w.join("main.go"),
+        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n",
+    )
+    .unwrap();
+    let first = ok(
+        go(&cache, w, &["build", "-x", "-o", "hi1", "."]),
+        "go build",
+    );
+    assert_eq!(compiles(&first), 1, "{first}");
+    let second = ok(
+        go(&cache, w, &["build", "-x", "-o", "hi2", "."]),
+        "go build",
+    );
+    assert_eq!(compiles(&second), 0, "served from GOCACHE: {second}");
+    let run = ok(
+        Command::new(w.join("hi2")).output().unwrap(),
+        "the binary built from the cache",
+    );
+    assert_eq!(run, "hi\n");
+    // Its own cleanup empties it, and the next build compiles again.
+    ok(go(&cache, w, &["clean", "-cache"]), "go clean -cache");
+    let third = ok(
+        go(&cache, w, &["build", "-x", "-o", "hi3", "."]),
+        "go build",
+    );
+    assert_eq!(compiles(&third), 1, "{third}");
 }
