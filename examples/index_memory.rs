@@ -64,5 +64,8 @@ fn main() {
         "published {entries} entries: {} bytes per entry",
         grown / entries.max(1)
     );
-    store.save_snapshot().expect("save the index");
+    store
+        .save_snapshot()
+        .expect("save the index")
+        .expect("the index is complete");
 }

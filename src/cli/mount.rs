@@ -84,7 +84,15 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         );
     }
     let fuse_cfg = fuse_config(&args.options, args.threads)?;
-    let store = Arc::new(Store::open(&args.backing, config, Arc::new(SystemClock))?);
+    // Serves at once: the index is rebuilt behind (snapshot or scan), and
+    // lookups it cannot answer yet go to the keys' backing paths.
+    let poll = config.cache.poll_interval;
+    let store = Store::open_serving(&args.backing, config, Arc::new(SystemClock))?;
+    // Other daemons on the backing dir learn this one's changes, and it
+    // theirs (`store/follow.rs`); without it each is only slower to learn.
+    if let Err(e) = store.share_changes(poll) {
+        log::warn!("cannot share changes with other daemons: {e}");
+    }
     let fs = CacheFs::new(Arc::clone(&store));
     let open_handles = fs.open_handles();
     let kernel_slot = fs.kernel_slot();
@@ -92,14 +100,10 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     // Kernel cache invalidations go through the session's channel.
     let _ = kernel_slot.set(Box::new(session.notifier()));
-    let usage = store.usage();
     log::info!(
-        "mounted {} at {} ({} entries, {} of {} quota)",
+        "mounted {} at {}; the index is rebuilt behind (see stats: index)",
         args.backing.display(),
         mountpoint.display(),
-        usage.entries,
-        iec(usage.used_bytes),
-        iec(usage.quota_bytes),
     );
 
     let daemon = Arc::new(Daemon {
@@ -193,7 +197,8 @@ impl Daemon {
             return;
         }
         match self.store.save_snapshot() {
-            Ok(n) => log::info!("stopped; saved the index ({n} entries)"),
+            Ok(Some(n)) => log::info!("stopped; saved the index ({n} entries)"),
+            Ok(None) => log::info!("stopped while the index was rebuilt; the next start scans"),
             Err(e) => log::error!("stopped; cannot save the index (the next start scans): {e}"),
         }
         self.store.end_session();

@@ -138,6 +138,21 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
         u(&doc["corrupt_entries"]),
         u(&doc["backing_io_errors"]),
     );
+    let index = &doc["index"];
+    if index["rebuilding"].as_bool() == Some(true) {
+        let _ = writeln!(
+            out,
+            "index: rebuilding from the {}: {} entries ({}) found so far; entries and bytes below count only what is indexed yet",
+            index["source"].as_str().unwrap_or("?"),
+            u(&index["found_entries"]),
+            human_bytes(u(&index["found_bytes"])),
+        );
+    } else if index["complete"].as_bool() == Some(false) {
+        let _ = writeln!(
+            out,
+            "index: INCOMPLETE (the rebuild failed; see the daemon's log): listings and quotas know only what is indexed"
+        );
+    }
     let mut rows: Vec<(String, &Value)> = doc["namespaces"]
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v)).collect())
@@ -145,13 +160,14 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
     rows.push(("TOTAL".into(), &doc["total"]));
     let _ = writeln!(
         out,
-        "\n{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>17} {:>9} {:>9} {:>9} {:>9}",
+        "\n{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>6} {:>17} {:>9} {:>9} {:>9} {:>9}",
         "NAMESPACE",
         "HIT%",
         "HITS",
         "MISSES",
         "ENTRIES",
         "STORED",
+        "RATIO",
         "QUOTA",
         "EVICTED",
         "EXPIRED",
@@ -161,13 +177,16 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
     for (name, s) in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>17} {:>9} {:>9} {:>9} {:>9}",
+            "{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>6} {:>17} {:>9} {:>9} {:>9} {:>9}",
             name,
             ratio(s),
             u(&s["hits"]),
             u(&s["misses"]),
             u(&s["entries"]),
             human_bytes(u(&s["bytes"])),
+            s["compression_ratio"]
+                .as_f64()
+                .map_or("-".into(), |r| format!("{r:.2}")),
             quota(s),
             u(&s["evictions"]),
             u(&s["expirations"]),

@@ -55,7 +55,7 @@ impl CacheFs {
         match kind_of(ino) {
             Some(InodeKind::Root) => {
                 items.push(dot(inodes::CONTROL_DIR, ".cachefs"));
-                for (ns, id) in self.store.namespaces() {
+                for (ns, id) in self.store.namespaces_on_disk() {
                     items.push(DirEntryItem {
                         ino: inodes::namespace_ino(id),
                         kind: FileKind::Directory,

@@ -255,7 +255,7 @@ impl CacheFs {
                 }
                 let id = Namespace::parse(name.as_bytes())
                     .ok()
-                    .and_then(|ns| self.store.namespace_id(&ns))
+                    .and_then(|ns| self.store.find_namespace(&ns))
                     .ok_or(Errno::ENOENT)?;
                 let access = self.store.namespace_access(id).ok_or(Errno::ENOENT)?;
                 Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))

@@ -148,6 +148,10 @@ impl CacheFs {
                     inv.entry(parent, name(key))
                 }
             }
+            // By another daemon: the name leaves the root.
+            Change::NamespaceRemoved { ns, .. } => {
+                inv.entry(inodes::ROOT, OsStr::from_bytes(ns.as_bytes()).to_owned())
+            }
         }));
         CacheFs {
             kernel,

@@ -33,8 +33,8 @@ mod snapshot;
 mod tests;
 
 pub use snapshot::{
-    Formats, Gauges, HistogramSnapshot, Latency, LatencySummary, NsStats, Rejected, STATS_FORMAT,
-    Snapshot,
+    Formats, Gauges, HistogramSnapshot, IndexStatus, Latency, LatencySummary, NsStats, Rejected,
+    STATS_FORMAT, Snapshot,
 };
 
 /// Finite buckets: upper bounds 2^0 .. 2^(N-1) microseconds.

@@ -162,6 +162,10 @@ pub struct NsStats {
     pub logical_bytes: u64,
     /// Stored bytes: what the entries occupy on the backing volume.
     pub bytes: u64,
+    /// logical_bytes / bytes: above 1 where compression saves room
+    /// (blocks count, so small plain entries show below 1); `null`
+    /// while nothing is stored.
+    pub compression_ratio: Option<f64>,
     /// The namespace's own byte quota (the mount's quota in `total`).
     pub max_bytes: Option<u64>,
     pub max_entries: Option<u64>,
@@ -197,6 +201,7 @@ impl NsStats {
             entries: g.entries,
             logical_bytes: g.logical_bytes,
             bytes: g.stored_bytes,
+            compression_ratio: None,
             max_bytes: g.max_bytes,
             max_entries: g.max_entries,
             latency: Latency::default(),
@@ -217,6 +222,8 @@ impl NsStats {
         let looked = self.hits + self.misses;
         self.hit_ratio =
             (looked > 0).then(|| (self.hits as f64 / looked as f64 * 10_000.0).round() / 10_000.0);
+        self.compression_ratio = (self.bytes > 0)
+            .then(|| (self.logical_bytes as f64 / self.bytes as f64 * 100.0).round() / 100.0);
         self.latency = Latency {
             lookup: self.histogram(Op::Lookup).summary(),
             open: self.histogram(Op::Open).summary(),
@@ -273,8 +280,28 @@ pub struct Snapshot {
     /// Writes abandoned since the start because their writer was killed
     /// by a signal (nothing of them was published).
     pub killed_writes: u64,
+    /// The index: whether it is still being rebuilt behind the serving
+    /// daemon, and what the rebuild has found so far.
+    pub index: IndexStatus,
     pub total: NsStats,
     pub namespaces: BTreeMap<String, NsStats>,
+}
+
+/// Where the daemon's index stands (see the store's `rebuild.rs`). While
+/// `rebuilding`, entries and bytes in `total` and `namespaces` count only
+/// what the index knows so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexStatus {
+    pub rebuilding: bool,
+    /// The rebuild ended having put in everything it found.
+    pub complete: bool,
+    /// "snapshot" (of the last clean stop) or "scan" (of the trailers).
+    pub source: &'static str,
+    /// Entries and stored bytes the rebuild has found so far.
+    pub found_entries: u64,
+    pub found_bytes: u64,
+    /// How long the rebuild took, once complete.
+    pub seconds: f64,
 }
 
 /// Format versions recorded in a snapshot.
@@ -310,6 +337,7 @@ impl Snapshot {
             backing_io_errors: mount.io_errors.load(Ordering::Relaxed),
             backing_full: mount.backing_full.load(Ordering::Relaxed),
             killed_writes: mount.killed_writes.load(Ordering::Relaxed),
+            index: IndexStatus::default(),
             total,
             namespaces: namespaces.into_iter().collect(),
         }

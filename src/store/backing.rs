@@ -167,6 +167,12 @@ impl BackingIo {
             .open(path)
     }
 
+    /// What is at `path` (not following a symlink).
+    pub fn stat_nofollow(&self, path: &Path) -> io::Result<fs::Metadata> {
+        self.check(FaultOp::Open)?;
+        fs::symlink_metadata(path)
+    }
+
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write)?;
         file.write_all_at(data, offset)

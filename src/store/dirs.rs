@@ -159,8 +159,11 @@ impl Store {
     }
 
     /// The live names directly in directory `path` of `ns`: costs what is
-    /// in it, not the namespace's size.
+    /// in it, not the namespace's size. While the index is rebuilt behind
+    /// a serving mount, waits for it: a listing shows the whole cache
+    /// (`ls`, `du`), never the part found so far.
     pub fn list_dir(&self, ns: &Namespace, path: &[u8]) -> Result<Vec<DirItem>, StoreError> {
+        self.wait_rebuilt();
         let now = self.clock.now();
         let idx = self.lock();
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;

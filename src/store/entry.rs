@@ -25,6 +25,10 @@ use super::clock::UnixNanos;
 /// ctime and atime are their mtime).
 pub const ENTRY_FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"CFSENTRY";
+/// `EntryHeader::compression`: the content is the plain bytes.
+pub const COMPRESSION_NONE: u8 = 0;
+/// `EntryHeader::compression`: the content is one zstd frame.
+pub const COMPRESSION_ZSTD: u8 = 1;
 const FOOTER_LEN: u64 = 24;
 /// Two 255-byte names plus fixed fields stay far below this.
 const MAX_HEADER_LEN: u64 = 2048;
@@ -39,10 +43,13 @@ pub struct EntryHeader {
     /// Per-entry TTL in seconds (`user.cachefs.ttl`); `None` = the namespace's.
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
-    /// Equal to `logical_size` until compression arrives.
+    /// The content's length in the file: `logical_size` when stored
+    /// plain, less when compressed.
     pub stored_content_size: u64,
-    /// 0 = none. Room for zstd later.
+    /// `COMPRESSION_NONE` or `COMPRESSION_ZSTD` (one zstd frame).
     pub compression: u8,
+    /// Of the plain (logical) bytes, whatever the storage: what a reader
+    /// and an export get, so `user.cachefs.sha256` is `sha256sum`'s.
     pub content_sha256: [u8; 32],
     pub mode: u32,
     pub uid: u32,
@@ -115,6 +122,10 @@ pub enum CorruptEntry {
     },
     #[error("content checksum mismatch")]
     ContentChecksum,
+    #[error("unknown compression {0}")]
+    Compression(u8),
+    #[error("compressed content does not decode: {0}")]
+    Decompress(String),
 }
 
 impl EntryHeader {
@@ -185,7 +196,14 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
         decode_header::<EntryHeader>(body)?
     };
     let content = file_len - FOOTER_LEN - header_len;
-    if header.stored_content_size != content || header.logical_size != content {
+    // Stored plain, the content is the logical bytes; compressed (see
+    // compress.rs), it is smaller than they are, or it would be plain.
+    let logical_ok = match header.compression {
+        COMPRESSION_NONE => header.logical_size == content,
+        COMPRESSION_ZSTD => header.logical_size > content,
+        other => return Err(CorruptEntry::Compression(other)),
+    };
+    if header.stored_content_size != content || !logical_ok {
         return Err(CorruptEntry::Sizes {
             file: file_len,
             content,
@@ -231,7 +249,8 @@ pub fn content_sha256(io: &BackingIo, file: &File, len: u64) -> io::Result<[u8; 
     Ok(h.finalize().into())
 }
 
-/// Checks an entry's content against its header's checksum.
+/// Checks a plain entry's content against its header's checksum (a
+/// compressed one's is checked as it is decompressed: `compress.rs`).
 pub fn verify_content(
     io: &BackingIo,
     file: &File,

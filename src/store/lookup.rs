@@ -1,14 +1,21 @@
 //! Lookups: what the index says of a key (hit, miss, expired), its live
 //! metadata, its content digest, and a namespace's listing.
 //!
-//! Invariants: a lookup touches neither the disk nor the key's recency; an
-//! expired entry is never reported live; only `lookup` counts misses.
+//! Invariants: `lookup` and `entry_info` touch neither the disk nor the
+//! key's recency; `lookup_name` (the kernel's LOOKUP) also asks the key's
+//! backing path, the truth when several daemons share the backing dir; an
+//! expired entry is never reported live; only `lookup` and `lookup_name`
+//! count misses.
 
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::clock::UnixNanos;
 use super::index::{EntryMeta, Index};
-use super::{Store, StoreError, entry};
+use super::probe::{Probed, quarantine_inode};
+use super::{Change, Store, StoreError, entry, meta_from_header};
 use crate::metrics;
 use crate::names::{Key, Namespace};
 
@@ -95,10 +102,18 @@ impl Store {
         self.lookup_inner(ns, key, false)
     }
 
-    /// A read's lookup of `name` in namespace `ns_id` by thread `pid`, in
-    /// one critical section: the name is parsed under the namespace's key
-    /// format, and a miss is counted unless it repeats one that thread
-    /// just had (see `misses.rs`).
+    /// A read's lookup of `name` in directory `dir` of namespace `ns_id`
+    /// by thread `pid`: the name is parsed under the namespace's key
+    /// format, the index asked, and the backing path looked at (below); a
+    /// miss is counted unless it repeats one that thread just had (see
+    /// `misses.rs`).
+    ///
+    /// The backing dir is the truth, the index a cache of it: a key the
+    /// index does not know is looked for at its backing path (another
+    /// daemon may have published it, or the rebuild not reached it yet)
+    /// and adopted if live; a key it knows is checked against the file
+    /// there (one `stat`), so a file another daemon replaced or removed is
+    /// noticed whenever the kernel asks.
     pub fn lookup_name(
         &self,
         ns_id: u32,
@@ -108,48 +123,242 @@ impl Store {
     ) -> Result<Found, StoreError> {
         let start = Instant::now();
         let now = self.clock.now();
-        let idx = self.lock();
-        let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
-        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        let key = match Key::join(dir, name, state.policy.key_format) {
-            Ok(key) => key,
-            // A directory's name need not be a key of the format (sha256
-            // applies to the last component of an entry's key only).
-            Err(e) => match Key::join(dir, name, crate::names::KeyFormat::Any) {
-                Ok(key) if state.tree().is_dir(key.as_bytes()) => {
-                    return Ok(Found {
-                        ns: ns.clone(),
-                        key,
-                        lookup: Lookup::Miss,
-                        being_written: false,
-                        dir: true,
-                    });
-                }
-                _ => return Err(e.into()),
-            },
+        let (ns, key, known, metrics) = {
+            let idx = self.lock();
+            let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
+            let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
+            let a_dir = |key: Key| Found {
+                ns: ns.clone(),
+                key,
+                lookup: Lookup::Miss,
+                being_written: false,
+                dir: true,
+            };
+            let key = match Key::join(dir, name, state.policy.key_format) {
+                Ok(key) => key,
+                // A directory's name need not be a key of the format (sha256
+                // applies to the last component of an entry's key only).
+                Err(e) => match Key::join(dir, name, crate::names::KeyFormat::Any) {
+                    Ok(key) if state.tree().is_dir(key.as_bytes()) => return Ok(a_dir(key)),
+                    _ => return Err(e.into()),
+                },
+            };
+            let known = state.peek(&key);
+            // A directory is never an entry too (see `path_conflict`).
+            if known.is_none() && state.tree().is_dir(key.as_bytes()) {
+                return Ok(a_dir(key));
+            }
+            (ns.clone(), key, known, Arc::clone(&state.metrics))
         };
-        let lookup = Self::outcome_locked(&idx, ns, &key, now);
-        let m = &state.metrics;
-        let is_dir = matches!(lookup, Lookup::Miss) && state.tree().is_dir(key.as_bytes());
+        let lookup = match known {
+            None => self.adopt_from_backing(&ns, &key, now),
+            Some(meta) => self.check_backing(&ns, &key, &meta, now),
+        }
+        .inspect_err(|e| {
+            if matches!(e, StoreError::Io(_)) {
+                self.record_io_error();
+            }
+        })?;
         let being_written = match lookup {
-            _ if is_dir => false,
-            Lookup::Hit(_) => self.claims.is_claimed(ns, &key),
+            Lookup::Hit(_) => self.claims.is_claimed(&ns, &key),
             Lookup::Miss | Lookup::Expired => {
                 let expired = matches!(lookup, Lookup::Expired);
-                if self.misses.missed(pid, ns, &key, expired, start) {
-                    count_miss(m, expired);
+                if self.misses.missed(pid, &ns, &key, expired, start) {
+                    count_miss(&metrics, expired);
                 }
                 false
             }
         };
-        m.lookup.since(start);
+        metrics.lookup.since(start);
         Ok(Found {
-            ns: ns.clone(),
+            ns,
             key,
             lookup,
             being_written,
-            dir: is_dir,
+            dir: false,
         })
+    }
+
+    /// A key the index does not know: what its backing path holds. A live
+    /// valid entry is adopted (indexed and accounted, as the most recently
+    /// used); an expired one is `Expired` and left where it is (the daemon
+    /// whose index holds it expires it, or the next scan does: removing
+    /// it here could race another daemon's rewrite of the key); a bad file
+    /// is quarantined, as the scan would, and is a miss.
+    pub(super) fn adopt_from_backing(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        now: UnixNanos,
+    ) -> Result<Lookup, StoreError> {
+        let found = match self.data_dir.probe(&self.layout, ns, key)? {
+            None => return Ok(Lookup::Miss),
+            Some(Probed::Valid(f))
+                if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
+            {
+                f
+            }
+            Some(Probed::Valid(f)) => {
+                self.quarantine_probed(ns, key, f.file_id, "names disagree with its path");
+                return Ok(Lookup::Miss);
+            }
+            Some(Probed::Bad { ino, why }) => {
+                self.quarantine_probed(ns, key, ino, &why);
+                return Ok(Lookup::Miss);
+            }
+        };
+        let path = self.layout.entry_path(ns, key);
+        let mut meta = meta_from_header(
+            &found.header,
+            self.new_version(),
+            found.file_id,
+            found.file_size,
+            found.stored_bytes,
+            false,
+        );
+        meta.last_access = now;
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return Ok(Lookup::Miss);
+        };
+        // Put in meanwhile (a publish, another lookup): that stands.
+        if state.peek(key).is_some() {
+            return Ok(Self::outcome_locked(&idx, ns, key, now));
+        }
+        if idx
+            .expires_at(&state.policy, &meta)
+            .is_some_and(|at| at <= now)
+        {
+            return Ok(Lookup::Expired);
+        }
+        // Removed since we read it (by this daemon, after another lookup
+        // adopted it: a removal moves the file under this lock): a miss.
+        match self.layout.io.stat_nofollow(&path) {
+            Ok(md) if md.ino() == found.file_id => {}
+            _ => return Ok(Lookup::Miss),
+        }
+        self.index_changed_locked();
+        idx.insert(ns, key.clone(), meta);
+        Ok(Self::outcome_locked(&idx, ns, key, now))
+    }
+
+    /// A bad file found by a lookup: moved aside (exactly that file) and
+    /// counted, as the scan would.
+    pub(super) fn quarantine_probed(&self, ns: &Namespace, key: &Key, ino: u64, why: &str) {
+        let path = self.layout.entry_path(ns, key);
+        if quarantine_inode(&self.layout.io, &self.layout, &path, ino, why) {
+            crate::metrics::add(&self.metrics.corrupt, 1);
+        }
+    }
+
+    /// A key the index knows: is its file still the one at the backing
+    /// path? The `stat` runs outside the index lock, so a difference may
+    /// be this daemon's own publish since the index was read (a metadata
+    /// republish renames a new file over the path, same version): the
+    /// index decides (`reconcile`), never the racing stat.
+    fn check_backing(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        meta: &EntryMeta,
+        now: UnixNanos,
+    ) -> Result<Lookup, StoreError> {
+        let path = self.layout.entry_path(ns, key);
+        match self.layout.io.stat_nofollow(&path) {
+            Ok(md) if md.ino() == meta.file_id && md.len() == meta.file_size => {}
+            Ok(_) => self.reconcile(ns, key, meta)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.reconcile(ns, key, meta)?,
+            // The volume cannot tell: the index's answer stands, and the
+            // open that follows meets (and reports) the failure.
+            Err(e) => log::warn!("cannot check {}: {e}", path.display()),
+        }
+        let idx = self.lock();
+        Ok(Self::outcome_locked(&idx, ns, key, now))
+    }
+
+    /// The file at a key's backing path looked different from `seen`, what
+    /// the index held when it was read. Settled against the index under
+    /// its lock, where this daemon makes every change to a backing path:
+    /// if the index no longer holds `seen`, this daemon changed the key
+    /// since and the index stands; if it does, a `stat` under the lock
+    /// sees another daemon's change (or a foreign hand's), never one of
+    /// ours in flight. A removed file is forgotten; another file is read
+    /// (through one descriptor, outside the lock) and taken in as a new
+    /// version if valid, moved aside (exactly that inode) if not.
+    pub(super) fn reconcile(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        seen: &EntryMeta,
+    ) -> Result<(), StoreError> {
+        let path = self.layout.entry_path(ns, key);
+        {
+            let mut idx = self.lock();
+            if !idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
+                return Ok(());
+            }
+            match self.layout.io.stat_nofollow(&path) {
+                Ok(md) if md.ino() == seen.file_id && md.len() == seen.file_size => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.index_changed_locked();
+                    idx.remove(ns, key);
+                    let ns_id = idx.namespace(ns).expect("held the key").id;
+                    self.tell(Change::Removed { ns_id, key });
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let replacement = match self.data_dir.probe(&self.layout, ns, key)? {
+            Some(Probed::Valid(f))
+                if f.header.namespace == ns.as_bytes() && f.header.key == key.as_bytes() =>
+            {
+                Some(f)
+            }
+            Some(Probed::Valid(f)) => {
+                self.quarantine_probed(ns, key, f.file_id, "names disagree with its path");
+                None
+            }
+            Some(Probed::Bad { ino, why }) => {
+                self.quarantine_probed(ns, key, ino, &why);
+                None
+            }
+            None => None,
+        };
+        let mut idx = self.lock();
+        // Changed by this daemon meanwhile: that is newer.
+        if !idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
+            return Ok(());
+        }
+        self.index_changed_locked();
+        let ns_id = idx.namespace(ns).expect("holds the key").id;
+        // The kernel forgets the name: its dentry leads to the old version.
+        match replacement {
+            Some(f) => {
+                let version = self.new_version();
+                let mut meta = meta_from_header(
+                    &f.header,
+                    version,
+                    f.file_id,
+                    f.file_size,
+                    f.stored_bytes,
+                    false,
+                );
+                meta.last_access = seen.last_access;
+                idx.insert(ns, key.clone(), meta);
+                self.tell(Change::Replaced {
+                    ns_id,
+                    key,
+                    version,
+                });
+            }
+            None => {
+                idx.remove(ns, key);
+                self.tell(Change::Removed { ns_id, key });
+            }
+        }
+        Ok(())
     }
 
     fn lookup_inner(&self, ns: &Namespace, key: &Key, count: bool) -> Lookup {
@@ -199,8 +408,10 @@ impl Store {
         Ok(meta)
     }
 
-    /// Live keys of a namespace with their versions, least recent first.
+    /// Live keys of a namespace with their versions, least recent first
+    /// (once the index is whole: see `list_dir`).
     pub fn list(&self, ns: &Namespace) -> Result<Vec<(Key, u64)>, StoreError> {
+        self.wait_rebuilt();
         let now = self.clock.now();
         let idx = self.lock();
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -210,6 +421,12 @@ impl Store {
             .map(|(k, m)| (Key::from_index(&k), m.version))
             .collect())
     }
+}
+
+/// Whether two index records describe one backing file (a metadata
+/// republish keeps the version but renames a new file into place).
+pub(super) fn same_file(a: &EntryMeta, b: &EntryMeta) -> bool {
+    a.version == b.version && a.file_id == b.file_id && a.file_size == b.file_size
 }
 
 fn count_miss(m: &crate::metrics::NsMetrics, expired: bool) {

@@ -32,22 +32,29 @@
 //! `remove.rs` removal, expiry sweep, trash; `stats.rs` counters and usage.
 
 mod backing;
+mod changes;
 mod claim_file;
 mod claims;
 mod claims_across;
 mod clock;
+mod compress;
 mod dirs;
 mod entry;
+mod follow;
 mod format;
 mod index;
 mod layout;
 mod lookup;
 mod misses;
 mod namespaces;
+mod ns_shared;
 pub mod offline;
+mod probe;
 mod purge;
 mod read;
 mod reaper;
+mod rebuild;
+mod rebuild_state;
 mod recover;
 mod remove;
 mod republish;
@@ -82,7 +89,7 @@ pub use stats::Usage;
 pub use write::{MetaUpdate, NewWrite, WriteBy, WriteFrom};
 
 use crate::config::Config;
-use crate::metrics::{self, MountMetrics};
+use crate::metrics::MountMetrics;
 use index::{GlobalLimits, Index};
 
 /// Every way a store operation can fail; `fs` maps each to one errno.
@@ -136,6 +143,8 @@ pub enum Change<'a> {
         key: &'a Key,
         version: u64,
     },
+    /// Another daemon removed a namespace (its marker is gone).
+    NamespaceRemoved { ns_id: u32, ns: &'a Namespace },
 }
 
 /// See `Store::set_change_listener`.
@@ -171,6 +180,14 @@ pub struct Store {
     /// The backing volume, not the quota, bounds the cache: evicted files
     /// are unlinked before the reply (`dispose`).
     volume_bound: AtomicBool,
+    /// The index rebuilt behind a serving daemon (see `rebuild.rs`).
+    rebuild: rebuild_state::Rebuild,
+    /// `data/`, held open for lookups at backing paths (`probe.rs`).
+    data_dir: probe::DataDir,
+    /// This daemon's changes, for the other daemons (`changes.rs`).
+    changes: changes::ChangeLog,
+    /// The others' changes, followed (`follow.rs`).
+    follower: changes::Follower,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -193,8 +210,42 @@ impl Store {
         Store::open_with(root, config, clock, backing::BackingIo::from_env())
     }
 
+    /// Opens a backing dir to serve at once: the index is rebuilt behind,
+    /// on a thread of the store's, while lookups it cannot answer yet go
+    /// to the keys' backing paths (see `rebuild.rs`).
+    pub fn open_serving(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Store>, OpenError> {
+        let store = Arc::new(Store::open_unrecovered(
+            root,
+            config,
+            clock,
+            backing::BackingIo::from_env(),
+        )?);
+        store.rebuild_behind();
+        Ok(store)
+    }
+
     /// `open` through a given seam (tests inject faults into it).
     fn open_with(
+        root: &std::path::Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        io: backing::BackingIo,
+    ) -> Result<Store, OpenError> {
+        let store = Store::open_unrecovered(root, config, clock, io)?;
+        store.rebuild_now().map_err(|source| OpenError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// Opens a backing dir with an empty index (namespaces loaded, limits
+    /// applied): the caller rebuilds it.
+    fn open_unrecovered(
         root: &std::path::Path,
         config: Config,
         clock: Arc<dyn Clock>,
@@ -233,8 +284,10 @@ impl Store {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
+        let data_dir = probe::DataDir::open(&layout);
         let store = Store {
             layout,
             clock,
@@ -250,6 +303,10 @@ impl Store {
             metrics: MountMetrics::default(),
             reaper,
             volume_bound: AtomicBool::new(false),
+            rebuild: rebuild_state::Rebuild::default(),
+            data_dir,
+            changes: changes::ChangeLog::default(),
+            follower: changes::Follower::default(),
             _lock: lock,
         };
         store
@@ -258,10 +315,8 @@ impl Store {
                 path: root.display().to_string(),
                 source,
             })?;
-        store.recover().map_err(|source| OpenError::Io {
-            path: root.display().to_string(),
-            source,
-        })?;
+        // Explicit directories first: the rebuild adds entries to the
+        // trees they start.
         store.load_dir_markers().map_err(|source| OpenError::Io {
             path: root.display().to_string(),
             source,
@@ -270,7 +325,6 @@ impl Store {
         if claims > 0 {
             log::info!("removed {claims} claims of daemons that died");
         }
-        release_freed_memory();
         store.apply_limits(&config);
         Ok(store)
     }
@@ -325,61 +379,13 @@ impl Store {
         self.layout.root()
     }
 
-    fn recover(&self) -> io::Result<()> {
-        if let Some(entries) = recover::take_snapshot(&self.layout) {
-            let mut sorted = entries;
-            sorted.sort_by_key(|e| e.last_access);
-            let mut idx = self.lock();
-            let n = sorted.len();
-            for e in sorted {
-                let (Ok(ns), Ok(key)) = (
-                    Namespace::parse(&e.namespace),
-                    Key::parse(&e.key, KeyFormat::Any),
-                ) else {
-                    continue;
-                };
-                self.ensure_namespace_locked(&mut idx, &ns);
-                idx.insert(&ns, key, e.meta(self.new_version()));
-            }
-            log::info!("loaded {n} entries from the index snapshot");
-            return Ok(());
-        }
-        let mut found = Vec::new();
-        let report = recover::scan(&self.layout, |f| found.push(f))?;
-        // Oldest first, so the LRU order follows publish times.
-        found.sort_by_key(|f| f.header.mtime);
-        let mut idx = self.lock();
-        for f in found {
-            let (Ok(ns), Ok(key)) = (
-                Namespace::parse(&f.header.namespace),
-                Key::parse(&f.header.key, KeyFormat::Any),
-            ) else {
-                continue;
-            };
-            self.ensure_namespace_locked(&mut idx, &ns);
-            let meta = meta_from_header(
-                &f.header,
-                self.new_version(),
-                f.file_id,
-                f.file_size,
-                f.stored_bytes,
-                false,
-            );
-            idx.insert(&ns, key, meta);
-        }
-        metrics::add(&self.metrics.corrupt, report.quarantined);
-        log::info!(
-            "scanned the backing dir: {} entries, {} quarantined",
-            report.entries,
-            report.quarantined
-        );
-        Ok(())
-    }
-
     /// Ends this daemon's session: whatever is still staged (writes that
     /// will never close) or kept in its trash goes. The store must not be
     /// written through afterwards.
     pub fn end_session(&self) {
+        self.stop_rebuild();
+        self.follower.stop();
+        self.changes.stop();
         self.sweeper.stop();
         self.reaper.finish();
         self.layout.end_session();
@@ -387,8 +393,14 @@ impl Store {
 
     /// Saves the index for a fast next start. The lock is held until the
     /// snapshot is in place, so no change can slip in between collecting
-    /// and renaming; any change after it deletes the snapshot again.
-    pub fn save_snapshot(&self) -> io::Result<usize> {
+    /// and renaming; any change after it deletes the snapshot again. An
+    /// index still being rebuilt is not saved (`Ok(None)`): it would miss
+    /// entries, and the next start scans instead.
+    pub fn save_snapshot(&self) -> io::Result<Option<usize>> {
+        self.stop_rebuild();
+        if !self.rebuilt() {
+            return Ok(None);
+        }
         // A stop leaves no trash behind: the next start may not be alone
         // in this backing dir, and then it could not clean it.
         self.reaper.finish();
@@ -402,7 +414,7 @@ impl Store {
             .collect();
         recover::save_snapshot(&self.layout, &entries)?;
         self.snapshot_saved.store(true, Ordering::Relaxed);
-        Ok(entries.len())
+        Ok(Some(entries.len()))
     }
 
     #[cfg(test)]
@@ -433,6 +445,7 @@ fn meta_from_header(
         uid: h.uid,
         gid: h.gid,
         verified,
+        compressed: h.compression != entry::COMPRESSION_NONE,
         last_access: h.mtime,
     }
 }
@@ -460,10 +473,14 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod claims_tests;
+#[cfg(test)]
+mod compress_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;
 

@@ -37,26 +37,7 @@ impl Store {
                 state.access = access;
             }
         }
-        for e in self
-            .layout
-            .io
-            .read_dir(self.layout.namespaces_dir())?
-            .flatten()
-        {
-            use std::os::unix::ffi::OsStrExt;
-            match Namespace::parse(e.file_name().as_bytes()) {
-                Ok(ns) if idx.namespace(&ns).is_none() => {
-                    let access = self.recorded_access(&ns);
-                    idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
-                    if let Some(state) = idx.namespace_mut(&ns) {
-                        state.access = access;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => log::warn!("ignoring namespace marker {:?}", e.file_name()),
-            }
-        }
-        Ok(())
+        self.adopt_markers_locked(&mut idx)
     }
 
     /// A namespace found on disk but in neither the config nor the markers
@@ -85,7 +66,7 @@ impl Store {
     /// has none (or one that does not parse: reported, and the namespace
     /// falls back to the daemon's user and 0755, which only narrows who
     /// may write).
-    fn recorded_access(&self, ns: &Namespace) -> NsAccess {
+    pub(super) fn recorded_access(&self, ns: &Namespace) -> NsAccess {
         let path = self.layout.namespace_marker(ns);
         let mut buf = [0u8; RECORD_MAX + 1];
         let read = self
@@ -153,6 +134,7 @@ impl Store {
         if access != state.access {
             self.write_record(&ns, &access)?;
             state.access = access;
+            self.changes.namespace(&ns);
         }
         Ok(access)
     }
@@ -162,12 +144,18 @@ impl Store {
     pub(super) fn apply_limits(&self, config: &Config) {
         let mut idx = self.lock();
         let used = idx.total_bytes();
-        let room = volume_available(self.layout.root()).unwrap_or(u64::MAX);
+        let (room, size) = volume_room(self.layout.root()).unwrap_or((u64::MAX, u64::MAX));
         let wanted = config
             .cache
             .max_bytes
             .unwrap_or(crate::config::DEFAULT_MAX_BYTES);
-        let cap = used.saturating_add(room);
+        // While the index is rebuilt, `used` is only what it knows so far:
+        // cap by the volume's size until the rebuild ends and comes back.
+        let cap = if idx.rebuilding() {
+            size
+        } else {
+            used.saturating_add(room)
+        };
         let quota = super::room::effective_quota(wanted, cap);
         // The reaper frees evicted space a moment later; where the volume,
         // not the quota, is the limit, that space is needed at once.
@@ -184,6 +172,7 @@ impl Store {
             max_bytes: quota,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
     }
 
@@ -277,8 +266,13 @@ impl Store {
         if !allow {
             return Err(StoreError::NotPermitted);
         }
-        self.write_record(&ns, &access)?;
+        if !self.create_record(&ns, &access)? {
+            // Another daemon on the backing dir made it first.
+            self.adopt_marker_locked(&mut idx, &ns);
+            return Err(StoreError::Exists);
+        }
         idx.add_namespace(ns.clone(), NamespacePolicy::default(), false);
+        self.changes.namespace(&ns);
         let state = idx.namespace_mut(&ns).expect("just added");
         state.access = access;
         Ok((ns, state.id))
@@ -290,6 +284,10 @@ impl Store {
         let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
         if state.len() > 0 || state.tree().dir_count() > 0 {
             return Err(StoreError::NotEmpty);
+        }
+        // Its entries are not all known yet: it may not be empty.
+        if idx.rebuilding() {
+            return Err(StoreError::Busy);
         }
         if state.from_config {
             return Err(StoreError::Busy);
@@ -304,6 +302,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         idx.remove_namespace(ns);
+        self.changes.namespace(ns);
         Ok(())
     }
 
@@ -343,10 +342,12 @@ impl Store {
     }
 }
 
-/// Bytes the backing volume can still give to an unprivileged writer.
-fn volume_available(path: &std::path::Path) -> Option<u64> {
+/// Bytes the backing volume can still give to an unprivileged writer,
+/// and its size.
+fn volume_room(path: &std::path::Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+    let f = st.fragment_size() as u64;
+    Some((st.blocks_available() as u64 * f, st.blocks() as u64 * f))
 }
 
 #[cfg(test)]

@@ -21,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::clock::{Clock, UnixNanos};
 use super::layout::{Layout, LayoutError, LockMode};
 use super::purge::{PurgeFilter, PurgeReport};
@@ -163,7 +161,9 @@ impl OfflineStore {
         let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
         let io = &self.layout.io;
         let header = super::entry::read_header(io, &file, len).map_err(|e| bad(e.to_string()))?;
-        super::entry::verify_content(io, &file, &header).map_err(|e| bad(e.to_string()))?;
+        // A compressed entry is decompressed and its plain bytes checked.
+        super::compress::copy_plain(io, &file, &header, &mut io::sink())
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Some(rec))
     }
 
@@ -205,25 +205,8 @@ impl OfflineStore {
             expires: self.expires_of(&header),
             ..rec
         };
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; (header.stored_content_size.min(256 * 1024) as usize).max(1)];
-        let mut done = 0u64;
-        while done < header.stored_content_size {
-            let want = buf.len().min((header.stored_content_size - done) as usize);
-            let n = io
-                .read_at(&file, &mut buf[..want], done)
-                .map_err(|e| bad(e.to_string()))?;
-            if n == 0 {
-                return Err(bad("content shorter than its trailer says".into()));
-            }
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| bad(e.to_string()))?;
-            done += n as u64;
-        }
-        let digest: [u8; 32] = hash.finalize().into();
-        if digest != header.content_sha256 {
-            return Err(bad(super::entry::CorruptEntry::ContentChecksum.to_string()));
-        }
+        let digest =
+            super::compress::copy_plain(io, &file, &header, out).map_err(|e| bad(e.to_string()))?;
         Ok(Some((rec, digest)))
     }
 

@@ -168,6 +168,8 @@ impl Store {
     /// only when a directory's marker cannot be removed (the entries are
     /// gone by then).
     pub fn purge(&self, filter: &PurgeFilter) -> Result<PurgeReport, StoreError> {
+        // A purge must reach every entry, not only those found so far.
+        self.wait_rebuilt();
         let now = self.clock.now();
         let picked: Vec<(Namespace, Key, u64)> = {
             let idx = self.lock();

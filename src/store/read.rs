@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use super::backing::{BackingIo, FaultOp};
 use super::index::EntryMeta;
-use super::{Store, StoreError, entry, meta_from_header, recover};
+use super::lookup::same_file;
+use super::{Store, StoreError, entry, recover};
 use crate::metrics::{self, NsMetrics};
 use crate::names::{Key, Namespace};
 
@@ -219,6 +220,10 @@ impl Store {
             return OpenHot::Cold;
         }
         let Some(file) = idx.shared_file(meta.version) else {
+            // Its plain bytes are to be made again: a disk thread's work.
+            if meta.compressed {
+                return OpenHot::Verify;
+            }
             return OpenHot::Cold;
         };
         let metrics = Arc::clone(&state.metrics);
@@ -263,44 +268,42 @@ impl Store {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                     self.quarantine(&path, "a symlink");
-                    self.forget_if_version(ns, key, meta.version);
+                    self.forget_if_same(ns, key, &meta);
                     return Err(StoreError::NotFound);
                 }
+                // Gone, or another file: the index decides whether that
+                // is this daemon's change since `meta` was read (then it
+                // already knows) or another's (then it learns it).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    log::warn!("entry {ns}/{key:?} vanished from the backing dir");
-                    self.forget_if_version(ns, key, meta.version);
-                    return Err(StoreError::NotFound);
+                    self.reconcile(ns, key, &meta)?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             let md = file.metadata()?;
             if md.ino() != meta.file_id || md.len() != meta.file_size {
-                if !self
-                    .live_meta(ns, key)
-                    .is_ok_and(|m| m.file_id == md.ino() && m.file_size == md.len())
-                {
-                    self.adopt_changed_file(ns, key, meta.version, &path)?;
-                }
+                self.reconcile(ns, key, &meta)?;
                 continue;
             }
-            if !meta.verified {
-                if let Err(why) = verify_entry(&self.layout.io, &file, &meta) {
-                    // The volume failed, not the file: nothing is moved.
-                    if let entry::CorruptEntry::Io(e) = why {
-                        return Err(e.into());
-                    }
-                    self.quarantine(&path, &why.to_string());
-                    self.forget_if_version(ns, key, meta.version);
+            // An `Err` here is the volume failing, not the file: nothing
+            // is moved.
+            let (file, compressed) = match self.readable_file(file, &meta)? {
+                Ok(f) => f,
+                Err(why) => {
+                    // Exactly the file checked: a newer one may have
+                    // taken the path since.
+                    self.quarantine_probed(ns, key, md.ino(), &why.to_string());
+                    self.forget_if_same(ns, key, &meta);
                     return Err(StoreError::NotFound);
                 }
-            }
+            };
             let file = Arc::new(file);
             let mut idx = self.lock();
             if idx
                 .promote(ns, key, self.clock.now())
                 .is_some_and(|m| m.version == meta.version)
             {
-                idx.mark_verified(ns, key, meta.version);
+                idx.mark_verified(ns, key, meta.version, compressed);
                 idx.share_file(meta.version, &file);
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
@@ -354,9 +357,9 @@ impl Store {
         if file.metadata()?.ino() != meta.file_id {
             return Ok(None);
         }
-        if !meta.verified && verify_entry(&self.layout.io, &file, &meta).is_err() {
+        let Ok((file, _)) = self.readable_file(file, &meta)? else {
             return Err(StoreError::NotFound);
-        }
+        };
         if count {
             metrics::add(&m.hits, 1);
             metrics::add(&m.read_bytes, meta.logical_size);
@@ -370,62 +373,54 @@ impl Store {
         }))
     }
 
-    /// The file under a key is not the one the index knows (another writer
-    /// or a foreign hand replaced it): take it in if valid, else quarantine.
-    fn adopt_changed_file(
-        &self,
-        ns: &Namespace,
-        key: &Key,
-        version: u64,
-        path: &std::path::Path,
-    ) -> Result<(), StoreError> {
-        match recover::inspect_checked(&self.layout.io, path)? {
-            Ok(found)
-                if found.header.namespace == ns.as_bytes()
-                    && found.header.key == key.as_bytes() =>
-            {
-                let meta = meta_from_header(
-                    &found.header,
-                    self.new_version(),
-                    found.file_id,
-                    found.file_size,
-                    found.stored_bytes,
-                    false,
-                );
-                let mut idx = self.lock();
-                if idx.peek(ns, key).is_some_and(|m| m.version == version) {
-                    self.index_changed_locked();
-                    idx.insert(ns, key.clone(), meta);
-                }
-                Ok(())
-            }
-            Ok(_) => {
-                self.quarantine(path, "names disagree with its path");
-                self.forget_if_version(ns, key, version);
-                Err(StoreError::NotFound)
-            }
-            Err(why) => {
-                self.quarantine(path, &why);
-                self.forget_if_version(ns, key, version);
-                Err(StoreError::NotFound)
-            }
-        }
-    }
-
-    fn forget_if_version(&self, ns: &Namespace, key: &Key, version: u64) {
+    /// Forgets a key if the index still holds exactly `seen` (not a
+    /// version published since, nor a same-version metadata republish).
+    pub(super) fn forget_if_same(&self, ns: &Namespace, key: &Key, seen: &EntryMeta) {
         let mut idx = self.lock();
-        if idx.peek(ns, key).is_some_and(|m| m.version == version) {
+        if idx.peek(ns, key).is_some_and(|m| same_file(&m, seen)) {
             self.index_changed_locked();
             idx.remove(ns, key);
         }
     }
 }
 
-/// Checks a file's trailer and content against what the index expects.
-fn verify_entry(io: &BackingIo, file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
-    let h = entry::read_header(io, file, meta.file_size)?;
-    if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
-        return Err(entry::CorruptEntry::ContentChecksum);
+impl Store {
+    /// The file a version's readers read, and whether it is stored
+    /// compressed: the entry's own file (checked against its trailer on
+    /// its first open), or a plain copy of a compressed one (checked as it
+    /// is made). The inner `Err`: the file is damaged; the outer: the
+    /// volume failed.
+    fn readable_file(
+        &self,
+        file: File,
+        meta: &EntryMeta,
+    ) -> Result<Result<(File, bool), entry::CorruptEntry>, StoreError> {
+        // The common case: no system call.
+        if meta.verified && !meta.compressed {
+            return Ok(Ok((file, false)));
+        }
+        let io = &self.layout.io;
+        let checked = entry::read_header(io, &file, meta.file_size).and_then(|h| {
+            if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
+                return Err(entry::CorruptEntry::ContentChecksum);
+            }
+            Ok(h)
+        });
+        let h = match checked {
+            Ok(h) => h,
+            Err(entry::CorruptEntry::Io(e)) => return Err(e.into()),
+            Err(why) => return Ok(Err(why)),
+        };
+        if h.compression != entry::COMPRESSION_NONE {
+            return Ok(self.unpack(&file, &h)?.map(|plain| (plain, true)));
+        }
+        if !meta.verified {
+            match entry::verify_content(io, &file, &h) {
+                Ok(()) => {}
+                Err(entry::CorruptEntry::Io(e)) => return Err(e.into()),
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        Ok(Ok((file, false)))
     }
-    entry::verify_content(io, file, &h)
 }

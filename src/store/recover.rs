@@ -118,6 +118,8 @@ impl SnapshotEntry {
             uid: self.uid,
             gid: self.gid,
             verified: false,
+            // Not in a snapshot: the first open reads the trailer.
+            compressed: false,
             last_access: self.last_access,
         }
     }
@@ -192,11 +194,26 @@ pub struct ScanReport {
 /// Walks `data/` and calls `found` for every valid entry file; invalid
 /// files are quarantined. A directory that cannot be listed fails the
 /// scan: an index missing what is on disk must not be served.
-pub fn scan(layout: &Layout, mut found: impl FnMut(Found)) -> io::Result<ScanReport> {
+#[cfg(test)]
+pub fn scan(layout: &Layout, found: impl FnMut(Found)) -> io::Result<ScanReport> {
+    scan_until(layout, || false, found)
+}
+
+/// `scan`, given up (`Interrupted`) as soon as `stop` says so, checked
+/// between shard directories: a daemon asked to stop does not wait for a
+/// scan of 10^6 entries to end.
+pub fn scan_until(
+    layout: &Layout,
+    stop: impl Fn() -> bool,
+    mut found: impl FnMut(Found),
+) -> io::Result<ScanReport> {
     let mut report = ScanReport::default();
     let io = &layout.io;
     for l1 in read_dir_sorted(io, layout.data_dir())? {
         for l2 in read_dir_sorted(io, &l1)? {
+            if stop() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
             for path in read_dir_sorted(io, &l2)? {
                 match inspect_checked(io, &path) {
                     Ok(Ok(f)) => {
@@ -244,7 +261,11 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
 }
 
 /// A decoded entry file is valid only under its own names' path.
-fn check_placement(header: EntryHeader, path: &Path, md: &fs::Metadata) -> Result<Found, String> {
+pub(super) fn check_placement(
+    header: EntryHeader,
+    path: &Path,
+    md: &fs::Metadata,
+) -> Result<Found, String> {
     let (Ok(ns), Ok(key)) = (
         Namespace::parse(&header.namespace),
         Key::parse(&header.key, KeyFormat::Any),

@@ -42,6 +42,7 @@ impl Store {
             self.index_changed_locked();
         }
         for v in victims {
+            self.changes.key(&v.ns, &v.key);
             if let Some(state) = idx.namespace(&v.ns) {
                 self.tell(Change::Removed {
                     ns_id: state.id,
@@ -133,6 +134,7 @@ impl Store {
                 self.dispose(trash);
                 return Err(StoreError::NotFound);
             }
+            self.changes.key(ns, key);
             match self.take_out_of_place(&self.layout.entry_path(ns, key)) {
                 Ok(Some(to)) => trash.push((to, victim.meta.stored_bytes)),
                 Ok(None) => {}

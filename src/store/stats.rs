@@ -111,7 +111,7 @@ impl Store {
             max_entries: idx.limits.max_entries,
             ..NsStats::default()
         };
-        Snapshot::new(
+        let mut snap = Snapshot::new(
             per_ns,
             &self.metrics,
             total,
@@ -119,7 +119,9 @@ impl Store {
                 backing: FORMAT_VERSION,
                 entry: ENTRY_FORMAT,
             },
-        )
+        );
+        snap.index = self.index_status();
+        snap
     }
 
     /// Space and entry usage of one namespace against its own limits, for

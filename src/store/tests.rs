@@ -695,6 +695,8 @@ fn versions_gone_from_the_index_keep_no_file_open() {
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .filter(|t| t.starts_with(&root))
+            // data/ itself, held open for lookups, holds no entry's space.
+            .filter(|t| !t.is_dir())
             .count()
     };
     for k in ["k1", "k2"] {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
 use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
-use crate::config::Durability;
+use crate::config::{Compression, Durability};
 use crate::metrics::{self, Op};
 use crate::names::{Key, Namespace};
 
@@ -219,10 +219,15 @@ impl Store {
                 return Err(StoreError::TooBig);
             }
             let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
-            self.copy_content(&src, &mut staging, meta.logical_size)?;
-            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| {
-                StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| match e {
+                entry::CorruptEntry::Io(e) => StoreError::Io(e),
+                e => StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             })?;
+            if header.compression == entry::COMPRESSION_NONE {
+                self.copy_content(&src, &mut staging, meta.logical_size)?;
+            } else {
+                self.copy_plain_into(&src, &header, &mut staging)?;
+            }
             staging.set_copied(meta.logical_size, header.content_sha256);
             // Until it changes, the copy has the times of what it copies.
             staging.mtime = Some(meta.mtime);
@@ -258,15 +263,17 @@ impl Store {
     ) -> Result<EntryInfo, StoreError> {
         let sha256 = staging.content_sha256()?;
         let now = self.clock.now();
-        let durability = {
+        let (durability, compression) = {
             let idx = self.lock();
-            idx.namespace(&staging.ns)
+            let policy = &idx
+                .namespace(&staging.ns)
                 .ok_or(StoreError::NotFound)?
-                .policy
-                .durability
+                .policy;
+            let c = policy.compression.unwrap_or(idx.limits.compression);
+            (policy.durability, c)
         };
         let mtime = staging.mtime.unwrap_or(now);
-        let header = entry::EntryHeader {
+        let mut header = entry::EntryHeader {
             namespace: staging.ns.as_bytes().to_vec(),
             key: staging.key.as_bytes().to_vec(),
             mtime,
@@ -287,9 +294,12 @@ impl Store {
         if staging.overrun {
             io.set_len(&staging.file, staging.len)?;
         }
+        if let Compression::Zstd { level } = compression {
+            self.compress_staged(&mut staging, &mut header, level)?;
+        }
         let trailer = header.encode_trailer();
         self.with_room_io(trailer.len() as u64, || {
-            io.write_all_at(&staging.file, &trailer, staging.len)
+            io.write_all_at(&staging.file, &trailer, header.stored_content_size)
         })?;
         if durability == Durability::Fsync {
             io.sync_all(&staging.file)?;
@@ -435,6 +445,10 @@ impl Store {
             }
         }
         idx.insert(&ns, key.clone(), meta.clone());
+        self.changes.key(&ns, &key);
+        if let Publish::Rename { from, .. } = how {
+            self.changes.key(&ns, from);
+        }
         let m = &idx.namespace(&ns).expect("exists").metrics;
         metrics::add(&m.publishes, 1);
         metrics::add(&m.published_bytes, meta.logical_size);

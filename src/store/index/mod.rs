@@ -25,6 +25,7 @@
 
 mod evict;
 mod meta;
+mod rebuilt;
 mod slot;
 mod table;
 #[cfg(test)]
@@ -32,7 +33,7 @@ mod tests;
 mod tree;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -169,6 +170,13 @@ pub struct Index {
     /// the whole-cache quota. Raised only under the index lock; a write
     /// gives its share back lock-free (lowering it only makes room).
     pub staged: Arc<AtomicU64>,
+    /// While the index is rebuilt behind a serving daemon: the keys put in
+    /// by anything but the rebuild (a publish, a lookup that adopted a
+    /// file). The rebuild never puts such a key in again (`insert_rebuilt`),
+    /// so it can neither overwrite a newer version nor bring back one
+    /// removed since: a key must be in the index to be removed, and the
+    /// rebuild meets each key once.
+    touched: Option<HashSet<(u32, Box<[u8]>)>>,
 }
 
 /// At most this many files are shared (well under the default soft limit
@@ -187,6 +195,7 @@ impl Index {
             shared_files: HashMap::new(),
             limits,
             staged: Arc::default(),
+            touched: None,
         }
     }
 
@@ -298,13 +307,20 @@ impl Index {
 
     /// Records that the content of `key`'s entry was checked, if the entry
     /// is still `version`.
-    pub fn mark_verified(&mut self, ns: &Namespace, key: &Key, version: u64) -> bool {
+    /// Marks a version checked; `compressed` is what its trailer said.
+    pub fn mark_verified(
+        &mut self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+        compressed: bool,
+    ) -> bool {
         let Some(state) = self.namespaces.get_mut(ns) else {
             return false;
         };
         match state.entries.find(key.as_bytes()) {
             Some(i) if state.entries.meta(i).version == version => {
-                state.entries.set_verified(i);
+                state.entries.set_verified(i, compressed);
                 true
             }
             _ => false,
@@ -315,6 +331,15 @@ impl Index {
     /// replaced metadata. The namespace must exist. (The index keeps a
     /// compact copy of the key, not `key`.)
     pub fn insert(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
+        if let Some(t) = &mut self.touched
+            && let Some(s) = self.namespaces.get(ns)
+        {
+            t.insert((s.id, Box::from(key.as_bytes())));
+        }
+        self.insert_inner(ns, key, meta)
+    }
+
+    fn insert_inner(&mut self, ns: &Namespace, key: Key, meta: EntryMeta) -> Option<EntryMeta> {
         let old = self.remove(ns, &key);
         let policy = &self
             .namespaces

@@ -1,0 +1,260 @@
+//! The change log: how one daemon's changes reach the other daemons on the
+//! backing dir (`changes/<session>.log`, one per daemon, appended by it
+//! alone, read by the others: `follow.rs`).
+//!
+//! A record names what changed, never what it became: "key K of namespace
+//! N" or "namespace N". The follower looks at the backing dir (the truth)
+//! for each name it reads, so records may be late, repeated or read out of
+//! order across logs without harm, and a follower that lost records (a
+//! generation rotated away before it read it) only has to re-check what
+//! it holds. Nothing here needs `flock` or a process the daemons share.
+//!
+//! Record: magic, kind, ns length (u8), key length (u16 LE), ns, key, an
+//! FNV-1a 32 of all that (LE). A record is appended by one `write` from
+//! this log's one writer thread; a reader takes only whole records whose
+//! check holds, and waits for the rest (a network volume may show a file's
+//! new size before its bytes).
+//!
+//! Invariants: noting a change is a push into a buffer (callers hold the
+//! index lock); the write happens on the log's own thread, batched; a log
+//! over `ROTATE_BYTES` becomes `<session>.old` (replacing the one before)
+//! and a new log begins, so a log's size is bounded.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::names::{Key, Namespace};
+
+const MAGIC: u8 = 0xc5;
+const HEAD: usize = 5;
+const CHECK: usize = 4;
+/// A log this big is rotated (about 10^5 records of 64-hex keys).
+pub(super) const ROTATE_BYTES: u64 = 8 << 20;
+
+/// What a record names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A key's version was published, replaced, changed, removed.
+    Key(Namespace, Key),
+    /// A namespace was made, removed, or its owner or mode changed.
+    Namespace(Namespace),
+}
+
+fn fnv(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn encode(kind: u8, ns: &[u8], key: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(MAGIC);
+    out.push(kind);
+    out.push(ns.len() as u8);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(ns);
+    out.extend_from_slice(key);
+    let check = fnv(&out[start..]);
+    out.extend_from_slice(&check.to_le_bytes());
+}
+
+/// What `decode` made of a log's bytes.
+pub(super) struct Decoded {
+    pub records: Vec<Record>,
+    /// Bytes taken (whole, checked records, and any that named nothing
+    /// valid); the rest waits for more.
+    pub used: usize,
+    /// The bytes at `used` are whole but fail their check: torn, or not
+    /// yet visible.
+    pub bad: bool,
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Decoded {
+    let mut records = Vec::new();
+    let mut at = 0;
+    let mut bad = false;
+    while bytes.len() - at >= HEAD {
+        let h = &bytes[at..];
+        let (nl, kl) = (h[2] as usize, u16::from_le_bytes([h[3], h[4]]) as usize);
+        let len = HEAD + nl + kl + CHECK;
+        if h.len() < len {
+            break;
+        }
+        let body = &h[..len - CHECK];
+        let check = u32::from_le_bytes(h[len - CHECK..len].try_into().expect("4 bytes"));
+        if h[0] != MAGIC || fnv(body) != check {
+            bad = true;
+            break;
+        }
+        let ns = Namespace::parse(&body[HEAD..HEAD + nl]);
+        let key = Key::parse(&body[HEAD + nl..], crate::names::KeyFormat::Any);
+        match (h[1], ns, key) {
+            (1, Ok(ns), Ok(key)) => records.push(Record::Key(ns, key)),
+            (2, Ok(ns), _) => records.push(Record::Namespace(ns)),
+            // A kind of a later version, or names this one refuses:
+            // nothing to look at.
+            _ => {}
+        }
+        at += len;
+    }
+    Decoded {
+        records,
+        used: at,
+        bad,
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+/// This daemon's log: noted changes, written behind by a thread.
+#[derive(Default)]
+pub(super) struct ChangeLog {
+    shared: Arc<Shared>,
+    /// Set once the log is started (a daemon's store; never an offline
+    /// command's, whose changes no follower needs: it runs alone).
+    thread: Mutex<Option<JoinHandle<()>>>,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl ChangeLog {
+    /// Starts writing `dir/<token>.log`.
+    pub(super) fn start(&self, dir: &Path, token: &str) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{token}.log"));
+        let old = dir.join(format!("{token}.old"));
+        let file = open_log(&path)?;
+        let shared = Arc::clone(&self.shared);
+        let thread = std::thread::Builder::new()
+            .name("changes".into())
+            .spawn(move || write_behind(&shared, file, &path, &old))?;
+        *crate::sync::lock(&self.thread) = Some(thread);
+        self.on.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn push(&self, kind: u8, ns: &Namespace, key: &[u8]) {
+        if !self.on.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut p = crate::sync::lock(&self.shared.pending);
+        let was_empty = p.bytes.is_empty();
+        encode(kind, ns.as_bytes(), key, &mut p.bytes);
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// A key changed (any change the others must see).
+    pub(super) fn key(&self, ns: &Namespace, key: &Key) {
+        self.push(1, ns, key.as_bytes());
+    }
+
+    /// A namespace was made, removed or changed.
+    pub(super) fn namespace(&self, ns: &Namespace) {
+        self.push(2, ns, b"");
+    }
+
+    /// Writes what is noted and stops the thread.
+    pub(super) fn stop(&self) {
+        crate::sync::lock(&self.shared.pending).stop = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = crate::sync::lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn write_behind(shared: &Shared, mut file: File, path: &PathBuf, old: &PathBuf) {
+    let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
+    loop {
+        let (bytes, stop) = {
+            let mut p = crate::sync::lock(&shared.pending);
+            while p.bytes.is_empty() && !p.stop {
+                p = shared
+                    .wake
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            (std::mem::take(&mut p.bytes), p.stop)
+        };
+        if !bytes.is_empty() {
+            if let Err(e) = file.write_all(&bytes) {
+                // The others learn only through their polls of what they
+                // hold and lookups: slower, still correct for what they
+                // look up.
+                log::warn!("cannot append to {}: {e}", path.display());
+            }
+            written += bytes.len() as u64;
+        }
+        if written > ROTATE_BYTES {
+            match std::fs::rename(path, old).and_then(|()| open_log(path)) {
+                Ok(f) => {
+                    file = f;
+                    written = 0;
+                }
+                Err(e) => log::warn!("cannot rotate {}: {e}", path.display()),
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// The running follower: its stop signal and thread.
+#[derive(Default)]
+pub(super) struct Follower(pub(super) Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>);
+
+impl Follower {
+    pub(super) fn stop(&self) {
+        if let Some((tx, t)) = crate::sync::lock(&self.0).take() {
+            drop(tx);
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_waits() {
+        let ns = Namespace::parse(b"news").unwrap();
+        let key = Key::parse(b"espn-2026", crate::names::KeyFormat::Any).unwrap();
+        let mut bytes = Vec::new();
+        encode(1, ns.as_bytes(), key.as_bytes(), &mut bytes);
+        encode(2, ns.as_bytes(), b"", &mut bytes);
+        let whole = bytes.len();
+        encode(1, ns.as_bytes(), key.as_bytes(), &mut bytes);
+        let d = decode(&bytes[..bytes.len() - 1]);
+        assert_eq!(
+            d.records,
+            vec![Record::Key(ns.clone(), key.clone()), Record::Namespace(ns)]
+        );
+        assert_eq!(d.used, whole, "the incomplete record is left for later");
+        assert!(!d.bad);
+        // Zeros where a record should be (a size seen before the bytes).
+        let mut zeros = bytes[..whole].to_vec();
+        zeros.extend_from_slice(&[0u8; 20]);
+        let d = decode(&zeros);
+        assert_eq!((d.used, d.bad), (whole, true));
+    }
+}

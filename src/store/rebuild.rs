@@ -1,0 +1,264 @@
+//! Serving at once: the index is rebuilt behind a serving daemon, from the
+//! snapshot of the last clean stop or from a scan of the trailers, while
+//! lookups the index cannot answer go to the key's backing path
+//! (`lookup.rs`, `adopt_from_backing`).
+//!
+//! Invariants:
+//! - What the rebuild finds goes in only for a key nothing else put in
+//!   since it began (`Index::insert_rebuilt`): a publish or an adoption is
+//!   newer, and a key removed since cannot come back (it had to be in the
+//!   index to be removed). So nothing is counted twice and no removal is
+//!   undone.
+//! - Until the rebuild ends, the usage the index knows is partial: writes
+//!   count against it, the whole-cache quota is capped by the volume's
+//!   size rather than by what is free on it (known usage plus free room
+//!   would undercount), and at the end the limits are applied again and
+//!   whatever is over a quota is evicted at once.
+//! - No snapshot is saved while rebuilding (it would miss entries); the
+//!   next start then scans.
+//!
+//! Inserts go in batches under the index lock, so requests wait at most
+//! one batch.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use super::index::EntryMeta;
+use super::reaper::unlink_all;
+use super::{Store, meta_from_header, recover};
+use crate::metrics::{self, IndexStatus};
+use crate::names::{Key, KeyFormat, Namespace};
+
+/// Entries put in per hold of the index lock.
+const BATCH: usize = 2048;
+
+/// One entry found by the rebuild, before it goes in.
+struct Item {
+    ns: Vec<u8>,
+    key: Vec<u8>,
+    order: i64,
+    meta: EntryMeta,
+}
+
+impl Store {
+    /// Rebuilds the index in the calling thread (a store opened by a test
+    /// or a tool: complete once open returns).
+    pub(super) fn rebuild_now(&self) -> std::io::Result<()> {
+        self.begin_rebuild();
+        let r = self.rebuild_run();
+        self.end_rebuild(r.is_ok());
+        r
+    }
+
+    /// Starts rebuilding the index on a thread of its own; the store
+    /// serves meanwhile.
+    pub(super) fn rebuild_behind(self: &Arc<Self>) {
+        self.begin_rebuild();
+        let weak: Weak<Store> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("rebuild".into())
+            .spawn(move || {
+                // Held for the whole run; `end_session` asks it to stop.
+                let Some(store) = weak.upgrade() else { return };
+                let r = store.rebuild_run();
+                if let Err(e) = &r
+                    && !store.stopping()
+                {
+                    log::error!(
+                        "cannot rebuild the index ({e}): lookups keep going to the backing dir, listings and quotas know only what was found"
+                    );
+                }
+                store.end_rebuild(r.is_ok());
+            });
+        match spawned {
+            Ok(t) => *crate::sync::lock(&self.rebuild.thread) = Some(t),
+            Err(e) => {
+                log::warn!("no rebuild thread ({e}); rebuilding before serving");
+                let r = self.rebuild_run();
+                if let Err(e) = &r {
+                    log::error!("cannot rebuild the index: {e}");
+                }
+                self.end_rebuild(r.is_ok());
+            }
+        }
+    }
+
+    fn begin_rebuild(&self) {
+        self.rebuild.running.store(true, Ordering::Relaxed);
+        self.lock().begin_rebuild();
+    }
+
+    /// Whether the index is still being rebuilt.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuild.running.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the index is complete (an operator's purge must see
+    /// every entry).
+    pub fn wait_rebuilt(&self) {
+        if !self.rebuilding() {
+            return;
+        }
+        let mut done = crate::sync::lock(&self.rebuild.done);
+        while self.rebuilding() && !*done {
+            done = self
+                .rebuild
+                .done_cv
+                .wait(done)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Whether the index holds everything a rebuild found (a snapshot of
+    /// it may be saved).
+    pub(super) fn rebuilt(&self) -> bool {
+        self.rebuild.complete.load(Ordering::Relaxed)
+    }
+
+    /// Stops a rebuild under way and waits for its thread.
+    pub(super) fn stop_rebuild(&self) {
+        self.rebuild.stop.store(true, Ordering::Relaxed);
+        let t = crate::sync::lock(&self.rebuild.thread).take();
+        if let Some(t) = t
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+
+    /// What `stats` says of the index.
+    pub(super) fn index_status(&self) -> IndexStatus {
+        let r = &self.rebuild;
+        IndexStatus {
+            rebuilding: self.rebuilding(),
+            complete: self.rebuilt(),
+            source: if r.from_snapshot.load(Ordering::Relaxed) {
+                "snapshot"
+            } else {
+                "scan"
+            },
+            found_entries: r.found_entries.load(Ordering::Relaxed),
+            found_bytes: r.found_bytes.load(Ordering::Relaxed),
+            seconds: r.took_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.rebuild.stop.load(Ordering::Relaxed)
+    }
+
+    fn rebuild_run(&self) -> std::io::Result<()> {
+        let start = Instant::now();
+        let r = &self.rebuild;
+        let mut items = Vec::new();
+        if let Some(entries) = recover::take_snapshot(&self.layout) {
+            r.from_snapshot.store(true, Ordering::Relaxed);
+            items.reserve(entries.len());
+            for e in entries {
+                metrics::add(&r.found_entries, 1);
+                metrics::add(&r.found_bytes, e.stored_bytes);
+                let meta = e.meta(self.new_version());
+                items.push(Item {
+                    order: e.last_access,
+                    ns: e.namespace,
+                    key: e.key,
+                    meta,
+                });
+            }
+        } else {
+            let report = recover::scan_until(
+                &self.layout,
+                || self.stopping(),
+                |f| {
+                    metrics::add(&r.found_entries, 1);
+                    metrics::add(&r.found_bytes, f.stored_bytes);
+                    let meta = meta_from_header(
+                        &f.header,
+                        self.new_version(),
+                        f.file_id,
+                        f.file_size,
+                        f.stored_bytes,
+                        false,
+                    );
+                    items.push(Item {
+                        order: f.header.mtime,
+                        ns: f.header.namespace,
+                        key: f.header.key,
+                        meta,
+                    });
+                },
+            )?;
+            metrics::add(&self.metrics.corrupt, report.quarantined);
+            if report.quarantined > 0 {
+                log::info!("{} bad files quarantined", report.quarantined);
+            }
+        }
+        // Oldest first, so the LRU order follows recency (the snapshot's)
+        // or publish times (a scan's).
+        items.sort_by_key(|i| i.order);
+        let found = items.len();
+        let mut added = 0;
+        let mut rest = items.into_iter().peekable();
+        while rest.peek().is_some() {
+            if self.stopping() {
+                log::info!("index rebuild stopped: the store is closing");
+                return Err(std::io::Error::other("stopped"));
+            }
+            let mut idx = self.lock();
+            for it in rest.by_ref().take(BATCH) {
+                let (Ok(ns), Ok(key)) = (
+                    Namespace::parse(&it.ns),
+                    Key::parse(&it.key, KeyFormat::Any),
+                ) else {
+                    continue;
+                };
+                self.ensure_namespace_locked(&mut idx, &ns);
+                if idx.insert_rebuilt(&ns, key, it.meta) {
+                    added += 1;
+                }
+            }
+        }
+        r.took_ms
+            .store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        log::info!(
+            "index rebuilt from the {} in {:.2}s: {found} entries found, {added} new to the index",
+            if r.from_snapshot.load(Ordering::Relaxed) {
+                "snapshot"
+            } else {
+                "scan"
+            },
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The index is complete (or given up on): the limits apply to the
+    /// whole usage now.
+    fn end_rebuild(&self, complete: bool) {
+        self.lock().end_rebuild();
+        self.rebuild.complete.store(complete, Ordering::Relaxed);
+        self.rebuild.running.store(false, Ordering::Relaxed);
+        {
+            let mut done = crate::sync::lock(&self.rebuild.done);
+            *done = true;
+            self.rebuild.done_cv.notify_all();
+        }
+        if !complete {
+            return;
+        }
+        let config = self.config();
+        self.apply_limits(&config);
+        let mut trash = Vec::new();
+        {
+            let mut idx = self.lock();
+            let victims = idx.shrink_to_limits(self.clock.now());
+            if !victims.is_empty() {
+                log::info!("{} entries over the quota evicted", victims.len());
+            }
+            self.move_to_trash_locked(&idx, victims, &mut trash);
+        }
+        unlink_all(&self.layout.io, &trash);
+        super::release_freed_memory();
+    }
+}

@@ -1,0 +1,28 @@
+//! Where a rebuild of the index stands (see `rebuild.rs`): read
+//! lock-free by `stats`, waited on by an operator's purge. A leaf: the
+//! store's rebuild updates it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Where a rebuild stands; read lock-free by `stats`.
+#[derive(Default)]
+pub(super) struct Rebuild {
+    /// Set while the index is being rebuilt.
+    pub(super) running: AtomicBool,
+    /// Set once a rebuild has put in everything it found: only then may
+    /// the index be saved as a snapshot.
+    pub(super) complete: AtomicBool,
+    /// The end was asked for (the store is stopping).
+    pub(super) stop: AtomicBool,
+    pub(super) from_snapshot: AtomicBool,
+    /// Entries (and their stored bytes) found so far.
+    pub(super) found_entries: AtomicU64,
+    pub(super) found_bytes: AtomicU64,
+    /// Milliseconds the last rebuild took, once done.
+    pub(super) took_ms: AtomicU64,
+    pub(super) done: Mutex<bool>,
+    pub(super) done_cv: Condvar,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+}
