@@ -31,14 +31,15 @@ use super::errno::errno;
 use super::inodes::{InodeKind, kind_of};
 use super::types::{Ctx, Errno, Replier, XattrReply};
 use crate::store::{Key, Namespace, StoreError};
-use crate::store::{Lookup, MetaUpdate, PurgeFilter, PurgeSelect, SetMode, XattrChange, Xattrs};
+use crate::store::{Lookup, MetaUpdate, PurgeFilter, SetMode, XattrChange, Xattrs};
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
 const XATTR_SHA256: &str = "user.cachefs.sha256";
 const XATTR_STORED: &str = "user.cachefs.stored_bytes";
 /// Set on the mount root or a namespace dir: purges (value: `all`,
-/// `expired`, `older-than=SECONDS`). The daemon does the work, so its
+/// `expired`, `older-than=SECONDS`; on a namespace dir, followed by
+/// ` under=PATH` for the directory PATH only: `PurgeFilter::wire_value`). The daemon does the work, so its
 /// counters and `df` change at once.
 pub const XATTR_PURGE: &str = "user.cachefs.purge";
 /// Read back on the same dir by the same process: "ENTRIES BYTES" of its
@@ -131,23 +132,26 @@ impl CacheFs {
     /// (every namespace: root and the mount's owner only) or a namespace
     /// dir (whoever may write it; see the module docs).
     fn purge(&self, ctx: &Ctx, ino: u64, value: &[u8]) -> Result<(), Errno> {
-        let namespace = match kind_of(ino) {
+        let (namespace, ns_id) = match kind_of(ino) {
             Some(InodeKind::Root) => {
                 if ctx.uid != 0 && ctx.uid != self.uid {
                     return Err(Errno::EPERM);
                 }
-                None
+                (None, None)
             }
-            Some(InodeKind::Namespace(id)) => {
-                Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?)
-            }
+            Some(InodeKind::Namespace(id)) => (
+                Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?),
+                Some(id),
+            ),
             _ => return Err(Errno::ENOTSUP),
         };
-        let select: PurgeSelect = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim_end_matches('\0').parse().ok())
-            .ok_or(Errno::EINVAL)?;
-        let report = self.store.purge(&PurgeFilter { namespace, select });
+        let filter = PurgeFilter::from_wire(namespace, value).map_err(|_| Errno::EINVAL)?;
+        let report = self.store.purge(&filter).map_err(|e| self.fail(&e))?;
+        if let (Some(id), Some(prefix)) = (ns_id, &filter.prefix)
+            && filter.removes_dirs()
+        {
+            self.dirs_purged(id, prefix);
+        }
         let mut purges = crate::sync::lock(&self.purges);
         if purges.len() >= 1024 {
             purges.clear();

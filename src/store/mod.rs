@@ -47,6 +47,7 @@ mod follow;
 mod format;
 mod index;
 mod layout;
+mod listing;
 mod lookup;
 mod misses;
 mod namespaces;
@@ -451,6 +452,8 @@ mod fuzz_tests;
 mod sharing_meta_tests;
 #[cfg(test)]
 mod sharing_tests;
+#[cfg(all(test, debug_assertions))]
+mod staging_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
