@@ -39,7 +39,7 @@ const RELEASE_WAIT: Duration = Duration::from_millis(100);
 impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
     /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
-    fn entry_ttl(&self, info: &EntryInfo) -> Duration {
+    pub(super) fn entry_ttl(&self, info: &EntryInfo) -> Duration {
         match info.expires {
             None => ENTRY_CACHE_MAX,
             Some(at) => {
@@ -411,6 +411,7 @@ impl CacheFs {
                 uid: set.uid,
                 gid: set.gid,
                 truncate: set.size,
+                xattr: None,
             };
             self.store.update(&ns, &key, update)
         };

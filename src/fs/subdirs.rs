@@ -167,6 +167,18 @@ impl CacheFs {
         Ok(())
     }
 
+    /// After a purge under `prefix` that removed its directories: the
+    /// kernel forgets the directory's name (and so what it held), and the
+    /// inode table its numbers, unless a publish meanwhile kept it.
+    pub(super) fn dirs_purged(&self, ns_id: u32, prefix: &Key) {
+        if self.store.is_dir(ns_id, prefix.as_bytes()) {
+            return;
+        }
+        self.drop_name(ns_id, prefix);
+        self.subdirs.remove_under(ns_id, prefix.as_bytes());
+        self.ns_times.names_changed(ns_id);
+    }
+
     /// RENAME of a whole directory within its namespace (O(entries): see
     /// `Store::rename_dir`). The kernel keeps the inodes it holds, under
     /// their new names.

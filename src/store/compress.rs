@@ -336,9 +336,13 @@ impl Store {
         if let Some(packed) = self.pack(staging, level)? {
             header.compression = COMPRESSION_ZSTD;
             header.stored_content_size = packed.stored;
-            let plain = std::mem::replace(&mut staging.path, packed.path);
+            // The packed file is named: it is renamed into place. The
+            // plain one goes: by name, or (unnamed) with its descriptor.
+            let plain = staging.path.replace(packed.path);
             staging.file = packed.file;
-            let _ = self.layout.io.remove_file(&plain);
+            if let Some(plain) = plain {
+                let _ = self.layout.io.remove_file(&plain);
+            }
         }
         Ok(())
     }

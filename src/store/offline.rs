@@ -16,6 +16,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,6 +264,7 @@ impl OfflineStore {
                 .namespace
                 .as_ref()
                 .is_some_and(|ns| ns.as_bytes() != rec.namespace.as_slice())
+                || !filter.under_prefix(&rec.key)
                 || !filter.select.matches(rec.mtime, rec.expires, now)
             {
                 continue;
@@ -276,6 +278,21 @@ impl OfflineStore {
             report.bytes += rec.stored_bytes;
         }
         self.forget_in_snapshot(report.entries > 0);
+        if filter.removes_dirs()
+            && let (Some(ns), Some(prefix)) = (&filter.namespace, &filter.prefix)
+        {
+            // `rm -r`: the directories made by mkdir under the prefix, and
+            // the prefix's own, are markers; implied ones went with their
+            // entries. Only directories are there, never followed.
+            let marker = self
+                .layout
+                .dirs_dir()
+                .join(std::ffi::OsStr::from_bytes(ns.as_bytes()))
+                .join(std::ffi::OsStr::from_bytes(prefix.as_bytes()));
+            if fs::symlink_metadata(&marker).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&marker)?;
+            }
+        }
         Ok(report)
     }
 

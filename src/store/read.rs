@@ -289,6 +289,13 @@ impl Store {
             // is moved.
             let (file, compressed) = match self.readable_file(file, &meta)? {
                 Ok(f) => f,
+                // Read again as the backing dir has it now, never moved
+                // aside: a valid trailer is no damage.
+                Err(entry::CorruptEntry::Changed) => {
+                    self.forget_if_same(ns, key, &meta);
+                    self.adopt_from_backing(ns, key, self.clock.now())?;
+                    continue;
+                }
                 Err(why) => {
                     // Exactly the file checked: a newer one may have
                     // taken the path since.
@@ -402,7 +409,7 @@ impl Store {
         let io = &self.layout.io;
         let checked = entry::read_header(io, &file, meta.file_size).and_then(|h| {
             if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
-                return Err(entry::CorruptEntry::ContentChecksum);
+                return Err(entry::CorruptEntry::Changed);
             }
             Ok(h)
         });

@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::staging::{Owner, StagingFile};
+use super::staging::{Owner, StagingFile, create_staging_file};
+use super::xattrs::XattrChange;
 use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
 use crate::config::{Compression, Durability};
 use crate::metrics::{self, Op};
@@ -40,6 +41,8 @@ pub struct MetaUpdate {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub truncate: Option<u64>,
+    /// A `user.*` xattr set or removed.
+    pub xattr: Option<XattrChange>,
 }
 
 /// How a write begins (see `Store::start_write`).
@@ -192,9 +195,8 @@ impl Store {
         };
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
-        let path = self.layout.staging_path();
         let io = &self.layout.io;
-        let file = self.with_room_io(0, || io.create_new(&path))?;
+        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
         let mut staging = StagingFile::new(
             file,
             path,
@@ -237,6 +239,7 @@ impl Store {
             staging.uid = meta.uid;
             staging.gid = meta.gid;
             staging.ttl_secs = meta.ttl_secs;
+            staging.xattrs = header.xattrs;
         }
         Ok(staging)
     }
@@ -289,6 +292,8 @@ impl Store {
             // (a metadata change, a rename) changes the entry now.
             ctime: staging.ctime.unwrap_or(now),
             atime: staging.atime.unwrap_or(mtime),
+            renamed_from: None,
+            xattrs: staging.xattrs.clone(),
         };
         let io = &self.layout.io;
         if staging.overrun {
@@ -399,7 +404,7 @@ impl Store {
                 let keep = self.layout.trash_path();
                 io.hard_link(dest, &keep).ok().map(|()| (o.clone(), keep))
             });
-        let made = match self.rename_into_place(&staging.path, dest) {
+        let made = match self.put_in_place(staging, dest, old.is_some()) {
             Ok(m) => m,
             Err(e) => {
                 if let Some((_, keep)) = retired {
@@ -459,19 +464,5 @@ impl Store {
         drop(idx);
         self.dispose(trash);
         Ok((info, made))
-    }
-
-    /// Renames a staged file to its entry path. The shard directory is
-    /// made again if it went away since it was last seen; says whether.
-    fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
-        let io = &self.layout.io;
-        match io.rename(from, dest) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
-                self.layout.shard_vanished(dest);
-                let made = self.layout.ensure_shard(dest)?;
-                io.rename(from, dest).map(|()| made)
-            }
-            r => r.map(|()| false),
-        }
     }
 }
