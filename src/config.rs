@@ -17,6 +17,9 @@ use crate::access::{AccessOverride, IdSpec, parse_mode, resolve_group, resolve_u
 pub use crate::names::KeyFormat;
 use crate::names::Namespace;
 
+mod compression;
+pub use compression::Compression;
+
 /// Embedded default TTL: 2 hours.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// Embedded default total quota: 1 GiB (capped by the volume's room at mount).
@@ -57,6 +60,8 @@ pub struct NamespacePolicy {
     pub max_entry_bytes: Option<u64>,
     pub key_format: KeyFormat,
     pub durability: Durability,
+    /// `None`: the `[cache]` default (`CachePolicy::compression`).
+    pub compression: Option<Compression>,
     /// `owner`, `group`, `mode`: names resolved to ids when the config is
     /// loaded, so an unknown one is a config error at start (or reload).
     pub access: AccessOverride,
@@ -73,6 +78,8 @@ pub struct CachePolicy {
     pub sweep_interval: Duration,
     /// See `DEFAULT_POLL_INTERVAL`.
     pub poll_interval: Duration,
+    /// Of every namespace that sets none of its own.
+    pub compression: Compression,
 }
 
 impl Default for CachePolicy {
@@ -84,6 +91,7 @@ impl Default for CachePolicy {
             allow_new_namespaces: true,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            compression: Compression::None,
         }
     }
 }
@@ -114,6 +122,8 @@ struct RawCache {
     allow_new_namespaces: Option<bool>,
     sweep_interval: Option<Dur>,
     poll_interval: Option<Dur>,
+    compression: Option<compression::Algorithm>,
+    compression_level: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,6 +135,8 @@ struct RawNamespace {
     max_entry_bytes: Option<Size>,
     key_format: Option<KeyFormat>,
     durability: Option<Durability>,
+    compression: Option<compression::Algorithm>,
+    compression_level: Option<i64>,
     owner: Option<Id>,
     group: Option<Id>,
     mode: Option<Mode>,
@@ -254,6 +266,12 @@ impl Config {
             allow_new_namespaces: raw.cache.allow_new_namespaces.unwrap_or(true),
             sweep_interval: dur(raw.cache.sweep_interval, DEFAULT_SWEEP_INTERVAL),
             poll_interval: dur(raw.cache.poll_interval, DEFAULT_POLL_INTERVAL),
+            compression: compression::resolve(
+                "[cache]",
+                raw.cache.compression,
+                raw.cache.compression_level,
+                Compression::None,
+            )?,
         };
         if cache.sweep_interval.is_zero() {
             return Err("[cache] sweep_interval must be positive".into());
@@ -280,8 +298,17 @@ impl Config {
                     .map_err(id_err)?,
                 mode: ns.mode.map(|m| m.0),
             };
+            let own = ns.compression.is_some() || ns.compression_level.is_some();
+            let compression = own
+                .then(|| {
+                    let section = format!("[namespace.{name}]");
+                    let (a, l) = (ns.compression, ns.compression_level);
+                    compression::resolve(&section, a, l, cache.compression)
+                })
+                .transpose()?;
             let policy = NamespacePolicy {
                 access,
+                compression,
                 ttl: ns.ttl.map(|d| d.0),
                 max_bytes: ns.max_bytes.map(|s| s.0),
                 max_entries: ns.max_entries,
@@ -313,6 +340,7 @@ impl Config {
         let hd = humantime::format_duration;
         let _ = writeln!(out, "sweep_interval = \"{}\"", hd(c.sweep_interval));
         let _ = writeln!(out, "poll_interval = \"{}\"", hd(c.poll_interval));
+        out.push_str(&compression::to_toml(c.compression));
         for (name, ns) in &self.namespaces {
             let _ = writeln!(out, "\n[namespace.{}]", toml_key(name));
             if let Some(t) = ns.ttl {
@@ -336,6 +364,9 @@ impl Config {
                 Durability::Fsync => "fsync",
             };
             let _ = writeln!(out, "key_format = \"{kf}\"\ndurability = \"{du}\"");
+            if let Some(own) = ns.compression {
+                out.push_str(&compression::to_toml(own));
+            }
             for (field, value) in [("owner", ns.access.uid), ("group", ns.access.gid)] {
                 if let Some(v) = value {
                     let _ = writeln!(out, "{field} = {v}");
@@ -373,128 +404,4 @@ fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The shipped example documents every field, commented out: as
-    /// shipped it is the defaults, and uncommented it must still parse.
-    #[test]
-    fn the_shipped_example_config_is_valid_commented_and_uncommented() {
-        let text = include_str!("../systemd/example.toml");
-        assert_eq!(Config::parse(text).unwrap(), Config::default());
-        let uncommented: String = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| {
-                l.starts_with('[')
-                    || l.split_once(" = ").is_some_and(|(k, _)| {
-                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                    })
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let c = Config::parse(&uncommented).unwrap();
-        assert_eq!(c.cache.max_entries, Some(1_000_000));
-        let ns = &c.namespaces["enrichment"];
-        assert_eq!(ns.durability, Durability::Fsync);
-        assert_eq!(ns.key_format, KeyFormat::Sha256);
-        assert_eq!(ns.max_entry_bytes, Some(1 << 20));
-        assert_eq!(ns.access.mode, Some(0o750));
-    }
-
-    #[test]
-    fn empty_config_is_the_embedded_defaults() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.cache.default_ttl, DEFAULT_TTL);
-        assert_eq!(c.cache.max_bytes, None);
-        assert!(c.cache.allow_new_namespaces);
-        assert!(c.namespaces.is_empty());
-    }
-
-    #[test]
-    fn human_sizes_and_durations() {
-        let c = Config::parse(
-            "[cache]\nmax_bytes = \"512MiB\"\ndefault_ttl = \"7d\"\n\
-             [namespace.llm]\nttl = \"90s\"\nmax_bytes = \"10GB\"\nmax_entry_bytes = 4096\n\
-             key_format = \"sha256\"\ndurability = \"fsync\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.cache.max_bytes, Some(512 << 20));
-        assert_eq!(c.cache.default_ttl, Duration::from_secs(7 * 86400));
-        let ns = &c.namespaces["llm"];
-        assert_eq!(ns.ttl, Some(Duration::from_secs(90)));
-        assert_eq!(ns.max_bytes, Some(10_000_000_000));
-        assert_eq!(ns.max_entry_bytes, Some(4096));
-        assert_eq!(ns.key_format, KeyFormat::Sha256);
-        assert_eq!(ns.durability, Durability::Fsync);
-    }
-
-    #[test]
-    fn errors_are_one_line_and_name_the_problem() {
-        for (text, needle) in [
-            ("[cache]\nmax_byte = 1\n", "max_byte"),
-            ("[cache]\nmax_bytes = \"lots\"\n", "invalid size"),
-            ("[namespace.a]\nttl = \"soon\"\n", "invalid duration"),
-            ("[namespace.a]\nkey_format = \"md5\"\n", "md5"),
-            ("[cache\n", "line 1"),
-        ] {
-            let err = Config::parse(text).unwrap_err();
-            assert!(!err.contains('\n'), "multi-line error: {err:?}");
-            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
-        }
-    }
-
-    #[test]
-    fn owner_group_and_mode_by_name_or_id() {
-        let c = Config::parse(
-            "[namespace.svc]\nowner = \"root\"\ngroup = \"root\"\nmode = \"0750\"\n\
-             [namespace.num]\nowner = 998\ngroup = \"65534\"\nmode = \"1777\"\n\
-             [namespace.plain]\n",
-        )
-        .unwrap();
-        let svc = c.namespaces["svc"].access;
-        assert_eq!(
-            (svc.uid, svc.gid, svc.mode),
-            (Some(0), Some(0), Some(0o750))
-        );
-        let num = c.namespaces["num"].access;
-        assert_eq!(
-            (num.uid, num.gid, num.mode),
-            (Some(998), Some(65534), Some(0o1777))
-        );
-        assert!(c.namespaces["plain"].access.is_empty());
-        // The effective config shows them, and reads back the same.
-        let again = Config::parse(&c.to_toml(1 << 30)).unwrap();
-        assert_eq!(again.namespaces, c.namespaces);
-    }
-
-    #[test]
-    fn bad_owners_groups_and_modes_are_one_line_errors() {
-        for (text, needle) in [
-            (
-                "[namespace.a]\nowner = \"no-such-user-cachefs\"\n",
-                "no such user \"no-such-user-cachefs\"",
-            ),
-            (
-                "[namespace.a]\ngroup = \"no-such-group-cachefs\"\n",
-                "no such group",
-            ),
-            ("[namespace.a]\nmode = 750\n", "quoted octal string"),
-            ("[namespace.a]\nmode = \"rwx\"\n", "invalid mode"),
-            ("[namespace.a]\nmode = \"17777\"\n", "invalid mode"),
-            ("[namespace.a]\nowner = -1\n", "invalid user or group id -1"),
-        ] {
-            let err = Config::parse(text).unwrap_err();
-            assert!(!err.contains('\n'), "multi-line error: {err:?}");
-            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
-        }
-        let err = Config::parse("[namespace.a]\nowner = \"no-such-user-cachefs\"\n").unwrap_err();
-        assert!(err.contains("[namespace.a]"), "{err}");
-    }
-
-    #[test]
-    fn bad_namespace_names_are_refused() {
-        assert!(Config::parse("[namespace.\"a/b\"]\n").is_err());
-        assert!(Config::parse("[namespace.\"..\"]\n").is_err());
-    }
-}
+mod tests;

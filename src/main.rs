@@ -57,6 +57,11 @@ enum Command {
         /// Only this namespace.
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
+        /// Only under this directory of a namespace, NS/DIR (at a directory
+        /// boundary: ns/a/b is not ns/a/bc). With --all it is `rm -r` of
+        /// the directory: the directories under it, and it, go too.
+        #[arg(long, value_name = "NS/DIR", conflicts_with = "namespace")]
+        prefix: Option<String>,
         /// Entries published (or touched) longer ago than DUR ("90s", "2h", "7d").
         #[arg(long, value_name = "DUR")]
         older_than: Option<String>,
@@ -255,6 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             mountpoint,
             backing,
             namespace,
+            prefix,
             older_than,
             expired,
             all,
@@ -283,7 +289,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 _ => anyhow::bail!("give either MOUNTPOINT or --backing DIR, not both"),
             };
-            cli::purge::run(target, namespace.as_deref(), select, json)
+            let place = match (&namespace, &prefix) {
+                (_, Some(p)) => cli::purge::Place::Prefix(p),
+                (Some(n), None) => cli::purge::Place::Namespace(n),
+                (None, None) => cli::purge::Place::All,
+            };
+            cli::purge::run(target, place, select, json)
         }
         Command::Verify {
             backing,

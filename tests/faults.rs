@@ -94,7 +94,9 @@ fn a_publish_whose_rename_fails_is_eio_at_close() {
     }
     let f = Faulty::new("[namespace.ns]\n");
     write_file(&f.m.path("ns", "k"), b"old").unwrap();
-    f.inject("rename EIO\n");
+    // A new key's publish links its unnamed staging file into place (a
+    // rename where the filesystem has no O_TMPFILE): both fail.
+    f.inject("rename EIO\nlink EIO\n");
     let r = write_and_close(&f.m.path("ns", "k"), b"new version");
     assert_errno(r, libc::EIO, "close() of a publish the volume failed");
     let r = write_and_close(&f.m.path("ns", "fresh"), b"never seen");

@@ -151,8 +151,8 @@ fn stats_json_counts_a_known_sequence_exactly() {
     let s = m.stats();
     assert_eq!(s["format"], 2, "{s:#}");
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(s["backing_format"], 2);
-    assert_eq!(s["entry_format"], 2);
+    assert_eq!(s["backing_format"], 3);
+    assert_eq!(s["entry_format"], 3);
     assert!(s["uptime_seconds"].as_f64().unwrap() >= 1.0, "{s:#}");
     assert_fields(
         &s,
@@ -388,7 +388,7 @@ fn metrics_prom_parses_and_agrees_with_stats_json() {
         ("cachefs_backing_io_errors_total{}", 0.0),
         (
             &format!(
-                "cachefs_build_info{{backing_format=2,entry_format=2,version={}}}",
+                "cachefs_build_info{{backing_format=3,entry_format=3,version={}}}",
                 env!("CARGO_PKG_VERSION")
             ),
             1.0,

@@ -106,7 +106,6 @@ def test_new_namespace_made_by_the_first_write(mount: Mount) -> None:
     assert "made-on-first-write" in os.listdir(mount.mnt)
 
 
-@pytest.mark.xfail(reason="keys that are paths need issue 15 (mkdir inside a namespace)")
 def test_key_paths_make_their_directories(mount: Mount) -> None:
     cache = cachefs.Cache(mount.mnt, "plain")
     cache.set("news/espn/2026/123", b"article")

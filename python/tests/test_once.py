@@ -51,11 +51,6 @@ def test_eight_processes_one_mount_compute_once(
     assert cachefs.Cache(mount.mnt, "plain").get(key) == f"value-{runs(counter)[0]}".encode()
 
 
-@pytest.mark.xfail(
-    reason="O_EXCL and publishes across two daemons on one backing dir need the "
-    "sharing issue (13); one mount's claim is not seen through the other yet",
-    strict=False,
-)
 def test_eight_processes_two_mounts_compute_once(
     mounts: Callable[[str], Mount], workers: Workers, tmp_path: Path
 ) -> None:

@@ -467,9 +467,11 @@ impl Sink for StoreSink {
             st.set_ttl(Some(ttl));
         }
         st.set_mtime(m.mtime);
+        // What the entry cannot keep (not a user name, over a limit) is
+        // counted as dropped, as through a mount.
+        let dropped = st.keep_xattrs(&m.xattrs);
         s.publish(st).map_err(|e| e.to_string())?;
-        // The store keeps no user xattrs yet.
-        Ok(m.xattrs.len() as u64)
+        Ok(dropped)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

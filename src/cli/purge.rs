@@ -10,6 +10,11 @@
 //!
 //! Offline (`--backing DIR`) it works on the files, holding the backing
 //! dir's lock exclusively: it refuses when a live daemon holds the dir.
+//!
+//! `--prefix NS/DIR` narrows either to the keys under a directory; the
+//! live request is the same xattr on `MOUNT/NS`, its value followed by
+//! ` under=DIR` (on the namespace, not on the directory: with `--all` the
+//! directory itself goes, and the result is read back where it was set).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -21,7 +26,9 @@ use anyhow::{Context, Result, bail};
 
 use cachefs::fs::{XATTR_PURGE, XATTR_PURGED};
 use cachefs::store::offline::{Access, OfflineStore};
-use cachefs::store::{Namespace, PurgeFilter, PurgeReport, PurgeSelect, SystemClock};
+use cachefs::store::{
+    Key, KeyFormat, Namespace, PurgeFilter, PurgeReport, PurgeSelect, SystemClock,
+};
 
 use super::{human_bytes, offline_config, progress};
 
@@ -33,19 +40,47 @@ pub enum Target<'a> {
     },
 }
 
-pub fn run(
-    target: Target,
-    namespace: Option<&str>,
-    select: PurgeSelect,
-    json: bool,
-) -> Result<ExitCode> {
-    let ns = namespace
-        .map(|n| {
+/// Where a purge looks.
+pub enum Place<'a> {
+    All,
+    Namespace(&'a str),
+    /// `NS/DIR`: a directory of a namespace (or just `NS`).
+    Prefix(&'a str),
+}
+
+impl Place<'_> {
+    fn filter(&self, select: PurgeSelect) -> Result<PurgeFilter> {
+        let parse_ns = |n: &str| {
             Namespace::parse(n.as_bytes()).map_err(|e| anyhow::anyhow!("bad namespace {n:?}: {e}"))
+        };
+        let (namespace, prefix) = match self {
+            Place::All => (None, None),
+            Place::Namespace(n) => (Some(parse_ns(n)?), None),
+            Place::Prefix(p) => {
+                // `ns/a/b/` is `ns/a/b`, as for `rm -r`.
+                let p = p.trim_end_matches('/');
+                match p.split_once('/') {
+                    None => (Some(parse_ns(p)?), None),
+                    Some((n, dir)) => {
+                        let key = Key::parse(dir.as_bytes(), KeyFormat::Any)
+                            .map_err(|e| anyhow::anyhow!("bad prefix {p:?}: {e}"))?;
+                        (Some(parse_ns(n)?), Some(key))
+                    }
+                }
+            }
+        };
+        Ok(PurgeFilter {
+            namespace,
+            prefix,
+            select,
         })
-        .transpose()?;
+    }
+}
+
+pub fn run(target: Target, place: Place, select: PurgeSelect, json: bool) -> Result<ExitCode> {
+    let filter = place.filter(select)?;
     let (report, how) = match target {
-        Target::Mount(mnt) => (live(mnt, ns.as_ref(), select)?, "live"),
+        Target::Mount(mnt) => (live(mnt, &filter)?, "live"),
         Target::Backing { dir, config } => {
             let store = OfflineStore::open(
                 dir,
@@ -55,10 +90,6 @@ pub fn run(
             )?;
             let files = store.entry_files();
             let pb = progress(files.len() as u64, "purging");
-            let filter = PurgeFilter {
-                namespace: ns,
-                select,
-            };
             let r = store
                 .purge(&files, &filter, || pb.inc(1))
                 .context("purge failed")?;
@@ -81,19 +112,19 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn live(mnt: &Path, ns: Option<&Namespace>, select: PurgeSelect) -> Result<PurgeReport> {
+fn live(mnt: &Path, filter: &PurgeFilter) -> Result<PurgeReport> {
     if !super::cachefs_mounts()?.iter().any(|m| same_file(m, mnt)) {
         bail!(
             "{} is not a cachefs mount (for a backing dir with no daemon, use --backing DIR)",
             mnt.display()
         );
     }
-    let dir = match ns {
+    let dir = match &filter.namespace {
         Some(ns) => mnt.join(std::ffi::OsStr::from_bytes(ns.as_bytes())),
         None => mnt.to_path_buf(),
     };
     let path = CString::new(dir.as_os_str().as_bytes()).context("path has a NUL byte")?;
-    let value = select.to_string();
+    let value = filter.wire_value();
     let set = CString::new(XATTR_PURGE).expect("no NUL");
     // SAFETY: valid C strings and a buffer of the given length.
     let r = unsafe {
@@ -107,6 +138,12 @@ fn live(mnt: &Path, ns: Option<&Namespace>, select: PurgeSelect) -> Result<Purge
     };
     if r != 0 {
         let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINVAL) && filter.prefix.is_some() {
+            bail!(
+                "cannot purge {}: the daemon does not take --prefix (an older cachefs?)",
+                dir.display()
+            );
+        }
         bail!("cannot purge {}: {e}", dir.display());
     }
     let get = CString::new(XATTR_PURGED).expect("no NUL");

@@ -160,13 +160,14 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
     rows.push(("TOTAL".into(), &doc["total"]));
     let _ = writeln!(
         out,
-        "\n{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>17} {:>9} {:>9} {:>9} {:>9}",
+        "\n{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>6} {:>17} {:>9} {:>9} {:>9} {:>9}",
         "NAMESPACE",
         "HIT%",
         "HITS",
         "MISSES",
         "ENTRIES",
         "STORED",
+        "RATIO",
         "QUOTA",
         "EVICTED",
         "EXPIRED",
@@ -176,13 +177,16 @@ pub fn render(mnt: &Path, doc: &Value) -> String {
     for (name, s) in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>17} {:>9} {:>9} {:>9} {:>9}",
+            "{:<16} {:>7} {:>10} {:>10} {:>9} {:>11} {:>6} {:>17} {:>9} {:>9} {:>9} {:>9}",
             name,
             ratio(s),
             u(&s["hits"]),
             u(&s["misses"]),
             u(&s["entries"]),
             human_bytes(u(&s["bytes"])),
+            s["compression_ratio"]
+                .as_f64()
+                .map_or("-".into(), |r| format!("{r:.2}")),
             quota(s),
             u(&s["evictions"]),
             u(&s["expirations"]),

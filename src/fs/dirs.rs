@@ -113,7 +113,7 @@ impl CacheFs {
         umask: u32,
     ) -> Result<Entry, Errno> {
         if parent != inodes::ROOT {
-            return self.mkdir_in(parent, name);
+            return self.mkdir_in(ctx, parent, name, mode & !umask);
         }
         let access = NsAccess {
             uid: ctx.uid,
@@ -129,13 +129,13 @@ impl CacheFs {
         Ok(Entry::cached(self.namespace_attr(id, access), DIR_TTL))
     }
 
-    /// The group of an entry `ctx` creates in namespace `ns_id`: the
-    /// creator's, or the namespace's when it is setgid, as in a local
-    /// directory (so a team's `2770` namespace keeps its entries the
-    /// team's).
-    pub(super) fn new_entry_gid(&self, ctx: &Ctx, ns_id: u32) -> u32 {
-        match self.store.namespace_access(ns_id) {
-            Some(a) if a.mode & libc::S_ISGID != 0 => a.gid,
+    /// The group of an entry `ctx` creates in directory `dir` of namespace
+    /// `ns_id`: the creator's, or the directory's when it is setgid, as in
+    /// a local directory (so a team's `2770` namespace keeps its entries
+    /// the team's).
+    pub(super) fn new_entry_gid(&self, ctx: &Ctx, ns_id: u32, dir: &[u8]) -> u32 {
+        match self.store.dir_access(ns_id, dir) {
+            Some((a, _)) if a.mode & libc::S_ISGID != 0 => a.gid,
             _ => ctx.gid,
         }
     }
@@ -186,7 +186,7 @@ impl CacheFs {
             Err(StoreError::NotFound) if !writers.is_empty() => {}
             Err(e) => return Err(self.fail(&e)),
         }
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(())
     }
 
@@ -273,7 +273,8 @@ impl CacheFs {
             }
         }
         self.inodes.rename(&ns, &from, &to);
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, from.dir());
+        self.ns_times.names_changed_in(ns_id, to.dir());
         Ok(())
     }
 

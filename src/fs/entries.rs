@@ -39,7 +39,7 @@ const RELEASE_WAIT: Duration = Duration::from_millis(100);
 impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
     /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
-    fn entry_ttl(&self, info: &EntryInfo) -> Duration {
+    pub(super) fn entry_ttl(&self, info: &EntryInfo) -> Duration {
         match info.expires {
             None => ENTRY_CACHE_MAX,
             Some(at) => {
@@ -77,17 +77,18 @@ impl CacheFs {
 
     /// A namespace's directory: its owner, group and mode.
     pub(super) fn namespace_attr(&self, id: u32, access: NsAccess) -> Attr {
-        let (mtime, ctime) = self.ns_times.get(id);
+        let (atime, mtime, ctime) = self.ns_times.get_in(id, b"");
+        let nlink = self.store.dir_access(id, b"").map_or(2, |(_, n)| n);
         Attr {
             ino: inodes::namespace_ino(id),
             size: 0,
             blocks: 0,
-            atime: mtime,
+            atime,
             mtime,
             ctime,
             kind: FileKind::Directory,
             perm: (access.mode & MODE_BITS) as u16,
-            nlink: 2,
+            nlink,
             uid: access.uid,
             gid: access.gid,
             blksize: BLOCK_SIZE,
@@ -363,19 +364,7 @@ impl CacheFs {
             return reply.reply(self.set_namespace_attr(id, &set));
         }
         if let Some(InodeKind::SubDir) = kind_of(ino) {
-            // A directory's owner and mode are its namespace's: a chmod
-            // or chown could not hold, so it is refused; times (`touch`
-            // of a directory, tools that utimensat their dirs) follow
-            // what changes in the namespace and are left as they are.
-            let r = if set.size.is_some() {
-                Err(Errno::EISDIR)
-            } else if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
-                Err(Errno::EPERM)
-            } else {
-                self.subdir_getattr(ino)
-                    .map(|attr| AttrReply { attr, ttl: DIR_TTL })
-            };
-            return reply.reply(r);
+            return reply.reply(self.subdir_setattr(ino, &set));
         }
         if kind_of(ino) != Some(InodeKind::Entry) {
             // The root and control files: nothing to change; report as is.
@@ -422,6 +411,7 @@ impl CacheFs {
                 uid: set.uid,
                 gid: set.gid,
                 truncate: set.size,
+                xattr: None,
             };
             self.store.update(&ns, &key, update)
         };
@@ -470,6 +460,7 @@ impl CacheFs {
         if set.uid.is_some() || set.gid.is_some() || set.mode.is_some() {
             self.ns_times.attrs_changed(id);
         }
+        self.set_dir_times(id, b"", set);
         Ok(AttrReply {
             attr: self.namespace_attr(id, access),
             ttl: DIR_TTL,

@@ -24,6 +24,8 @@ pub fn errno(e: &StoreError) -> Errno {
             NameError::Reserved => Errno::EPERM,
         },
         StoreError::InvalidValue => Errno::EINVAL,
+        StoreError::NoAttr => Errno::ENODATA,
+        StoreError::ValueTooBig => Errno::E2BIG,
         StoreError::Io(io) => match io.raw_os_error() {
             // The backing volume itself is full: the rare ENOSPC.
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => Errno::ENOSPC,

@@ -1,7 +1,8 @@
 //! The adapter between the kernel's FUSE protocol (fuser) and the
 //! filesystem core: each handler decodes its request, makes one call to
 //! `CacheFs`, and maps the answer to a reply. Nothing here decides
-//! anything; the only file of `fs` that names a fuser type.
+//! anything; with `fuse_replies.rs` (deferred replies), the only files
+//! of `fs` that name a fuser type.
 
 use std::ffi::OsStr;
 use std::io;
@@ -9,19 +10,16 @@ use std::time::SystemTime;
 
 use fuser::{
     FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::CacheFs;
 use super::dirs::RenameMode;
-use super::types::{
-    Attr, AttrReply, Ctx, Entry, Errno, FileKind, KernelCache, Opened, Replier, SetAttr, TimeSet,
-    XattrReply,
-};
+use super::types::{Attr, Ctx, Entry, Errno, FileKind, Opened, Replier, SetAttr, TimeSet};
 
-fn errno(e: Errno) -> fuser::Errno {
+pub(super) fn errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e as i32)
 }
 
@@ -40,7 +38,7 @@ fn file_type(k: FileKind) -> FileType {
     }
 }
 
-fn file_attr(a: &Attr) -> FileAttr {
+pub(super) fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -60,7 +58,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn fopen_flags(o: &Opened) -> FopenFlags {
+pub(super) fn fopen_flags(o: &Opened) -> FopenFlags {
     let mut f = FopenFlags::empty();
     if o.direct_io {
         f |= FopenFlags::FOPEN_DIRECT_IO;
@@ -107,59 +105,10 @@ fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+pub(super) fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
     match r {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
-    }
-}
-
-impl Replier<Opened> for ReplyOpen {
-    fn reply(self, r: Result<Opened, Errno>) {
-        match r {
-            Ok(o) => self.opened(FileHandle(o.fh), fopen_flags(&o)),
-            Err(e) => self.error(errno(e)),
-        }
-    }
-}
-
-impl Replier<Vec<u8>> for ReplyData {
-    fn reply(self, r: Result<Vec<u8>, Errno>) {
-        match r {
-            Ok(bytes) => self.data(&bytes),
-            Err(e) => self.error(errno(e)),
-        }
-    }
-}
-
-impl Replier<AttrReply> for ReplyAttr {
-    fn reply(self, r: Result<AttrReply, Errno>) {
-        match r {
-            Ok(a) => self.attr(&a.ttl, &file_attr(&a.attr)),
-            Err(e) => self.error(errno(e)),
-        }
-    }
-}
-
-impl Replier<()> for ReplyEmpty {
-    fn reply(self, r: Result<(), Errno>) {
-        reply_empty(self, r)
-    }
-}
-
-impl Replier<XattrReply> for ReplyXattr {
-    fn reply(self, r: Result<XattrReply, Errno>) {
-        match r {
-            Ok(XattrReply::Size(n)) => self.size(n),
-            Ok(XattrReply::Data(v)) => self.data(&v),
-            Err(e) => self.error(errno(e)),
-        }
-    }
-}
-
-impl KernelCache for Notifier {
-    fn forget_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
-        self.inval_entry(INodeNo(parent), name)
     }
 }
 
@@ -177,6 +126,17 @@ impl Filesystem for CacheFs {
         // mmap of a file being written (writers use direct I/O; kernels
         // from 6.6). Readers use the page cache and mmap as usual.
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Listings with attributes: `ls -l` and `du` after a start send no
+        // LOOKUP per entry. Not READDIRPLUS_AUTO: it asks for them in a
+        // listing's first chunk only unless names were looked at between
+        // chunks, and `du` reads the whole listing before its first stat,
+        // so all but 150 of its names were looked up one by one.
+        if config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            log::info!("kernel lacks READDIRPLUS; listings are plain");
+        }
         Ok(())
     }
 
@@ -252,6 +212,28 @@ impl Filesystem for CacheFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         reply_empty(reply, CacheFs::rmdir(self, parent.0, name))
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, CacheFs::symlink(self))
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, CacheFs::link(self))
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -396,6 +378,31 @@ impl Filesystem for CacheFs {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = CacheFs::readdirplus(self, ino.0, fh.0, offset, |name, next, e| {
+            let ttl = e.entry_ttl.min(e.attr_ttl);
+            reply.add(
+                INodeNo(e.attr.ino),
+                next,
+                name,
+                &ttl,
+                &file_attr(&e.attr),
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -422,13 +429,13 @@ impl Filesystem for CacheFs {
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         reply_empty(
             reply,
-            CacheFs::setxattr(self, &ctx(req), ino.0, name, value),
+            CacheFs::setxattr(self, &ctx(req), ino.0, name, value, flags),
         )
     }
 

@@ -150,6 +150,14 @@ impl HandleTable {
         !self.writers_lock().is_empty()
     }
 
+    /// Whether a key under directory `dir` of `ns` is being written (or
+    /// was closed unwritten and awaits its RELEASE, which publishes it).
+    pub fn writes_under(&self, ns: &Namespace, dir: &[u8]) -> bool {
+        self.writers_lock().keys().any(|(n, k)| {
+            n == ns && k.as_bytes().starts_with(dir) && k.as_bytes().get(dir.len()) == Some(&b'/')
+        })
+    }
+
     /// A write handle now writes `to` (its writer renamed the file).
     pub fn rekey(&self, fh: u64, ns: &Namespace, from: &Key, to: &Key) {
         let mut writers = self.writers_lock();

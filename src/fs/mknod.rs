@@ -7,6 +7,17 @@
 //! POSIX gives for a file type the filesystem does not allow; ENOSYS (the
 //! answer before) told `mkfifo` users that the call was missing.
 //!
+//! Symlinks stay EPERM rather than becoming entries: an entry is content
+//! with a checksum, a TTL and a size that quotas count, and a link has
+//! none of these; its target could lead readers out of the cache. Tools
+//! that make them in a cache dir carry on without: ccache's lock files are
+//! symlinks, and ccache takes EPERM, and only EPERM, for "this filesystem
+//! has no symlinks" and goes on unlocked (any other errno, ENOSYS
+//! included, fails its lock); what it writes is written whole by a rename,
+//! so racing ccaches can at worst lose a stats increment. Answered here,
+//! not by fuser's default, which logs a warning per call: ccache tries
+//! once per stats file it updates, a daemon log line or more per compile.
+//!
 //! Invariant: the new entry is published whole before the reply, like a
 //! writer's close(): `mknod` is an exclusive create (EEXIST while the key
 //! is live or being written anywhere), and the name is not cached by the
@@ -23,6 +34,17 @@ use super::types::{Ctx, Entry, Errno};
 use crate::store::{NewWrite, Owner, WriteBy, WriteFrom};
 
 impl CacheFs {
+    /// SYMLINK: not an entry (see the module docs).
+    pub fn symlink(&self) -> Result<Entry, Errno> {
+        Err(Errno::EPERM)
+    }
+
+    /// LINK: a version has one name, its key; a hard link would be a
+    /// second key sharing the first's content, TTL and eviction.
+    pub fn link(&self) -> Result<Entry, Errno> {
+        Err(Errno::EPERM)
+    }
+
     pub fn mknod(
         &self,
         ctx: &Ctx,
@@ -50,7 +72,8 @@ impl CacheFs {
             from: WriteFrom::Empty,
             owner: Owner {
                 uid: ctx.uid,
-                gid: ctx.gid,
+                // As CREATE: a setgid directory's group.
+                gid: self.new_entry_gid(ctx, ns_id, &dir),
                 mode: mode & !umask & 0o7777,
             },
             version: None,
@@ -65,7 +88,7 @@ impl CacheFs {
         let info = self.store.publish(staging).map_err(|e| self.fail(&e))?;
         let attr = self.entry_attr(&info);
         self.inodes.remember(&ns, &key, attr);
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(Entry::cached(attr, Duration::ZERO))
     }
 }

@@ -28,7 +28,8 @@
 //! Metrics: the store counts what it decides (hits, misses, refusals);
 //! this layer counts only backing I/O errors turned into EIO (`errno.rs`).
 //!
-//! Files: `types.rs` what handlers answer; `fuse.rs` the adapter;
+//! Files: `types.rs` what handlers answer; `fuse.rs` the adapter (and
+//! `fuse_replies.rs` its deferred replies);
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `exits.rs` closes by killed processes;
@@ -38,12 +39,14 @@
 
 mod control;
 mod dirinodes;
+mod dirplus;
 mod dirs;
 mod disk;
 mod entries;
 mod errno;
 mod exits;
 pub mod fuse;
+mod fuse_replies;
 mod handles;
 mod inodes;
 mod invalidate;
@@ -138,7 +141,7 @@ impl CacheFs {
             // stays unhashed whatever the late reply says.
             Change::Removed { ns_id, key } => {
                 // Unlink, expiry, eviction, purge: a name left its dir.
-                times.names_changed(ns_id);
+                times.names_changed_in(ns_id, key.dir());
                 if let Some(parent) = parent_ino(ns_id, key) {
                     inv.entry(parent, name(key))
                 }

@@ -17,12 +17,25 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+/// (atime, mtime, ctime) of one directory.
+type Times = (SystemTime, SystemTime, SystemTime);
+/// A directory: its namespace's id and its path (`b""`: the namespace).
+type DirId = (u32, Box<[u8]>);
+
 /// Lock order: taken last, alone (nothing else is called under it), so
 /// the store's change listener may take it under the store's locks.
+///
+/// Directories inside a namespace keep theirs here too, by path (`b""`:
+/// the namespace itself), so a name made in `a/b` moves `a/b`'s times,
+/// not the namespace's.
 pub struct NsTimes {
     started: SystemTime,
-    /// Namespace id -> (mtime, ctime), for those changed since the start.
-    times: Mutex<HashMap<u32, (SystemTime, SystemTime)>>,
+    /// (namespace id, dir path) -> times, for those changed since the start.
+    times: Mutex<HashMap<DirId, Times>>,
+}
+
+fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
 }
 
 impl NsTimes {
@@ -36,25 +49,82 @@ impl NsTimes {
     /// A name appeared in namespace `id` or left it (also: `id` was just
     /// made, so an id reused after an rmdir starts afresh).
     pub fn names_changed(&self, id: u32) {
+        self.names_changed_in(id, b"");
+    }
+
+    /// A name appeared in directory `dir` of namespace `id` or left it
+    /// (also: `dir` was just made).
+    pub fn names_changed_in(&self, id: u32, dir: &[u8]) {
         let now = SystemTime::now();
-        crate::sync::lock(&self.times).insert(id, (now, now));
+        crate::sync::lock(&self.times)
+            .entry((id, dir.into()))
+            .and_modify(|t| (t.1, t.2) = (now, now))
+            .or_insert((now, now, now));
     }
 
     /// Its owner, group or mode changed.
     pub fn attrs_changed(&self, id: u32) {
-        let now = SystemTime::now();
-        crate::sync::lock(&self.times)
-            .entry(id)
-            .and_modify(|t| t.1 = now)
-            .or_insert((self.started, now));
+        self.attrs_changed_in(id, b"");
     }
 
-    /// (mtime, ctime) of namespace `id`.
-    pub fn get(&self, id: u32) -> (SystemTime, SystemTime) {
+    pub fn attrs_changed_in(&self, id: u32, dir: &[u8]) {
+        let now = SystemTime::now();
         crate::sync::lock(&self.times)
-            .get(&id)
+            .entry((id, dir.into()))
+            .and_modify(|t| t.2 = now)
+            .or_insert((self.started, self.started, now));
+    }
+
+    /// `utimensat` of a directory (`None`: left as is); its ctime is now.
+    pub fn set_in(
+        &self,
+        id: u32,
+        dir: &[u8],
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) {
+        let now = SystemTime::now();
+        let mut t = crate::sync::lock(&self.times);
+        let e = t
+            .entry((id, dir.into()))
+            .or_insert((self.started, self.started, self.started));
+        e.0 = atime.unwrap_or(e.0);
+        e.1 = mtime.unwrap_or(e.1);
+        e.2 = now;
+    }
+
+    /// (atime, mtime, ctime) of directory `dir` of namespace `id`.
+    pub fn get_in(&self, id: u32, dir: &[u8]) -> Times {
+        crate::sync::lock(&self.times)
+            .get(&(id, dir.into()))
             .copied()
-            .unwrap_or((self.started, self.started))
+            .unwrap_or((self.started, self.started, self.started))
+    }
+
+    /// A directory and everything under it moved: their times go along
+    /// (a rename changes the directory's ctime, as a local one's).
+    pub fn rename_in(&self, id: u32, from: &[u8], to: &[u8]) {
+        let now = SystemTime::now();
+        let mut t = crate::sync::lock(&self.times);
+        t.retain(|(i, p), _| *i != id || !is_under(p, to));
+        let moved: Vec<(Box<[u8]>, Times)> = t
+            .iter()
+            .filter(|((i, p), _)| *i == id && is_under(p, from))
+            .map(|((_, p), v)| (p.clone(), *v))
+            .collect();
+        for (old, v) in moved {
+            t.remove(&(id, old.clone()));
+            let new: Box<[u8]> = [to, &old[from.len()..]].concat().into();
+            t.insert((id, new), v);
+        }
+        t.entry((id, to.into()))
+            .and_modify(|v| v.2 = now)
+            .or_insert((self.started, self.started, now));
+    }
+
+    /// A directory and everything under it are gone.
+    pub fn forget_in(&self, id: u32, dir: &[u8]) {
+        crate::sync::lock(&self.times).retain(|(i, p), _| *i != id || !is_under(p, dir));
     }
 }
 
@@ -62,6 +132,13 @@ impl NsTimes {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    impl NsTimes {
+        fn get(&self, id: u32) -> (SystemTime, SystemTime) {
+            let (_, m, c) = self.get_in(id, b"");
+            (m, c)
+        }
+    }
 
     #[test]
     fn names_move_both_times_attributes_only_the_ctime() {

@@ -409,14 +409,14 @@ fn xattrs_and_control_files() {
         answer(|r| f.fs.getxattr(&ME, v, ttl, 2, r)),
         Err(Errno::ERANGE)
     );
-    f.fs.setxattr(&ME, v, ttl, b"60").unwrap();
+    f.fs.setxattr(&ME, v, ttl, b"60", 0).unwrap();
     assert_eq!(
         answer(|r| f.fs.getxattr(&ME, v, ttl, 64, r)),
         Ok(XattrReply::Data(b"60".to_vec()))
     );
-    assert_eq!(f.fs.setxattr(&ME, v, ttl, b"soon"), Err(Errno::EINVAL));
+    assert_eq!(f.fs.setxattr(&ME, v, ttl, b"soon", 0), Err(Errno::EINVAL));
     assert_eq!(
-        f.fs.setxattr(&ME, v, os("user.cachefs.sha256"), b"0"),
+        f.fs.setxattr(&ME, v, os("user.cachefs.sha256"), b"0", 0),
         Err(Errno::EPERM)
     );
     let XattrReply::Data(names) = f.fs.listxattr(v, 1024).unwrap() else {
@@ -424,7 +424,7 @@ fn xattrs_and_control_files() {
     };
     assert_eq!(names.iter().filter(|&&b| b == 0).count(), 4);
     // A purge through the namespace dir, read back by its caller.
-    f.fs.setxattr(&ME, a, os(XATTR_PURGE), b"all").unwrap();
+    f.fs.setxattr(&ME, a, os(XATTR_PURGE), b"all", 0).unwrap();
     assert_eq!(
         answer(|r| f.fs.getxattr(&ME, a, os(XATTR_PURGED), 64, r)),
         Ok(XattrReply::Data(b"1 4096".to_vec()))

@@ -53,7 +53,8 @@ use std::time::Instant;
 use super::errno::counted_errno;
 use super::types::{Errno, SetAttr};
 use crate::store::{
-    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, WriteBy, WriteFrom,
+    EntryInfo, Key, Namespace, NewWrite, Owner, StagingFile, Store, StoreError, WriteBy, WriteFrom,
+    XattrChange,
 };
 
 /// Stands for "whoever" when a write arrives without a lock owner.
@@ -298,6 +299,19 @@ impl Writer {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// An xattr changed on the file while it is staged goes with its
+    /// content. `None` when nothing is staged (the live entry's changes).
+    pub fn change_xattr(&mut self, change: &XattrChange) -> Option<Result<(), StoreError>> {
+        match &mut self.stage {
+            Stage::Staged(st) => {
+                self.only_opened = false;
+                self.deferred = None;
+                Some(st.change_xattr(change))
+            }
+            _ => None,
         }
     }
 

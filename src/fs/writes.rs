@@ -84,7 +84,7 @@ impl CacheFs {
             flags,
             owner: Owner {
                 uid: ctx.uid,
-                gid: self.new_entry_gid(ctx, ns_id),
+                gid: self.new_entry_gid(ctx, ns_id, &dir),
                 mode: mode & !umask & 0o7777,
             },
             version: None,
@@ -94,7 +94,7 @@ impl CacheFs {
         self.inodes.remember(&ns, &key, attr);
         // The kernel creates only a name it did not find: a new name,
         // to its creator from now on.
-        self.ns_times.names_changed(ns_id);
+        self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(Created {
             entry: Entry::cached(attr, Duration::ZERO),
             opened: Opened {

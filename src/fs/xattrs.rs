@@ -1,7 +1,10 @@
 //! Extended attributes: an entry's `user.cachefs.*` metadata (`ttl`,
 //! `expires`, `sha256`, `stored_bytes`; only `ttl` may be set or removed),
-//! and purges requested on the mount root or a namespace dir
-//! (`user.cachefs.purge`, read back as `user.cachefs.purged`).
+//! its own `user.*` xattrs (any other `user.` name: kept by the store in
+//! the version's trailer, see `store/xattrs.rs`; other namespaces such as
+//! `trusted.` and `security.` are ENOTSUP), and purges requested on the
+//! mount root or a namespace dir (`user.cachefs.purge`, read back as
+//! `user.cachefs.purged`).
 //!
 //! Who may (the kernel checks, as the mount has `default_permissions`):
 //! setting or removing an entry's `user.cachefs.ttl` needs write
@@ -15,7 +18,10 @@
 //!
 //! Invariants: a purge's result is answered only once the kernel has
 //! forgotten the purged keys; a TTL set on a file being written goes with
-//! its staged content.
+//! its staged content, and so does a user xattr: a file being written
+//! shows its writer (and everyone holding its inode) the xattrs it will be
+//! published with, which are none for new content and the live
+//! version's for a copy-on-write open (an append keeps them).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,23 +30,81 @@ use super::CacheFs;
 use super::errno::errno;
 use super::inodes::{InodeKind, kind_of};
 use super::types::{Ctx, Errno, Replier, XattrReply};
-use crate::store::{Lookup, MetaUpdate, PurgeFilter, PurgeSelect};
+use crate::store::{Key, Namespace, StoreError};
+use crate::store::{Lookup, MetaUpdate, PurgeFilter, SetMode, XattrChange, Xattrs};
 
 const XATTR_TTL: &str = "user.cachefs.ttl";
 const XATTR_EXPIRES: &str = "user.cachefs.expires";
 const XATTR_SHA256: &str = "user.cachefs.sha256";
 const XATTR_STORED: &str = "user.cachefs.stored_bytes";
 /// Set on the mount root or a namespace dir: purges (value: `all`,
-/// `expired`, `older-than=SECONDS`). The daemon does the work, so its
+/// `expired`, `older-than=SECONDS`; on a namespace dir, followed by
+/// ` under=PATH` for the directory PATH only: `PurgeFilter::wire_value`). The daemon does the work, so its
 /// counters and `df` change at once.
 pub const XATTR_PURGE: &str = "user.cachefs.purge";
 /// Read back on the same dir by the same process: "ENTRIES BYTES" of its
 /// last purge there.
 pub const XATTR_PURGED: &str = "user.cachefs.purged";
 
+/// Whether `name` is an entry's own xattr (the store keeps it).
+fn is_user_name(name: &[u8]) -> bool {
+    name.starts_with(b"user.") && !name.starts_with(b"user.cachefs.")
+}
+
 impl CacheFs {
+    /// Applies a user xattr change to what inode `ino` shows: its staged
+    /// content if a writer holds it, else the live version (in place).
+    fn change_user_xattr(&self, ino: u64, change: XattrChange) -> Result<(), Errno> {
+        let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        for h in self.handles.writers_of(&ns, &key) {
+            if let Some(mut w) = h.writer()
+                && w.ino == ino
+                && let Some(r) = w.change_xattr(&change)
+            {
+                return r.map_err(|e| errno(&e));
+            }
+        }
+        let update = MetaUpdate {
+            xattr: Some(change),
+            ..MetaUpdate::default()
+        };
+        self.store
+            .update(&ns, &key, update)
+            .map(|_| ())
+            .map_err(|e| match e {
+                // Nothing live to hold it: an entry gone meanwhile.
+                StoreError::NotFound => Errno::ENOENT,
+                e => self.fail(&e),
+            })
+    }
+
+    /// The user xattrs inode `ino` shows (see `change_user_xattr`).
+    fn user_xattrs(&self, ns: &Namespace, key: &Key, ino: u64) -> Result<Xattrs, Errno> {
+        for h in self.handles.writers_of(ns, key) {
+            if let Some(w) = h.writer()
+                && w.ino == ino
+                && let Some(st) = w.staged()
+            {
+                return Ok(st.xattrs().clone());
+            }
+        }
+        match self.store.xattrs(ns, key) {
+            Ok(x) => Ok(x),
+            Err(StoreError::NotFound) => Ok(Xattrs::new()),
+            Err(e) => Err(errno(&e)),
+        }
+    }
+
     fn xattr_value(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Errno> {
         let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        if is_user_name(name.as_bytes()) {
+            let list = self.user_xattrs(&ns, &key, ino)?;
+            return list
+                .iter()
+                .find(|(n, _)| n.as_slice() == name.as_bytes())
+                .map(|(_, v)| v.clone())
+                .ok_or(Errno::ENODATA);
+        }
         let info = match self.store.entry_info(&ns, &key) {
             Lookup::Hit(info) => info,
             _ => return Err(Errno::ENODATA),
@@ -68,23 +132,26 @@ impl CacheFs {
     /// (every namespace: root and the mount's owner only) or a namespace
     /// dir (whoever may write it; see the module docs).
     fn purge(&self, ctx: &Ctx, ino: u64, value: &[u8]) -> Result<(), Errno> {
-        let namespace = match kind_of(ino) {
+        let (namespace, ns_id) = match kind_of(ino) {
             Some(InodeKind::Root) => {
                 if ctx.uid != 0 && ctx.uid != self.uid {
                     return Err(Errno::EPERM);
                 }
-                None
+                (None, None)
             }
-            Some(InodeKind::Namespace(id)) => {
-                Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?)
-            }
+            Some(InodeKind::Namespace(id)) => (
+                Some(self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?),
+                Some(id),
+            ),
             _ => return Err(Errno::ENOTSUP),
         };
-        let select: PurgeSelect = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim_end_matches('\0').parse().ok())
-            .ok_or(Errno::EINVAL)?;
-        let report = self.store.purge(&PurgeFilter { namespace, select });
+        let filter = PurgeFilter::from_wire(namespace, value).map_err(|_| Errno::EINVAL)?;
+        let report = self.store.purge(&filter).map_err(|e| self.fail(&e))?;
+        if let (Some(id), Some(prefix)) = (ns_id, &filter.prefix)
+            && filter.removes_dirs()
+        {
+            self.dirs_purged(id, prefix);
+        }
         let mut purges = crate::sync::lock(&self.purges);
         if purges.len() >= 1024 {
             purges.clear();
@@ -93,7 +160,16 @@ impl CacheFs {
         Ok(())
     }
 
-    pub fn setxattr(&self, ctx: &Ctx, ino: u64, name: &OsStr, value: &[u8]) -> Result<(), Errno> {
+    /// `flags`: `XATTR_CREATE`, `XATTR_REPLACE` (honoured for user
+    /// xattrs; ours are set whatever the flags).
+    pub fn setxattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
         if name.as_bytes() == XATTR_PURGE.as_bytes() {
             // Answered at once, not after the purged keys' dentry drops:
             // setxattr holds this directory's lock, which they need. The
@@ -102,6 +178,20 @@ impl CacheFs {
         }
         if kind_of(ino) != Some(InodeKind::Entry) {
             return Err(Errno::ENOTSUP);
+        }
+        if is_user_name(name.as_bytes()) {
+            let mode = match flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) {
+                0 => SetMode::Any,
+                libc::XATTR_CREATE => SetMode::Create,
+                libc::XATTR_REPLACE => SetMode::Replace,
+                _ => return Err(Errno::EINVAL),
+            };
+            let change = XattrChange::Set {
+                name: name.as_bytes().to_vec(),
+                value: value.to_vec(),
+                mode,
+            };
+            return self.change_user_xattr(ino, change);
         }
         match name.as_bytes() {
             n if n == XATTR_TTL.as_bytes() => {
@@ -177,11 +267,20 @@ impl CacheFs {
                 names.extend_from_slice(n.as_bytes());
                 names.push(0);
             }
+            let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+            for (n, _) in self.user_xattrs(&ns, &key, ino)? {
+                names.extend_from_slice(&n);
+                names.push(0);
+            }
         }
         XattrReply::fit(names, size)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Errno> {
+        if kind_of(ino) == Some(InodeKind::Entry) && is_user_name(name.as_bytes()) {
+            let name = name.as_bytes().to_vec();
+            return self.change_user_xattr(ino, XattrChange::Remove { name });
+        }
         if name.as_bytes() != XATTR_TTL.as_bytes() {
             return Err(Errno::ENODATA);
         }

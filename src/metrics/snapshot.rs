@@ -162,6 +162,10 @@ pub struct NsStats {
     pub logical_bytes: u64,
     /// Stored bytes: what the entries occupy on the backing volume.
     pub bytes: u64,
+    /// logical_bytes / bytes: above 1 where compression saves room
+    /// (blocks count, so small plain entries show below 1); `null`
+    /// while nothing is stored.
+    pub compression_ratio: Option<f64>,
     /// The namespace's own byte quota (the mount's quota in `total`).
     pub max_bytes: Option<u64>,
     pub max_entries: Option<u64>,
@@ -197,6 +201,7 @@ impl NsStats {
             entries: g.entries,
             logical_bytes: g.logical_bytes,
             bytes: g.stored_bytes,
+            compression_ratio: None,
             max_bytes: g.max_bytes,
             max_entries: g.max_entries,
             latency: Latency::default(),
@@ -217,6 +222,8 @@ impl NsStats {
         let looked = self.hits + self.misses;
         self.hit_ratio =
             (looked > 0).then(|| (self.hits as f64 / looked as f64 * 10_000.0).round() / 10_000.0);
+        self.compression_ratio = (self.bytes > 0)
+            .then(|| (self.logical_bytes as f64 / self.bytes as f64 * 100.0).round() / 100.0);
         self.latency = Latency {
             lookup: self.histogram(Op::Lookup).summary(),
             open: self.histogram(Op::Open).summary(),

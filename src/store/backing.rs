@@ -54,10 +54,12 @@ pub enum FaultOp {
     Unlink,
     /// Making a directory (a shard).
     Mkdir,
+    /// Creating an unnamed staging file (O_TMPFILE).
+    Tmpfile,
 }
 
 impl FaultOp {
-    pub const ALL: [FaultOp; 11] = [
+    pub const ALL: [FaultOp; 12] = [
         FaultOp::Create,
         FaultOp::Open,
         FaultOp::Write,
@@ -69,6 +71,7 @@ impl FaultOp {
         FaultOp::ReadDir,
         FaultOp::Unlink,
         FaultOp::Mkdir,
+        FaultOp::Tmpfile,
     ];
 
     /// The name a control file uses.
@@ -85,6 +88,7 @@ impl FaultOp {
             FaultOp::ReadDir => "readdir",
             FaultOp::Unlink => "unlink",
             FaultOp::Mkdir => "mkdir",
+            FaultOp::Tmpfile => "tmpfile",
         }
     }
 }
@@ -167,6 +171,46 @@ impl BackingIo {
             .open(path)
     }
 
+    /// Creates an unnamed file in `dir` (O_TMPFILE), mode 0600: it has no
+    /// name until `link_unnamed` gives it one, and vanishes with its last
+    /// descriptor or a crash. A filesystem without O_TMPFILE refuses with
+    /// EOPNOTSUPP (older kernels: EISDIR or EINVAL).
+    pub fn create_unnamed(&self, dir: &Path) -> io::Result<File> {
+        self.check(FaultOp::Tmpfile)?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+    }
+
+    /// Gives a file made by `create_unnamed` the name `to`; never
+    /// replaces (EEXIST).
+    pub fn link_unnamed(&self, file: &File, to: &Path) -> io::Result<()> {
+        use nix::fcntl::{AT_FDCWD, AtFlags};
+        self.check(FaultOp::Link)?;
+        // AT_EMPTY_PATH links the descriptor itself but needs
+        // CAP_DAC_READ_SEARCH before Linux 6.10 (ENOENT without it); the
+        // descriptor's /proc link needs nothing. ENOENT from both: `to`'s
+        // directory is missing.
+        match nix::unistd::linkat(file, "", AT_FDCWD, to, AtFlags::AT_EMPTY_PATH) {
+            Err(nix::errno::Errno::ENOENT) => {
+                use std::os::fd::AsRawFd;
+                let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+                nix::unistd::linkat(
+                    AT_FDCWD,
+                    proc.as_str(),
+                    AT_FDCWD,
+                    to,
+                    AtFlags::AT_SYMLINK_FOLLOW,
+                )
+            }
+            r => r,
+        }
+        .map_err(io::Error::from)
+    }
+
     /// Creates or truncates a file (markers, the snapshot).
     pub fn create(&self, path: &Path) -> io::Result<File> {
         self.check(FaultOp::Create)?;
@@ -179,6 +223,17 @@ impl BackingIo {
         self.check(FaultOp::Open)?;
         OpenOptions::new()
             .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    }
+
+    /// Opens an existing file for reading and appending a trailer (see
+    /// `trailer.rs`); never follows a symlink.
+    pub fn open_rw_nofollow(&self, path: &Path) -> io::Result<File> {
+        self.check(FaultOp::Open)?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     }
@@ -382,6 +437,7 @@ mod faults {
             "EDQUOT" => Some(libc::EDQUOT),
             "EIO" => Some(libc::EIO),
             "EROFS" => Some(libc::EROFS),
+            "EOPNOTSUPP" => Some(libc::EOPNOTSUPP),
             _ => None,
         }
     }

@@ -47,7 +47,7 @@ impl From<PathConflict> for StoreError {
 }
 
 impl Store {
-    fn dir_marker(&self, ns: &Namespace, path: &[u8]) -> PathBuf {
+    pub(super) fn dir_marker(&self, ns: &Namespace, path: &[u8]) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
         let mut p = self
             .layout
@@ -142,6 +142,7 @@ impl Store {
 
     fn remove_marker(&self, ns: &Namespace, path: &[u8]) -> Result<(), StoreError> {
         let marker = self.dir_marker(ns, path);
+        self.forget_dir_record(ns, path);
         match self.layout.io.remove_dir(&marker) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -281,6 +282,10 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
+            for d in &explicit {
+                let moved = [t, &d[f.len()..]].concat();
+                self.move_dir_record(ns, d, &moved)?;
+            }
             let tree = idx.namespace_mut(ns).expect("seen").tree_mut();
             for d in explicit {
                 let moved = [t, &d[f.len()..]].concat();
@@ -324,7 +329,9 @@ impl Store {
             self.ensure_namespace_locked(&mut idx, &ns);
             let state = idx.namespace_mut(&ns).expect("ensured");
             for path in found {
-                if state.path_conflict(&path).is_none() {
+                // A marker's subdirectories come first (walk_markers): its
+                // own path is then a directory already, made explicit here.
+                if state.tree().is_dir(&path) || state.path_conflict(&path).is_none() {
                     state.tree_mut().make_dir(&path);
                 }
             }

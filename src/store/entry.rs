@@ -1,9 +1,16 @@
 //! The on-disk entry format: one file per entry, self-describing.
 //!
 //! ```text
-//! [content: logical_size bytes][header: bincode EntryHeader][footer: 24 bytes]
+//! [content: stored_content_size bytes][dead trailers][header: bincode EntryHeader][footer: 24 bytes]
 //! footer = header_len u32 LE | format u32 LE | sha256(header)[..8] | b"CFSENTRY"
 //! ```
+//!
+//! The trailer that counts is the one at the end of the file. A publish
+//! writes one right after the content; a metadata change (rename, chmod,
+//! touch, TTL, xattrs) appends a new one and leaves the old ones in place
+//! as dead bytes (see `trailer.rs`), so every prefix of the file that once
+//! was the whole file still reads as the entry it was then. Format 3
+//! allows dead bytes between content and trailer; formats 1 and 2 do not.
 //!
 //! Content comes first so that a staging file *is* the content while it is
 //! written (writes land at their own offsets, reads of a published entry
@@ -20,14 +27,25 @@ use sha2::{Digest, Sha256};
 
 use super::backing::BackingIo;
 use super::clock::UnixNanos;
+use super::entry_old::{EntryHeaderV1, EntryHeaderV2};
 
-/// 2 added `ctime` and `atime`; format 1 entries are still read (their
-/// ctime and atime are their mtime).
-pub const ENTRY_FORMAT: u32 = 2;
+/// 2 added `ctime` and `atime`; 3 added `renamed_from`, user xattrs and
+/// dead trailers. Formats 1 and 2 are still read (see `entry_old.rs`).
+pub const ENTRY_FORMAT: u32 = 3;
 const MAGIC: &[u8; 8] = b"CFSENTRY";
-const FOOTER_LEN: u64 = 24;
-/// Two 255-byte names plus fixed fields stay far below this.
-const MAX_HEADER_LEN: u64 = 2048;
+/// `EntryHeader::compression`: the content is the plain bytes.
+pub const COMPRESSION_NONE: u8 = 0;
+/// `EntryHeader::compression`: the content is one zstd frame.
+pub const COMPRESSION_ZSTD: u8 = 1;
+pub(super) const FOOTER_LEN: u64 = 24;
+/// The longest key (4096 bytes: a path inside a namespace) twice (key and
+/// renamed_from), a namespace, the xattrs at their limits (see
+/// `xattrs.rs`: 64 KiB of names and values, 32 of them with their length
+/// prefixes) and the fixed fields fit with room to spare. Bounded so a
+/// damaged length never makes a reader allocate much.
+pub(super) const MAX_HEADER_LEN: u64 = 80 * 1024;
+/// What `read_header` reads first: the footer and most headers whole.
+const FIRST_READ: u64 = 4096;
 
 /// What travels with an entry's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +57,13 @@ pub struct EntryHeader {
     /// Per-entry TTL in seconds (`user.cachefs.ttl`); `None` = the namespace's.
     pub ttl_secs: Option<u64>,
     pub logical_size: u64,
-    /// Equal to `logical_size` until compression arrives.
+    /// The content's length in the file: `logical_size` when stored
+    /// plain, less when compressed.
     pub stored_content_size: u64,
-    /// 0 = none. Room for zstd later.
+    /// `COMPRESSION_NONE` or `COMPRESSION_ZSTD` (one zstd frame).
     pub compression: u8,
+    /// Of the plain (logical) bytes, whatever the storage: what a reader
+    /// and an export get, so `user.cachefs.sha256` is `sha256sum`'s.
     pub content_sha256: [u8; 32],
     pub mode: u32,
     pub uid: u32,
@@ -53,27 +74,18 @@ pub struct EntryHeader {
     /// Set by `utimensat` (and the create), never by a read: a read
     /// writes nothing (the cache is noatime-like).
     pub atime: UnixNanos,
-}
-
-/// The header of format 1, read from entries written before `ctime`.
-#[derive(Deserialize)]
-struct EntryHeaderV1 {
-    namespace: Vec<u8>,
-    key: Vec<u8>,
-    mtime: UnixNanos,
-    ttl_secs: Option<u64>,
-    logical_size: u64,
-    stored_content_size: u64,
-    compression: u8,
-    content_sha256: [u8; 32],
-    mode: u32,
-    uid: u32,
-    gid: u32,
+    /// Set by a rename's trailer: the key the entry is moving from. A file
+    /// found at that key's path is still that key's entry (the rename
+    /// did not finish; see `trailer.rs`), at `key`'s path it is `key`'s.
+    pub renamed_from: Option<Vec<u8>>,
+    /// The entry's own `user.*` xattrs (name without the `user.` prefix
+    /// is NOT stripped: the whole name), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl From<EntryHeaderV1> for EntryHeader {
     fn from(h: EntryHeaderV1) -> EntryHeader {
-        EntryHeader {
+        EntryHeaderV2 {
             namespace: h.namespace,
             key: h.key,
             mtime: h.mtime,
@@ -87,6 +99,29 @@ impl From<EntryHeaderV1> for EntryHeader {
             gid: h.gid,
             ctime: h.mtime,
             atime: h.mtime,
+        }
+        .into()
+    }
+}
+
+impl From<EntryHeaderV2> for EntryHeader {
+    fn from(h: EntryHeaderV2) -> EntryHeader {
+        EntryHeader {
+            namespace: h.namespace,
+            key: h.key,
+            mtime: h.mtime,
+            ttl_secs: h.ttl_secs,
+            logical_size: h.logical_size,
+            stored_content_size: h.stored_content_size,
+            compression: h.compression,
+            content_sha256: h.content_sha256,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+            ctime: h.ctime,
+            atime: h.atime,
+            renamed_from: None,
+            xattrs: Vec::new(),
         }
     }
 }
@@ -115,6 +150,14 @@ pub enum CorruptEntry {
     },
     #[error("content checksum mismatch")]
     ContentChecksum,
+    /// A valid trailer naming other metadata than the index holds:
+    /// another daemon's change (see `trailer.rs`), not damage.
+    #[error("trailer changed since it was indexed")]
+    Changed,
+    #[error("unknown compression {0}")]
+    Compression(u8),
+    #[error("compressed content does not decode: {0}")]
+    Decompress(String),
 }
 
 impl EntryHeader {
@@ -138,6 +181,38 @@ impl EntryHeader {
     }
 }
 
+/// Reads of a trailer whose file keeps growing under them (appends by
+/// another daemon) before it is called damaged.
+const SETTLE_TRIES: u32 = 8;
+
+/// Reads the trailer of an open entry file at its current length, with
+/// the metadata that length came from. Another daemon may be appending a
+/// trailer (an in-place metadata change, see `trailer.rs`): a trailer
+/// read at a length the file no longer has is read again at the new one,
+/// never taken for damage; only a file that stays put and reads bad is.
+pub fn read_header_settled(
+    io: &BackingIo,
+    file: &File,
+) -> io::Result<(std::fs::Metadata, Result<EntryHeader, CorruptEntry>)> {
+    let mut md = file.metadata()?;
+    let mut tries = 1;
+    loop {
+        let r = read_header(io, file, md.len());
+        if let Err(CorruptEntry::Io(e)) = r {
+            return Err(e);
+        }
+        if r.is_ok() || tries >= SETTLE_TRIES {
+            return Ok((md, r));
+        }
+        let now = file.metadata()?;
+        if now.len() == md.len() {
+            return Ok((md, r));
+        }
+        md = now;
+        tries += 1;
+    }
+}
+
 /// Reads and validates the trailer of an entry file of `file_len` bytes.
 pub fn read_header(
     io: &BackingIo,
@@ -147,9 +222,19 @@ pub fn read_header(
     if file_len < FOOTER_LEN {
         return Err(CorruptEntry::TooShort(file_len));
     }
-    let tail_len = file_len.min(MAX_HEADER_LEN + FOOTER_LEN);
-    let mut tail = vec![0u8; tail_len as usize];
-    io.read_exact_at(file, &mut tail, file_len - tail_len)?;
+    // Most trailers are a few hundred bytes: one read. A longer header
+    // (xattrs, a long key) costs a second read of exactly its length.
+    let first = file_len.min(FIRST_READ);
+    let mut tail = vec![0u8; first as usize];
+    io.read_exact_at(file, &mut tail, file_len - first)?;
+    let footer = &tail[tail.len() - FOOTER_LEN as usize..];
+    let header_len = u64::from(u32::from_le_bytes(word(&footer[0..4])));
+    let want = header_len.saturating_add(FOOTER_LEN);
+    if &footer[16..24] == MAGIC && want > first && want <= file_len && header_len <= MAX_HEADER_LEN
+    {
+        tail = vec![0u8; want as usize];
+        io.read_exact_at(file, &mut tail, file_len - want)?;
+    }
     parse_trailer(&tail, file_len)
 }
 
@@ -168,7 +253,7 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
     }
     let header_len = u64::from(u32::from_le_bytes(word(&footer[0..4])));
     let format = u32::from_le_bytes(word(&footer[4..8]));
-    if format != ENTRY_FORMAT && format != 1 {
+    if !(1..=ENTRY_FORMAT).contains(&format) {
         return Err(CorruptEntry::Format(format));
     }
     if header_len > tail_len - FOOTER_LEN {
@@ -179,17 +264,32 @@ pub fn parse_trailer(tail: &[u8], file_len: u64) -> Result<EntryHeader, CorruptE
     if Sha256::digest(body)[..8] != footer[8..16] {
         return Err(CorruptEntry::HeaderChecksum);
     }
-    let header = if format == 1 {
-        decode_header::<EntryHeaderV1>(body)?.into()
-    } else {
-        decode_header::<EntryHeader>(body)?
+    let header: EntryHeader = match format {
+        1 => decode_header::<EntryHeaderV1>(body)?.into(),
+        2 => decode_header::<EntryHeaderV2>(body)?.into(),
+        _ => decode_header::<EntryHeader>(body)?,
     };
-    let content = file_len - FOOTER_LEN - header_len;
-    if header.stored_content_size != content || header.logical_size != content {
+    // Where this trailer starts; the content ends there, or before it
+    // (format 3: dead trailers between).
+    let start = file_len - FOOTER_LEN - header_len;
+    let content = header.stored_content_size;
+    let fits = if format < 3 {
+        content == start
+    } else {
+        content <= start
+    };
+    // Stored plain, the content is the logical bytes; compressed (see
+    // compress.rs), it is smaller than they are, or it would be plain.
+    let logical_ok = match header.compression {
+        COMPRESSION_NONE => header.logical_size == content,
+        COMPRESSION_ZSTD => header.logical_size > content,
+        other => return Err(CorruptEntry::Compression(other)),
+    };
+    if !fits || !logical_ok {
         return Err(CorruptEntry::Sizes {
             file: file_len,
-            content,
-            header: header.stored_content_size,
+            content: start,
+            header: content,
         });
     }
     Ok(header)
@@ -231,7 +331,8 @@ pub fn content_sha256(io: &BackingIo, file: &File, len: u64) -> io::Result<[u8; 
     Ok(h.finalize().into())
 }
 
-/// Checks an entry's content against its header's checksum.
+/// Checks a plain entry's content against its header's checksum (a
+/// compressed one's is checked as it is decompressed: `compress.rs`).
 pub fn verify_content(
     io: &BackingIo,
     file: &File,
@@ -264,6 +365,8 @@ mod tests {
             gid: 0,
             ctime: 2,
             atime: -3,
+            renamed_from: None,
+            xattrs: vec![(b"user.etag".to_vec(), b"\"abc\"".to_vec())],
         }
     }
 
@@ -353,14 +456,15 @@ mod tests {
         let back = read_header(&io, &f, bytes.len() as u64).unwrap();
         assert_eq!((back.mtime, back.ctime, back.atime), (-7, -7, -7));
         assert_eq!(back.key, h.key);
+        assert!(back.xattrs.is_empty() && back.renamed_from.is_none());
         verify_content(&io, &f, &back).unwrap();
         // An unknown format is refused.
         let n = bytes.len();
-        bytes[n - 20..n - 16].copy_from_slice(&3u32.to_le_bytes());
+        bytes[n - 20..n - 16].copy_from_slice(&4u32.to_le_bytes());
         let f = entry_file(&bytes);
         assert!(matches!(
             read_header(&io, &f, n as u64),
-            Err(CorruptEntry::Format(3))
+            Err(CorruptEntry::Format(4))
         ));
     }
 }

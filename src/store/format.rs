@@ -7,12 +7,13 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// 2: entries may be of entry format 2 (ctime, atime). A daemon of
-/// format 1 would take those for damaged files and quarantine them, so a
-/// dir a format-2 daemon has opened is marked 2, which an older daemon
-/// refuses to open; a format-1 dir is upgraded by the first open that
-/// may write.
-pub const FORMAT_VERSION: u32 = 2;
+/// 2: entries may be of entry format 2 (ctime, atime); 3: of entry
+/// format 3 (dead trailers, renamed_from, user xattrs). An older daemon
+/// would take those for damaged files and quarantine them, so a dir a
+/// newer daemon has opened is marked with its format, which an older
+/// daemon refuses to open; an older dir is upgraded by the first open
+/// that may write.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build reads.
 pub const FORMAT_OLDEST: u32 = 1;
 

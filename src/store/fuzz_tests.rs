@@ -43,6 +43,8 @@ fn a_header() -> EntryHeader {
         mode: 0o644,
         uid: 1,
         gid: 2,
+        renamed_from: Some(b"old".to_vec()),
+        xattrs: vec![(b"user.a".to_vec(), b"1".to_vec())],
     }
 }
 
@@ -100,7 +102,7 @@ proptest! {
     #[test]
     fn format_of_raw_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let r = format::check_format(&bytes);
-        let known = bytes == b"cachefs backing format 1\n" || bytes == b"cachefs backing format 2\n";
+        let known = (1..=3).any(|v| bytes == format!("cachefs backing format {v}\n").as_bytes());
         prop_assert_eq!(r.is_ok(), known);
         if let Err(shown) = r {
             prop_assert!(shown.len() <= 4 * 64 && !shown.chars().any(char::is_control));
@@ -226,7 +228,7 @@ fn an_older_format_is_upgraded_and_a_newer_one_refused() {
     drop(Layout::open(&root).unwrap());
     assert_eq!(
         std::fs::read_to_string(&format).unwrap(),
-        "cachefs backing format 2\n"
+        "cachefs backing format 3\n"
     );
     assert_eq!(
         std::fs::read_dir(&root)
@@ -243,7 +245,7 @@ fn an_older_format_is_upgraded_and_a_newer_one_refused() {
         "no staged FORMAT left"
     );
 
-    std::fs::write(&format, "cachefs backing format 3\n").unwrap();
+    std::fs::write(&format, "cachefs backing format 4\n").unwrap();
     assert!(matches!(
         Layout::open(&root),
         Err(LayoutError::Foreign { .. })

@@ -4,8 +4,8 @@
 //! BACKING/
 //!   FORMAT                  "cachefs backing format N": refuses a foreign or newer dir
 //!   data/ab/cd/<sha256-hex> one file per entry (content, then a metadata trailer)
-//!   staging/<session>/      a daemon's files being written; same filesystem, so
-//!                           publish is one rename
+//!   staging/<session>/      a daemon's files being written (unnamed: O_TMPFILE,
+//!                           where the fs has it); publish links or renames
 //!   staging/<session>.lock  flock held by that daemon while it lives
 //!   trash/<session>/        a daemon's evicted entries renamed out of place,
 //!                           unlinked outside the lock
@@ -52,7 +52,9 @@ pub struct Layout {
     claims: PathBuf,
     /// Where this process stages and trashes: its own session's dirs
     /// (`begin_session`), else staging/ and trash/ themselves.
-    staging_work: PathBuf,
+    pub(super) staging_work: PathBuf,
+    /// Staging files are made unnamed until the filesystem refuses one.
+    pub(super) unnamed: std::sync::atomic::AtomicBool,
     trash_work: PathBuf,
     /// Names this process (a daemon's session, or an offline command)
     /// apart from any other on the backing dir, on any host: unique
@@ -209,6 +211,7 @@ impl Layout {
             namespaces: root.join("namespaces"),
             claims: root.join("claims"),
             staging_work: root.join("staging"),
+            unnamed: true.into(),
             trash_work: root.join("trash"),
             token: new_token(),
             session_lock: None,

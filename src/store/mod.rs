@@ -3,9 +3,10 @@
 //! FUSE.
 //!
 //! Invariants this module keeps:
-//! 1. A published version never changes: new content is a new version
-//!    (`EntryMeta::version`); metadata updates (touch, chmod, TTL) republish
-//!    a copy under the same version.
+//! 1. A published version's content never changes: new content is a new
+//!    version (`EntryMeta::version`); metadata updates (touch, chmod, TTL,
+//!    xattrs, rename) append a trailer in place (`trailer.rs`) or
+//!    republish a copy, under the same version.
 //! 2. Nothing is visible under a key until its content and trailer are
 //!    complete and renamed into place from `staging/` (same filesystem).
 //! 3. Accounting changes in the same critical section as the index, and
@@ -37,12 +38,17 @@ mod claim_file;
 mod claims;
 mod claims_across;
 mod clock;
+mod compress;
+mod dir_attrs;
 mod dirs;
 mod entry;
+mod entry_old;
+mod error;
 mod follow;
 mod format;
 mod index;
 mod layout;
+mod listing;
 mod lookup;
 mod misses;
 mod namespaces;
@@ -62,7 +68,9 @@ mod sessions;
 mod staging;
 mod stats;
 mod sweeper;
+mod trailer;
 mod write;
+mod xattrs;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -78,6 +86,7 @@ pub use claims::Claim;
 pub use clock::{Clock, ManualClock, SystemClock, UnixNanos, to_nanos, to_system_time};
 pub use dirs::DirItem;
 pub use entry::ENTRY_FORMAT;
+pub use error::{OpenError, StoreError};
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
 pub use lookup::{EntryInfo, Found, Lookup};
@@ -86,49 +95,11 @@ pub use read::{OpenHot, OpenVersion, ReadHandle};
 pub use staging::{Owner, StagingFile};
 pub use stats::Usage;
 pub use write::{MetaUpdate, NewWrite, WriteBy, WriteFrom};
+pub use xattrs::{SetMode, XattrChange, Xattrs};
 
 use crate::config::Config;
 use crate::metrics::MountMetrics;
 use index::{GlobalLimits, Index};
-
-/// Every way a store operation can fail; `fs` maps each to one errno.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("no such entry or namespace")]
-    NotFound,
-    #[error("already exists")]
-    Exists,
-    #[error("entry is larger than its limit")]
-    TooBig,
-    #[error("no room can be made")]
-    NoSpace,
-    #[error("namespace or directory is not empty")]
-    NotEmpty,
-    #[error("is a directory")]
-    IsDir,
-    #[error("a directory on the key's path is an entry")]
-    NotDir,
-    #[error("namespace is named in the config")]
-    Busy,
-    #[error("new namespaces are not allowed")]
-    NotPermitted,
-    #[error("rename across namespaces")]
-    CrossNamespace,
-    #[error("invalid name: {0}")]
-    InvalidName(#[from] NameError),
-    #[error("invalid value")]
-    InvalidValue,
-    #[error("backing I/O: {0}")]
-    Io(#[from] io::Error),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
-    #[error("backing dir {path}: {source}")]
-    Io { path: String, source: io::Error },
-}
 
 /// What the store tells its listener (see `Store::set_change_listener`).
 #[derive(Debug, Clone, Copy)]
@@ -283,6 +254,7 @@ impl Store {
             max_bytes: u64::MAX,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
         let reaper = reaper::Reaper::start(layout.io.clone());
         let data_dir = probe::DataDir::open(&layout);
@@ -443,6 +415,7 @@ fn meta_from_header(
         uid: h.uid,
         gid: h.gid,
         verified,
+        compressed: h.compression != entry::COMPRESSION_NONE,
         last_access: h.mtime,
     }
 }
@@ -470,6 +443,8 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod claims_tests;
+#[cfg(test)]
+mod compress_tests;
 #[cfg(all(test, debug_assertions))]
 mod faults_tests;
 #[cfg(test)]
@@ -477,9 +452,15 @@ mod fuzz_tests;
 #[cfg(test)]
 mod quota_across_tests;
 #[cfg(test)]
+mod sharing_meta_tests;
+#[cfg(test)]
 mod sharing_tests;
+#[cfg(all(test, debug_assertions))]
+mod staging_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trailer_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

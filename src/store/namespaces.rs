@@ -172,6 +172,7 @@ impl Store {
             max_bytes: quota,
             max_entries: config.cache.max_entries,
             default_ttl: config.cache.default_ttl,
+            compression: config.cache.compression,
         };
     }
 

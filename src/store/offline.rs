@@ -16,11 +16,10 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use super::clock::{Clock, UnixNanos};
 use super::layout::{Layout, LayoutError, LockMode};
@@ -162,7 +161,9 @@ impl OfflineStore {
         let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
         let io = &self.layout.io;
         let header = super::entry::read_header(io, &file, len).map_err(|e| bad(e.to_string()))?;
-        super::entry::verify_content(io, &file, &header).map_err(|e| bad(e.to_string()))?;
+        // A compressed entry is decompressed and its plain bytes checked.
+        super::compress::copy_plain(io, &file, &header, &mut io::sink())
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Some(rec))
     }
 
@@ -204,25 +205,8 @@ impl OfflineStore {
             expires: self.expires_of(&header),
             ..rec
         };
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; (header.stored_content_size.min(256 * 1024) as usize).max(1)];
-        let mut done = 0u64;
-        while done < header.stored_content_size {
-            let want = buf.len().min((header.stored_content_size - done) as usize);
-            let n = io
-                .read_at(&file, &mut buf[..want], done)
-                .map_err(|e| bad(e.to_string()))?;
-            if n == 0 {
-                return Err(bad("content shorter than its trailer says".into()));
-            }
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| bad(e.to_string()))?;
-            done += n as u64;
-        }
-        let digest: [u8; 32] = hash.finalize().into();
-        if digest != header.content_sha256 {
-            return Err(bad(super::entry::CorruptEntry::ContentChecksum.to_string()));
-        }
+        let digest =
+            super::compress::copy_plain(io, &file, &header, out).map_err(|e| bad(e.to_string()))?;
         Ok(Some((rec, digest)))
     }
 
@@ -280,6 +264,7 @@ impl OfflineStore {
                 .namespace
                 .as_ref()
                 .is_some_and(|ns| ns.as_bytes() != rec.namespace.as_slice())
+                || !filter.under_prefix(&rec.key)
                 || !filter.select.matches(rec.mtime, rec.expires, now)
             {
                 continue;
@@ -293,6 +278,21 @@ impl OfflineStore {
             report.bytes += rec.stored_bytes;
         }
         self.forget_in_snapshot(report.entries > 0);
+        if filter.removes_dirs()
+            && let (Some(ns), Some(prefix)) = (&filter.namespace, &filter.prefix)
+        {
+            // `rm -r`: the directories made by mkdir under the prefix, and
+            // the prefix's own, are markers; implied ones went with their
+            // entries. Only directories are there, never followed.
+            let marker = self
+                .layout
+                .dirs_dir()
+                .join(std::ffi::OsStr::from_bytes(ns.as_bytes()))
+                .join(std::ffi::OsStr::from_bytes(prefix.as_bytes()));
+            if fs::symlink_metadata(&marker).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&marker)?;
+            }
+        }
         Ok(report)
     }
 

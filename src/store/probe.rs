@@ -128,18 +128,18 @@ impl DataDir {
             Err(e) => return Err(e),
         };
         let md = file.metadata()?;
-        let bad = |why: String| Ok(Some(Probed::Bad { ino: md.ino(), why }));
+        let bad =
+            |md: &std::fs::Metadata, why: String| Ok(Some(Probed::Bad { ino: md.ino(), why }));
         if !md.file_type().is_file() {
-            return bad("not a regular file".into());
+            return bad(&md, "not a regular file".into());
         }
-        let header = match entry::read_header(&layout.io, &file, md.len()) {
-            Ok(h) => h,
-            Err(entry::CorruptEntry::Io(e)) => return Err(e),
-            Err(e) => return bad(e.to_string()),
+        let (md, header) = match entry::read_header_settled(&layout.io, &file)? {
+            (md, Ok(h)) => (md, h),
+            (md, Err(e)) => return bad(&md, e.to_string()),
         };
         match check_placement(header, &layout.entry_path(ns, key), &md) {
             Ok(f) => Ok(Some(Probed::Valid(f))),
-            Err(why) => bad(why),
+            Err(why) => bad(&md, why),
         }
     }
 }

@@ -220,6 +220,10 @@ impl Store {
             return OpenHot::Cold;
         }
         let Some(file) = idx.shared_file(meta.version) else {
+            // Its plain bytes are to be made again: a disk thread's work.
+            if meta.compressed {
+                return OpenHot::Verify;
+            }
             return OpenHot::Cold;
         };
         let metrics = Arc::clone(&state.metrics);
@@ -281,26 +285,32 @@ impl Store {
                 self.reconcile(ns, key, &meta)?;
                 continue;
             }
-            if !meta.verified {
-                if let Err(why) = verify_entry(&self.layout.io, &file, &meta) {
-                    // The volume failed, not the file: nothing is moved.
-                    if let entry::CorruptEntry::Io(e) = why {
-                        return Err(e.into());
-                    }
+            // An `Err` here is the volume failing, not the file: nothing
+            // is moved.
+            let (file, compressed) = match self.readable_file(file, &meta)? {
+                Ok(f) => f,
+                // Read again as the backing dir has it now, never moved
+                // aside: a valid trailer is no damage.
+                Err(entry::CorruptEntry::Changed) => {
+                    self.forget_if_same(ns, key, &meta);
+                    self.adopt_from_backing(ns, key, self.clock.now())?;
+                    continue;
+                }
+                Err(why) => {
                     // Exactly the file checked: a newer one may have
                     // taken the path since.
                     self.quarantine_probed(ns, key, md.ino(), &why.to_string());
                     self.forget_if_same(ns, key, &meta);
                     return Err(StoreError::NotFound);
                 }
-            }
+            };
             let file = Arc::new(file);
             let mut idx = self.lock();
             if idx
                 .promote(ns, key, self.clock.now())
                 .is_some_and(|m| m.version == meta.version)
             {
-                idx.mark_verified(ns, key, meta.version);
+                idx.mark_verified(ns, key, meta.version, compressed);
                 idx.share_file(meta.version, &file);
             }
             let Some(m) = idx.namespace(ns).map(|s| Arc::clone(&s.metrics)) else {
@@ -354,9 +364,9 @@ impl Store {
         if file.metadata()?.ino() != meta.file_id {
             return Ok(None);
         }
-        if !meta.verified && verify_entry(&self.layout.io, &file, &meta).is_err() {
+        let Ok((file, _)) = self.readable_file(file, &meta)? else {
             return Err(StoreError::NotFound);
-        }
+        };
         if count {
             metrics::add(&m.hits, 1);
             metrics::add(&m.read_bytes, meta.logical_size);
@@ -381,11 +391,43 @@ impl Store {
     }
 }
 
-/// Checks a file's trailer and content against what the index expects.
-fn verify_entry(io: &BackingIo, file: &File, meta: &EntryMeta) -> Result<(), entry::CorruptEntry> {
-    let h = entry::read_header(io, file, meta.file_size)?;
-    if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
-        return Err(entry::CorruptEntry::ContentChecksum);
+impl Store {
+    /// The file a version's readers read, and whether it is stored
+    /// compressed: the entry's own file (checked against its trailer on
+    /// its first open), or a plain copy of a compressed one (checked as it
+    /// is made). The inner `Err`: the file is damaged; the outer: the
+    /// volume failed.
+    fn readable_file(
+        &self,
+        file: File,
+        meta: &EntryMeta,
+    ) -> Result<Result<(File, bool), entry::CorruptEntry>, StoreError> {
+        // The common case: no system call.
+        if meta.verified && !meta.compressed {
+            return Ok(Ok((file, false)));
+        }
+        let io = &self.layout.io;
+        let checked = entry::read_header(io, &file, meta.file_size).and_then(|h| {
+            if h.logical_size != meta.logical_size || h.mtime != meta.mtime {
+                return Err(entry::CorruptEntry::Changed);
+            }
+            Ok(h)
+        });
+        let h = match checked {
+            Ok(h) => h,
+            Err(entry::CorruptEntry::Io(e)) => return Err(e.into()),
+            Err(why) => return Ok(Err(why)),
+        };
+        if h.compression != entry::COMPRESSION_NONE {
+            return Ok(self.unpack(&file, &h)?.map(|plain| (plain, true)));
+        }
+        if !meta.verified {
+            match entry::verify_content(io, &file, &h) {
+                Ok(()) => {}
+                Err(entry::CorruptEntry::Io(e)) => return Err(e.into()),
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        Ok(Ok((file, false)))
     }
-    entry::verify_content(io, file, &h)
 }

@@ -118,6 +118,8 @@ impl SnapshotEntry {
             uid: self.uid,
             gid: self.gid,
             verified: false,
+            // Not in a snapshot: the first open reads the trailer.
+            compressed: false,
             last_access: self.last_access,
         }
     }
@@ -250,17 +252,25 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Err("a symlink".into())),
         Err(e) => return Err(e),
     };
-    let header = match entry::read_header(io, &file, md.len()) {
-        Ok(h) => h,
-        Err(entry::CorruptEntry::Io(e)) => return Err(e),
-        Err(e) => return Ok(Err(e.to_string())),
+    // The file opened, which may have grown (or replaced the one
+    // stat'ed) meanwhile: its own length counts.
+    let (md, header) = match entry::read_header_settled(io, &file)? {
+        (md, Ok(h)) => (md, h),
+        (_, Err(e)) => return Ok(Err(e.to_string())),
     };
+    if !md.file_type().is_file() {
+        return Ok(Err("not a regular file".into()));
+    }
     Ok(check_placement(header, path, &md))
 }
 
-/// A decoded entry file is valid only under its own names' path.
+/// A decoded entry file is valid only under its own names' path. A
+/// rename's trailer names two keys (see `trailer.rs`): at the old key's
+/// path the rename did not finish and the file is still the old key's
+/// entry (its header is returned naming that key), at the new key's path
+/// it is the new key's.
 pub(super) fn check_placement(
-    header: EntryHeader,
+    mut header: EntryHeader,
     path: &Path,
     md: &fs::Metadata,
 ) -> Result<Found, String> {
@@ -270,9 +280,18 @@ pub(super) fn check_placement(
     ) else {
         return Err("header names are not valid names".into());
     };
+    let here = path.file_name().and_then(|n| n.to_str());
     let expected = Layout::entry_hash(&ns, &key);
-    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
-        return Err(format!("misplaced: belongs at {expected}"));
+    if here != Some(expected.as_str()) {
+        let from = header
+            .renamed_from
+            .as_deref()
+            .and_then(|f| Key::parse(f, KeyFormat::Any).ok())
+            .filter(|f| here == Some(Layout::entry_hash(&ns, f).as_str()));
+        let Some(from) = from else {
+            return Err(format!("misplaced: belongs at {expected}"));
+        };
+        header.key = from.as_bytes().to_vec();
     }
     Ok(Found {
         header,

@@ -1,12 +1,19 @@
-//! Changes that republish a copy of a live entry: rename within a
-//! namespace, and metadata updates (touch, chmod, chown, TTL, truncate).
+//! Changes that republish a live entry: rename within a namespace, and
+//! metadata updates (touch, chmod, chown, TTL, xattrs, truncate). Each is
+//! first tried in place (a new trailer, no content copied: `trailer.rs`);
+//! a truncate, or a change that cannot be made in place, republishes a
+//! copy.
 //!
-//! Invariant: the copy is verbatim (content, owner, mode, TTL) except for
-//! what the change names, and goes through the same publish as a write.
+//! Invariant: the result is verbatim (content, owner, mode, TTL, xattrs)
+//! except for what the change names; a copy goes through the same
+//! publish as a write.
 
+use super::entry::EntryHeader;
 use super::index::EntryMeta;
 use super::staging::{Owner, StagingFile};
+use super::trailer::{InPlace, RenameTo};
 use super::write::{MetaUpdate, Publish, WriteFrom};
+use super::xattrs;
 use super::{EntryInfo, Store, StoreError};
 use crate::names::{Key, Namespace};
 
@@ -45,6 +52,25 @@ impl Store {
         to: &Key,
         noreplace: bool,
     ) -> Result<EntryInfo, StoreError> {
+        let to_ = RenameTo { key: to, noreplace };
+        match self.republish_in_place(ns, from, Some(to_), &|_| Ok(())) {
+            Ok(InPlace::Done(info)) => Ok(info),
+            Ok(InPlace::Copy) => self.rename_copy(ns, from, to, noreplace),
+            Err(e) => {
+                self.record_refusal(ns, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A rename by a copy of the entry under the new key.
+    fn rename_copy(
+        &self,
+        ns: &Namespace,
+        from: &Key,
+        to: &Key,
+        noreplace: bool,
+    ) -> Result<EntryInfo, StoreError> {
         let (meta, mut staging) = self.copy_of_live(ns, from)?;
         staging.retarget(to.clone());
         staging.mtime = Some(meta.mtime);
@@ -62,15 +88,60 @@ impl Store {
         r
     }
 
-    /// Applies metadata changes (touch, chmod, chown, TTL, truncate) by
-    /// republishing a copy. Truncation makes a new version.
+    /// Applies metadata changes (touch, chmod, chown, TTL, xattrs,
+    /// truncate): in place, or by republishing a copy. Truncation to
+    /// another size makes a new version.
     pub fn update(
         &self,
         ns: &Namespace,
         key: &Key,
         update: MetaUpdate,
     ) -> Result<EntryInfo, StoreError> {
+        let edit = |h: &mut EntryHeader| -> Result<(), StoreError> {
+            if let Some(ttl) = update.ttl_secs {
+                h.ttl_secs = ttl;
+            }
+            h.mode = update.mode.unwrap_or(h.mode);
+            h.uid = update.uid.unwrap_or(h.uid);
+            h.gid = update.gid.unwrap_or(h.gid);
+            h.mtime = update.mtime.unwrap_or(h.mtime);
+            h.atime = update.atime.unwrap_or(h.atime);
+            if let Some(change) = &update.xattr {
+                xattrs::apply(&mut h.xattrs, change)?;
+            }
+            Ok(())
+        };
+        let resize = update.truncate.is_some_and(|size| {
+            self.live_meta(ns, key)
+                .is_ok_and(|m| m.logical_size != size)
+        });
+        if !resize {
+            match self.republish_in_place(ns, key, None, &edit) {
+                Ok(InPlace::Done(info)) => return Ok(info),
+                Ok(InPlace::Copy) => {}
+                Err(e) => {
+                    // An xattr's limits are not a quota's refusal.
+                    if update.xattr.is_none() {
+                        self.record_refusal(ns, &e);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.update_copy(ns, key, update)
+    }
+
+    /// `update` by republishing a copy.
+    fn update_copy(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        update: MetaUpdate,
+    ) -> Result<EntryInfo, StoreError> {
         let (meta, mut staging) = self.copy_of_live(ns, key)?;
+        if let Some(change) = &update.xattr {
+            staging.change_xattr(change)?;
+        }
         if let Some(ttl) = update.ttl_secs {
             staging.ttl_secs = ttl;
         }

@@ -144,6 +144,7 @@ fn the_rebuild_never_re_adds_a_key_changed_while_it_ran() {
         max_bytes: u64::MAX,
         max_entries: None,
         default_ttl: std::time::Duration::ZERO,
+        compression: Default::default(),
     });
     idx.add_namespace(ns("a"), crate::config::NamespacePolicy::default(), false);
     let meta = |v: u64, bytes: u64| EntryMeta {
@@ -160,6 +161,7 @@ fn the_rebuild_never_re_adds_a_key_changed_while_it_ran() {
         uid: 0,
         gid: 0,
         verified: false,
+        compressed: false,
         last_access: T0,
     };
     idx.begin_rebuild();

@@ -1,27 +1,38 @@
 //! `StagingFile`: an entry being written. It lives in `BACKING/staging/`
-//! (same filesystem as `data/`, so publish is one atomic rename), holds
-//! only content until publish appends the trailer, and is removed when
-//! dropped unpublished — so a failed or abandoned write leaves nothing.
+//! (same filesystem as `data/`, so publish is one atomic link or rename),
+//! holds only content until publish appends the trailer, and is removed
+//! when dropped unpublished — so a failed or abandoned write leaves
+//! nothing.
+//!
+//! Where the backing filesystem has O_TMPFILE, a staging file has no name
+//! at all until its publish links it into place: writers add and remove
+//! no name in the staging directory they all share (its lock was where
+//! concurrent writers queued), a new key's publish is one `linkat`, and a
+//! crash leaves no orphan. Elsewhere (the first refusal switches the store
+//! over) it is a uniquely named file, renamed into place.
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
 use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
+use super::layout::Layout;
 use super::stats::count_refusal;
+use super::xattrs::{self, XattrChange, Xattrs};
+use super::{Store, StoreError};
 use crate::metrics::NsMetrics;
 use crate::names::{Key, Namespace};
 
 pub struct StagingFile {
     pub(super) file: File,
-    pub(super) path: PathBuf,
+    /// Its name in staging; `None` while it is unnamed (O_TMPFILE).
+    pub(super) path: Option<PathBuf>,
     pub(super) ns: Namespace,
     pub(super) key: Key,
     /// The version this content will be published as.
@@ -46,6 +57,9 @@ pub struct StagingFile {
     pub(super) mode: u32,
     pub(super) uid: u32,
     pub(super) gid: u32,
+    /// The version's own `user.*` xattrs: none for new content, the
+    /// copied version's for a copy-on-write open (an append keeps them).
+    pub(super) xattrs: Xattrs,
     pub(super) published: bool,
     /// Still a verbatim copy of a published version, metadata included.
     unmodified_copy: bool,
@@ -66,6 +80,29 @@ pub struct StagingFile {
     pub(super) io: BackingIo,
 }
 
+/// Makes a staging file in `layout`'s staging dir: unnamed where the
+/// filesystem allows it (see the module docs), else named.
+pub(super) fn create_staging_file(layout: &Layout) -> io::Result<(File, Option<PathBuf>)> {
+    if layout.unnamed.load(Ordering::Relaxed) {
+        match layout.io.create_unnamed(&layout.staging_work) {
+            Ok(file) => return Ok((file, None)),
+            // Not this filesystem's feature: named files from now on.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                log::info!("backing filesystem refuses O_TMPFILE ({e}): staging files are named");
+                layout.unnamed.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let path = layout.staging_path();
+    layout.io.create_new(&path).map(|file| (file, Some(path)))
+}
+
 /// Who writes, for the entry's owner and mode.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
@@ -78,7 +115,7 @@ impl StagingFile {
     #[allow(clippy::too_many_arguments)] // each is a distinct part of a new write
     pub(super) fn new(
         file: File,
-        path: PathBuf,
+        path: Option<PathBuf>,
         ns: Namespace,
         key: Key,
         version: u64,
@@ -104,6 +141,7 @@ impl StagingFile {
             mode: owner.mode,
             uid: owner.uid,
             gid: owner.gid,
+            xattrs: Xattrs::new(),
             published: false,
             unmodified_copy: false,
             overrun: false,
@@ -227,6 +265,33 @@ impl StagingFile {
         self.atime = Some(atime);
     }
 
+    /// The xattrs the version will be published with.
+    pub fn xattrs(&self) -> &Xattrs {
+        &self.xattrs
+    }
+
+    /// Changes an xattr of the version being written (a metadata change,
+    /// like a chmod: the content stays a copy if it was one).
+    pub fn change_xattr(&mut self, change: &XattrChange) -> Result<(), StoreError> {
+        xattrs::apply(&mut self.xattrs, change)?;
+        self.unmodified_copy = false;
+        Ok(())
+    }
+
+    /// Sets each of `list`'s xattrs, as `setfattr` would one by one;
+    /// says how many were refused (not a `user.` name, over a limit).
+    pub fn keep_xattrs(&mut self, list: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+        let refused = list.iter().filter(|(name, value)| {
+            let change = XattrChange::Set {
+                name: name.clone(),
+                value: value.clone(),
+                mode: xattrs::SetMode::Any,
+            };
+            self.change_xattr(&change).is_err()
+        });
+        refused.count() as u64
+    }
+
     pub fn set_mode(&mut self, mode: u32) {
         self.unmodified_copy = false;
         self.mode = mode;
@@ -324,12 +389,73 @@ impl StagingFile {
     }
 }
 
+/// Where a staged file goes at publish (under the index lock).
+impl Store {
+    /// Puts a staged file at its entry path. An unnamed one is linked
+    /// there while the name is free (one directory operation); to replace
+    /// a version it is named in staging first and renamed over it, as a
+    /// named one is. Says whether a shard directory was made.
+    pub(super) fn put_in_place(
+        &self,
+        staging: &mut StagingFile,
+        dest: &Path,
+        replacing: bool,
+    ) -> io::Result<bool> {
+        let io = &self.layout.io;
+        if staging.path.is_none() {
+            if !replacing {
+                // EEXIST: a file the index does not know yet (another
+                // daemon's publish): replaced, as a rename would.
+                match self.link_into_place(&staging.file, dest) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => return r,
+                }
+            }
+            let name = self.layout.staging_path();
+            io.link_unnamed(&staging.file, &name)?;
+            staging.path = Some(name);
+        }
+        let from = staging.path.clone().expect("named above");
+        self.rename_into_place(&from, dest)
+    }
+
+    /// Links an unnamed staged file at `dest`, making its shard directory
+    /// again if it went away; says whether it did.
+    fn link_into_place(&self, file: &std::fs::File, dest: &Path) -> io::Result<bool> {
+        let io = &self.layout.io;
+        match io.link_unnamed(file, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.layout.shard_vanished(dest);
+                let made = self.layout.ensure_shard(dest)?;
+                io.link_unnamed(file, dest).map(|()| made)
+            }
+            r => r.map(|()| false),
+        }
+    }
+
+    /// Renames a staged file to its entry path. The shard directory is
+    /// made again if it went away since it was last seen; says whether.
+    pub(super) fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
+        let io = &self.layout.io;
+        match io.rename(from, dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
+                self.layout.shard_vanished(dest);
+                let made = self.layout.ensure_shard(dest)?;
+                io.rename(from, dest).map(|()| made)
+            }
+            r => r.map(|()| false),
+        }
+    }
+}
+
 impl Drop for StagingFile {
     fn drop(&mut self) {
         // Giving back lowers the total only: no lock needed (see room.rs).
         self.staged.fetch_sub(self.reserved, Ordering::Relaxed);
-        if !self.published {
-            let _ = self.io.remove_file(&self.path);
+        if !self.published
+            && let Some(path) = &self.path
+        {
+            let _ = self.io.remove_file(path);
         }
     }
 }

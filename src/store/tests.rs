@@ -473,13 +473,17 @@ fn purge_removes_exactly_what_it_selects() {
     let used = f.store.usage().used_bytes;
     let older = |secs| PurgeFilter {
         namespace: None,
+        prefix: None,
         select: PurgeSelect::OlderThan(Duration::from_secs(secs)),
     };
-    assert_eq!(f.store.purge(&older(101)).entries, 0);
-    let r = f.store.purge(&PurgeFilter {
-        namespace: Some(ns("a")),
-        ..older(50)
-    });
+    assert_eq!(f.store.purge(&older(101)).unwrap().entries, 0);
+    let r = f
+        .store
+        .purge(&PurgeFilter {
+            namespace: Some(ns("a")),
+            ..older(50)
+        })
+        .unwrap();
     assert_eq!(r.entries, 1);
     assert!(get(&f.store, "a", "old").is_none());
     assert!(get(&f.store, "b", "old").is_some(), "other namespace kept");
@@ -489,12 +493,16 @@ fn purge_removes_exactly_what_it_selects() {
     assert_eq!(f.store.stats().namespaces["a"].purged_bytes, r.bytes);
     // Expired: only b's entries have a TTL that ran out.
     f.clock.advance(Duration::from_secs(3550));
-    let r = f.store.purge(&PurgeFilter {
-        namespace: None,
-        select: PurgeSelect::Expired,
-    });
+    let r = f
+        .store
+        .purge(&PurgeFilter {
+            namespace: None,
+            prefix: None,
+            select: PurgeSelect::Expired,
+        })
+        .unwrap();
     assert_eq!(r.entries, 1, "b/old expired, b/new not yet");
-    assert_eq!(f.store.purge(&older(0)).entries, 2);
+    assert_eq!(f.store.purge(&older(0)).unwrap().entries, 2);
     assert_eq!(f.store.usage().entries, 0);
     assert_eq!(f.store.usage().used_bytes, 0);
     f.store.check_invariants();
@@ -661,6 +669,7 @@ fn offline_purge_and_inspect() {
             &files,
             &PurgeFilter {
                 namespace: None,
+                prefix: None,
                 select: PurgeSelect::OlderThan(Duration::from_secs(50)),
             },
             || ticks += 1,

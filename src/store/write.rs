@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::index::EntryMeta;
-use super::staging::{Owner, StagingFile};
+use super::staging::{Owner, StagingFile, create_staging_file};
+use super::xattrs::XattrChange;
 use super::{Change, EntryInfo, Store, StoreError, UnixNanos, entry, meta_from_header};
-use crate::config::Durability;
+use crate::config::{Compression, Durability};
 use crate::metrics::{self, Op};
 use crate::names::{Key, Namespace};
 
@@ -40,6 +41,8 @@ pub struct MetaUpdate {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub truncate: Option<u64>,
+    /// A `user.*` xattr set or removed.
+    pub xattr: Option<XattrChange>,
 }
 
 /// How a write begins (see `Store::start_write`).
@@ -192,9 +195,8 @@ impl Store {
         };
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
-        let path = self.layout.staging_path();
         let io = &self.layout.io;
-        let file = self.with_room_io(0, || io.create_new(&path))?;
+        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
         let mut staging = StagingFile::new(
             file,
             path,
@@ -219,10 +221,15 @@ impl Store {
                 return Err(StoreError::TooBig);
             }
             let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
-            self.copy_content(&src, &mut staging, meta.logical_size)?;
-            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| {
-                StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| match e {
+                entry::CorruptEntry::Io(e) => StoreError::Io(e),
+                e => StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             })?;
+            if header.compression == entry::COMPRESSION_NONE {
+                self.copy_content(&src, &mut staging, meta.logical_size)?;
+            } else {
+                self.copy_plain_into(&src, &header, &mut staging)?;
+            }
             staging.set_copied(meta.logical_size, header.content_sha256);
             // Until it changes, the copy has the times of what it copies.
             staging.mtime = Some(meta.mtime);
@@ -232,6 +239,7 @@ impl Store {
             staging.uid = meta.uid;
             staging.gid = meta.gid;
             staging.ttl_secs = meta.ttl_secs;
+            staging.xattrs = header.xattrs;
         }
         Ok(staging)
     }
@@ -258,15 +266,17 @@ impl Store {
     ) -> Result<EntryInfo, StoreError> {
         let sha256 = staging.content_sha256()?;
         let now = self.clock.now();
-        let durability = {
+        let (durability, compression) = {
             let idx = self.lock();
-            idx.namespace(&staging.ns)
+            let policy = &idx
+                .namespace(&staging.ns)
                 .ok_or(StoreError::NotFound)?
-                .policy
-                .durability
+                .policy;
+            let c = policy.compression.unwrap_or(idx.limits.compression);
+            (policy.durability, c)
         };
         let mtime = staging.mtime.unwrap_or(now);
-        let header = entry::EntryHeader {
+        let mut header = entry::EntryHeader {
             namespace: staging.ns.as_bytes().to_vec(),
             key: staging.key.as_bytes().to_vec(),
             mtime,
@@ -282,14 +292,19 @@ impl Store {
             // (a metadata change, a rename) changes the entry now.
             ctime: staging.ctime.unwrap_or(now),
             atime: staging.atime.unwrap_or(mtime),
+            renamed_from: None,
+            xattrs: staging.xattrs.clone(),
         };
         let io = &self.layout.io;
         if staging.overrun {
             io.set_len(&staging.file, staging.len)?;
         }
+        if let Compression::Zstd { level } = compression {
+            self.compress_staged(&mut staging, &mut header, level)?;
+        }
         let trailer = header.encode_trailer();
         self.with_room_io(trailer.len() as u64, || {
-            io.write_all_at(&staging.file, &trailer, staging.len)
+            io.write_all_at(&staging.file, &trailer, header.stored_content_size)
         })?;
         if durability == Durability::Fsync {
             io.sync_all(&staging.file)?;
@@ -397,7 +412,7 @@ impl Store {
                 let keep = self.layout.trash_path();
                 io.hard_link(dest, &keep).ok().map(|()| (o.clone(), keep))
             });
-        let made = match self.rename_into_place(&staging.path, dest) {
+        let made = match self.put_in_place(staging, dest, old.is_some()) {
             Ok(m) => m,
             Err(e) => {
                 if let Some((_, keep)) = retired {
@@ -457,19 +472,5 @@ impl Store {
         drop(idx);
         self.dispose(trash);
         Ok((info, made))
-    }
-
-    /// Renames a staged file to its entry path. The shard directory is
-    /// made again if it went away since it was last seen; says whether.
-    fn rename_into_place(&self, from: &Path, dest: &Path) -> io::Result<bool> {
-        let io = &self.layout.io;
-        match io.rename(from, dest) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
-                self.layout.shard_vanished(dest);
-                let made = self.layout.ensure_shard(dest)?;
-                io.rename(from, dest).map(|()| made)
-            }
-            r => r.map(|()| false),
-        }
     }
 }

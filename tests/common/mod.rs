@@ -395,11 +395,12 @@ impl Mount {
         let mut child = self.child.take().expect("daemon already reaped");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = wait_child(&mut child, Duration::from_secs(20));
+        if status.is_none() {
+            kill_and_reap(&mut child, &self.mnt);
+        }
         let still = is_mounted(&self.mnt);
         lazy_unmount(&self.mnt);
         let status = status.unwrap_or_else(|| {
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
             panic!(
                 "cachefs did not exit within 20 s of SIGTERM\n--- daemon stderr ---\n{}",
                 self.log()
@@ -416,14 +417,34 @@ impl Mount {
     /// `kill -9` the daemon, reap it and lazily unmount the dead mount.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("daemon already reaped");
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        let _ = child.wait();
+        kill_and_reap(&mut child, &self.mnt);
         lazy_unmount(&self.mnt);
         assert!(
             !is_mounted(&self.mnt),
             "mount still present after umount -l"
         );
     }
+}
+
+/// SIGKILLs a daemon and reaps it. A killed daemon's thread can be stuck
+/// in the kernel, writing an invalidation that waits for a lock held by a
+/// request that waits for the dead daemon's reply; the process then never
+/// finishes dying until its connection is aborted, which `umount -f` does.
+fn kill_and_reap(child: &mut Child, mnt: &Path) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    if wait_child(child, Duration::from_secs(5)).is_none() {
+        eprintln!(
+            "cachefs pid {} still dying 5 s after SIGKILL; aborting its connection (umount -f)",
+            child.id()
+        );
+        let _ = Command::new("umount")
+            .arg("-f")
+            .arg(mnt)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = child.wait();
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -450,8 +471,7 @@ impl Drop for Mount {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
                 if wait_child(&mut child, Duration::from_secs(10)).is_none() {
                     eprintln!("cachefs pid {pid} ignored SIGTERM for 10 s; SIGKILL");
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let _ = child.wait();
+                    kill_and_reap(&mut child, &self.mnt);
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::config::Compression;
 use crate::names::{Key, Namespace};
 use crate::store::clock::UnixNanos;
 
@@ -34,6 +35,10 @@ pub struct EntryMeta {
     pub gid: u32,
     /// The content checksum was checked (or computed) by this process.
     pub verified: bool,
+    /// Stored compressed: readers read a plain copy (see `compress.rs`).
+    /// Known for sure once `verified` (a snapshot does not keep it: an
+    /// unverified entry's trailer decides).
+    pub compressed: bool,
     pub last_access: UnixNanos,
 }
 
@@ -59,4 +64,6 @@ pub struct GlobalLimits {
     pub max_bytes: u64,
     pub max_entries: Option<u64>,
     pub default_ttl: Duration,
+    /// Of namespaces that set none of their own (like `default_ttl`).
+    pub compression: Compression,
 }

@@ -307,13 +307,20 @@ impl Index {
 
     /// Records that the content of `key`'s entry was checked, if the entry
     /// is still `version`.
-    pub fn mark_verified(&mut self, ns: &Namespace, key: &Key, version: u64) -> bool {
+    /// Marks a version checked; `compressed` is what its trailer said.
+    pub fn mark_verified(
+        &mut self,
+        ns: &Namespace,
+        key: &Key,
+        version: u64,
+        compressed: bool,
+    ) -> bool {
         let Some(state) = self.namespaces.get_mut(ns) else {
             return false;
         };
         match state.entries.find(key.as_bytes()) {
             Some(i) if state.entries.meta(i).version == version => {
-                state.entries.set_verified(i);
+                state.entries.set_verified(i, compressed);
                 true
             }
             _ => false,

@@ -36,6 +36,8 @@ const NO_TTL: u32 = u32::MAX;
 const VERIFIED: u8 = 1;
 /// The file size and TTL are in the table's `Wide` map, not in the slot.
 const WIDE: u8 = 2;
+/// `EntryMeta::compressed`; `trailer` then holds the file size.
+const COMPRESSED: u8 = 4;
 
 /// A key as it is looked up: its compact form, or its bytes if it is long.
 pub(super) enum Probe<'a> {
@@ -259,14 +261,22 @@ impl Slot {
         self.uid = m.uid;
         self.gid = m.gid;
         self.flags = if m.verified { VERIFIED } else { 0 };
+        if m.compressed {
+            self.flags |= COMPRESSED;
+        }
         let ttl = match m.ttl_secs {
             None => Some(NO_TTL),
             Some(s) => u32::try_from(s).ok().filter(|&s| s != NO_TTL),
         };
-        let trailer = m
-            .file_size
-            .checked_sub(m.logical_size)
-            .and_then(|t| u32::try_from(t).ok());
+        // A compressed file is smaller than its logical size: the slot
+        // keeps its size whole (in 32 bits) instead of the difference.
+        let trailer = if m.compressed {
+            u32::try_from(m.file_size).ok()
+        } else {
+            m.file_size
+                .checked_sub(m.logical_size)
+                .and_then(|t| u32::try_from(t).ok())
+        };
         match (ttl, trailer) {
             (Some(ttl), Some(trailer)) if m.ctime == m.mtime && m.atime == m.mtime => {
                 self.ttl = ttl;
@@ -291,6 +301,12 @@ impl Slot {
     pub(super) fn meta(&self, wide: Option<&Wide>) -> EntryMeta {
         let (file_size, ttl_secs, ctime, atime) = match wide {
             Some(w) if self.is_wide() => (w.file_size, w.ttl_secs, w.ctime, w.atime),
+            _ if self.flags & COMPRESSED != 0 => (
+                u64::from(self.trailer),
+                (self.ttl != NO_TTL).then_some(u64::from(self.ttl)),
+                self.mtime,
+                self.mtime,
+            ),
             _ => (
                 self.logical_size + u64::from(self.trailer),
                 (self.ttl != NO_TTL).then_some(u64::from(self.ttl)),
@@ -312,12 +328,21 @@ impl Slot {
             uid: self.uid,
             gid: self.gid,
             verified: self.flags & VERIFIED != 0,
+            compressed: self.flags & COMPRESSED != 0,
             last_access: self.last_access,
         }
     }
 
-    pub(super) fn set_verified(&mut self) {
+    pub(super) fn set_verified(&mut self, compressed: bool) {
         self.flags |= VERIFIED;
+        if compressed && !self.is_wide() && self.flags & COMPRESSED == 0 {
+            // The narrow size field changes meaning with the flag.
+            self.trailer =
+                u32::try_from(self.logical_size + u64::from(self.trailer)).unwrap_or(u32::MAX);
+        }
+        if compressed {
+            self.flags |= COMPRESSED;
+        }
     }
 }
 
@@ -341,6 +366,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             verified: true,
+            compressed: false,
             last_access: 9,
         }
     }
@@ -430,6 +456,16 @@ mod tests {
             let wide = slot.set_meta(&m).expect("does not fit");
             assert!(slot.is_wide());
             assert_eq!(slot.meta(Some(&wide)), m);
+        }
+        // A compressed file is smaller than its logical size, and narrow.
+        for file_size in [60, u64::from(u32::MAX)] {
+            let m = EntryMeta {
+                file_size,
+                compressed: true,
+                ..meta()
+            };
+            assert_eq!(slot.set_meta(&m), None);
+            assert_eq!(slot.meta(None), m);
         }
         slot.set_meta(&meta());
         assert!(!slot.is_wide(), "a narrow value clears the mark");

@@ -172,8 +172,8 @@ impl EntryTable {
         self.push_head(i);
     }
 
-    pub fn set_verified(&mut self, i: u32) {
-        self.slots[i as usize].set_verified();
+    pub fn set_verified(&mut self, i: u32, compressed: bool) {
+        self.slots[i as usize].set_verified(compressed);
     }
 
     /// The least recently used entry's slot.
