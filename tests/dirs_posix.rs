@@ -346,3 +346,37 @@ fn rmdir_refuses_a_directory_with_a_name_being_written() {
     fs::remove_file(ns.join("d/k")).unwrap();
     fs::remove_dir(ns.join("d")).unwrap();
 }
+
+/// The same for a namespace, and for the target of a directory rename:
+/// pjdfstest's `rmdir::eexist_enotempty_non_empty_dir` and
+/// `rename::eexist_enotempty_to_non_empty` create a file, close it and at
+/// once remove (or rename over) its directory, before the file's RELEASE
+/// has published it: the directory must not look empty meanwhile.
+#[test]
+fn a_namespace_or_a_rename_target_with_a_name_being_written_is_not_empty() {
+    if skip_without_fuse() {
+        return;
+    }
+    let m = Mount::new(CFG);
+    fs::create_dir(m.ns("fresh")).unwrap();
+    let f = fs::File::create(m.ns("fresh").join("k")).unwrap();
+    assert_errno(
+        fs::remove_dir(m.ns("fresh")),
+        libc::ENOTEMPTY,
+        "rmdir of a namespace while fresh/k is being written",
+    );
+    drop(f);
+    assert_eq!(read_file(&m.ns("fresh").join("k")).unwrap(), b"");
+
+    let ns = m.ns("ns");
+    fs::create_dir(ns.join("from")).unwrap();
+    fs::create_dir(ns.join("to")).unwrap();
+    let f = fs::File::create(ns.join("to/k")).unwrap();
+    assert_errno(
+        fs::rename(ns.join("from"), ns.join("to")),
+        libc::ENOTEMPTY,
+        "rename over a directory while to/k is being written",
+    );
+    drop(f);
+    assert!(ns.join("from").is_dir() && ns.join("to/k").exists());
+}

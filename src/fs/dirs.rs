@@ -154,6 +154,11 @@ impl CacheFs {
         }
         let ns = Namespace::parse(name.as_bytes()).map_err(|_| Errno::ENOENT)?;
         let _g = crate::sync::lock(&self.ns_ops);
+        // A key being written is in it (`: > ns/k; rmdir ns`: k's close
+        // returned, its RELEASE publishes), as for a directory in it.
+        if self.handles.writes_in(&ns) {
+            return Err(Errno::ENOTEMPTY);
+        }
         self.store.remove_namespace(&ns).map_err(|e| self.fail(&e))
     }
 

@@ -184,6 +184,10 @@ impl CacheFs {
     /// their new names.
     pub(super) fn rename_dir(&self, ns_id: u32, from: &Key, to: &Key) -> Result<(), Errno> {
         let ns = self.store.namespace_by_id(ns_id).ok_or(Errno::ENOENT)?;
+        // A target holding a name being written is not empty (see `rmdir_in`).
+        if self.handles.writes_under(&ns, to.as_bytes()) {
+            return Err(Errno::ENOTEMPTY);
+        }
         self.store
             .rename_dir(&ns, from, to)
             .map_err(|e| self.fail(&e))?;
