@@ -6,8 +6,11 @@
 //! agrees with a full scan even when entries were written and removed
 //! during the rebuild.
 
+#[path = "common/bindview.rs"]
+mod bindview;
 mod common;
 
+use bindview::BindView;
 use common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -289,41 +292,6 @@ fn a_stop_during_the_rebuild_saves_no_partial_index() {
 const NOTIFIED: Duration = Duration::from_millis(100);
 const POLLED: Duration = Duration::from_secs(1);
 const MARGIN: Duration = Duration::from_millis(900);
-
-/// A bindfs view of a directory (a second host's view of a network
-/// volume: its FUSE clients get no inotify events for writes made beside
-/// them), unmounted on drop. Locks are forwarded: the sessions' liveness
-/// still rests on flock (issue 13's "no flock" part is not this test's).
-struct BindView {
-    dir: tempfile::TempDir,
-}
-
-impl BindView {
-    fn of(src: &Path) -> BindView {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let st = Command::new("bindfs")
-            .args(["--multithreaded", "--enable-lock-forwarding"])
-            .arg(src)
-            .arg(dir.path())
-            .status()
-            .expect("bindfs (apt-get install bindfs)");
-        assert!(st.success(), "bindfs failed");
-        assert!(
-            wait_until(Duration::from_secs(10), || is_mounted(dir.path())),
-            "bindfs never mounted"
-        );
-        BindView { dir }
-    }
-}
-
-impl Drop for BindView {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-        if is_mounted(self.dir.path()) {
-            lazy_unmount(self.dir.path());
-        }
-    }
-}
 
 /// Two daemons on one backing dir: `b` directly beside `a` (notified), or
 /// through a bindfs view (polled only).
