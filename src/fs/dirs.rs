@@ -156,7 +156,7 @@ impl CacheFs {
         let _g = crate::sync::lock(&self.ns_ops);
         // A key being written is in it (`: > ns/k; rmdir ns`: k's close
         // returned, its RELEASE publishes), as for a directory in it.
-        if self.handles.writes_in(&ns) {
+        if self.handles.writes_under(&ns, b"") {
             return Err(Errno::ENOTEMPTY);
         }
         self.store.remove_namespace(&ns).map_err(|e| self.fail(&e))

@@ -22,7 +22,7 @@ use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
 use super::writer::Stage;
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
-use crate::access::{MODE_BITS, NsAccess};
+use crate::access::NsAccess;
 use crate::store::{
     EntryInfo, Key, Lookup, MetaUpdate, NAME_MAX, Namespace, StagingFile, StoreError,
     to_system_time,
@@ -77,22 +77,8 @@ impl CacheFs {
 
     /// A namespace's directory: its owner, group and mode.
     pub(super) fn namespace_attr(&self, id: u32, access: NsAccess) -> Attr {
-        let (atime, mtime, ctime) = self.ns_times.get_in(id, b"");
         let nlink = self.store.dir_access(id, b"").map_or(2, |(_, n)| n);
-        Attr {
-            ino: inodes::namespace_ino(id),
-            size: 0,
-            blocks: 0,
-            atime,
-            mtime,
-            ctime,
-            kind: FileKind::Directory,
-            perm: (access.mode & MODE_BITS) as u16,
-            nlink,
-            uid: access.uid,
-            gid: access.gid,
-            blksize: BLOCK_SIZE,
-        }
+        self.ns_dir_attr(id, b"", inodes::namespace_ino(id), access, nlink)
     }
 
     fn control_attr(&self, ino: u64) -> Attr {

@@ -150,17 +150,13 @@ impl HandleTable {
         !self.writers_lock().is_empty()
     }
 
-    /// Whether a key under directory `dir` of `ns` is being written (or
-    /// was closed unwritten and awaits its RELEASE, which publishes it).
-    /// Whether a key of `ns` is being written (its namespace is not
-    /// empty, as a directory with a file being written is not).
-    pub fn writes_in(&self, ns: &Namespace) -> bool {
-        self.writers_lock().keys().any(|(n, _)| n == ns)
-    }
-
+    /// Whether a key under directory `dir` of `ns` ("": anywhere in it) is
+    /// being written (or was closed unwritten and awaits its RELEASE, which
+    /// publishes it): a directory holding one is not empty.
     pub fn writes_under(&self, ns: &Namespace, dir: &[u8]) -> bool {
         self.writers_lock().keys().any(|(n, k)| {
-            n == ns && k.as_bytes().starts_with(dir) && k.as_bytes().get(dir.len()) == Some(&b'/')
+            let k = k.as_bytes();
+            n == ns && (dir.is_empty() || k.starts_with(dir) && k.get(dir.len()) == Some(&b'/'))
         })
     }
 

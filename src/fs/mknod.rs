@@ -24,14 +24,11 @@
 //! kernel, so the next lookup asks the store.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use super::CacheFs;
-use super::errno::name_errno;
-use super::inodes::kind_of;
 use super::types::{Ctx, Entry, Errno};
-use crate::store::{NewWrite, Owner, WriteBy, WriteFrom};
+use crate::store::{NewWrite, WriteBy, WriteFrom};
 
 impl CacheFs {
     /// SYMLINK: not an entry (see the module docs).
@@ -56,26 +53,11 @@ impl CacheFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Errno::EPERM);
         }
-        // The same answers as CREATE for a parent that is no namespace.
-        let Some((ns_id, dir)) = self.dir_of(parent) else {
-            return Err(if kind_of(parent).is_some() {
-                Errno::EACCES
-            } else {
-                Errno::ENOENT
-            });
-        };
-        let (ns, key) = self
-            .store
-            .resolve_in(ns_id, &dir, name.as_bytes(), true)
-            .map_err(|e| name_errno(&e, Errno::EINVAL))?;
+        // Made, and answered, as CREATE makes a name.
+        let (ns_id, ns, key, owner) = self.new_name(ctx, parent, name, mode, umask)?;
         let write = NewWrite {
             from: WriteFrom::Empty,
-            owner: Owner {
-                uid: ctx.uid,
-                // As CREATE: a setgid directory's group.
-                gid: self.new_entry_gid(ctx, ns_id, &dir),
-                mode: mode & !umask & 0o7777,
-            },
+            owner,
             version: None,
             exclusive: true,
             // The kernel looked the name up first: its miss is taken back.

@@ -54,8 +54,21 @@ impl CacheFs {
     /// A subdirectory's attributes: its own owner, mode and times.
     pub(super) fn subdir_attr(&self, ns_id: u32, path: &[u8], ino: u64) -> Option<Attr> {
         let (access, nlink) = self.store.dir_access(ns_id, path)?;
+        Some(self.ns_dir_attr(ns_id, path, ino, access, nlink))
+    }
+
+    /// A directory's attributes from its access and link count (a
+    /// namespace is the directory at path "" of its own).
+    pub(super) fn ns_dir_attr(
+        &self,
+        ns_id: u32,
+        path: &[u8],
+        ino: u64,
+        access: NsAccess,
+        nlink: u32,
+    ) -> Attr {
         let (atime, mtime, ctime) = self.ns_times.get_in(ns_id, path);
-        Some(Attr {
+        Attr {
             ino,
             size: 0,
             blocks: 0,
@@ -68,7 +81,7 @@ impl CacheFs {
             uid: access.uid,
             gid: access.gid,
             blksize: BLOCK_SIZE,
-        })
+        }
     }
 
     /// The entry of an existing subdirectory, handed to the kernel.

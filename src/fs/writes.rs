@@ -16,7 +16,7 @@ use super::inodes::kind_of;
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
-use crate::store::Owner;
+use crate::store::{Key, Namespace, Owner};
 
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
@@ -60,15 +60,17 @@ impl CacheFs {
             .find(|h| h.writer().is_some_and(|w| w.ino == ino))
     }
 
-    pub fn create(
+    /// The name CREATE and MKNOD make in `parent` (its namespace id,
+    /// namespace and key) and whose it is: its creator's, a setgid
+    /// directory's group, the mode less the umask.
+    pub(super) fn new_name(
         &self,
         ctx: &Ctx,
         parent: u64,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        flags: i32,
-    ) -> Result<Created, Errno> {
+    ) -> Result<(u32, Namespace, Key, Owner), Errno> {
         let Some((ns_id, dir)) = self.dir_of(parent) else {
             return Err(if kind_of(parent).is_some() {
                 Errno::EACCES
@@ -80,13 +82,27 @@ impl CacheFs {
             .store
             .resolve_in(ns_id, &dir, name.as_bytes(), true)
             .map_err(|e| name_errno(&e, Errno::EINVAL))?;
+        let owner = Owner {
+            uid: ctx.uid,
+            gid: self.new_entry_gid(ctx, ns_id, &dir),
+            mode: mode & !umask & 0o7777,
+        };
+        Ok((ns_id, ns, key, owner))
+    }
+
+    pub fn create(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<Created, Errno> {
+        let (ns_id, ns, key, owner) = self.new_name(ctx, parent, name, mode, umask)?;
         let how = WriterOpen {
             flags,
-            owner: Owner {
-                uid: ctx.uid,
-                gid: self.new_entry_gid(ctx, ns_id, &dir),
-                mode: mode & !umask & 0o7777,
-            },
+            owner,
             version: None,
             pid: ctx.pid,
         };

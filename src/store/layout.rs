@@ -433,11 +433,7 @@ impl Layout {
             if token == self.token {
                 continue;
             }
-            let Ok(lock) = fs::OpenOptions::new().write(true).open(e.path()) else {
-                continue;
-            };
-            let free = flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok();
-            if sessions::liveness(&e.path(), free) == sessions::Liveness::Dead {
+            if !sessions::lives(&e.path()) {
                 removed += remove_session(&self.staging, &self.trash, token);
             }
         }

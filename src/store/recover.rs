@@ -47,6 +47,7 @@ pub struct SnapshotEntry {
 /// A snapshot entry as saved before `ctime` and `atime` (both are its
 /// mtime).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct SnapshotEntryV1 {
     namespace: Vec<u8>,
     key: Vec<u8>,
@@ -335,24 +336,9 @@ mod tests {
 
     #[test]
     fn a_snapshot_saved_before_ctime_is_still_read() {
-        #[derive(Serialize)]
-        struct V1 {
-            namespace: Vec<u8>,
-            key: Vec<u8>,
-            file_id: u64,
-            file_size: u64,
-            mtime: i64,
-            ttl_secs: Option<u64>,
-            logical_size: u64,
-            stored_bytes: u64,
-            mode: u32,
-            uid: u32,
-            gid: u32,
-            last_access: i64,
-        }
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::open(&dir.path().join("b")).unwrap();
-        let old = vec![V1 {
+        let old = vec![SnapshotEntryV1 {
             namespace: b"ns".to_vec(),
             key: b"k".to_vec(),
             file_id: 9,
