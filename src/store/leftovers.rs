@@ -55,7 +55,8 @@ impl Store {
         if left.offline {
             for (dir, is_session) in [(staging, true), (trash, false)] {
                 // Sessions' own files and dirs are judged above, not here.
-                let keep = |name: &[u8], is_dir: bool| is_dir || (is_session && name.ends_with(b".lock"));
+                let keep =
+                    |name: &[u8], is_dir: bool| is_dir || (is_session && name.ends_with(b".lock"));
                 let Some(n) = remove_files(dir, keep, stop) else {
                     return;
                 };

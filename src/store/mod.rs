@@ -235,14 +235,26 @@ impl Store {
                 // daemons, and their sessions are judged on their own.
                 let sessions = layout.dead_sessions();
                 layout.downgrade(&alone)?;
-                (alone, rebuild_state::Leftovers { sessions, offline: true })
+                (
+                    alone,
+                    rebuild_state::Leftovers {
+                        sessions,
+                        offline: true,
+                    },
+                )
             }
             Err(LayoutError::LockedLive { .. }) => {
                 let lock = shared_lock_soon(&layout)?;
                 // Other daemons live here: only the sessions of dead ones
                 // are orphans.
                 let sessions = layout.dead_sessions();
-                (lock, rebuild_state::Leftovers { sessions, offline: false })
+                (
+                    lock,
+                    rebuild_state::Leftovers {
+                        sessions,
+                        offline: false,
+                    },
+                )
             }
             Err(e) => return Err(e.into()),
         };
@@ -282,12 +294,7 @@ impl Store {
                 path: root.display().to_string(),
                 source,
             })?;
-        // Explicit directories first: the rebuild adds entries to the
-        // trees they start.
-        store.load_dir_markers().map_err(|source| OpenError::Io {
-            path: root.display().to_string(),
-            source,
-        })?;
+        // The directory markers are loaded by the rebuild (`dirs.rs`).
         let claims = store.reap_dead_claims();
         if claims > 0 {
             log::info!("removed {claims} claims of daemons that died");

@@ -158,6 +158,9 @@ impl Store {
         }
         let start = Instant::now();
         let r = &self.rebuild;
+        // Explicit directories first: the entries add to the trees they
+        // start.
+        self.load_dir_markers()?;
         let mut items = Vec::new();
         if let Some(entries) = recover::take_snapshot(&self.layout) {
             r.from_snapshot.store(true, Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub(super) struct Rebuild {
     pub(super) done: Mutex<bool>,
     pub(super) done_cv: Condvar,
     pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set once every directory marker is in the index (`dirs.rs`).
+    pub(super) markers_loaded: AtomicBool,
     /// What dead daemons and offline commands left, removed after the
     /// rebuild (`leftovers.rs`).
     pub(super) leftovers: Mutex<Leftovers>,
