@@ -153,6 +153,14 @@ impl BackingIo {
         self.faults.inject(op, errno, times);
     }
 
+    /// Runs `hook` once, on the thread of the next `op`, before it is
+    /// made: a test sees what another daemon sees between two steps of a
+    /// store call, with no race on how fast either runs.
+    #[cfg(debug_assertions)]
+    pub fn before_next(&self, op: FaultOp, hook: impl FnOnce() + Send + 'static) {
+        self.faults.before_next(op, Box::new(hook));
+    }
+
     /// Lifts every in-process fault.
     #[cfg(debug_assertions)]
     pub fn lift(&self) {
@@ -369,6 +377,8 @@ mod faults {
         /// In-process rules exist (so an unfaulted test pays one load).
         armed: AtomicBool,
         rules: Mutex<Vec<Rule>>,
+        /// `before_next`'s hooks, each run once by the next such op.
+        hooks: Mutex<Vec<(FaultOp, Box<dyn FnOnce() + Send>)>>,
         /// `CACHEFS_FAULTS`: a control file read at each operation.
         control: Option<PathBuf>,
     }
@@ -390,6 +400,15 @@ mod faults {
             }
             if !self.armed.load(Ordering::Relaxed) {
                 return Ok(());
+            }
+            let hook = {
+                let mut hooks = crate::sync::lock(&self.hooks);
+                let at = hooks.iter().position(|(o, _)| *o == op);
+                at.map(|i| hooks.remove(i).1)
+            };
+            // Run with no lock of ours held: it may make operations too.
+            if let Some(hook) = hook {
+                hook();
             }
             let mut rules = crate::sync::lock(&self.rules);
             let Some(i) = rules.iter().position(|r| r.op == op) else {
@@ -420,7 +439,13 @@ mod faults {
             self.armed.store(true, Ordering::Relaxed);
         }
 
+        pub fn before_next(&self, op: FaultOp, hook: Box<dyn FnOnce() + Send>) {
+            crate::sync::lock(&self.hooks).push((op, hook));
+            self.armed.store(true, Ordering::Relaxed);
+        }
+
         pub fn lift(&self) {
+            crate::sync::lock(&self.hooks).clear();
             crate::sync::lock(&self.rules).clear();
             self.armed.store(false, Ordering::Relaxed);
         }

@@ -458,6 +458,8 @@ mod fuzz_tests;
 mod quota_across_tests;
 #[cfg(test)]
 mod sharing_meta_tests;
+#[cfg(all(test, debug_assertions))]
+mod sharing_order_tests;
 #[cfg(test)]
 mod sharing_tests;
 #[cfg(all(test, debug_assertions))]
