@@ -282,6 +282,34 @@ impl BackingIo {
         Ok((st.stx_ino, st.stx_size))
     }
 
+    /// (inode, size) of an open file as its filesystem has it now, as
+    /// `stat_fresh` for a path: a FUSE view of another host's volume
+    /// answers `fstat` from attributes cached up to a second, and after
+    /// the file at its path was replaced, that is the old file's size.
+    /// Also refreshes what the next `fstat` of it says.
+    pub fn fstat_fresh(&self, file: &File) -> io::Result<(u64, u64)> {
+        use std::os::fd::AsRawFd;
+        let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: `file` is an open descriptor, the path an empty
+        // NUL-terminated string (AT_EMPTY_PATH: the descriptor itself),
+        // and `st` writable memory the size of a `statx`.
+        let r = unsafe {
+            libc::statx(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
+                libc::STATX_INO | libc::STATX_SIZE,
+                st.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statx succeeded, so it filled `st` (and it was zeroed).
+        let st = unsafe { st.assume_init() };
+        Ok((st.stx_ino, st.stx_size))
+    }
+
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(FaultOp::Write)?;
         file.write_all_at(data, offset)

@@ -150,8 +150,9 @@ pub enum CorruptEntry {
     },
     #[error("content checksum mismatch")]
     ContentChecksum,
-    /// A valid trailer naming other metadata than the index holds:
-    /// another daemon's change (see `trailer.rs`), not damage.
+    /// A valid trailer naming other metadata than the index holds, or a
+    /// file shorter than the length it was read at: another daemon's
+    /// change (see `trailer.rs`, `read_entry_at`), not damage.
     #[error("trailer changed since it was indexed")]
     Changed,
     #[error("unknown compression {0}")]
@@ -190,6 +191,12 @@ const SETTLE_TRIES: u32 = 8;
 /// trailer (an in-place metadata change, see `trailer.rs`): a trailer
 /// read at a length the file no longer has is read again at the new one,
 /// never taken for damage; only a file that stays put and reads bad is.
+///
+/// The same for a file read through a view whose attributes lag (a FUSE
+/// client of another host's volume): a trailer that reads short or bad is
+/// checked against the size the filesystem has now (`fstat_fresh`), not
+/// the cached one. One that keeps reading short is `Changed`: replaced
+/// again and again under the reader, no damage.
 pub fn read_header_settled(
     io: &BackingIo,
     file: &File,
@@ -204,13 +211,30 @@ pub fn read_header_settled(
         if r.is_ok() || tries >= SETTLE_TRIES {
             return Ok((md, r));
         }
+        // Refreshes the cached attributes `metadata` then reads.
+        let (_, len) = io.fstat_fresh(file)?;
         let now = file.metadata()?;
-        if now.len() == md.len() {
+        if len == md.len() && now.len() == md.len() && !matches!(r, Err(CorruptEntry::Changed)) {
             return Ok((md, r));
         }
         md = now;
         tries += 1;
     }
+}
+
+/// `read_exact_at` of an entry file's bytes, where running out of bytes
+/// means the file is shorter than the length it is read at: replaced or
+/// rewritten since that length was learned, so `Changed`, not damage.
+fn read_entry_at(
+    io: &BackingIo,
+    file: &File,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), CorruptEntry> {
+    io.read_exact_at(file, buf, offset).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => CorruptEntry::Changed,
+        _ => CorruptEntry::Io(e),
+    })
 }
 
 /// Reads and validates the trailer of an entry file of `file_len` bytes.
@@ -226,14 +250,14 @@ pub fn read_header(
     // (xattrs, a long key) costs a second read of exactly its length.
     let first = file_len.min(FIRST_READ);
     let mut tail = vec![0u8; first as usize];
-    io.read_exact_at(file, &mut tail, file_len - first)?;
+    read_entry_at(io, file, &mut tail, file_len - first)?;
     let footer = &tail[tail.len() - FOOTER_LEN as usize..];
     let header_len = u64::from(u32::from_le_bytes(word(&footer[0..4])));
     let want = header_len.saturating_add(FOOTER_LEN);
     if &footer[16..24] == MAGIC && want > first && want <= file_len && header_len <= MAX_HEADER_LEN
     {
         tail = vec![0u8; want as usize];
-        io.read_exact_at(file, &mut tail, file_len - want)?;
+        read_entry_at(io, file, &mut tail, file_len - want)?;
     }
     parse_trailer(&tail, file_len)
 }

@@ -21,7 +21,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::backing::{BackingIo, FaultOp};
-use super::entry;
+use super::index::EntryMeta;
+use super::{StoreError, entry};
 use super::layout::Layout;
 use super::recover::{Found, check_placement};
 use crate::names::{Key, Namespace};
@@ -107,41 +108,132 @@ impl DataDir {
 
     /// What is at the backing path of (`ns`, `key`): `Ok(None)` when
     /// nothing is, else the file validated as the scan validates it.
+    ///
+    /// A file whose trailer reads bad or short is opened and read again
+    /// before it is called bad: through a view of another host's volume
+    /// (a FUSE client whose nodes are paths: bindfs, and NFS clients'
+    /// attribute caches alike) a file just replaced there is read at a
+    /// size that is not its own. Bad only if a second open reads it bad
+    /// in the same way at the same size; a file that keeps changing
+    /// under the probe is a miss for now, never quarantined.
     pub(super) fn probe(
         &self,
         layout: &Layout,
         ns: &Namespace,
         key: &Key,
     ) -> io::Result<Option<Probed>> {
+        let mut before: Option<(u64, String)> = None;
+        for _ in 0..PROBE_OPENS {
+            match self.probe_once(layout, ns, key)? {
+                Once::Done(p) => return Ok(p),
+                Once::Unreadable { ino, len, why } => {
+                    if before.as_ref().is_some_and(|b| *b == (len, why.clone())) {
+                        return Ok(Some(Probed::Bad { ino, why }));
+                    }
+                    before = Some((len, why));
+                }
+                Once::Changed => before = None,
+            }
+        }
+        Ok(None)
+    }
+
+    fn probe_once(&self, layout: &Layout, ns: &Namespace, key: &Key) -> io::Result<Once> {
         let file = match self.open_entry(layout, ns, key) {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
-                return Ok(None);
+                return Ok(Once::Done(None));
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 let path = layout.entry_path(ns, key);
-                return Ok(layout.io.stat_nofollow(&path).ok().map(|md| Probed::Bad {
-                    ino: md.ino(),
-                    why: "a symlink".into(),
-                }));
+                return Ok(Once::Done(layout.io.stat_nofollow(&path).ok().map(
+                    |md| Probed::Bad {
+                        ino: md.ino(),
+                        why: "a symlink".into(),
+                    },
+                )));
             }
             Err(e) => return Err(e),
         };
         let md = file.metadata()?;
-        let bad =
-            |md: &std::fs::Metadata, why: String| Ok(Some(Probed::Bad { ino: md.ino(), why }));
         if !md.file_type().is_file() {
-            return bad(&md, "not a regular file".into());
+            return Ok(Once::Done(Some(Probed::Bad {
+                ino: md.ino(),
+                why: "not a regular file".into(),
+            })));
         }
+        let unreadable = |md: &std::fs::Metadata, why: String| {
+            Ok(Once::Unreadable {
+                ino: md.ino(),
+                len: md.len(),
+                why,
+            })
+        };
         let (md, header) = match entry::read_header_settled(&layout.io, &file)? {
             (md, Ok(h)) => (md, h),
-            (md, Err(e)) => return bad(&md, e.to_string()),
+            (_, Err(entry::CorruptEntry::Changed)) => return Ok(Once::Changed),
+            (md, Err(e)) => return unreadable(&md, e.to_string()),
         };
         match check_placement(header, &layout.entry_path(ns, key), &md) {
-            Ok(f) => Ok(Some(Probed::Valid(f))),
-            Err(why) => bad(&md, why),
+            Ok(f) => Ok(Once::Done(Some(Probed::Valid(f)))),
+            Err(why) => unreadable(&md, why),
         }
     }
+}
+
+impl super::Store {
+    /// The live version a write starts from, opened with its trailer.
+    /// Another daemon may have replaced it since the index said `meta`
+    /// (through a view of another host's volume, the file's cached size
+    /// is then the old one's): the index learns the new one and the copy
+    /// starts from it, rather than failing the user's open with EIO.
+    pub(super) fn current_source(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        mut meta: EntryMeta,
+    ) -> Result<(EntryMeta, std::fs::File, entry::EntryHeader), StoreError> {
+        let io = &self.layout.io;
+        for _ in 0..4 {
+            let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
+            let read = match io.fstat_fresh(&src)? {
+                id if id == (meta.file_id, meta.file_size) => {
+                    entry::read_header(io, &src, meta.file_size)
+                }
+                _ => Err(entry::CorruptEntry::Changed),
+            };
+            match read {
+                Ok(header) => return Ok((meta, src, header)),
+                Err(entry::CorruptEntry::Changed) => {
+                    self.reconcile(ns, key, &meta)?;
+                    meta = self.live_meta(ns, key)?;
+                }
+                Err(entry::CorruptEntry::Io(e)) => return Err(StoreError::Io(e)),
+                Err(e) => {
+                    return Err(StoreError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e.to_string(),
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Io(io::Error::other(
+            "entry keeps changing under the writer",
+        )))
+    }
+}
+
+/// Opens a probe makes of one path before it says "bad" or "a miss".
+const PROBE_OPENS: usize = 4;
+
+/// What one open of a key's path found.
+enum Once {
+    /// The answer.
+    Done(Option<Probed>),
+    /// Read bad at this size: damage, or a view's stale size.
+    Unreadable { ino: u64, len: u64, why: String },
+    /// Read short: changed under the read.
+    Changed,
 }
 
 /// Quarantines the file at `path` if it is still inode `ino`. Renamed

@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::backing::{BackingIo, FaultOp};
 use super::index::EntryMeta;
 use super::lookup::same_file;
+use super::probe::Probed;
 use super::{Store, StoreError, entry, recover};
 use crate::metrics::{self, NsMetrics};
 use crate::names::{Key, Namespace};
@@ -280,8 +281,11 @@ impl Store {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let md = file.metadata()?;
-            if md.ino() != meta.file_id || md.len() != meta.file_size {
+            // Fresh: through a view of another host's volume, a replaced
+            // file's cached size is the old one's, and its trailer read
+            // there is cut short or garbage (issue 13).
+            let (ino, len) = self.layout.io.fstat_fresh(&file)?;
+            if ino != meta.file_id || len != meta.file_size {
                 self.reconcile(ns, key, &meta)?;
                 continue;
             }
@@ -296,11 +300,35 @@ impl Store {
                     self.adopt_from_backing(ns, key, self.clock.now())?;
                     continue;
                 }
-                Err(why) => {
-                    // Exactly the file checked: a newer one may have
-                    // taken the path since.
-                    self.quarantine_probed(ns, key, md.ino(), &why.to_string());
+                // Its content, read through a trailer that read well:
+                // damage. Exactly the file checked is moved: a newer one
+                // may have taken the path since.
+                Err(
+                    why @ (entry::CorruptEntry::ContentChecksum
+                    | entry::CorruptEntry::Decompress(_)
+                    | entry::CorruptEntry::Compression(_)),
+                ) => {
+                    self.quarantine_probed(ns, key, ino, &why.to_string());
                     self.forget_if_same(ns, key, &meta);
+                    return Err(StoreError::NotFound);
+                }
+                Err(why) => {
+                    // Its trailer: bad only if a probe, which opens the
+                    // path again, says so. Through a view of another
+                    // host's volume the file may not be the size its
+                    // attributes say.
+                    self.forget_if_same(ns, key, &meta);
+                    match self.data_dir.probe(&self.layout, ns, key)? {
+                        Some(Probed::Valid(_)) => {
+                            self.adopt_from_backing(ns, key, self.clock.now())?;
+                            continue;
+                        }
+                        Some(Probed::Bad { ino, why: again }) => {
+                            log::debug!("{ns}/{key:?} read bad ({why}), then {again}");
+                            self.quarantine_probed(ns, key, ino, &again);
+                        }
+                        None => {}
+                    }
                     return Err(StoreError::NotFound);
                 }
             };

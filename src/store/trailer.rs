@@ -103,8 +103,10 @@ impl Store {
         let Ok(file) = io.open_rw_nofollow(&path) else {
             return Ok(InPlace::Copy);
         };
-        let md = file.metadata()?;
-        if md.ino() != meta.file_id || md.len() != meta.file_size {
+        // Fresh: through a view of another host's volume, a file replaced
+        // there still shows the old one's cached size, and a trailer
+        // appended at that size would land inside another daemon's file.
+        if io.fstat_fresh(&file)? != (meta.file_id, meta.file_size) {
             return Ok(InPlace::Copy);
         }
         let Ok(mut header) = entry::read_header(io, &file, meta.file_size) else {

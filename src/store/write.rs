@@ -7,7 +7,6 @@
 //! every publish usage <= every quota that applies; a replaced version
 //! stays readable for a grace period.
 
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -217,14 +216,10 @@ impl Store {
             staging.modified(self.clock.now());
         }
         if let Some(meta) = current {
+            let (meta, src, header) = self.current_source(ns, key, meta)?;
             if meta.logical_size > limit {
                 return Err(StoreError::TooBig);
             }
-            let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
-            let header = entry::read_header(io, &src, meta.file_size).map_err(|e| match e {
-                entry::CorruptEntry::Io(e) => StoreError::Io(e),
-                e => StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-            })?;
             if header.compression == entry::COMPRESSION_NONE {
                 self.copy_content(&src, &mut staging, meta.logical_size)?;
             } else {

@@ -16,9 +16,19 @@ pub struct BindView {
 
 impl BindView {
     pub fn of(src: &Path) -> BindView {
+        BindView::with_args(src, &[])
+    }
+
+    /// A view with more of bindfs's options, e.g. `-o direct_io`: bindfs
+    /// names its nodes by path, so every file that was ever at a path
+    /// shares one kernel page cache, which a network volume's client
+    /// (an NFS file handle per file) does not; direct I/O keeps the view
+    /// faithful where a test reads files replaced under open descriptors.
+    pub fn with_args(src: &Path, args: &[&str]) -> BindView {
         let dir = tempfile::tempdir().expect("tempdir");
         let st = Command::new("bindfs")
             .args(["--multithreaded", "--enable-lock-forwarding"])
+            .args(args)
             .arg(src)
             .arg(dir.path())
             .status()
