@@ -193,15 +193,26 @@ mod tests {
         }
         t.forget_in(3, b"a");
         for d in [&b"a"[..], b"a/b", b"a/b/c", b"a/\xff"] {
-            assert!(!kept(&t, 3, d), "{:?} is under a", String::from_utf8_lossy(d));
+            assert!(
+                !kept(&t, 3, d),
+                "{:?} is under a",
+                String::from_utf8_lossy(d)
+            );
             assert!(kept(&t, 4, d), "another namespace's {d:?} stays");
         }
         for d in [&b""[..], b"a-b", b"a.b", b"a0", b"ab", b"b"] {
-            assert!(kept(&t, 3, d), "{:?} is not under a", String::from_utf8_lossy(d));
+            assert!(
+                kept(&t, 3, d),
+                "{:?} is not under a",
+                String::from_utf8_lossy(d)
+            );
         }
         t.forget_in(3, b"");
         assert!(!kept(&t, 3, b""), "the namespace's own times go");
-        assert!(kept(&t, 3, b"b"), "forgetting the namespace itself leaves its dirs");
+        assert!(
+            kept(&t, 3, b"b"),
+            "forgetting the namespace itself leaves its dirs"
+        );
     }
 
     #[test]

@@ -231,10 +231,11 @@ fn read_entry_at(
     buf: &mut [u8],
     offset: u64,
 ) -> Result<(), CorruptEntry> {
-    io.read_exact_at(file, buf, offset).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => CorruptEntry::Changed,
-        _ => CorruptEntry::Io(e),
-    })
+    io.read_exact_at(file, buf, offset)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => CorruptEntry::Changed,
+            _ => CorruptEntry::Io(e),
+        })
 }
 
 /// Reads and validates the trailer of an entry file of `file_len` bytes.

@@ -22,9 +22,9 @@ use sha2::{Digest, Sha256};
 
 use super::backing::{BackingIo, FaultOp};
 use super::index::EntryMeta;
-use super::{StoreError, entry};
 use super::layout::Layout;
 use super::recover::{Found, check_placement};
+use super::{StoreError, entry};
 use crate::names::{Key, Namespace};
 
 /// What a lookup found at a key's backing path.
@@ -146,12 +146,12 @@ impl DataDir {
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 let path = layout.entry_path(ns, key);
-                return Ok(Once::Done(layout.io.stat_nofollow(&path).ok().map(
-                    |md| Probed::Bad {
+                return Ok(Once::Done(layout.io.stat_nofollow(&path).ok().map(|md| {
+                    Probed::Bad {
                         ino: md.ino(),
                         why: "a symlink".into(),
-                    },
-                )));
+                    }
+                })));
             }
             Err(e) => return Err(e),
         };
