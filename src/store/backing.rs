@@ -400,13 +400,15 @@ mod faults {
         times: Option<u32>,
     }
 
+    type Hook = Box<dyn FnOnce() + Send>;
+
     #[derive(Default)]
     pub struct Faults {
         /// In-process rules exist (so an unfaulted test pays one load).
         armed: AtomicBool,
         rules: Mutex<Vec<Rule>>,
         /// `before_next`'s hooks, each run once by the next such op.
-        hooks: Mutex<Vec<(FaultOp, Box<dyn FnOnce() + Send>)>>,
+        hooks: Mutex<Vec<(FaultOp, Hook)>>,
         /// `CACHEFS_FAULTS`: a control file read at each operation.
         control: Option<PathBuf>,
     }
@@ -467,7 +469,7 @@ mod faults {
             self.armed.store(true, Ordering::Relaxed);
         }
 
-        pub fn before_next(&self, op: FaultOp, hook: Box<dyn FnOnce() + Send>) {
+        pub fn before_next(&self, op: FaultOp, hook: Hook) {
             crate::sync::lock(&self.hooks).push((op, hook));
             self.armed.store(true, Ordering::Relaxed);
         }

@@ -24,10 +24,13 @@ use std::fs::File;
 use std::io;
 
 use super::backing;
+use super::entry;
+use super::index::EntryMeta;
 use super::reaper::unlink_all;
 use super::staging::StagingFile;
 use super::{Store, StoreError};
 use crate::metrics;
+use crate::names::{Key, Namespace};
 
 /// At least this much is freed when the volume is found full, so a stream
 /// of small writes does not evict one entry per write.
@@ -174,6 +177,46 @@ impl Store {
         // At once, not on the reaper: the space is wanted now.
         unlink_all(&self.layout.io, &trash);
         freed
+    }
+
+    /// The live version a write starts from, opened with its trailer.
+    /// Another daemon may have replaced it since the index said `meta`
+    /// (through a view of another host's volume, the file's cached size
+    /// is then the old one's): the index learns the new one and the copy
+    /// starts from it, rather than failing the user's open with EIO.
+    pub(super) fn current_source(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        mut meta: EntryMeta,
+    ) -> Result<(EntryMeta, std::fs::File, entry::EntryHeader), StoreError> {
+        let io = &self.layout.io;
+        for _ in 0..4 {
+            let src = io.open_nofollow(&self.layout.entry_path(ns, key))?;
+            let read = match io.fstat_fresh(&src)? {
+                id if id == (meta.file_id, meta.file_size) => {
+                    entry::read_header(io, &src, meta.file_size)
+                }
+                _ => Err(entry::CorruptEntry::Changed),
+            };
+            match read {
+                Ok(header) => return Ok((meta, src, header)),
+                Err(entry::CorruptEntry::Changed) => {
+                    self.reconcile(ns, key, &meta)?;
+                    meta = self.live_meta(ns, key)?;
+                }
+                Err(entry::CorruptEntry::Io(e)) => return Err(StoreError::Io(e)),
+                Err(e) => {
+                    return Err(StoreError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e.to_string(),
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Io(io::Error::other(
+            "entry keeps changing under the writer",
+        )))
     }
 
     /// Copies the first `len` bytes of a published version into a staged
