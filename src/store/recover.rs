@@ -257,6 +257,11 @@ pub fn inspect_checked(io: &BackingIo, path: &Path) -> io::Result<Result<Found, 
     // stat'ed) meanwhile: its own length counts.
     let (md, header) = match entry::read_header_settled(io, &file)? {
         (md, Ok(h)) => (md, h),
+        // Replaced under the read again and again (another daemon, seen
+        // through a view whose sizes lag): not damage, left in place.
+        (_, Err(entry::CorruptEntry::Changed)) => {
+            return Err(io::Error::other("changed while it was read"));
+        }
         (_, Err(e)) => return Ok(Err(e.to_string())),
     };
     if !md.file_type().is_file() {
