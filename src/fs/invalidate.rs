@@ -13,9 +13,18 @@
 //! thread: with every handler thread in that state the mount deadlocks.
 //! This thread handles no requests, so the handlers stay free to answer
 //! whatever holds the lock, and it never takes a lock of ours.
+//!
+//! Whose drops a reply waits for: its own. A request thread that queues
+//! drops while it serves a request (the store tells of a publish's
+//! replacement and evictions on the publishing thread) owes them to that
+//! request's caller (`take_owed`); drops queued by other threads (another
+//! writer's evictions, the expiry sweeper, another daemon's changes) are
+//! theirs. A writer's close() that replaced and evicted nothing answers
+//! at once instead of queueing behind them: those wait for the lock of
+//! their own directory, held by other processes' creates and renames.
 
+use std::cell::Cell;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +34,20 @@ use super::types::KernelCache;
 /// is built before it). Until then nothing is invalidated.
 pub type KernelSlot = Arc<OnceLock<Box<dyn KernelCache>>>;
 
+thread_local! {
+    /// Whether this thread queued a drop since `take_owed` last asked.
+    static OWED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread queued a drop since the last call (and
+/// forgets it): a request whose reply promises the change is visible
+/// waits (`Invalidator::then`) only when it did. Call it before the
+/// request's work too, so a drop queued by an earlier request of the
+/// thread is not counted.
+pub fn take_owed() -> bool {
+    OWED.with(|o| o.replace(false))
+}
+
 enum Job {
     Entry { parent: u64, name: OsString },
     Then(Box<dyn FnOnce() + Send>),
@@ -32,26 +55,16 @@ enum Job {
 
 pub struct Invalidator {
     tx: Sender<Job>,
-    /// Invalidations queued and not yet sent.
-    pending: Arc<AtomicUsize>,
 }
 
 impl Invalidator {
     pub fn new(slot: KernelSlot) -> Invalidator {
         let (tx, rx) = channel();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let left = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("invalidate".into())
-            .spawn(move || run(&slot, &rx, &left))
+            .spawn(move || run(&slot, &rx))
             .expect("spawn the invalidation thread");
-        Invalidator { tx, pending }
-    }
-
-    /// Whether invalidations are queued (a reply that must follow them
-    /// then waits with `then`; otherwise it can go at once).
-    pub fn is_busy(&self) -> bool {
-        self.pending.load(Ordering::Acquire) > 0
+        Invalidator { tx }
     }
 
     fn send(&self, job: Job) {
@@ -66,7 +79,7 @@ impl Invalidator {
 
     /// Drops the kernel's dentry of `name` in directory `parent`.
     pub fn entry(&self, parent: u64, name: OsString) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
+        OWED.with(|o| o.set(true));
         self.send(Job::Entry { parent, name });
     }
 
@@ -76,7 +89,7 @@ impl Invalidator {
     }
 }
 
-fn run(slot: &KernelSlot, rx: &Receiver<Job>, pending: &AtomicUsize) {
+fn run(slot: &KernelSlot, rx: &Receiver<Job>) {
     for job in rx {
         match job {
             Job::Entry { parent, name } => {
@@ -87,7 +100,6 @@ fn run(slot: &KernelSlot, rx: &Receiver<Job>, pending: &AtomicUsize) {
                 {
                     log::debug!("inval_entry {parent:#x}/{name:?}: {e}");
                 }
-                pending.fetch_sub(1, Ordering::AcqRel);
             }
             Job::Then(f) => f(),
         }

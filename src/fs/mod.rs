@@ -14,10 +14,12 @@
 //!   `ENTRY_CACHE_MAX`. Misses are not cached (each is a LOOKUP, counted).
 //! - Whatever replaces or removes a key drops its dentry before the change
 //!   is reported done: a writer's close() returns, a purge finishes, only
-//!   once the kernel forgot the old version (`invalidate.rs`); the store
-//!   tells of every replacement, eviction and expiry as it happens
-//!   (`Store::set_change_listener`). An open that still reaches a version
-//!   gone meanwhile gets ESTALE, and the kernel looks up again.
+//!   once the kernel forgot the old version and what the publish evicted
+//!   (`invalidate.rs`; a close() waits for its own drops, not for those
+//!   other requests queued); the store tells of every replacement,
+//!   eviction and expiry as it happens (`Store::set_change_listener`). An
+//!   open that still reaches a version gone meanwhile gets ESTALE, and the
+//!   kernel looks up again.
 //! - No writer ever opens a published version's inode: O_TRUNC would set
 //!   its size to 0 and writes past the end would grow it under its
 //!   readers' page cache. Such an open gets ESTALE, and the kernel's

@@ -15,19 +15,20 @@ use super::handles::Handle;
 use super::inodes::kind_of;
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
-use super::{CacheFs, errno::name_errno};
+use super::{CacheFs, errno::name_errno, invalidate};
 use crate::store::{Key, Namespace, Owner};
 
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
     /// the kernel has dropped the key's old dentry (queued by the store's
     /// change listener, as were the dentries of evictions it made): once
-    /// close() returns, every open finds the new version.
+    /// close() returns, every open finds the new version. A publish that
+    /// replaced and evicted nothing queued no drop, and answers at once:
+    /// the drops other threads queued are owed to their own callers (see
+    /// `invalidate.rs`).
     fn reply_when_visible(&self, result: Result<(), Errno>, reply: impl Replier<()>) {
         match result {
-            Ok(()) if self.invalidate.is_busy() => {
-                self.invalidate.then(move || reply.reply(Ok(())))
-            }
+            Ok(()) if invalidate::take_owed() => self.invalidate.then(move || reply.reply(Ok(()))),
             r => reply.reply(r),
         }
     }
@@ -151,6 +152,7 @@ impl CacheFs {
     /// can wait on that process (a child closing inherited descriptors as
     /// it execs waits for this FLUSH meanwhile: asking it deadlocked).
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
+        invalidate::take_owed();
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
                 Some(mut w)
@@ -190,6 +192,7 @@ impl CacheFs {
 
     /// FSYNC publishes whatever is staged, written or not.
     pub fn fsync(&self, fh: u64, reply: impl Replier<()>) {
+        invalidate::take_owed();
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
                 // Only a live process calls fsync.
