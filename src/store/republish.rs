@@ -53,6 +53,8 @@ impl Store {
         noreplace: bool,
     ) -> Result<EntryInfo, StoreError> {
         let to_ = RenameTo { key: to, noreplace };
+        // Its records are written by this thread, before rename() returns.
+        let _noted = self.changes.batch();
         match self.republish_in_place(ns, from, Some(to_), &|_| Ok(())) {
             Ok(InPlace::Done(info)) => Ok(info),
             Ok(InPlace::Copy) => self.rename_copy(ns, from, to, noreplace),

@@ -324,6 +324,7 @@ impl Store {
         // What the other daemons published counts in the quota this
         // publish makes room in (see `catch_up`).
         self.catch_up();
+        let noted = self.changes.batch();
         // A rename that finds the volume full (a directory that must grow)
         // is retried once room is made, like any backing write.
         let (info, made) =
@@ -331,7 +332,7 @@ impl Store {
         // This entry is in the log before close() returns; a publish of
         // another daemon's that decided its evictions without it is seen
         // now (one of the two sees the other) and evicted for.
-        self.changes.flush();
+        noted.flush();
         self.catch_up();
         made_shard |= made;
         if durability == Durability::Fsync
