@@ -21,21 +21,51 @@ const CFG: &str = "[namespace.q]\nmax_bytes = \"16KiB\"\n\n\
                    [namespace.k]\n";
 
 /// Threads publishing new keys into `churn` (each publish evicts, so
-/// kernel drops are queued all the time) until `stop`.
-fn churn(m: &Arc<Mount>, stop: &Arc<AtomicBool>) -> Vec<thread::JoinHandle<u64>> {
-    (0..3)
-        .map(|t| {
-            let (m, stop) = (Arc::clone(m), Arc::clone(stop));
-            thread::spawn(move || {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    write_file(&m.path("churn", &format!("t{t}-{n}")), &[t as u8; 3000]).unwrap();
-                    n += 1;
-                }
-                n
+/// kernel drops are queued all the time) until stopped. Dropped (a test
+/// that panicked), it stops and joins them, so they let go of the mount
+/// and its guard unmounts.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<u64>>,
+}
+
+impl Churn {
+    fn start(m: &Arc<Mount>) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..3)
+            .map(|t| {
+                let (m, stop) = (Arc::clone(m), Arc::clone(&stop));
+                thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("t{t}-{n}");
+                        write_file(&m.path("churn", &key), &[t as u8; 3000]).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
             })
-        })
-        .collect()
+            .collect();
+        Churn { stop, threads }
+    }
+
+    /// Stops the writers: how many keys they published.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .drain(..)
+            .map(|t| t.join().expect("a churn writer failed"))
+            .sum()
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 #[test]
@@ -44,8 +74,7 @@ fn own_evictions_and_rewrites_are_visible_at_close_among_other_writers() {
         return;
     }
     let m = Arc::new(Mount::new(CFG));
-    let stop = Arc::new(AtomicBool::new(false));
-    let churners = churn(&m, &stop);
+    let churn = Churn::start(&m);
     // q holds four 3000-byte entries (4 KiB blocks, 16 KiB): only this
     // thread writes there, so the one each publish evicts is known.
     for i in 0..4 {
@@ -73,9 +102,7 @@ fn own_evictions_and_rewrites_are_visible_at_close_among_other_writers() {
         write_file(&k, &v).unwrap();
         assert_eq!(fs::read(&k).unwrap(), v, "read right after close() of {i}");
     }
-    stop.store(true, Ordering::Relaxed);
-    let churned: u64 = churners.into_iter().map(|t| t.join().unwrap()).sum();
-    assert!(churned > 0, "the other writers published nothing");
+    assert!(churn.finish() > 0, "the other writers published nothing");
     assert!(m.ns_stat("churn", "evictions") > 0, "{}", m.stats());
 }
 

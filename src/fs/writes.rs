@@ -23,12 +23,15 @@ impl CacheFs {
     /// the kernel has dropped the key's old dentry (queued by the store's
     /// change listener, as were the dentries of evictions it made): once
     /// close() returns, every open finds the new version. A publish that
-    /// replaced and evicted nothing queued no drop, and answers at once:
-    /// the drops other threads queued are owed to their own callers (see
+    /// replaced and evicted nothing queued no drop, and answers at once
+    /// (as does one whose drops are sent already): the drops other
+    /// threads queued are owed to their own callers (see
     /// `invalidate.rs`).
     fn reply_when_visible(&self, result: Result<(), Errno>, reply: impl Replier<()>) {
         match result {
-            Ok(()) if invalidate::take_owed() => self.invalidate.then(move || reply.reply(Ok(()))),
+            Ok(()) if invalidate::take_owed().is_some_and(|t| !self.invalidate.is_sent(t)) => {
+                self.invalidate.then(move || reply.reply(Ok(())))
+            }
             r => reply.reply(r),
         }
     }
