@@ -133,6 +133,9 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     file: Mutex<Option<LogFile>>,
+    /// Times a note woke the log's thread.
+    #[cfg(test)]
+    wakes: std::sync::atomic::AtomicUsize,
 }
 
 thread_local! {
@@ -206,6 +209,10 @@ impl ChangeLog {
         // A batch's thread writes these (and whatever else is pending)
         // when it ends; notes after that, on an empty buffer, wake.
         if was_empty && !BATCHING.with(Cell::get) {
+            #[cfg(test)]
+            self.shared
+                .wakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.shared.wake.notify_one();
         }
     }
@@ -414,15 +421,15 @@ mod tests {
         let ns = Namespace::parse(b"q").unwrap();
         let key = |k: &[u8]| Key::parse(k, crate::names::KeyFormat::Any).unwrap();
         let read = || decode(&std::fs::read(&path).unwrap()).records;
+        let wakes = || log.shared.wakes.load(std::sync::atomic::Ordering::Relaxed);
         {
             let batch = log.batch();
             log.key(&ns, &key(b"a"));
             log.key(&ns, &key(b"b"));
-            // Noted in a batch: the log's thread was not woken for them.
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            assert_eq!(read(), vec![], "written before the batch ended");
+            assert_eq!(wakes(), 0, "a note in a batch woke the log's thread");
             batch.flush();
         }
+        // Written by the batch's own thread as it ended.
         let both = vec![
             Record::Key(ns.clone(), key(b"a")),
             Record::Key(ns.clone(), key(b"b")),
@@ -434,8 +441,10 @@ mod tests {
             log.key(&ns, &key(b"c"));
         }
         assert_eq!(read().len(), 3);
-        // Outside a batch the log's thread writes behind.
+        assert_eq!(wakes(), 0);
+        // Outside a batch a note wakes the log's thread, which writes it.
         log.key(&ns, &key(b"d"));
+        assert_eq!(wakes(), 1);
         let t0 = std::time::Instant::now();
         while read().len() < 4 {
             assert!(t0.elapsed().as_secs() < 10, "the log's thread never wrote");
