@@ -21,9 +21,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::changes::{self, Cursor, Cursors, Record, other_logs};
+use super::sessions::{ALONE_LEASE, others_there};
 use super::{Change, Store};
 use crate::names::{Key, Namespace};
 
@@ -46,6 +47,12 @@ impl Store {
                 cursors.at.insert(token, c);
             }
         }
+        // Others were here first: they may take themselves for alone
+        // until their next survey sees this daemon (see `Company`).
+        let looked = Instant::now();
+        if others_there(&self.layout.staging_dir(), self.layout.token()) {
+            self.follower.company.newcomer(looked);
+        }
         let (wake_tx, wake_rx) = channel::<()>();
         let watcher = watch(&dir, self.layout.token(), wake_tx.clone());
         let (stop_tx, stop_rx) = channel::<()>();
@@ -65,9 +72,38 @@ impl Store {
     /// evict and again once its own record is written, so the index
     /// knows every publish whose close() returned (see "One quota" in
     /// the README). Cheap when nothing is new: a readdir and a stat per
-    /// log. Nothing when changes are not shared (one daemon alone).
+    /// log. Nothing when changes are not shared, or when this daemon is
+    /// alone on the backing dir (no other log can grow: see `Company`).
     pub(super) fn catch_up(&self) {
+        if self.follower.company.alone() {
+            return;
+        }
         self.catch_up_listing(false);
+    }
+
+    /// Waits, in a daemon that started beside others, until each of them
+    /// knows it is not alone: called before a change that puts an entry
+    /// at a path where none was (a publish, a rename), which an "alone"
+    /// daemon would otherwise answer as a miss without looking.
+    pub(super) fn wait_announced(&self) {
+        self.follower.company.wait_announced();
+    }
+
+    /// Lists the sessions, then catches up with every log: alone for a
+    /// lease when no other session is there (see `Company`). The listing
+    /// comes first, so the last records of a daemon that stopped are read
+    /// before this one takes itself for alone.
+    fn survey(&self) {
+        let at = Instant::now();
+        let others = others_there(&self.layout.staging_dir(), self.layout.token());
+        self.catch_up_listing(true);
+        self.follower.company.surveyed(at, others);
+    }
+
+    /// Whether lookups may take the index's word alone: no other daemon,
+    /// and the index whole.
+    pub(super) fn index_is_truth(&self) -> bool {
+        self.follower.company.alone() && self.rebuilt()
     }
 
     /// `catch_up`, listing `changes/` in full when `full`.
@@ -257,13 +293,19 @@ fn run(
             _ => return,
         }
         let Some(s) = store.upgrade() else { return };
-        s.catch_up_listing(true);
+        s.survey();
+        // Alone, the lease is renewed well before it ends.
+        let wait = if s.follower.company.alone() {
+            poll.min(ALONE_LEASE / 2)
+        } else {
+            poll
+        };
         if cleaned.elapsed() > DEAD_LOG_GRACE / 4 {
             s.remove_dead_logs();
             cleaned = std::time::Instant::now();
         }
         drop(s);
-        match wake.recv_timeout(poll) {
+        match wake.recv_timeout(wait) {
             Ok(()) => while wake.try_recv().is_ok() {},
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
