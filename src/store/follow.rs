@@ -54,7 +54,12 @@ impl Store {
             self.follower.company.newcomer(looked);
         }
         let (wake_tx, wake_rx) = channel::<()>();
-        let watcher = watch(&dir, self.layout.token(), wake_tx.clone());
+        let watcher = Watch::start(
+            self.layout.staging_dir(),
+            &dir,
+            self.layout.token(),
+            wake_tx.clone(),
+        );
         let (stop_tx, stop_rx) = channel::<()>();
         *crate::sync::lock(&self.follower.wake) = Some(wake_tx.clone());
         *crate::sync::lock(&self.follower.cursors) = Some(cursors);
@@ -240,42 +245,89 @@ impl Store {
     }
 }
 
-/// Notifications for `dir`, where the filesystem gives them; `None` where
-/// it cannot (the poll alone then).
-fn watch(dir: &Path, own: &str, wake: Sender<()>) -> Option<notify::INotifyWatcher> {
-    use notify::Watcher;
-    let own: [std::ffi::OsString; 2] = [format!("{own}.log").into(), format!("{own}.old").into()];
-    let w = notify::INotifyWatcher::new(
-        move |ev: notify::Result<notify::Event>| {
-            // Wakes for another daemon's write, never for this daemon's
-            // own appends (one per publish) nor for opens and reads (the
-            // follower's own reads of `changes/` and the logs: woken by
-            // them, it spun, a core's third for nothing).
-            let idle = ev.as_ref().is_ok_and(|e| {
-                matches!(e.kind, notify::EventKind::Access(_))
-                    || (!e.paths.is_empty()
-                        && e.paths
-                            .iter()
-                            .all(|p| p.file_name().is_some_and(|n| own.iter().any(|o| o == n))))
-            });
-            if !idle {
-                let _ = wake.send(());
+/// Change notifications (inotify through `notify`, where the filesystem
+/// gives them; none where it cannot: the polls alone then). `staging/`
+/// is watched always (a session file made or removed: a daemon came or
+/// went), `changes/` only while another daemon is there: the crate's
+/// watch reports every open and append in the directory, this daemon's
+/// own appends too (one per publish), and waking a thread for each cost
+/// a lone daemon's publish about a tenth.
+struct Watch {
+    watcher: notify::INotifyWatcher,
+    changes: std::path::PathBuf,
+    watching_changes: bool,
+}
+
+impl Watch {
+    fn start(staging: &Path, changes: &Path, own: &str, wake: Sender<()>) -> Option<Watch> {
+        use notify::Watcher;
+        let own: [std::ffi::OsString; 4] = [
+            format!("{own}.log").into(),
+            format!("{own}.old").into(),
+            // Its heartbeat, every `HEARTBEAT`, and its staging dir.
+            format!("{own}.lock").into(),
+            own.into(),
+        ];
+        let w = notify::INotifyWatcher::new(
+            move |ev: notify::Result<notify::Event>| {
+                // Wakes for another daemon's doing, never for this
+                // daemon's own appends and heartbeats nor for opens and
+                // reads (the follower's own reads of the logs: woken by
+                // them, it spun, a core's third for nothing).
+                let idle = ev.as_ref().is_ok_and(|e| {
+                    matches!(e.kind, notify::EventKind::Access(_))
+                        || (!e.paths.is_empty()
+                            && e.paths
+                                .iter()
+                                .all(|p| p.file_name().is_some_and(|n| own.iter().any(|o| o == n))))
+                });
+                if !idle {
+                    let _ = wake.send(());
+                }
+            },
+            notify::Config::default(),
+        );
+        let mut w = match w.and_then(|mut w| {
+            w.watch(staging, notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        }) {
+            Ok(w) => Watch {
+                watcher: w,
+                changes: changes.to_path_buf(),
+                watching_changes: false,
+            },
+            Err(e) => {
+                log::info!(
+                    "no change notifications for {} ({e}): polling",
+                    staging.display()
+                );
+                return None;
             }
-        },
-        notify::Config::default(),
-    );
-    match w.and_then(|mut w| {
-        w.watch(dir, notify::RecursiveMode::NonRecursive)
-            .map(|()| w)
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::info!(
-                "no change notifications for {} ({e}): polling",
-                dir.display()
-            );
-            None
+        };
+        w.follow_changes(true);
+        Some(w)
+    }
+
+    /// Watches `changes/` while others are there, not while alone. Says
+    /// whether the watch was just added (what came before it must then
+    /// be read by hand).
+    fn follow_changes(&mut self, others: bool) -> bool {
+        use notify::Watcher;
+        if others == self.watching_changes {
+            return false;
         }
+        let r = if others {
+            self.watcher
+                .watch(&self.changes, notify::RecursiveMode::NonRecursive)
+        } else {
+            self.watcher.unwatch(&self.changes)
+        };
+        match r {
+            Ok(()) => self.watching_changes = others,
+            // The polls still find every change, only later.
+            Err(e) => log::warn!("cannot watch {}: {e}", self.changes.display()),
+        }
+        others && self.watching_changes
     }
 }
 
@@ -284,7 +336,7 @@ fn run(
     poll: Duration,
     wake: &Receiver<()>,
     stop: &Receiver<()>,
-    _watcher: Option<notify::INotifyWatcher>,
+    mut watch: Option<Watch>,
 ) {
     let mut cleaned = std::time::Instant::now();
     loop {
@@ -294,8 +346,13 @@ fn run(
         }
         let Some(s) = store.upgrade() else { return };
         s.survey();
+        let alone = s.follower.company.alone();
+        if watch.as_mut().is_some_and(|w| w.follow_changes(!alone)) {
+            // Appended before the watch began: no event came for it.
+            s.catch_up_listing(true);
+        }
         // Alone, the lease is renewed well before it ends.
-        let wait = if s.follower.company.alone() {
+        let wait = if alone {
             poll.min(ALONE_LEASE / 2)
         } else {
             poll
