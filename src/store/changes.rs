@@ -15,8 +15,10 @@
 //! check holds, and waits for the rest (a network volume may show a file's
 //! new size before its bytes).
 //!
-//! Invariants: noting a change is a push into a buffer (callers hold the
-//! index lock); the write happens on the log's own thread, batched; a log
+//! Invariants: a change is noted once it is made in the backing dir (the
+//! log's thread may write the record at once, and a follower that looks
+//! before the change takes the key for unchanged until the next record);
+//! noting a change is a push into a buffer (callers hold the index lock); the write happens on the log's own thread, batched; a log
 //! over `ROTATE_BYTES` becomes `<session>.old` (replacing the one before)
 //! and a new log begins, so a log's size is bounded.
 
