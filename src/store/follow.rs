@@ -50,7 +50,7 @@ impl Store {
         // Others were here first: they may take themselves for alone
         // until their next survey sees this daemon (see `Company`).
         let looked = Instant::now();
-        if others_there(&self.layout.staging_dir(), self.layout.token()) {
+        if others_there(self.layout.staging_dir(), self.layout.token()) {
             self.follower.company.newcomer(looked);
         }
         let (wake_tx, wake_rx) = channel::<()>();
@@ -100,7 +100,7 @@ impl Store {
     /// before this one takes itself for alone.
     fn survey(&self) {
         let at = Instant::now();
-        let others = others_there(&self.layout.staging_dir(), self.layout.token());
+        let others = others_there(self.layout.staging_dir(), self.layout.token());
         self.catch_up_listing(true);
         self.follower.company.surveyed(at, others);
     }
