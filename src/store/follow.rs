@@ -50,7 +50,7 @@ impl Store {
         // Others were here first: they may take themselves for alone
         // until their next survey sees this daemon (see `Company`).
         let looked = Instant::now();
-        if others_there(self.layout.staging_dir(), self.layout.token()) {
+        if self.others_there() {
             self.follower.company.newcomer(looked);
         }
         let (wake_tx, wake_rx) = channel::<()>();
@@ -100,9 +100,18 @@ impl Store {
     /// before this one takes itself for alone.
     fn survey(&self) {
         let at = Instant::now();
-        let others = others_there(self.layout.staging_dir(), self.layout.token());
+        let others = self.others_there();
         self.catch_up_listing(true);
         self.follower.company.surveyed(at, others);
+    }
+
+    /// Whether another session's file is in `staging/`. The directory is
+    /// `stat`ed fresh first: a network volume's client lists a directory
+    /// from its cache while the directory's cached times say unchanged.
+    fn others_there(&self) -> bool {
+        let staging = self.layout.staging_dir();
+        let _ = self.layout.io.stat_fresh(staging);
+        others_there(staging, self.layout.token())
     }
 
     /// Whether lookups may take the index's word alone: no other daemon,
