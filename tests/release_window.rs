@@ -19,7 +19,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -195,4 +195,59 @@ fn an_xattr_set_right_after_an_unwritten_close_stays_with_the_entry() {
             "entry {i} lost its xattr"
         );
     }
+}
+
+/// Waits until process `pid` sleeps (state S): a program that has finished
+/// loading and runs.
+fn wait_sleeping(pid: u32) -> bool {
+    wait_until(std::time::Duration::from_secs(10), || {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('S')))
+            .unwrap_or(false)
+    })
+}
+
+/// An open with O_TRUNC (even O_RDONLY) of a program being run: O_WRONLY
+/// and O_RDWR are ETXTBSY; O_RDONLY|O_TRUNC truncates the name (a new
+/// version, empty), and the running program is left whole: it runs to its
+/// end (it used to die of SIGBUS, its pages dropped under it).
+#[test]
+fn truncating_opens_of_a_running_program_leave_it_running() {
+    if skip_without_fuse() {
+        return;
+    }
+    let m = Mount::new(CFG);
+    let p = m.path("rw", "prog");
+    fs::write(&p, sleep_binary()).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(&p)
+        .arg("0.3")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_sleeping(child.id()), "the program never ran");
+    for (how, flags) in [("O_WRONLY", libc::O_WRONLY), ("O_RDWR", libc::O_RDWR)] {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; the descriptor, if any, is closed.
+        let fd = unsafe { libc::open(c.as_ptr(), flags) };
+        let e = std::io::Error::last_os_error();
+        if fd >= 0 {
+            // SAFETY: the descriptor just opened.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(fd, -1, "{how} of a running program opened");
+        assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "{how}: {e}");
+    }
+    let t = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_TRUNC)
+        .open(&p);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the running program died after an O_RDONLY|O_TRUNC open of it ({t:?}): {status:?}"
+    );
+    drop(t.expect("O_RDONLY|O_TRUNC: a writer's open of a new version"));
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0, "O_TRUNC truncates");
 }
