@@ -92,6 +92,7 @@ pub fn run(args: &GuardArgs) -> Result<ExitCode> {
         // process sets dispositions.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    close_inherited();
     let started = match proc_stat(args.pid) {
         Some(s) => s.start_time,
         None => return Ok(ExitCode::SUCCESS),
@@ -122,6 +123,26 @@ pub fn run(args: &GuardArgs) -> Result<ExitCode> {
         );
         abort(args.conn, &args.mountpoint).context("cannot abort the dead daemon's connection")?;
         return Ok(ExitCode::SUCCESS);
+    }
+}
+
+/// Closes every descriptor but stdin, stdout and stderr. One the daemon
+/// let through (a /dev/fuse descriptor received from fusermount3 may not
+/// be close-on-exec) would keep its connection alive after it died: the
+/// kernel aborts a connection when its last descriptor closes.
+fn close_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a descriptor number nothing in this process
+        // uses (the guard opened none it keeps; the listing's own is gone
+        // once `dir` is dropped, and closing it twice is EBADF, harmless).
+        unsafe { libc::close(fd) };
     }
 }
 
