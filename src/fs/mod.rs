@@ -38,6 +38,7 @@
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dircache;
 mod dirinodes;
 mod dirplus;
 mod dirs;
@@ -101,6 +102,8 @@ pub struct CacheFs {
     ns_times: Arc<nstimes::NsTimes>,
     /// Directories inside namespaces: their inode numbers (`subdirs.rs`).
     subdirs: Arc<dirinodes::DirInodes>,
+    /// Whether the kernel may list a directory from its copy (`dircache.rs`).
+    dir_cache: dircache::DirCache,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -161,6 +164,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             subdirs,
+            dir_cache: dircache::DirCache::default(),
             disk: disk::DiskReaders::new(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,
