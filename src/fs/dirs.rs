@@ -306,7 +306,9 @@ impl CacheFs {
         let items = self.list_dir(ino)?;
         let fp = self.dir_cache.fingerprint(&items);
         let fh = self.handles.insert(Handle::Dir(items));
-        let keep_cache = self.dir_cache.opened(ino, fh, fp, std::time::Instant::now());
+        let keep_cache = self
+            .dir_cache
+            .opened(ino, fh, fp, std::time::Instant::now());
         Ok(Opened {
             fh,
             direct_io: false,
