@@ -45,22 +45,32 @@ impl CacheFs {
             _ => None,
         };
         let start = (offset as usize).min(items.len());
+        // The lines of a chunk that were sent: remembered (the kernel
+        // holds one more reference on each) in one hold of the table's
+        // lock, before the reply goes out and a FORGET can follow it.
+        let mut sent = Vec::new();
+        let remember = |sent: &mut Vec<(Key, super::types::Attr)>| {
+            if let Some(ns) = &ns {
+                self.inodes.remember_all(ns, sent.drain(..));
+            }
+        };
         for (b, chunk) in items[start..].chunks(BATCH).enumerate() {
             let first = start + b * BATCH;
             let infos = match &ns {
                 Some(ns) => self.listed_infos(ns, chunk),
                 None => vec![None; chunk.len()],
             };
+            // After the lookups: no line outlives its entry's TTL.
+            let now = self.store.now();
             for (i, (item, info)) in chunk.iter().zip(infos).enumerate() {
                 let name = item.name.as_os_str();
                 let next = (first + i) as u64 + 1;
                 let full = match (&ns, item.kind, info) {
                     (Some(ns), FileKind::RegularFile, Some((key, info))) => {
-                        let entry = self.listed_entry(ns, &key, &info);
+                        let entry = self.listed_entry(ns, &key, &info, now);
                         let full = add(name, next, &entry);
                         if !full {
-                            // Sent: the kernel holds one more reference.
-                            self.inodes.remember(ns, &key, entry.attr);
+                            sent.push((key, entry.attr));
                         }
                         full
                     }
@@ -80,9 +90,11 @@ impl CacheFs {
                     },
                 };
                 if full {
+                    remember(&mut sent);
                     return Ok(());
                 }
             }
+            remember(&mut sent);
         }
         Ok(())
     }
@@ -118,7 +130,14 @@ impl CacheFs {
 
     /// An entry's line: as LOOKUP answers it (no miss counted: a listing
     /// is no read).
-    fn listed_entry(&self, ns: &Namespace, key: &Key, info: &EntryInfo) -> Entry {
+    /// `now`: the clock's time, read once a chunk.
+    fn listed_entry(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        info: &EntryInfo,
+        now: crate::store::UnixNanos,
+    ) -> Entry {
         let attr = self.entry_attr(info);
         // A key being written (here) is about to change version: not
         // cached, as in `lookup_key`.
@@ -127,7 +146,7 @@ impl CacheFs {
         let ttl = if busy {
             Duration::ZERO
         } else {
-            self.entry_ttl(info)
+            Self::entry_ttl_at(info, now)
         };
         Entry::cached(attr, ttl)
     }

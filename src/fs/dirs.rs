@@ -309,6 +309,7 @@ impl CacheFs {
         let keep_cache = self
             .dir_cache
             .opened(ino, fh, fp, std::time::Instant::now());
+        log::debug!("opendir {ino:#x}: listing {fp:#x}, kept {keep_cache}");
         Ok(Opened {
             fh,
             direct_io: false,
