@@ -33,7 +33,8 @@
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `exits.rs` closes by killed processes;
-//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
+//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS (`dircache.rs`
+//! whether the kernel's copy of a listing may serve); `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
