@@ -94,10 +94,13 @@ impl Store {
             return Err(StoreError::Exists);
         }
         self.layout.io.create_dir_all(&self.dir_marker(ns, p))?;
+        // The marker's parents are markers too: an implied parent (an
+        // import's, a recovery's) becomes explicit now, not at the next
+        // start.
         idx.namespace_mut(ns)
             .expect("seen above")
             .tree_mut()
-            .make_dir(p);
+            .make_dir_path(p);
         Ok(())
     }
 
@@ -287,6 +290,10 @@ impl Store {
                 self.move_dir_record(ns, d, &moved)?;
             }
             let tree = idx.namespace_mut(ns).expect("seen").tree_mut();
+            // The target's parents have markers now (see `make_dir`).
+            if !parent_of(t).is_empty() {
+                tree.make_dir_path(parent_of(t));
+            }
             for d in explicit {
                 let moved = [t, &d[f.len()..]].concat();
                 tree.make_dir(&moved);

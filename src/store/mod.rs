@@ -461,6 +461,8 @@ mod staging_tests;
 mod tests;
 #[cfg(test)]
 mod trailer_tests;
+#[cfg(test)]
+mod tree_prop_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS
