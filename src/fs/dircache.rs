@@ -39,8 +39,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ENTRY_CACHE_MAX;
 use super::handles::DirEntryItem;
+use super::types::ENTRY_CACHE_MAX;
 
 /// How long after a listing was refilled its copy may serve `ls`: half
 /// of the lifetime of the dentries that came with it, so that a `du`

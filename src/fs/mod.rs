@@ -81,10 +81,7 @@ pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
-/// The longest the kernel may cache an entry's dentry and attributes
-/// (never past the entry's expiry). What this mount changes it
-/// invalidates at once; the bound is for what it cannot see.
-const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
+use types::ENTRY_CACHE_MAX;
 
 pub struct CacheFs {
     store: Arc<Store>,
