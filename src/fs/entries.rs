@@ -40,10 +40,15 @@ impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
     /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
     pub(super) fn entry_ttl(&self, info: &EntryInfo) -> Duration {
+        Self::entry_ttl_at(info, self.store.now())
+    }
+
+    /// `entry_ttl` as of `now` (a listing reads the clock once a chunk).
+    pub(super) fn entry_ttl_at(info: &EntryInfo, now: crate::store::UnixNanos) -> Duration {
         match info.expires {
             None => ENTRY_CACHE_MAX,
             Some(at) => {
-                let left = at.saturating_sub(self.store.now());
+                let left = at.saturating_sub(now);
                 Duration::from_nanos(left.max(0) as u64).min(ENTRY_CACHE_MAX)
             }
         }
