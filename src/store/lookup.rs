@@ -160,6 +160,7 @@ impl Store {
             };
             (ns.clone(), key, known, Arc::clone(&state.metrics))
         };
+        let unknown = known.is_none();
         let lookup = match known {
             Err(settled) => Ok(settled),
             Ok(None) => self.adopt_from_backing(&ns, &key, now),
@@ -170,6 +171,16 @@ impl Store {
                 self.record_io_error();
             }
         })?;
+        // A directory whose marker a start has not loaded yet.
+        if unknown && matches!(lookup, Lookup::Miss) && self.dir_from_marker(&ns, &key) {
+            return Ok(Found {
+                ns,
+                key,
+                lookup,
+                being_written: false,
+                dir: true,
+            });
+        }
         let being_written = match lookup {
             Lookup::Hit(_) => self.claims.is_claimed(&ns, &key),
             Lookup::Miss | Lookup::Expired => {
