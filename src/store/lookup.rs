@@ -128,7 +128,7 @@ impl Store {
         // Alone with a whole index, the index is the backing dir's
         // picture: no other daemon changes a path (see `Company`).
         let truth = self.index_is_truth();
-        let (ns, key, known, metrics) = {
+        let (ns, key, known, unknown, metrics) = {
             let idx = self.lock();
             let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -153,14 +153,14 @@ impl Store {
             if known.is_none() && state.tree().is_dir(key.as_bytes()) {
                 return Ok(a_dir(key));
             }
+            let unknown = known.is_none();
             let known = match known {
                 _ if truth => Err(Self::outcome_locked(&idx, ns, &key, now)),
                 Some(meta) => Ok(Some(meta)),
                 None => Ok(None),
             };
-            (ns.clone(), key, known, Arc::clone(&state.metrics))
+            (ns.clone(), key, known, unknown, Arc::clone(&state.metrics))
         };
-        let unknown = known.is_none();
         let lookup = match known {
             Err(settled) => Ok(settled),
             Ok(None) => self.adopt_from_backing(&ns, &key, now),
