@@ -15,14 +15,13 @@
 //! check holds, and waits for the rest (a network volume may show a file's
 //! new size before its bytes).
 //!
-//! Invariants: noting a change is a push into a buffer (callers hold the
-//! index lock); the write happens on the log's own thread, batched, or on
-//! the noting thread when it writes its notes itself (a publish, a
-//! rename: `ChangeLog::batch`), which then wakes no thread; a log over
-//! `ROTATE_BYTES` becomes `<session>.old` (replacing the one before) and
-//! a new log begins, so a log's size is bounded.
+//! Invariants: a change is noted once it is made in the backing dir (the
+//! log's thread may write the record at once, and a follower that looks
+//! before the change takes the key for unchanged until the next record);
+//! noting a change is a push into a buffer (callers hold the index lock); the write happens on the log's own thread, batched; a log
+//! over `ROTATE_BYTES` becomes `<session>.old` (replacing the one before)
+//! and a new log begins, so a log's size is bounded.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -133,36 +132,6 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     file: Mutex<Option<LogFile>>,
-    /// Times a note woke the log's thread.
-    #[cfg(test)]
-    wakes: std::sync::atomic::AtomicUsize,
-}
-
-thread_local! {
-    /// Whether this thread writes what it notes itself (a `Batch` is open).
-    static BATCHING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Notes that their own thread writes when the batch ends (`flush`, or
-/// drop on an early return): noting them wakes no thread. A publish and a
-/// rename note under the index lock and would wake the log's thread for
-/// each, which then contended for the log with the publish's own `flush`
-/// (the seed workload: about seven futex calls per publish on the log's
-/// thread, on a 2-vCPU machine where a woken thread costs tens of us).
-pub(super) struct Batch<'a> {
-    log: &'a ChangeLog,
-}
-
-impl Batch<'_> {
-    /// Writes the batch's notes (and any others pending) now.
-    pub(super) fn flush(self) {}
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        BATCHING.with(|b| b.set(false));
-        self.log.flush();
-    }
 }
 
 /// This daemon's log: noted changes, written behind by a thread, or at
@@ -199,39 +168,33 @@ impl ChangeLog {
         Ok(())
     }
 
-    fn push(&self, kind: u8, ns: &Namespace, key: &[u8]) {
+    fn push(&self, kind: u8, ns: &Namespace, key: &[u8], wake: bool) {
         if !self.on.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let mut p = crate::sync::lock(&self.shared.pending);
         let was_empty = p.bytes.is_empty();
         encode(kind, ns.as_bytes(), key, &mut p.bytes);
-        // A batch's thread writes these (and whatever else is pending)
-        // when it ends; notes after that, on an empty buffer, wake.
-        if was_empty && !BATCHING.with(Cell::get) {
-            #[cfg(test)]
-            self.shared
-                .wakes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if was_empty && wake {
             self.shared.wake.notify_one();
         }
     }
 
-    /// Opens a batch: what this thread notes until the batch ends is
-    /// written by this thread then (see `Batch`).
-    pub(super) fn batch(&self) -> Batch<'_> {
-        BATCHING.with(|b| b.set(true));
-        Batch { log: self }
-    }
-
     /// A key changed (any change the others must see).
     pub(super) fn key(&self, ns: &Namespace, key: &Key) {
-        self.push(1, ns, key.as_bytes());
+        self.push(1, ns, key.as_bytes(), true);
+    }
+
+    /// A key changed, and the caller calls `flush` next: the writer
+    /// thread is not woken for it (a wake-up per publish, on the other
+    /// core, for a write the publish makes anyway).
+    pub(super) fn key_flushed_by_caller(&self, ns: &Namespace, key: &Key) {
+        self.push(1, ns, key.as_bytes(), false);
     }
 
     /// A namespace was made, removed or changed.
     pub(super) fn namespace(&self, ns: &Namespace) {
-        self.push(2, ns, b"");
+        self.push(2, ns, b"", true);
     }
 
     /// Writes what is noted now, on the caller's thread: a publish's
@@ -352,6 +315,9 @@ pub(super) struct Follower {
     pub(super) cursors: Mutex<Option<Cursors>>,
     /// Wakes the follower from its wait (for a stop).
     pub(super) wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Whether this daemon is alone on the backing dir (the follower's
+    /// surveys say), and its hold as a newcomer.
+    pub(super) company: super::sessions::Company,
 }
 
 impl Follower {
@@ -410,46 +376,5 @@ mod tests {
         zeros.extend_from_slice(&[0u8; 20]);
         let d = decode(&zeros);
         assert_eq!((d.used, d.bad), (whole, true));
-    }
-
-    #[test]
-    fn a_batch_is_written_by_its_own_thread_when_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ChangeLog::default();
-        log.start(dir.path(), "me").unwrap();
-        let path = dir.path().join("me.log");
-        let ns = Namespace::parse(b"q").unwrap();
-        let key = |k: &[u8]| Key::parse(k, crate::names::KeyFormat::Any).unwrap();
-        let read = || decode(&std::fs::read(&path).unwrap()).records;
-        let wakes = || log.shared.wakes.load(std::sync::atomic::Ordering::Relaxed);
-        {
-            let batch = log.batch();
-            log.key(&ns, &key(b"a"));
-            log.key(&ns, &key(b"b"));
-            assert_eq!(wakes(), 0, "a note in a batch woke the log's thread");
-            batch.flush();
-        }
-        // Written by the batch's own thread as it ended.
-        let both = vec![
-            Record::Key(ns.clone(), key(b"a")),
-            Record::Key(ns.clone(), key(b"b")),
-        ];
-        assert_eq!(read(), both);
-        // A batch left early (an error's return) writes them too.
-        {
-            let _batch = log.batch();
-            log.key(&ns, &key(b"c"));
-        }
-        assert_eq!(read().len(), 3);
-        assert_eq!(wakes(), 0);
-        // Outside a batch a note wakes the log's thread, which writes it.
-        log.key(&ns, &key(b"d"));
-        assert_eq!(wakes(), 1);
-        let t0 = std::time::Instant::now();
-        while read().len() < 4 {
-            assert!(t0.elapsed().as_secs() < 10, "the log's thread never wrote");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        log.stop();
     }
 }

@@ -52,9 +52,9 @@ impl Store {
         to: &Key,
         noreplace: bool,
     ) -> Result<EntryInfo, StoreError> {
+        // A new name appears: others must know of this daemon first.
+        self.wait_announced();
         let to_ = RenameTo { key: to, noreplace };
-        // Its records are written by this thread, before rename() returns.
-        let _noted = self.changes.batch();
         match self.republish_in_place(ns, from, Some(to_), &|_| Ok(())) {
             Ok(InPlace::Done(info)) => Ok(info),
             Ok(InPlace::Copy) => self.rename_copy(ns, from, to, noreplace),
