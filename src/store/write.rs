@@ -196,7 +196,8 @@ impl Store {
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
         let io = &self.layout.io;
-        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
+        let (file, path) =
+            self.with_room_io(0, || create_staging_file(&self.layout, &self.stage_pool))?;
         let mut staging = StagingFile::new(
             file,
             path,
