@@ -43,6 +43,8 @@ struct Ready {
     paused_until: Option<Instant>,
     /// The thread waits for a refill to be asked.
     asked: bool,
+    /// Shard directories a write that began wants (see `want_shard`).
+    shards: Vec<PathBuf>,
     stop: bool,
 }
 
@@ -96,6 +98,23 @@ impl StagePool {
         file
     }
 
+    /// Makes `dir`, a new key's shard directory, while its writer writes:
+    /// a mkdir (an inode, as costly as a create) is then off the publish's
+    /// path, which finds the directory there. Not for durable namespaces:
+    /// their publish syncs the parents of a shard it made itself. Nothing
+    /// is done unless the thread runs; a failure is the publish's to meet.
+    pub(super) fn want_shard(&self, dir: PathBuf) {
+        if crate::sync::lock(&self.thread).is_none() {
+            return;
+        }
+        let mut r = crate::sync::lock(&self.shared.ready);
+        if r.stop || r.shards.len() >= TARGET {
+            return;
+        }
+        r.shards.push(dir);
+        self.shared.wake.notify_one();
+    }
+
     /// Makes no more files and closes those made (unnamed: they go);
     /// the thread ends by itself. For a store that stopped making unnamed
     /// files (the filesystem refused one).
@@ -125,9 +144,9 @@ impl StagePool {
 
 fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path) {
     loop {
-        {
+        let shards = {
             let mut r = crate::sync::lock(&shared.ready);
-            while !r.asked && !r.stop {
+            while !r.asked && r.shards.is_empty() && !r.stop {
                 r = shared
                     .wake
                     .wait(r)
@@ -136,6 +155,13 @@ fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path) {
             if r.stop {
                 return;
             }
+            std::mem::take(&mut r.shards)
+        };
+        for dir in shards {
+            let _ = io.create_dir_all(&dir);
+        }
+        if !crate::sync::lock(&shared.ready).asked {
+            continue;
         }
         // Made one at a time outside the lock: a writer takes what is
         // there meanwhile.

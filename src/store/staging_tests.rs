@@ -286,3 +286,30 @@ fn a_stager_on_a_filesystem_without_o_tmpfile_makes_nothing() {
     assert_eq!(s.stage_pool.ready(), 0);
     s.end_session();
 }
+
+#[test]
+fn a_new_key_s_shard_is_made_while_its_writer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let io = BackingIo::default();
+    let s = open(&root, &io);
+    s.start_stager();
+    let dest = s.layout.entry_path(&ns(), &key("fresh"));
+    let shard = dest.parent().unwrap().to_path_buf();
+    assert!(!shard.exists());
+    // A user's write (the store's own copies write known keys).
+    let w = NewWrite::by(std::process::id(), WriteFrom::Empty, OWNER);
+    let mut st = s.start_write(&ns(), &key("fresh"), w).unwrap();
+    assert!(
+        soon(|| shard.is_dir()),
+        "{shard:?} not made before the publish"
+    );
+    // Nothing else in it yet: the entry appears at its publish only.
+    assert_eq!(std::fs::read_dir(&shard).unwrap().count(), 0);
+    s.write_staged(&mut st, 0, b"in a shard made ahead")
+        .unwrap();
+    s.publish(st).unwrap();
+    assert_eq!(read(&s, "fresh"), b"in a shard made ahead");
+    assert!(dest.is_file());
+    s.end_session();
+}
