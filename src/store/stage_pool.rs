@@ -195,22 +195,14 @@ fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path) {
                 r.asked = false;
                 break;
             }
-        }
-    }
-}
-
-impl super::Store {
-    /// Keeps unnamed staging files ready for writers (a daemon does; see
-    /// the module docs). Stopped by `end_session`. Where the filesystem
-    /// has no O_TMPFILE it makes nothing, and writers make named files.
-    pub fn start_stager(&self) {
-        if self
-            .layout
-            .unnamed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.stage_pool
-                .start(self.layout.io.clone(), self.layout.staging_work.clone());
+            // A shard asked for meanwhile goes first: its publish is
+            // near, while a staging file is only needed by the next
+            // writers, and most are still ready.
+            let shards = std::mem::take(&mut r.shards);
+            drop(r);
+            for dir in shards {
+                let _ = io.create_dir_all(&dir);
+            }
         }
     }
 }

@@ -398,6 +398,19 @@ impl StagingFile {
     }
 }
 
+impl Store {
+    /// Keeps unnamed staging files ready for writers, and makes new keys'
+    /// shards while they are written (a daemon does; see `stage_pool.rs`).
+    /// Stopped by `end_session`. Where the filesystem has no O_TMPFILE it
+    /// does neither, and writers make named files.
+    pub fn start_stager(&self) {
+        if self.layout.unnamed.load(Ordering::Relaxed) {
+            self.stage_pool
+                .start(self.layout.io.clone(), self.layout.staging_work.clone());
+        }
+    }
+}
+
 /// Where a staged file goes at publish (under the index lock).
 impl Store {
     /// Puts a staged file at its entry path. An unnamed one is linked
