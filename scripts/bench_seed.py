@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed-style workload of scripts/bench: a service caching slow results, in Python.
 
-    bench_seed.py (--root MOUNT | --diskcache DIR) [-j 4] [-n 2000] [--inputs 5000] [--salt S]
+    bench_seed.py (--root MOUNT | --mounts MOUNT,MOUNT... | --diskcache DIR) [-j 4] [-n 2000] [--inputs 5000] [--salt S]
 
 -j processes at once (after a barrier), each making -n requests. A request picks an input by a
 Zipf law (s = 1) over --inputs inputs, and a namespace: even inputs go to one whose entries
@@ -11,6 +11,9 @@ the value (10-15 KB, a pure function of the input, with the time it was made), h
 directly and half as write-temp-then-rename (os.replace), the way Python services do; then it
 reads it back at once (read-your-writes). With --diskcache the same on python-diskcache: one
 Cache per namespace (set with expire=3; a Cache with size_limit=2 MiB), set() for both writes.
+
+With --mounts (mounts of one backing dir by several daemons), process j works through the
+j-th mount (round robin): one cache shared by the processes across mounts.
 
 Counted: torn (a value that is not exactly its input's), stale (served more than 0.5 s past
 its 3 s life: what the writer measured from before its write), lost (missing right after its
@@ -99,7 +102,7 @@ class Disk:
 def worker(a, j, ready, go, q):
     rng = random.Random(f"{a.salt}-{j}")
     cum = list(itertools.accumulate(1.0 / (k + 1) for k in range(a.inputs)))
-    cache = Disk(a.diskcache, a.salt) if a.diskcache else Files(a.root, a.salt)
+    cache = Disk(a.diskcache, a.salt) if a.diskcache else Files(a.roots[j % len(a.roots)], a.salt)
     hits, pubs, direct, renamed = [], [], [], []
     torn = stale = lost = misses = 0
     ready.wait()
@@ -144,14 +147,16 @@ def pct(v, p):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root")
+    ap.add_argument("--mounts", help="comma list of mounts of one backing dir; process j uses the j-th")
     ap.add_argument("--diskcache")
     ap.add_argument("-j", dest="procs", type=int, default=4)
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--inputs", type=int, default=5000)
     ap.add_argument("--salt", default="s")
     a = ap.parse_args()
-    if bool(a.root) == bool(a.diskcache):
-        ap.error("one of --root, --diskcache")
+    if (a.root is not None) + (a.mounts is not None) + (a.diskcache is not None) != 1:
+        ap.error("one of --root, --mounts, --diskcache")
+    a.roots = a.mounts.split(",") if a.mounts else [a.root]
     ready, go, q = mp.Barrier(a.procs + 1), mp.Barrier(a.procs + 1), mp.Queue()
     ps = [mp.Process(target=worker, args=(a, j, ready, go, q)) for j in range(a.procs)]
     for p in ps:

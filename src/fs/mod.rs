@@ -33,11 +33,13 @@
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `exits.rs` closes by killed processes;
-//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
+//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS (`dircache.rs`
+//! whether the kernel's copy of a listing may serve); `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dircache;
 mod dirinodes;
 mod dirplus;
 mod dirs;
@@ -79,10 +81,7 @@ pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
-/// The longest the kernel may cache an entry's dentry and attributes
-/// (never past the entry's expiry). What this mount changes it
-/// invalidates at once; the bound is for what it cannot see.
-const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
+use types::ENTRY_CACHE_MAX;
 
 pub struct CacheFs {
     store: Arc<Store>,
@@ -101,6 +100,8 @@ pub struct CacheFs {
     ns_times: Arc<nstimes::NsTimes>,
     /// Directories inside namespaces: their inode numbers (`subdirs.rs`).
     subdirs: Arc<dirinodes::DirInodes>,
+    /// Whether the kernel may list a directory from its copy (`dircache.rs`).
+    dir_cache: dircache::DirCache,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -161,6 +162,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             subdirs,
+            dir_cache: dircache::DirCache::default(),
             disk: disk::DiskReaders::new(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,

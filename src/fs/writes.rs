@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::handles::Handle;
 use super::inodes::kind_of;
@@ -17,6 +17,11 @@ use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
 use super::{CacheFs, errno::name_errno};
 use crate::store::{Key, Namespace, Owner};
+
+/// The longest a request waits for a RELEASE's publish (see
+/// `after_release`): far more than a publish takes, short enough that a
+/// wedged backing volume shows as a slow request, not a hung one.
+const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
@@ -48,16 +53,30 @@ impl CacheFs {
         Ok(())
     }
 
-    /// The write handle whose staged content is inode `ino`, if any.
+    /// The write handle whose staged content is inode `ino`, if any. One
+    /// being released is waited for (`after_release`): none is then left.
     pub(super) fn writer_of_inode(&self, ino: u64) -> Option<Arc<Handle>> {
         if !self.handles.writes_on_inode(ino) {
             return None;
         }
+        self.after_release(ino);
         let (ns, key, _) = self.inodes.get(ino)?;
         self.handles
             .writers_of(&ns, &key)
             .into_iter()
             .find(|h| h.writer().is_some_and(|w| w.ino == ino))
+    }
+
+    /// Waits while a write handle on inode `ino` is being released. The
+    /// kernel sends RELEASE once close() has returned, and a closing
+    /// process goes on at once (`: > f; chmod 444 f`): a request on the
+    /// inode meanwhile would find neither the writer nor, for an
+    /// unwritten file whose publish is the RELEASE's, the entry (ENOENT).
+    /// It acts as after the publish instead. Bounded, so that a publish
+    /// stuck on the backing volume cannot hold the request forever.
+    pub(super) fn after_release(&self, ino: u64) {
+        self.handles
+            .wait_released(ino, Instant::now() + RELEASE_PUBLISH_WAIT);
     }
 
     /// The name CREATE and MKNOD make in `parent` (its namespace id,

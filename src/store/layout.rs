@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::backing::BackingIo;
-use super::sessions::{self, empty_dir, flock, new_token, remove_session, session_lock_path};
+use super::sessions::{self, flock, new_token, remove_session, session_lock_path};
 use crate::names::{Key, Namespace};
 
 pub use super::format::FORMAT_VERSION;
@@ -423,42 +423,25 @@ impl Layout {
         remove_session(&self.staging, &self.trash, &self.token);
     }
 
-    /// Removes what daemons that died left in their session dirs (see
-    /// `sessions.rs` for how a session is known dead: not by its lock
-    /// alone). Returns how many files went.
-    pub fn reap_dead_sessions(&self) -> usize {
-        let mut removed = 0;
+    /// The sessions of daemons that died (their tokens), whose dirs are
+    /// left to remove: a daemon starting removes them behind its first
+    /// requests (`leftovers.rs`).
+    pub fn dead_sessions(&self) -> Vec<String> {
         let Ok(rd) = fs::read_dir(&self.staging) else {
-            return 0;
+            return Vec::new();
         };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(token) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
-                continue;
-            };
-            if token == self.token {
-                continue;
-            }
-            if !sessions::lives(&e.path()) {
-                removed += remove_session(&self.staging, &self.trash, token);
-            }
-        }
-        removed
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let token = name.to_str()?.strip_suffix(".lock")?;
+                (token != self.token && !sessions::lives(&e.path())).then(|| token.to_owned())
+            })
+            .collect()
     }
 
-    /// Removes an offline command's files left in staging/ and trash/.
-    pub fn remove_offline_orphans(&self) -> usize {
-        let mut n = empty_dir(&self.trash);
-        if let Ok(rd) = fs::read_dir(&self.staging) {
-            for e in rd.flatten() {
-                let session = e.file_name().as_bytes().ends_with(b".lock");
-                let file = e.file_type().is_ok_and(|t| !t.is_dir());
-                if file && !session && fs::remove_file(e.path()).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        n
+    /// The staging and trash dirs every session's own dir is in.
+    pub fn session_parents(&self) -> (&Path, &Path) {
+        (&self.staging, &self.trash)
     }
 
     pub fn quarantine_path(&self, original: &Path) -> PathBuf {

@@ -48,6 +48,7 @@ mod follow;
 mod format;
 mod index;
 mod layout;
+mod leftovers;
 mod listing;
 mod lookup;
 mod misses;
@@ -226,29 +227,37 @@ impl Store {
     ) -> Result<Store, OpenError> {
         let mut layout = Layout::open(root)?;
         layout.io = io;
-        let lock = match layout.lock(LockMode::Exclusive) {
+        // What dead daemons and offline commands left is only listed here
+        // and removed behind the first requests (`leftovers.rs`).
+        let (lock, leftovers) = match layout.lock(LockMode::Exclusive) {
             Ok(alone) => {
                 // Files directly in staging/ and trash/ are an offline
                 // command's (they run alone): orphans, when we are alone.
                 // Sessions' files are not: a lock taken through a view
                 // that does not carry flock says "alone" beside live
                 // daemons, and their sessions are judged on their own.
-                let orphans = layout.reap_dead_sessions() + layout.remove_offline_orphans();
-                if orphans > 0 {
-                    log::info!("removed {orphans} orphaned staging/trash files");
-                }
+                let sessions = layout.dead_sessions();
                 layout.downgrade(&alone)?;
-                alone
+                (
+                    alone,
+                    rebuild_state::Leftovers {
+                        sessions,
+                        offline: true,
+                    },
+                )
             }
             Err(LayoutError::LockedLive { .. }) => {
                 let lock = shared_lock_soon(&layout)?;
                 // Other daemons live here: only the sessions of dead ones
                 // are orphans.
-                let orphans = layout.reap_dead_sessions();
-                if orphans > 0 {
-                    log::info!("removed {orphans} files left by daemons that died");
-                }
-                lock
+                let sessions = layout.dead_sessions();
+                (
+                    lock,
+                    rebuild_state::Leftovers {
+                        sessions,
+                        offline: false,
+                    },
+                )
             }
             Err(e) => return Err(e.into()),
         };
@@ -289,17 +298,13 @@ impl Store {
                 path: root.display().to_string(),
                 source,
             })?;
-        // Explicit directories first: the rebuild adds entries to the
-        // trees they start.
-        store.load_dir_markers().map_err(|source| OpenError::Io {
-            path: root.display().to_string(),
-            source,
-        })?;
+        // The directory markers are loaded by the rebuild (`dirs.rs`).
         let claims = store.reap_dead_claims();
         if claims > 0 {
             log::info!("removed {claims} claims of daemons that died");
         }
         store.apply_limits(&config);
+        *crate::sync::lock(&store.rebuild.leftovers) = leftovers;
         Ok(store)
     }
 
@@ -466,6 +471,8 @@ mod staging_tests;
 mod tests;
 #[cfg(test)]
 mod trailer_tests;
+#[cfg(test)]
+mod tree_prop_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

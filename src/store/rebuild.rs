@@ -48,6 +48,7 @@ impl Store {
         self.begin_rebuild();
         let r = self.rebuild_run();
         self.end_rebuild(r.is_ok());
+        self.remove_leftovers();
         r
     }
 
@@ -70,6 +71,7 @@ impl Store {
                     );
                 }
                 store.end_rebuild(r.is_ok());
+                store.remove_leftovers();
             });
         match spawned {
             Ok(t) => *crate::sync::lock(&self.rebuild.thread) = Some(t),
@@ -80,6 +82,7 @@ impl Store {
                     log::error!("cannot rebuild the index: {e}");
                 }
                 self.end_rebuild(r.is_ok());
+                self.remove_leftovers();
             }
         }
     }
@@ -144,7 +147,7 @@ impl Store {
         }
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.rebuild.stop.load(Ordering::Relaxed)
     }
 
@@ -155,6 +158,9 @@ impl Store {
         }
         let start = Instant::now();
         let r = &self.rebuild;
+        // Explicit directories first: the entries add to the trees they
+        // start.
+        self.load_dir_markers()?;
         let mut items = Vec::new();
         if let Some(entries) = recover::take_snapshot(&self.layout) {
             r.from_snapshot.store(true, Ordering::Relaxed);

@@ -25,4 +25,19 @@ pub(super) struct Rebuild {
     pub(super) done: Mutex<bool>,
     pub(super) done_cv: Condvar,
     pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set once every directory marker is in the index (`dirs.rs`).
+    pub(super) markers_loaded: AtomicBool,
+    /// What dead daemons and offline commands left, removed after the
+    /// rebuild (`leftovers.rs`).
+    pub(super) leftovers: Mutex<Leftovers>,
+}
+
+/// What `open` found left in staging/ and trash/ to remove behind.
+#[derive(Default)]
+pub(super) struct Leftovers {
+    /// Tokens of dead daemons' sessions.
+    pub(super) sessions: Vec<String>,
+    /// Whether files directly in staging/ and trash/ (an offline
+    /// command's) go too: only when this daemon started alone.
+    pub(super) offline: bool,
 }

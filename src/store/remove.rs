@@ -42,7 +42,6 @@ impl Store {
             self.index_changed_locked();
         }
         for v in victims {
-            self.changes.key(&v.ns, &v.key);
             if let Some(state) = idx.namespace(&v.ns) {
                 self.tell(Change::Removed {
                     ns_id: state.id,
@@ -67,6 +66,10 @@ impl Store {
                     v.meta.stored_bytes
                 ),
             }
+            // Only once the file is out of place: the log's thread may
+            // write the record at once, and a follower that read it while
+            // the file was still there took it for unchanged for good.
+            self.changes.key(&v.ns, &v.key);
         }
     }
 
@@ -134,7 +137,6 @@ impl Store {
                 self.dispose(trash);
                 return Err(StoreError::NotFound);
             }
-            self.changes.key(ns, key);
             match self.take_out_of_place(&self.layout.entry_path(ns, key)) {
                 Ok(Some(to)) => trash.push((to, victim.meta.stored_bytes)),
                 Ok(None) => {}
@@ -145,6 +147,8 @@ impl Store {
                     return Err(e.into());
                 }
             }
+            // After the file went (see `move_to_trash_locked`).
+            self.changes.key(ns, key);
             let state = idx.namespace(ns).expect("peeked");
             if only_version.is_some() {
                 self.tell(Change::Removed {

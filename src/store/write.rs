@@ -334,7 +334,9 @@ impl Store {
         let mut made_shard = self.with_room_io(0, || self.layout.ensure_shard(&dest))?;
 
         // What the other daemons published counts in the quota this
-        // publish makes room in (see `catch_up`).
+        // publish makes room in (see `catch_up`); a daemon just started
+        // beside others publishes once they know of it.
+        self.wait_announced();
         self.catch_up();
         // A rename that finds the volume full (a directory that must grow)
         // is retried once room is made, like any backing write.
@@ -470,7 +472,8 @@ impl Store {
             }
         }
         idx.insert(&ns, key.clone(), meta.clone());
-        self.changes.key(&ns, &key);
+        // Written by `publish` itself right after (no thread woken).
+        self.changes.key_flushed_by_caller(&ns, &key);
         if let Publish::Rename { from, .. } = how {
             self.changes.key(&ns, from);
         }
