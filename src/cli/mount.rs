@@ -125,6 +125,7 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
     });
     spawn_readiness(Arc::clone(&daemon));
     store.start_sweeper();
+    store.start_stager();
     spawn_signal_handler(Arc::clone(&daemon), session.unmount_callable())?;
 
     let result = session.run();

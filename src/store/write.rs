@@ -155,7 +155,7 @@ impl Store {
             true => self.claim_across(ns, key).map(Some),
             false => Ok(None),
         };
-        let (limit, current, credit, claim, metrics, staged) = {
+        let (limit, current, credit, claim, metrics, staged, durable) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
             let limit = [
@@ -191,12 +191,24 @@ impl Store {
             };
             let metrics = std::sync::Arc::clone(&state.metrics);
             let staged = std::sync::Arc::clone(&idx.staged);
-            (limit, current, credit, claim, metrics, staged)
+            let durable = state.policy.durability == Durability::Fsync;
+            (limit, current, credit, claim, metrics, staged, durable)
         };
+        // A new key's shard is made while its writer writes (see
+        // `StagePool::want_shard`).
+        if current.is_none() && w.by != WriteBy::Store && !durable {
+            let dest = self.layout.entry_path(ns, key);
+            if !self.layout.shard_known(&dest)
+                && let Some(dir) = dest.parent()
+            {
+                self.stage_pool.want_shard(dir.to_path_buf());
+            }
+        }
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
         let io = &self.layout.io;
-        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
+        let (file, path) =
+            self.with_room_io(0, || create_staging_file(&self.layout, &self.stage_pool))?;
         let mut staging = StagingFile::new(
             file,
             path,
