@@ -18,8 +18,8 @@ j-th mount (round robin): one cache shared by the processes across mounts.
 Counted: torn (a value that is not exactly its input's), stale (served more than 0.5 s past
 its 3 s life: what the writer measured from before its write), lost (missing right after its
 own successful write). Prints one JSON object: requests/s over the wall time (barrier to the
-last process's end), hit ratio, hit p50/p99 (us), publish p50/p99 (us, the write alone), the
-counts.
+last process's end), hit ratio, hit p50/p99 (us), publish p50/p99 (us, the write alone; also
+by kind of write and by namespace: the quota namespace's publishes evict), the counts.
 """
 
 import argparse
@@ -104,6 +104,7 @@ def worker(a, j, ready, go, q):
     cum = list(itertools.accumulate(1.0 / (k + 1) for k in range(a.inputs)))
     cache = Disk(a.diskcache, a.salt) if a.diskcache else Files(a.roots[j % len(a.roots)], a.salt)
     hits, pubs, direct, renamed = [], [], [], []
+    by_ns = {"seedttl": [], "seedq": []}
     torn = stale = lost = misses = 0
     ready.wait()
     go.wait()
@@ -128,12 +129,14 @@ def worker(a, j, ready, go, q):
         cache.put(ns, i, value, via_rename=(r % 2 == 1))
         pubs.append(time.perf_counter_ns() - t0)
         (renamed if r % 2 else direct).append(pubs[-1])
+        by_ns[ns].append(pubs[-1])
         back = cache.get(ns, i)
         if back is None:
             lost += 1
         elif back != value and not check(i, back)[0]:
             torn += 1
-    q.put({"hits": hits, "pubs": pubs, "direct": direct, "renamed": renamed, "torn": torn, "stale": stale, "lost": lost,
+    q.put({"hits": hits, "pubs": pubs, "direct": direct, "renamed": renamed, **by_ns, "torn": torn, "stale": stale,
+           "lost": lost,
            "misses": misses, "end": time.monotonic()})
 
 
@@ -185,7 +188,7 @@ def main():
            "hit_p50_us": pct(hits, 0.5), "hit_p99_us": pct(hits, 0.99),
            "publish_p50_us": pct(pubs, 0.5), "publish_p99_us": pct(pubs, 0.99),
            "publishes": len(pubs)}
-    for k in ("direct", "renamed"):
+    for k in ("direct", "renamed", "seedttl", "seedq"):
         v = [x for r in res for x in r[k]]
         out[f"publish_{k}_p50_us"], out[f"publish_{k}_p99_us"] = pct(v, 0.5), pct(v, 0.99)
     for k in ("torn", "stale", "lost"):

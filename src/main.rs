@@ -27,6 +27,10 @@ enum Command {
     /// Mount a cache in the foreground until SIGINT/SIGTERM (SIGHUP reloads
     /// the config's policies).
     Mount(cli::mount::MountArgs),
+    /// Watch a mount's daemon and abort its FUSE connection if it is
+    /// killed and cannot finish dying (started by `cachefs mount`).
+    #[command(hide = true)]
+    Guard(cli::guard::GuardArgs),
     /// Show a live mount's figures: hit ratio, entries, bytes against
     /// quota, evictions, expirations, rejected writes and latency
     /// percentiles, per namespace and in total.
@@ -205,7 +209,7 @@ fn main() -> ExitCode {
         return report(cli::mount_helper::run(&args[1..]), ExitCode::from(32));
     }
     let cli = Cli::parse();
-    init_logs(matches!(cli.command, Command::Mount(_)));
+    init_logs(matches!(cli.command, Command::Mount(_) | Command::Guard(_)));
     // `verify` keeps 1 for "bad entries found"; its own failures are 2.
     let failure = match cli.command {
         Command::Verify { .. } | Command::Export { .. } | Command::Import { .. } => {
@@ -255,6 +259,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Mount(args) => cli::mount::mount(&args),
+        Command::Guard(args) => cli::guard::run(&args),
         Command::Stats { mountpoint, json } => cli::stats::run(mountpoint.as_deref(), json),
         Command::Purge {
             mountpoint,

@@ -22,6 +22,7 @@ macro_rules! out {
 
 pub mod archive;
 pub mod export;
+pub mod guard;
 pub mod import;
 pub mod inspect;
 pub mod key;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use fuser::{MountOption, SessionACL};
 
+use super::guard::Guard;
 use super::notify::Notifier;
 use cachefs::config::Config;
 use cachefs::fs::CacheFs;
@@ -65,6 +66,9 @@ struct Daemon {
     /// Set once the index is saved: whichever thread ends the process
     /// first saves it, the other does nothing.
     finished: Mutex<bool>,
+    /// Aborts the connection if this process is killed and cannot finish
+    /// dying (see `guard.rs`); dismissed by a clean stop.
+    guard: Mutex<Option<Guard>>,
 }
 
 pub fn mount(args: &MountArgs) -> Result<ExitCode> {
@@ -100,6 +104,9 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     // Kernel cache invalidations go through the session's channel.
     let _ = kernel_slot.set(Box::new(session.notifier()));
+    let guard = Guard::start(mountpoint)
+        .inspect_err(|e| log::warn!("no guard for a kill -9 (a killed daemon may hang): {e}"))
+        .ok();
     log::info!(
         "mounted {} at {}; the index is rebuilt behind (see stats: index)",
         args.backing.display(),
@@ -114,9 +121,11 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         open_handles,
         stop_timeout: args.stop_timeout,
         finished: Mutex::new(false),
+        guard: Mutex::new(guard),
     });
     spawn_readiness(Arc::clone(&daemon));
     store.start_sweeper();
+    store.start_stager();
     spawn_signal_handler(Arc::clone(&daemon), session.unmount_callable())?;
 
     let result = session.run();
@@ -195,6 +204,9 @@ impl Daemon {
         let mut finished = cachefs::sync::lock(&self.finished);
         if *finished {
             return;
+        }
+        if let Some(g) = cachefs::sync::lock(&self.guard).take() {
+            g.dismiss();
         }
         match self.store.save_snapshot() {
             Ok(Some(n)) => log::info!("stopped; saved the index ({n} entries)"),

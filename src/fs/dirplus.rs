@@ -7,10 +7,10 @@
 //! the kernel takes one reference on every inode a line names except `.`
 //! and `..` (`fuse_direntplus_link`), which its FORGET gives back, so the
 //! inode table counts it here. An entry gone or expired since OPENDIR is
-//! left out of the reply. A namespace's own entries are looked up a
-//! chunk at a time in one index lock; the names of a directory inside a
-//! namespace, and directories, go through LOOKUP's own code one by one
-//! (in the daemon: still no request).
+//! left out of the reply. The entries of a namespace, or of a directory
+//! inside one, are looked up a chunk at a time in one index lock;
+//! directories go through LOOKUP's own code one by one (in the daemon:
+//! still no request).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -40,27 +40,44 @@ impl CacheFs {
         let Handle::Dir(items) = &*h else {
             return Err(Errno::ENOTDIR);
         };
-        let ns = match kind_of(dir) {
-            Some(InodeKind::Namespace(id)) => self.store.namespace_by_id(id),
-            _ => None,
+        // A directory inside a namespace is listed as the namespace is:
+        // its entries from the index, a chunk per lock. (Through LOOKUP's
+        // code, each name cost a stat of its backing file: `ls` of a
+        // directory then cost with the size of the backing tree.)
+        let (ns, path) = match kind_of(dir) {
+            Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => match self.dir_of(dir) {
+                Some((id, path)) => (self.store.namespace_by_id(id), path),
+                None => (None, Vec::new()),
+            },
+            _ => (None, Vec::new()),
         };
         let start = (offset as usize).min(items.len());
+        // The lines of a chunk that were sent: remembered (the kernel
+        // holds one more reference on each) in one hold of the table's
+        // lock, before the reply goes out and a FORGET can follow it.
+        let mut sent = Vec::new();
+        let remember = |sent: &mut Vec<(Key, super::types::Attr)>| {
+            if let Some(ns) = &ns {
+                self.inodes.remember_all(ns, sent.drain(..));
+            }
+        };
         for (b, chunk) in items[start..].chunks(BATCH).enumerate() {
             let first = start + b * BATCH;
             let infos = match &ns {
-                Some(ns) => self.listed_infos(ns, chunk),
+                Some(ns) => self.listed_infos(ns, &path, chunk),
                 None => vec![None; chunk.len()],
             };
+            // After the lookups: no line outlives its entry's TTL.
+            let now = self.store.now();
             for (i, (item, info)) in chunk.iter().zip(infos).enumerate() {
                 let name = item.name.as_os_str();
                 let next = (first + i) as u64 + 1;
                 let full = match (&ns, item.kind, info) {
                     (Some(ns), FileKind::RegularFile, Some((key, info))) => {
-                        let entry = self.listed_entry(ns, &key, &info);
+                        let entry = self.listed_entry(ns, &key, &info, now);
                         let full = add(name, next, &entry);
                         if !full {
-                            // Sent: the kernel holds one more reference.
-                            self.inodes.remember(ns, &key, entry.attr);
+                            sent.push((key, entry.attr));
                         }
                         full
                     }
@@ -80,24 +97,28 @@ impl CacheFs {
                     },
                 };
                 if full {
+                    remember(&mut sent);
                     return Ok(());
                 }
             }
+            remember(&mut sent);
         }
         Ok(())
     }
 
-    /// The live version of each of a chunk's keys, in one index lock.
+    /// The live version of each of a chunk's keys (names in directory
+    /// `dir` of `ns`), in one index lock.
     fn listed_infos(
         &self,
         ns: &Namespace,
+        dir: &[u8],
         chunk: &[DirEntryItem],
     ) -> Vec<Option<(Key, EntryInfo)>> {
         // The names came out of the index: they parse as they went in.
         let keys: Vec<Option<Key>> = chunk
             .iter()
             .map(|item| match item.kind {
-                FileKind::RegularFile => Key::parse(item.name.as_bytes(), KeyFormat::Any).ok(),
+                FileKind::RegularFile => Key::join(dir, item.name.as_bytes(), KeyFormat::Any).ok(),
                 _ => None,
             })
             .collect();
@@ -118,7 +139,14 @@ impl CacheFs {
 
     /// An entry's line: as LOOKUP answers it (no miss counted: a listing
     /// is no read).
-    fn listed_entry(&self, ns: &Namespace, key: &Key, info: &EntryInfo) -> Entry {
+    /// `now`: the clock's time, read once a chunk.
+    fn listed_entry(
+        &self,
+        ns: &Namespace,
+        key: &Key,
+        info: &EntryInfo,
+        now: crate::store::UnixNanos,
+    ) -> Entry {
         let attr = self.entry_attr(info);
         // A key being written (here) is about to change version: not
         // cached, as in `lookup_key`.
@@ -127,7 +155,7 @@ impl CacheFs {
         let ttl = if busy {
             Duration::ZERO
         } else {
-            self.entry_ttl(info)
+            Self::entry_ttl_at(info, now)
         };
         Entry::cached(attr, ttl)
     }
@@ -280,6 +308,48 @@ mod tests {
         let got = lines(&fs, ROOT, d.fh, 0, usize::MAX);
         let a_line = got.iter().find(|l| l.0 == "a").unwrap();
         assert_eq!(a_line.1, ns_ino);
+        fs.releasedir(d.fh);
+    }
+
+    /// A directory inside a namespace: its entries' lines are theirs
+    /// (not those of a key of the same name at the top), from the index.
+    #[test]
+    fn a_subdirectory_lists_its_own_entries_with_their_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let cfg = "[namespace.a]\nttl = \"30s\"\n";
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("b"),
+                Config::parse(cfg).unwrap(),
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        let fs = CacheFs::new(Arc::clone(&store));
+        let a = Namespace::parse(b"a").unwrap();
+        put(&store, &a, "x", b"top", 0o644);
+        let dx = put(&store, &a, "d/e/x", b"12345", 0o640);
+        let gone = put(&store, &a, "d/e/gone", b"", 0o644);
+        let id = store.namespace_id(&a).unwrap();
+        let d_ino = fs.subdirs.ino_for(id, b"d/e");
+        let d = fs.opendir(d_ino).unwrap();
+        store
+            .remove(&a, &Key::parse(b"d/e/gone", KeyFormat::Any).unwrap())
+            .unwrap();
+        clock.advance(Duration::from_secs(5));
+        let got = lines(&fs, d_ino, d.fh, 0, usize::MAX);
+        let mut names: Vec<_> = got.iter().map(|l| l.0.as_str()).collect();
+        names.sort();
+        assert_eq!(names, [".", "..", "x"]);
+        let x = got.iter().find(|l| l.0 == "x").unwrap();
+        assert_eq!(
+            (x.1, x.2, x.3, x.4),
+            (dx, 5, 0o640, Duration::from_secs(25))
+        );
+        assert!(fs.inodes.holds(dx) && !fs.inodes.holds(gone));
+        fs.forget(dx, 1);
+        assert!(!fs.inodes.holds(dx));
         fs.releasedir(d.fh);
     }
 }

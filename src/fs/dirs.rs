@@ -300,13 +300,20 @@ impl CacheFs {
         own
     }
 
+    /// OPENDIR: the listing is taken now; `keep_cache` says whether the
+    /// kernel may list it from the copy it kept (see `dircache.rs`).
     pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
         let items = self.list_dir(ino)?;
+        let fp = self.dir_cache.fingerprint(&items);
         let fh = self.handles.insert(Handle::Dir(items));
+        let keep_cache = self
+            .dir_cache
+            .opened(ino, fh, fp, std::time::Instant::now());
+        log::debug!("opendir {ino:#x}: listing {fp:#x}, kept {keep_cache}");
         Ok(Opened {
             fh,
             direct_io: false,
-            keep_cache: false,
+            keep_cache,
             noflush: false,
         })
     }
@@ -332,6 +339,7 @@ impl CacheFs {
     }
 
     pub fn releasedir(&self, fh: u64) {
+        self.dir_cache.released(fh);
         let big = matches!(
             self.handles.remove(fh).as_deref(),
             Some(Handle::Dir(items)) if items.len() > 10_000

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::errno::name_errno;
 use super::inodes::{self, BLOCK_SIZE, EntryAttr, InodeKind, kind_of};
 use super::types::{Attr, AttrReply, Ctx, Entry, Errno, FileKind, Replier, SetAttr};
-use super::writer::Stage;
+use super::writer::{Stage, Writer};
 use super::{CacheFs, DIR_TTL, ENTRY_CACHE_MAX, control};
 use crate::access::NsAccess;
 use crate::store::{
@@ -40,10 +40,15 @@ impl CacheFs {
     /// How long the kernel may keep an entry's dentry and attributes:
     /// never past its expiry, and at most `ENTRY_CACHE_MAX`.
     pub(super) fn entry_ttl(&self, info: &EntryInfo) -> Duration {
+        Self::entry_ttl_at(info, self.store.now())
+    }
+
+    /// `entry_ttl` as of `now` (a listing reads the clock once a chunk).
+    pub(super) fn entry_ttl_at(info: &EntryInfo, now: crate::store::UnixNanos) -> Duration {
         match info.expires {
             None => ENTRY_CACHE_MAX,
             Some(at) => {
-                let left = at.saturating_sub(self.store.now());
+                let left = at.saturating_sub(now);
                 Duration::from_nanos(left.max(0) as u64).min(ENTRY_CACHE_MAX)
             }
         }
@@ -368,6 +373,7 @@ impl CacheFs {
             .or_else(|| self.writer_of_inode(ino));
         if let Some(h) = &handle
             && let Some(mut w) = h.writer()
+            && !changes_in_place(&w, ino, &set)
         {
             let settled = w.is_deferred();
             let r = w.change(&self.store, &set).map(|st| AttrReply {
@@ -452,4 +458,20 @@ impl CacheFs {
             ttl: DIR_TTL,
         })
     }
+}
+
+/// Whether a SETATTR through (or by path to) writer `w`'s inode `ino` is
+/// made in place on the live version, as for any other file: `w` has
+/// nothing staged because its close published this very inode, and the
+/// change is to metadata only (a truncate stages new content). Staging a
+/// copy for it instead would have the writer's RELEASE publish that copy
+/// as a new inode: the name would then lead elsewhere than a process
+/// executing the file holds (ETXTBSY no longer kept writers off it), and
+/// until the RELEASE, lookups would show the old mode (`cp prog f; chmod
+/// +x f; ./f` refused with EACCES).
+fn changes_in_place(w: &Writer, ino: u64, set: &SetAttr) -> bool {
+    set.size.is_none()
+        && matches!(w.stage(), Stage::Published)
+        && !w.is_abandoned()
+        && w.last_published() == Some(ino)
 }

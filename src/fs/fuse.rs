@@ -358,7 +358,15 @@ impl Filesystem for CacheFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.reply(CacheFs::opendir(self, ino.0))
+        match CacheFs::opendir(self, ino.0) {
+            // Every listing may be kept by the kernel; KEEP_CACHE says
+            // whether the copy it has may serve this one (`dircache.rs`).
+            Ok(o) => reply.opened(
+                FileHandle(o.fh),
+                fopen_flags(&o) | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn readdir(

@@ -3,7 +3,13 @@
 //! registry of open writers by key (for abandoning the writes of an
 //! unlinked key, and for changes by path to a file being written).
 //!
-//! Lock order: `map`, `writers`, `writer_inos` and `settled` are leaves,
+//! A write handle being released (out of `map`, its RELEASE publishing)
+//! is still counted in `releasing` by its inode: a request on that inode
+//! after close() (a chmod, utime, xattr, stat by path) waits for it
+//! (`wait_released`) and then acts on what it published, never on a
+//! moment when the key has neither a writer nor an entry.
+//!
+//! Lock order: `map`, `writers`, `writer_inos`, `releasing` and `settled` are leaves,
 //! never held while a `Writer` mutex is taken; a `Writer` mutex may be
 //! held across a store call (its own publish).
 
@@ -54,6 +60,8 @@ pub struct HandleTable {
     /// Kernel inodes of open write handles, with their counts. Apart from
     /// `writers` so a reader's open never waits on a writer's state lock.
     writer_inos: Mutex<HashMap<u64, usize>>,
+    /// Kernel inodes of write handles being released, with their counts.
+    releasing: Mutex<HashMap<u64, usize>>,
     /// Bumped whenever a writer is released, or one whose publish waits
     /// for its RELEASE writes again; lookups waiting for them wait on
     /// `settle`.
@@ -88,9 +96,42 @@ impl HandleTable {
     /// (as being released: listed, not found) until `forget_writer`, once
     /// its last publish is done.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        let h = crate::sync::write(&self.map).remove(&fh)?;
+        // Counted as being released before it leaves the map, so that a
+        // request on its inode finds it one way or the other.
+        let ino = self.get(fh)?.writer().map(|w| w.ino);
+        if let Some(ino) = ino {
+            *crate::sync::lock(&self.releasing).entry(ino).or_default() += 1;
+        }
+        let Some(h) = crate::sync::write(&self.map).remove(&fh) else {
+            if let Some(ino) = ino {
+                self.released(ino);
+            }
+            return None;
+        };
         self.open.fetch_sub(1, Ordering::Relaxed);
         Some(h)
+    }
+
+    fn released(&self, ino: u64) {
+        let mut releasing = crate::sync::lock(&self.releasing);
+        if let Some(n) = releasing.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                releasing.remove(&ino);
+            }
+        }
+    }
+
+    /// Waits (until `deadline` at most) while a write handle on inode
+    /// `ino` is being released: its RELEASE publishes what the kernel
+    /// already reported closed. Says whether it waited.
+    pub fn wait_released(&self, ino: u64, deadline: Instant) -> bool {
+        let releasing = || crate::sync::lock(&self.releasing).contains_key(&ino);
+        if !releasing() {
+            return false;
+        }
+        self.wait_settled(deadline, releasing);
+        true
     }
 
     /// A removed write handle's last publish is done: it is no longer
@@ -104,6 +145,7 @@ impl HandleTable {
             }
         }
         drop(inos);
+        self.released(w.ino);
         let mut writers = self.writers_lock();
         let k = (w.ns.clone(), w.key.clone());
         if let Some(v) = writers.get_mut(&k) {

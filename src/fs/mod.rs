@@ -14,10 +14,12 @@
 //!   `ENTRY_CACHE_MAX`. Misses are not cached (each is a LOOKUP, counted).
 //! - Whatever replaces or removes a key drops its dentry before the change
 //!   is reported done: a writer's close() returns, a purge finishes, only
-//!   once the kernel forgot the old version (`invalidate.rs`); the store
-//!   tells of every replacement, eviction and expiry as it happens
-//!   (`Store::set_change_listener`). An open that still reaches a version
-//!   gone meanwhile gets ESTALE, and the kernel looks up again.
+//!   once the kernel forgot the old version and what the publish evicted
+//!   (`invalidate.rs`; a close() waits for its own drops, not for those
+//!   other requests queued); the store tells of every replacement,
+//!   eviction and expiry as it happens (`Store::set_change_listener`). An
+//!   open that still reaches a version gone meanwhile gets ESTALE, and the
+//!   kernel looks up again.
 //! - No writer ever opens a published version's inode: O_TRUNC would set
 //!   its size to 0 and writes past the end would grow it under its
 //!   readers' page cache. Such an open gets ESTALE, and the kernel's
@@ -33,11 +35,13 @@
 //! `entries.rs` LOOKUP, GETATTR, SETATTR; `opens.rs` OPEN, READ, RELEASE;
 //! `redirects.rs` writers sent to a new inode; `writes.rs` CREATE, WRITE, FLUSH, FSYNC; `writer.rs` a
 //! writer's life; `exits.rs` closes by killed processes;
-//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS; `xattrs.rs`;
+//! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS (`dircache.rs`
+//! whether the kernel's copy of a listing may serve); `xattrs.rs`;
 //! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
 //! threads answers may wait on; `control.rs` the `.cachefs/` files.
 
 mod control;
+mod dircache;
 mod dirinodes;
 mod dirplus;
 mod dirs;
@@ -79,10 +83,7 @@ pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
 
 /// How long the kernel may cache namespace dentries and directory attrs.
 const DIR_TTL: Duration = Duration::from_secs(10);
-/// The longest the kernel may cache an entry's dentry and attributes
-/// (never past the entry's expiry). What this mount changes it
-/// invalidates at once; the bound is for what it cannot see.
-const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
+use types::ENTRY_CACHE_MAX;
 
 pub struct CacheFs {
     store: Arc<Store>,
@@ -101,6 +102,8 @@ pub struct CacheFs {
     ns_times: Arc<nstimes::NsTimes>,
     /// Directories inside namespaces: their inode numbers (`subdirs.rs`).
     subdirs: Arc<dirinodes::DirInodes>,
+    /// Whether the kernel may list a directory from its copy (`dircache.rs`).
+    dir_cache: dircache::DirCache,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
     /// Where reads that must wait for the disk go (see `disk.rs`).
@@ -161,6 +164,7 @@ impl CacheFs {
             invalidate,
             redirects: redirects::Redirects::default(),
             subdirs,
+            dir_cache: dircache::DirCache::default(),
             disk: disk::DiskReaders::new(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,

@@ -24,7 +24,14 @@ use crate::store::{
 
 impl CacheFs {
     pub fn open(&self, ctx: &Ctx, ino: u64, flags: i32, reply: impl Replier<Opened>) {
-        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        // O_TRUNC truncates whatever the access mode (the kernel asks
+        // write permission for it), and an open that truncates is a
+        // writer's: answered as a reader of a published version, the
+        // kernel (FUSE_ATOMIC_O_TRUNC: the daemon truncates at OPEN) would
+        // set that shared, immutable inode's size to 0 and drop its pages
+        // before its own ETXTBSY check, and a process running the file
+        // died of SIGBUS at its next page fault.
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0;
         match kind_of(ino) {
             Some(InodeKind::ControlFile(i)) => {
                 if !read_only {

@@ -5,7 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -36,18 +36,36 @@ fn answer<T: Send + 'static>(call: impl FnOnce(Chan<T>)) -> Result<T, Errno> {
         .expect("the handler answers")
 }
 
-/// The kernel's cache: which names it was told to forget.
+/// The kernel's cache: which names it was told to forget. A name in
+/// `held` is forgotten only once it leaves it (a drop that waits for its
+/// directory's lock, which another process holds).
 #[derive(Default, Clone)]
-struct Kernel(Arc<Mutex<Vec<(u64, OsString)>>>);
+struct Kernel(Arc<Mutex<Vec<(u64, OsString)>>>, Held);
+
+type Held = Arc<(Mutex<Vec<OsString>>, Condvar)>;
 
 impl KernelCache for Kernel {
     fn forget_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        let (held, cv) = &*self.1;
+        let mut h = held.lock().unwrap();
+        while h.iter().any(|n| n == name) {
+            h = cv.wait(h).unwrap();
+        }
         self.0.lock().unwrap().push((parent, name.to_owned()));
         Ok(())
     }
 }
 
 impl Kernel {
+    fn hold(&self, name: &str) {
+        self.1.0.lock().unwrap().push(name.into());
+    }
+
+    fn release_all(&self) {
+        self.1.0.lock().unwrap().clear();
+        self.1.1.notify_all();
+    }
+
     fn forgot(&self, parent: u64, name: &str) -> bool {
         self.0
             .lock()
@@ -486,6 +504,66 @@ fn every_rewrite_drops_the_name_before_its_close_returns() {
     assert!(f.kernel.forgot(a, "k"), "dropped before close() returns");
     f.fs.release(c.opened.fh);
     assert_eq!(f.get(&OTHER, "a", "k"), Ok(b"three".to_vec()));
+}
+
+#[test]
+fn a_close_waits_for_its_own_drops_only() {
+    let f = Arc::new(fx("[namespace.a]\n[namespace.b]\n"));
+    let a = f.ns_ino("a");
+    f.put("b", "other", b"one");
+    f.put("a", "k", b"one");
+    // Another writer's rewrite, whose drop waits for a lock held elsewhere:
+    // its close() waits.
+    f.kernel.hold("other");
+    let (tx, rx) = channel();
+    let f2 = Arc::clone(&f);
+    let other = std::thread::spawn(move || {
+        f2.put("b", "other", b"two");
+        tx.send(()).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a rewrite's close() waits for its drop"
+    );
+    // A new key replaces and evicts nothing: its close() does not queue
+    // behind that drop.
+    let (tx2, rx2) = channel();
+    let f3 = Arc::clone(&f);
+    let fresh = std::thread::spawn(move || {
+        f3.put("a", "new", b"x");
+        tx2.send(()).unwrap();
+    });
+    let quick = rx2.recv_timeout(Duration::from_secs(5));
+    // A rewrite of this thread's own key still waits for its drop (queued
+    // behind the held one).
+    let c =
+        f.fs.create(
+            &ME,
+            a,
+            os("k"),
+            0o644,
+            0,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+        )
+        .unwrap();
+    f.fs.write(c.opened.fh, 0, b"two", Some(1)).unwrap();
+    let (tx3, rx3) = channel();
+    f.fs.flush(&ME, c.opened.fh, 1, Chan(tx3));
+    let early = rx3.recv_timeout(Duration::from_millis(300));
+    f.kernel.release_all();
+    other.join().unwrap();
+    fresh.join().unwrap();
+    assert!(
+        quick.is_ok(),
+        "a new key's close() waited for another's drop"
+    );
+    assert!(
+        early.is_err(),
+        "a rewrite's close() answered before its drop"
+    );
+    assert_eq!(rx3.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+    assert!(f.kernel.forgot(a, "k"));
+    f.fs.release(c.opened.fh);
 }
 
 // ----- the writer's transitions against a model -----

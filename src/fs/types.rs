@@ -14,6 +14,11 @@ pub use nix::errno::Errno;
 
 use crate::store::{UnixNanos, to_nanos};
 
+/// The longest the kernel may cache an entry's dentry and attributes
+/// (never past the entry's expiry). What this mount changes it
+/// invalidates at once; the bound is for what it cannot see.
+pub const ENTRY_CACHE_MAX: Duration = Duration::from_secs(60);
+
 /// Who asks: the caller's credentials and thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {

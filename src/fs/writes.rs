@@ -9,23 +9,32 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::handles::Handle;
 use super::inodes::kind_of;
 use super::types::{Created, Ctx, Entry, Errno, Opened, Replier};
 use super::writer::{Writer, WriterOpen};
-use super::{CacheFs, errno::name_errno};
+use super::{CacheFs, errno::name_errno, invalidate};
 use crate::store::{Key, Namespace, Owner};
+
+/// The longest a request waits for a RELEASE's publish (see
+/// `after_release`): far more than a publish takes, short enough that a
+/// wedged backing volume shows as a slow request, not a hung one.
+const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
     /// the kernel has dropped the key's old dentry (queued by the store's
     /// change listener, as were the dentries of evictions it made): once
-    /// close() returns, every open finds the new version.
+    /// close() returns, every open finds the new version. A publish that
+    /// replaced and evicted nothing queued no drop, and answers at once
+    /// (as does one whose drops are sent already): the drops other
+    /// threads queued are owed to their own callers (see
+    /// `invalidate.rs`).
     fn reply_when_visible(&self, result: Result<(), Errno>, reply: impl Replier<()>) {
         match result {
-            Ok(()) if self.invalidate.is_busy() => {
+            Ok(()) if invalidate::take_owed().is_some_and(|t| !self.invalidate.is_sent(t)) => {
                 self.invalidate.then(move || reply.reply(Ok(())))
             }
             r => reply.reply(r),
@@ -48,16 +57,30 @@ impl CacheFs {
         Ok(())
     }
 
-    /// The write handle whose staged content is inode `ino`, if any.
+    /// The write handle whose staged content is inode `ino`, if any. One
+    /// being released is waited for (`after_release`): none is then left.
     pub(super) fn writer_of_inode(&self, ino: u64) -> Option<Arc<Handle>> {
         if !self.handles.writes_on_inode(ino) {
             return None;
         }
+        self.after_release(ino);
         let (ns, key, _) = self.inodes.get(ino)?;
         self.handles
             .writers_of(&ns, &key)
             .into_iter()
             .find(|h| h.writer().is_some_and(|w| w.ino == ino))
+    }
+
+    /// Waits while a write handle on inode `ino` is being released. The
+    /// kernel sends RELEASE once close() has returned, and a closing
+    /// process goes on at once (`: > f; chmod 444 f`): a request on the
+    /// inode meanwhile would find neither the writer nor, for an
+    /// unwritten file whose publish is the RELEASE's, the entry (ENOENT).
+    /// It acts as after the publish instead. Bounded, so that a publish
+    /// stuck on the backing volume cannot hold the request forever.
+    pub(super) fn after_release(&self, ino: u64) {
+        self.handles
+            .wait_released(ino, Instant::now() + RELEASE_PUBLISH_WAIT);
     }
 
     /// The name CREATE and MKNOD make in `parent` (its namespace id,
@@ -151,6 +174,7 @@ impl CacheFs {
     /// can wait on that process (a child closing inherited descriptors as
     /// it execs waits for this FLUSH meanwhile: asking it deadlocked).
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
+        invalidate::take_owed();
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
                 Some(mut w)
@@ -190,6 +214,7 @@ impl CacheFs {
 
     /// FSYNC publishes whatever is staged, written or not.
     pub fn fsync(&self, fh: u64, reply: impl Replier<()>) {
+        invalidate::take_owed();
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
                 // Only a live process calls fsync.

@@ -55,6 +55,7 @@ impl CacheFs {
     /// Applies a user xattr change to what inode `ino` shows: its staged
     /// content if a writer holds it, else the live version (in place).
     fn change_user_xattr(&self, ino: u64, change: XattrChange) -> Result<(), Errno> {
+        self.after_release(ino);
         let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
         for h in self.handles.writers_of(&ns, &key) {
             if let Some(mut w) = h.writer()
@@ -80,6 +81,7 @@ impl CacheFs {
 
     /// The user xattrs inode `ino` shows (see `change_user_xattr`).
     fn user_xattrs(&self, ns: &Namespace, key: &Key, ino: u64) -> Result<Xattrs, Errno> {
+        self.after_release(ino);
         for h in self.handles.writers_of(ns, key) {
             if let Some(w) = h.writer()
                 && w.ino == ino
@@ -105,6 +107,7 @@ impl CacheFs {
                 .map(|(_, v)| v.clone())
                 .ok_or(Errno::ENODATA);
         }
+        self.after_release(ino);
         let info = match self.store.entry_info(&ns, &key) {
             Lookup::Hit(info) => info,
             _ => return Err(Errno::ENODATA),
@@ -199,6 +202,7 @@ impl CacheFs {
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                     .ok_or(Errno::EINVAL)?;
+                self.after_release(ino);
                 let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
                 // A file still being written takes the TTL with it.
                 let mut staged = false;
@@ -284,6 +288,7 @@ impl CacheFs {
         if name.as_bytes() != XATTR_TTL.as_bytes() {
             return Err(Errno::ENODATA);
         }
+        self.after_release(ino);
         let (ns, key, _) = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
         let update = MetaUpdate {
             ttl_secs: Some(None),

@@ -15,8 +15,10 @@
 //! check holds, and waits for the rest (a network volume may show a file's
 //! new size before its bytes).
 //!
-//! Invariants: noting a change is a push into a buffer (callers hold the
-//! index lock); the write happens on the log's own thread, batched; a log
+//! Invariants: a change is noted once it is made in the backing dir (the
+//! log's thread may write the record at once, and a follower that looks
+//! before the change takes the key for unchanged until the next record);
+//! noting a change is a push into a buffer (callers hold the index lock); the write happens on the log's own thread, batched; a log
 //! over `ROTATE_BYTES` becomes `<session>.old` (replacing the one before)
 //! and a new log begins, so a log's size is bounded.
 
@@ -166,26 +168,33 @@ impl ChangeLog {
         Ok(())
     }
 
-    fn push(&self, kind: u8, ns: &Namespace, key: &[u8]) {
+    fn push(&self, kind: u8, ns: &Namespace, key: &[u8], wake: bool) {
         if !self.on.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let mut p = crate::sync::lock(&self.shared.pending);
         let was_empty = p.bytes.is_empty();
         encode(kind, ns.as_bytes(), key, &mut p.bytes);
-        if was_empty {
+        if was_empty && wake {
             self.shared.wake.notify_one();
         }
     }
 
     /// A key changed (any change the others must see).
     pub(super) fn key(&self, ns: &Namespace, key: &Key) {
-        self.push(1, ns, key.as_bytes());
+        self.push(1, ns, key.as_bytes(), true);
+    }
+
+    /// A key changed, and the caller calls `flush` next: the writer
+    /// thread is not woken for it (a wake-up per publish, on the other
+    /// core, for a write the publish makes anyway).
+    pub(super) fn key_flushed_by_caller(&self, ns: &Namespace, key: &Key) {
+        self.push(1, ns, key.as_bytes(), false);
     }
 
     /// A namespace was made, removed or changed.
     pub(super) fn namespace(&self, ns: &Namespace) {
-        self.push(2, ns, b"");
+        self.push(2, ns, b"", true);
     }
 
     /// Writes what is noted now, on the caller's thread: a publish's
@@ -306,6 +315,9 @@ pub(super) struct Follower {
     pub(super) cursors: Mutex<Option<Cursors>>,
     /// Wakes the follower from its wait (for a stop).
     pub(super) wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Whether this daemon is alone on the backing dir (the follower's
+    /// surveys say), and its hold as a newcomer.
+    pub(super) company: super::sessions::Company,
 }
 
 impl Follower {

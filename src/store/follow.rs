@@ -21,9 +21,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::changes::{self, Cursor, Cursors, Record, other_logs};
+use super::sessions::{ALONE_LEASE, others_there};
 use super::{Change, Store};
 use crate::names::{Key, Namespace};
 
@@ -46,8 +47,19 @@ impl Store {
                 cursors.at.insert(token, c);
             }
         }
+        // Others were here first: they may take themselves for alone
+        // until their next survey sees this daemon (see `Company`).
+        let looked = Instant::now();
+        if self.others_there() {
+            self.follower.company.newcomer(looked);
+        }
         let (wake_tx, wake_rx) = channel::<()>();
-        let watcher = watch(&dir, self.layout.token(), wake_tx.clone());
+        let watcher = Watch::start(
+            self.layout.staging_dir(),
+            &dir,
+            self.layout.token(),
+            wake_tx.clone(),
+        );
         let (stop_tx, stop_rx) = channel::<()>();
         *crate::sync::lock(&self.follower.wake) = Some(wake_tx.clone());
         *crate::sync::lock(&self.follower.cursors) = Some(cursors);
@@ -65,9 +77,47 @@ impl Store {
     /// evict and again once its own record is written, so the index
     /// knows every publish whose close() returned (see "One quota" in
     /// the README). Cheap when nothing is new: a readdir and a stat per
-    /// log. Nothing when changes are not shared (one daemon alone).
+    /// log. Nothing when changes are not shared, or when this daemon is
+    /// alone on the backing dir (no other log can grow: see `Company`).
     pub(super) fn catch_up(&self) {
+        if self.follower.company.alone() {
+            return;
+        }
         self.catch_up_listing(false);
+    }
+
+    /// Waits, in a daemon that started beside others, until each of them
+    /// knows it is not alone: called before a change that puts an entry
+    /// at a path where none was (a publish, a rename), which an "alone"
+    /// daemon would otherwise answer as a miss without looking.
+    pub(super) fn wait_announced(&self) {
+        self.follower.company.wait_announced();
+    }
+
+    /// Lists the sessions, then catches up with every log: alone for a
+    /// lease when no other session is there (see `Company`). The listing
+    /// comes first, so the last records of a daemon that stopped are read
+    /// before this one takes itself for alone.
+    fn survey(&self) {
+        let at = Instant::now();
+        let others = self.others_there();
+        self.catch_up_listing(true);
+        self.follower.company.surveyed(at, others);
+    }
+
+    /// Whether another session's file is in `staging/`. The directory is
+    /// `stat`ed fresh first: a network volume's client lists a directory
+    /// from its cache while the directory's cached times say unchanged.
+    fn others_there(&self) -> bool {
+        let staging = self.layout.staging_dir();
+        let _ = self.layout.io.stat_fresh(staging);
+        others_there(staging, self.layout.token())
+    }
+
+    /// Whether lookups may take the index's word alone: no other daemon,
+    /// and the index whole.
+    pub(super) fn index_is_truth(&self) -> bool {
+        self.follower.company.alone() && self.rebuilt()
     }
 
     /// `catch_up`, listing `changes/` in full when `full`.
@@ -204,42 +254,89 @@ impl Store {
     }
 }
 
-/// Notifications for `dir`, where the filesystem gives them; `None` where
-/// it cannot (the poll alone then).
-fn watch(dir: &Path, own: &str, wake: Sender<()>) -> Option<notify::INotifyWatcher> {
-    use notify::Watcher;
-    let own: [std::ffi::OsString; 2] = [format!("{own}.log").into(), format!("{own}.old").into()];
-    let w = notify::INotifyWatcher::new(
-        move |ev: notify::Result<notify::Event>| {
-            // Wakes for another daemon's write, never for this daemon's
-            // own appends (one per publish) nor for opens and reads (the
-            // follower's own reads of `changes/` and the logs: woken by
-            // them, it spun, a core's third for nothing).
-            let idle = ev.as_ref().is_ok_and(|e| {
-                matches!(e.kind, notify::EventKind::Access(_))
-                    || (!e.paths.is_empty()
-                        && e.paths
-                            .iter()
-                            .all(|p| p.file_name().is_some_and(|n| own.iter().any(|o| o == n))))
-            });
-            if !idle {
-                let _ = wake.send(());
+/// Change notifications (inotify through `notify`, where the filesystem
+/// gives them; none where it cannot: the polls alone then). `staging/`
+/// is watched always (a session file made or removed: a daemon came or
+/// went), `changes/` only while another daemon is there: the crate's
+/// watch reports every open and append in the directory, this daemon's
+/// own appends too (one per publish), and waking a thread for each cost
+/// a lone daemon's publish about a tenth.
+struct Watch {
+    watcher: notify::INotifyWatcher,
+    changes: std::path::PathBuf,
+    watching_changes: bool,
+}
+
+impl Watch {
+    fn start(staging: &Path, changes: &Path, own: &str, wake: Sender<()>) -> Option<Watch> {
+        use notify::Watcher;
+        let own: [std::ffi::OsString; 4] = [
+            format!("{own}.log").into(),
+            format!("{own}.old").into(),
+            // Its heartbeat, every `HEARTBEAT`, and its staging dir.
+            format!("{own}.lock").into(),
+            own.into(),
+        ];
+        let w = notify::INotifyWatcher::new(
+            move |ev: notify::Result<notify::Event>| {
+                // Wakes for another daemon's doing, never for this
+                // daemon's own appends and heartbeats nor for opens and
+                // reads (the follower's own reads of the logs: woken by
+                // them, it spun, a core's third for nothing).
+                let idle = ev.as_ref().is_ok_and(|e| {
+                    matches!(e.kind, notify::EventKind::Access(_))
+                        || (!e.paths.is_empty()
+                            && e.paths
+                                .iter()
+                                .all(|p| p.file_name().is_some_and(|n| own.iter().any(|o| o == n))))
+                });
+                if !idle {
+                    let _ = wake.send(());
+                }
+            },
+            notify::Config::default(),
+        );
+        let mut w = match w.and_then(|mut w| {
+            w.watch(staging, notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        }) {
+            Ok(w) => Watch {
+                watcher: w,
+                changes: changes.to_path_buf(),
+                watching_changes: false,
+            },
+            Err(e) => {
+                log::info!(
+                    "no change notifications for {} ({e}): polling",
+                    staging.display()
+                );
+                return None;
             }
-        },
-        notify::Config::default(),
-    );
-    match w.and_then(|mut w| {
-        w.watch(dir, notify::RecursiveMode::NonRecursive)
-            .map(|()| w)
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::info!(
-                "no change notifications for {} ({e}): polling",
-                dir.display()
-            );
-            None
+        };
+        w.follow_changes(true);
+        Some(w)
+    }
+
+    /// Watches `changes/` while others are there, not while alone. Says
+    /// whether the watch was just added (what came before it must then
+    /// be read by hand).
+    fn follow_changes(&mut self, others: bool) -> bool {
+        use notify::Watcher;
+        if others == self.watching_changes {
+            return false;
         }
+        let r = if others {
+            self.watcher
+                .watch(&self.changes, notify::RecursiveMode::NonRecursive)
+        } else {
+            self.watcher.unwatch(&self.changes)
+        };
+        match r {
+            Ok(()) => self.watching_changes = others,
+            // The polls still find every change, only later.
+            Err(e) => log::warn!("cannot watch {}: {e}", self.changes.display()),
+        }
+        others && self.watching_changes
     }
 }
 
@@ -248,7 +345,7 @@ fn run(
     poll: Duration,
     wake: &Receiver<()>,
     stop: &Receiver<()>,
-    _watcher: Option<notify::INotifyWatcher>,
+    mut watch: Option<Watch>,
 ) {
     let mut cleaned = std::time::Instant::now();
     loop {
@@ -257,13 +354,24 @@ fn run(
             _ => return,
         }
         let Some(s) = store.upgrade() else { return };
-        s.catch_up_listing(true);
+        s.survey();
+        let alone = s.follower.company.alone();
+        if watch.as_mut().is_some_and(|w| w.follow_changes(!alone)) {
+            // Appended before the watch began: no event came for it.
+            s.catch_up_listing(true);
+        }
+        // Alone, the lease is renewed well before it ends.
+        let wait = if alone {
+            poll.min(ALONE_LEASE / 2)
+        } else {
+            poll
+        };
         if cleaned.elapsed() > DEAD_LOG_GRACE / 4 {
             s.remove_dead_logs();
             cleaned = std::time::Instant::now();
         }
         drop(s);
-        match wake.recv_timeout(poll) {
+        match wake.recv_timeout(wait) {
             Ok(()) => while wake.try_recv().is_ok() {},
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {

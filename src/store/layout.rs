@@ -358,6 +358,12 @@ impl Layout {
         Ok(made)
     }
 
+    /// Whether an entry's shard is known to exist (made or seen).
+    pub fn shard_known(&self, entry_path: &Path) -> bool {
+        shard_of(entry_path)
+            .is_some_and(|(word, bit)| self.shards_seen[word].load(Ordering::Relaxed) & bit != 0)
+    }
+
     /// Forgets that an entry's shard exists (something removed it).
     pub fn shard_vanished(&self, entry_path: &Path) {
         if let Some((word, bit)) = shard_of(entry_path) {

@@ -113,7 +113,9 @@ impl Store {
     /// daemon may have published it, or the rebuild not reached it yet)
     /// and adopted if live; a key it knows is checked against the file
     /// there (one `stat`), so a file another daemon replaced or removed is
-    /// noticed whenever the kernel asks.
+    /// noticed whenever the kernel asks. A daemon alone on the backing dir
+    /// with its index whole answers from the index (no system call): the
+    /// index is then the picture of the backing dir.
     pub fn lookup_name(
         &self,
         ns_id: u32,
@@ -123,7 +125,10 @@ impl Store {
     ) -> Result<Found, StoreError> {
         let start = Instant::now();
         let now = self.clock.now();
-        let (ns, key, known, metrics) = {
+        // Alone with a whole index, the index is the backing dir's
+        // picture: no other daemon changes a path (see `Company`).
+        let truth = self.index_is_truth();
+        let (ns, key, known, unknown, metrics) = {
             let idx = self.lock();
             let ns = idx.namespace_by_id(ns_id).ok_or(StoreError::NotFound)?;
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
@@ -148,12 +153,18 @@ impl Store {
             if known.is_none() && state.tree().is_dir(key.as_bytes()) {
                 return Ok(a_dir(key));
             }
-            (ns.clone(), key, known, Arc::clone(&state.metrics))
+            let unknown = known.is_none();
+            let known = match known {
+                _ if truth => Err(Self::outcome_locked(&idx, ns, &key, now)),
+                Some(meta) => Ok(Some(meta)),
+                None => Ok(None),
+            };
+            (ns.clone(), key, known, unknown, Arc::clone(&state.metrics))
         };
-        let unknown = known.is_none();
         let lookup = match known {
-            None => self.adopt_from_backing(&ns, &key, now),
-            Some(meta) => self.check_backing(&ns, &key, &meta, now),
+            Err(settled) => Ok(settled),
+            Ok(None) => self.adopt_from_backing(&ns, &key, now),
+            Ok(Some(meta)) => self.check_backing(&ns, &key, &meta, now),
         }
         .inspect_err(|e| {
             if matches!(e, StoreError::Io(_)) {

@@ -66,6 +66,7 @@ mod remove;
 mod republish;
 mod room;
 mod sessions;
+mod stage_pool;
 mod staging;
 mod stats;
 mod sweeper;
@@ -159,6 +160,8 @@ pub struct Store {
     changes: changes::ChangeLog,
     /// The others' changes, followed (`follow.rs`).
     follower: changes::Follower,
+    /// Unnamed staging files made ahead (`stage_pool.rs`), once started.
+    stage_pool: stage_pool::StagePool,
     /// The backing dir's lock, held shared while this store is open.
     _lock: File,
 }
@@ -286,6 +289,7 @@ impl Store {
             data_dir,
             changes: changes::ChangeLog::default(),
             follower: changes::Follower::default(),
+            stage_pool: stage_pool::StagePool::default(),
             _lock: lock,
         };
         store
@@ -362,6 +366,7 @@ impl Store {
         self.follower.stop();
         self.changes.stop();
         self.sweeper.stop();
+        self.stage_pool.stop();
         self.reaper.finish();
         self.layout.end_session();
     }
@@ -468,6 +473,8 @@ mod staging_tests;
 mod tests;
 #[cfg(test)]
 mod trailer_tests;
+#[cfg(test)]
+mod tree_prop_tests;
 
 /// Gives memory freed after a burst of allocations (loading the index, a
 /// listing of a big namespace) back to the system, so the daemon's RSS

@@ -66,9 +66,9 @@ impl Store {
                     v.meta.stored_bytes
                 ),
             }
-            // Only now: a follower that read the record while the file
-            // was still in place found nothing changed, and no later
-            // record would have told it again (issue 13).
+            // Only once the file is out of place: the log's thread may
+            // write the record at once, and a follower that read it while
+            // the file was still there took it for unchanged for good.
             self.changes.key(&v.ns, &v.key);
         }
     }
@@ -147,7 +147,7 @@ impl Store {
                     return Err(e.into());
                 }
             }
-            // After the file left its place, as in `move_to_trash_locked`.
+            // After the file went (see `move_to_trash_locked`).
             self.changes.key(ns, key);
             let state = idx.namespace(ns).expect("peeked");
             if only_version.is_some() {

@@ -52,6 +52,8 @@ impl Store {
         to: &Key,
         noreplace: bool,
     ) -> Result<EntryInfo, StoreError> {
+        // A new name appears: others must know of this daemon first.
+        self.wait_announced();
         let to_ = RenameTo { key: to, noreplace };
         match self.republish_in_place(ns, from, Some(to_), &|_| Ok(())) {
             Ok(InPlace::Done(info)) => Ok(info),

@@ -20,10 +20,12 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often a session touches its file.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -203,6 +205,104 @@ impl Drop for Heartbeat {
             let _ = t.join();
         }
     }
+}
+
+/// How long a survey of the sessions that found no other one lets this
+/// daemon take itself for the only one on the backing dir.
+pub(super) const ALONE_LEASE: Duration = Duration::from_millis(500);
+/// What a newcomer waits beyond `ALONE_LEASE` before its first change:
+/// for clocks that run apart and a survey that started before its file.
+pub(super) const HOLD_MARGIN: Duration = Duration::from_millis(100);
+
+/// Whether this daemon is alone on the backing dir, and a newcomer's
+/// hold. A daemon alone answers a key its index does not hold as a miss
+/// without looking at the key's backing path, and a publish skips reading
+/// the others' logs: nobody else writes there.
+///
+/// Why that is safe: "alone" is a lease, taken by a survey (`surveyed`)
+/// that lists `staging/` and finds no other session file, and it ends
+/// `ALONE_LEASE` after the survey began, whatever happens to the thread
+/// that renews it. A daemon that starts while another's session file is
+/// there (`newcomer`) changes no backing path (publish, rename) until
+/// `ALONE_LEASE + HOLD_MARGIN` after it looked: every lease that missed
+/// its session file has ended by then, and every survey since sees it.
+/// A survey cannot miss both: a daemon's file is made before its own
+/// survey, so of two daemons starting at once at least one sees the other
+/// (and holds) or both see each other. Session files of dead daemons count
+/// as company until they are reaped: slower, never wrong.
+pub(super) struct Company {
+    base: Instant,
+    /// Nanoseconds after `base` until which this daemon is alone; 0: not.
+    alone_until: AtomicU64,
+    /// Nanoseconds after `base` before which this daemon, a newcomer,
+    /// changes no backing path; 0: no hold (or over).
+    hold_until: AtomicU64,
+}
+
+impl Default for Company {
+    fn default() -> Company {
+        Company {
+            base: Instant::now(),
+            alone_until: AtomicU64::new(0),
+            hold_until: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Company {
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this daemon may take itself for the only one now.
+    pub(super) fn alone(&self) -> bool {
+        let until = self.alone_until.load(Ordering::Acquire);
+        until != 0 && self.nanos(Instant::now()) < until
+    }
+
+    /// A survey begun at `at` found other sessions, or none.
+    pub(super) fn surveyed(&self, at: Instant, others: bool) {
+        let until = if others {
+            0
+        } else {
+            self.nanos(at + ALONE_LEASE).max(1)
+        };
+        self.alone_until.store(until, Ordering::Release);
+    }
+
+    /// This daemon started where others were (it looked at `at`): its
+    /// changes wait until every lease that missed it has ended.
+    pub(super) fn newcomer(&self, at: Instant) {
+        let until = self.nanos(at + ALONE_LEASE + HOLD_MARGIN).max(1);
+        self.hold_until.store(until, Ordering::Release);
+    }
+
+    /// Waits out a newcomer's hold (at once when there is none).
+    pub(super) fn wait_announced(&self) {
+        let until = self.hold_until.load(Ordering::Acquire);
+        if until == 0 {
+            return;
+        }
+        let now = self.nanos(Instant::now());
+        if now < until {
+            std::thread::sleep(Duration::from_nanos(until - now));
+        }
+        self.hold_until.store(0, Ordering::Release);
+    }
+}
+
+/// Whether `staging/` holds a session file other than `own`'s.
+pub(super) fn others_there(staging: &Path, own: &str) -> bool {
+    let Ok(rd) = fs::read_dir(staging) else {
+        // Cannot tell: company, to be safe.
+        return true;
+    };
+    rd.flatten().any(|e| {
+        let name = e.file_name();
+        name.as_bytes()
+            .strip_suffix(b".lock")
+            .is_some_and(|t| t != own.as_bytes())
+    })
 }
 
 /// A name for this process no other can take: its pid (for people

@@ -23,6 +23,7 @@ use super::backing::BackingIo;
 use super::claims::Claim;
 use super::clock::UnixNanos;
 use super::layout::Layout;
+use super::stage_pool::StagePool;
 use super::stats::count_refusal;
 use super::xattrs::{self, XattrChange, Xattrs};
 use super::{Store, StoreError};
@@ -81,9 +82,16 @@ pub struct StagingFile {
 }
 
 /// Makes a staging file in `layout`'s staging dir: unnamed where the
-/// filesystem allows it (see the module docs), else named.
-pub(super) fn create_staging_file(layout: &Layout) -> io::Result<(File, Option<PathBuf>)> {
+/// filesystem allows it (see the module docs), else named. An unnamed one
+/// comes from `pool` when it has one ready (see `stage_pool.rs`).
+pub(super) fn create_staging_file(
+    layout: &Layout,
+    pool: &StagePool,
+) -> io::Result<(File, Option<PathBuf>)> {
     if layout.unnamed.load(Ordering::Relaxed) {
+        if let Some(file) = pool.take() {
+            return Ok((file, None));
+        }
         match layout.io.create_unnamed(&layout.staging_work) {
             Ok(file) => return Ok((file, None)),
             // Not this filesystem's feature: named files from now on.
@@ -95,6 +103,7 @@ pub(super) fn create_staging_file(layout: &Layout) -> io::Result<(File, Option<P
             {
                 log::info!("backing filesystem refuses O_TMPFILE ({e}): staging files are named");
                 layout.unnamed.store(false, Ordering::Relaxed);
+                pool.disable();
             }
             Err(e) => return Err(e),
         }
@@ -386,6 +395,19 @@ impl StagingFile {
             return Ok(h.finalize().into());
         }
         super::entry::content_sha256(&self.io, &self.file, self.len)
+    }
+}
+
+impl Store {
+    /// Keeps unnamed staging files ready for writers, and makes new keys'
+    /// shards while they are written (a daemon does; see `stage_pool.rs`).
+    /// Stopped by `end_session`. Where the filesystem has no O_TMPFILE it
+    /// does neither, and writers make named files.
+    pub fn start_stager(&self) {
+        if self.layout.unnamed.load(Ordering::Relaxed) {
+            self.stage_pool
+                .start(self.layout.io.clone(), self.layout.staging_work.clone());
+        }
     }
 }
 

@@ -189,3 +189,127 @@ fn writers_at_once_each_publish_every_key() {
     assert!(whole, "{shared:?}");
     assert_eq!(staged_names(&root), Vec::<std::path::PathBuf>::new());
 }
+
+/// Polls `cond` until it holds or 10 s pass.
+fn soon(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
+
+#[test]
+fn a_started_stager_hands_writers_unnamed_files_made_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let io = BackingIo::default();
+    let s = open(&root, &io);
+    s.start_stager();
+    // Full, so the thread rests: what is taken now is not made up for.
+    assert!(
+        soon(|| s.stage_pool.ready() == stage_pool::TARGET),
+        "no files made ahead"
+    );
+    // From now on no create can succeed: a write still begins, with a
+    // file the stager made before.
+    io.inject(FaultOp::Tmpfile, libc::EIO, None);
+    let before = s.stage_pool.ready();
+    let mut st = s
+        .begin_write(&ns(), &key("k"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    assert_eq!(s.stage_pool.ready(), before - 1);
+    assert!(st.path.is_none(), "a pooled file is unnamed: {:?}", st.path);
+    s.write_staged(&mut st, 0, b"made ahead").unwrap();
+    s.publish(st).unwrap();
+    assert_eq!(read(&s, "k"), b"made ahead");
+    io.lift();
+    // Many writes in a row: the refills keep up, every key publishes whole.
+    for i in 0..100 {
+        write(&s, &format!("n{i}"), format!("value {i}").as_bytes()).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(read(&s, &format!("n{i}")), format!("value {i}").as_bytes());
+    }
+    assert_eq!(staged_names(&root), Vec::<std::path::PathBuf>::new());
+    s.end_session();
+    assert_eq!(
+        s.stage_pool.ready(),
+        0,
+        "the stop closes what was made ahead"
+    );
+}
+
+#[test]
+fn a_stager_that_cannot_make_files_leaves_the_error_to_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let io = BackingIo::default();
+    let s = open(&root, &io);
+    io.inject(FaultOp::Tmpfile, libc::EIO, None);
+    s.start_stager();
+    // Its refusal is not a switch to named files, and the writer's own
+    // create reports it.
+    let r = s.begin_write(&ns(), &key("k"), WriteFrom::Empty, OWNER);
+    assert!(matches!(r, Err(StoreError::Io(ref e)) if e.raw_os_error() == Some(libc::EIO)));
+    assert_eq!(s.stage_pool.ready(), 0);
+    assert!(s.layout.unnamed.load(std::sync::atomic::Ordering::Relaxed));
+    io.lift();
+    write(&s, "k", b"room again").unwrap();
+    assert_eq!(read(&s, "k"), b"room again");
+    // The stager fills again once its pause is over and a writer asks.
+    assert!(soon(|| {
+        let _ = write(&s, "again", b"x");
+        s.stage_pool.ready() > 0
+    }));
+    s.end_session();
+}
+
+#[test]
+fn a_stager_on_a_filesystem_without_o_tmpfile_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let io = BackingIo::default();
+    let s = open(&root, &io);
+    io.inject(FaultOp::Tmpfile, libc::EOPNOTSUPP, None);
+    s.start_stager();
+    let st = s
+        .begin_write(&ns(), &key("k"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    assert!(st.path.is_some(), "named where O_TMPFILE is refused");
+    drop(st);
+    io.lift();
+    new_then_replace(&s, &root);
+    assert_eq!(s.stage_pool.ready(), 0);
+    s.end_session();
+}
+
+#[test]
+fn a_new_key_s_shard_is_made_while_its_writer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let io = BackingIo::default();
+    let s = open(&root, &io);
+    s.start_stager();
+    let dest = s.layout.entry_path(&ns(), &key("fresh"));
+    let shard = dest.parent().unwrap().to_path_buf();
+    assert!(!shard.exists());
+    // A user's write (the store's own copies write known keys).
+    let w = NewWrite::by(std::process::id(), WriteFrom::Empty, OWNER);
+    let mut st = s.start_write(&ns(), &key("fresh"), w).unwrap();
+    assert!(
+        soon(|| shard.is_dir()),
+        "{shard:?} not made before the publish"
+    );
+    // Nothing else in it yet: the entry appears at its publish only.
+    assert_eq!(std::fs::read_dir(&shard).unwrap().count(), 0);
+    s.write_staged(&mut st, 0, b"in a shard made ahead")
+        .unwrap();
+    s.publish(st).unwrap();
+    assert_eq!(read(&s, "fresh"), b"in a shard made ahead");
+    assert!(dest.is_file());
+    s.end_session();
+}

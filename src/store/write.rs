@@ -154,7 +154,7 @@ impl Store {
             true => self.claim_across(ns, key).map(Some),
             false => Ok(None),
         };
-        let (limit, current, credit, claim, metrics, staged) = {
+        let (limit, current, credit, claim, metrics, staged, durable) = {
             let idx = self.lock();
             let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
             let limit = [
@@ -190,12 +190,24 @@ impl Store {
             };
             let metrics = std::sync::Arc::clone(&state.metrics);
             let staged = std::sync::Arc::clone(&idx.staged);
-            (limit, current, credit, claim, metrics, staged)
+            let durable = state.policy.durability == Durability::Fsync;
+            (limit, current, credit, claim, metrics, staged, durable)
         };
+        // A new key's shard is made while its writer writes (see
+        // `StagePool::want_shard`).
+        if current.is_none() && w.by != WriteBy::Store && !durable {
+            let dest = self.layout.entry_path(ns, key);
+            if !self.layout.shard_known(&dest)
+                && let Some(dir) = dest.parent()
+            {
+                self.stage_pool.want_shard(dir.to_path_buf());
+            }
+        }
         let version = w.version.unwrap_or_else(|| self.new_version());
         let owner = w.owner;
         let io = &self.layout.io;
-        let (file, path) = self.with_room_io(0, || create_staging_file(&self.layout))?;
+        let (file, path) =
+            self.with_room_io(0, || create_staging_file(&self.layout, &self.stage_pool))?;
         let mut staging = StagingFile::new(
             file,
             path,
@@ -317,7 +329,9 @@ impl Store {
         let mut made_shard = self.with_room_io(0, || self.layout.ensure_shard(&dest))?;
 
         // What the other daemons published counts in the quota this
-        // publish makes room in (see `catch_up`).
+        // publish makes room in (see `catch_up`); a daemon just started
+        // beside others publishes once they know of it.
+        self.wait_announced();
         self.catch_up();
         // A rename that finds the volume full (a directory that must grow)
         // is retried once room is made, like any backing write.
@@ -453,7 +467,8 @@ impl Store {
             }
         }
         idx.insert(&ns, key.clone(), meta.clone());
-        self.changes.key(&ns, &key);
+        // Written by `publish` itself right after (no thread woken).
+        self.changes.key_flushed_by_caller(&ns, &key);
         if let Publish::Rename { from, .. } = how {
             self.changes.key(&ns, from);
         }

@@ -101,9 +101,11 @@ impl NsState {
 
     /// Whether `key` cannot hold an entry because the tree uses its path:
     /// it is a directory, or one of its directories is an entry. Costs
-    /// nothing in a namespace without directories.
+    /// nothing for a flat key in a namespace without directories. A nested
+    /// key there still checks its directories: `b/x` published (by an
+    /// import, or the store API) beside an entry `b` would make `b` both.
     pub fn path_conflict(&self, key: &[u8]) -> Option<PathConflict> {
-        if self.tree.dir_count() == 0 {
+        if self.tree.dir_count() == 0 && !key.contains(&b'/') {
             return None;
         }
         if self.tree.is_dir(key) {

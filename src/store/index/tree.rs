@@ -144,6 +144,18 @@ impl DirTree {
         std::mem::replace(&mut node.explicit, true)
     }
 
+    /// Makes `path` and every directory above it explicit: what a marker
+    /// made on disk with its parents means, so that a directory stays the
+    /// same across a restart (which reads every marker as explicit).
+    pub fn make_dir_path(&mut self, path: &[u8]) {
+        self.make_dir(path);
+        let mut dir = parent_of(path);
+        while !dir.is_empty() {
+            self.make_dir(dir);
+            dir = parent_of(dir);
+        }
+    }
+
     /// Removes an empty directory (the caller checked it is empty); its
     /// implied ancestors go with it if that leaves them empty.
     pub fn remove_dir(&mut self, path: &[u8]) {
