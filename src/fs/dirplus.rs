@@ -187,6 +187,20 @@ mod tests {
 
     const T0: i64 = 1_800_000_000 * 1_000_000_000;
 
+    /// A store on a fresh backing dir (kept while the tempdir lives) with
+    /// config `cfg`, on a clock the test moves.
+    fn open_store(cfg: &str) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open(
+            &dir.path().join("b"),
+            Config::parse(cfg).unwrap(),
+            clock.clone(),
+        )
+        .unwrap();
+        (dir, clock, Arc::new(store))
+    }
+
     fn put(store: &Store, ns: &Namespace, key: &str, data: &[u8], mode: u32) -> u64 {
         let owner = Owner {
             uid: 7,
@@ -225,17 +239,8 @@ mod tests {
 
     #[test]
     fn a_listing_gives_what_lookup_gives_and_counts_it_as_a_lookup() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let cfg = "[namespace.a]\nttl = \"30s\"\n[namespace.forever]\nttl = 0\n";
-        let store = Arc::new(
-            Store::open(
-                &dir.path().join("b"),
-                Config::parse(cfg).unwrap(),
-                clock.clone(),
-            )
-            .unwrap(),
-        );
+        let (_dir, clock, store) =
+            open_store("[namespace.a]\nttl = \"30s\"\n[namespace.forever]\nttl = 0\n");
         let fs = CacheFs::new(Arc::clone(&store));
         let a = Namespace::parse(b"a").unwrap();
         let x = put(&store, &a, "x", b"12345", 0o640);
@@ -315,17 +320,7 @@ mod tests {
     /// (not those of a key of the same name at the top), from the index.
     #[test]
     fn a_subdirectory_lists_its_own_entries_with_their_attributes() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let cfg = "[namespace.a]\nttl = \"30s\"\n";
-        let store = Arc::new(
-            Store::open(
-                &dir.path().join("b"),
-                Config::parse(cfg).unwrap(),
-                clock.clone(),
-            )
-            .unwrap(),
-        );
+        let (_dir, clock, store) = open_store("[namespace.a]\nttl = \"30s\"\n");
         let fs = CacheFs::new(Arc::clone(&store));
         let a = Namespace::parse(b"a").unwrap();
         put(&store, &a, "x", b"top", 0o644);

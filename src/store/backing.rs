@@ -262,24 +262,7 @@ impl BackingIo {
         self.check(FaultOp::Open)?;
         let c = std::ffi::CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
-        // SAFETY: `c` is a NUL-terminated path that outlives the call and
-        // `st` points to writable memory the size of a `statx`.
-        let r = unsafe {
-            libc::statx(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
-                libc::STATX_INO | libc::STATX_SIZE,
-                st.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: statx succeeded, so it filled `st` (and it was zeroed).
-        let st = unsafe { st.assume_init() };
-        Ok((st.stx_ino, st.stx_size))
+        statx_ino_size(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW)
     }
 
     /// (inode, size) of an open file as its filesystem has it now, as
@@ -289,25 +272,8 @@ impl BackingIo {
     /// Also refreshes what the next `fstat` of it says.
     pub fn fstat_fresh(&self, file: &File) -> io::Result<(u64, u64)> {
         use std::os::fd::AsRawFd;
-        let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
-        // SAFETY: `file` is an open descriptor, the path an empty
-        // NUL-terminated string (AT_EMPTY_PATH: the descriptor itself),
-        // and `st` writable memory the size of a `statx`.
-        let r = unsafe {
-            libc::statx(
-                file.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
-                libc::STATX_INO | libc::STATX_SIZE,
-                st.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: statx succeeded, so it filled `st` (and it was zeroed).
-        let st = unsafe { st.assume_init() };
-        Ok((st.stx_ino, st.stx_size))
+        // AT_EMPTY_PATH with "": the descriptor itself.
+        statx_ino_size(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
     }
 
     pub fn write_all_at(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
@@ -496,4 +462,33 @@ mod faults {
             _ => None,
         }
     }
+}
+
+/// `statx` of (inode, size) at `path` relative to `dirfd`, with `flags`
+/// and `AT_STATX_FORCE_SYNC` (asked of the filesystem, never of the
+/// kernel's attribute cache).
+fn statx_ino_size(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call,
+    // `dirfd` is AT_FDCWD or an open descriptor of the caller's, and `st`
+    // points to writable memory the size of a `statx`.
+    let r = unsafe {
+        libc::statx(
+            dirfd,
+            path.as_ptr(),
+            flags | libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_INO | libc::STATX_SIZE,
+            st.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so it filled `st` (and it was zeroed).
+    let st = unsafe { st.assume_init() };
+    Ok((st.stx_ino, st.stx_size))
 }
