@@ -361,10 +361,18 @@ impl Store {
         Ok(())
     }
 
-    /// While the markers are still being loaded: whether `path`, which the
-    /// index does not know, has a marker, made an explicit directory then.
+    /// While the markers are still being loaded, or while other daemons
+    /// share the backing dir (one may have made it): whether `path`,
+    /// which the index does not know, has a marker, made an explicit
+    /// directory then.
     pub(super) fn dir_from_marker(&self, ns: &Namespace, path: &Key) -> bool {
-        if self.rebuild.markers_loaded.load(Ordering::Relaxed) {
+        if self.rebuild.markers_loaded.load(Ordering::Relaxed) && self.follower.company.alone() {
+            return false;
+        }
+        // Looked at first without the lock (most names looked up are no
+        // directory), then again under it, where every mkdir, rmdir and
+        // rename of this daemon changes markers.
+        if !self.marker_is_dir(ns, path.as_bytes()) {
             return false;
         }
         let mut idx = self.lock();

@@ -1,0 +1,88 @@
+//! Two stores sharing changes (two daemons, without FUSE): a directory
+//! made through one, by mkdir (a marker) or implied by a key published
+//! under it, is found by the other's next lookup of its name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+
+const T0: i64 = 1_800_000_000 * 1_000_000_000;
+const OWNER: Owner = Owner {
+    uid: 0,
+    gid: 0,
+    mode: 0o644,
+};
+
+fn ns() -> Namespace {
+    Namespace::parse(b"n").unwrap()
+}
+
+fn key(name: &str) -> Key {
+    Key::parse(name.as_bytes(), KeyFormat::Any).unwrap()
+}
+
+/// Two stores sharing changes; their followers poll once an hour, so
+/// only what a lookup or a publish reads itself is known.
+fn pair() -> (tempfile::TempDir, Arc<Store>, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = || {
+        let s = Arc::new(
+            Store::open(
+                &dir.path().join("b"),
+                Config::parse("[namespace.n]\n").unwrap(),
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        s.share_changes(Duration::from_secs(3600)).unwrap();
+        s
+    };
+    let a = open();
+    let b = open();
+    (dir, a, b)
+}
+
+fn found(s: &Store, dir: &str, name: &str) -> Found {
+    let id = s.namespace_id(&ns()).unwrap();
+    s.lookup_name(id, dir.as_bytes(), name.as_bytes(), 1)
+        .unwrap()
+}
+
+#[test]
+fn a_directory_implied_by_a_key_published_through_another_store_is_found() {
+    let (_dir, a, b) = pair();
+    assert!(!found(&b, "", "x").dir);
+    let mut st = a
+        .begin_write(&ns(), &key("x/y/k"), WriteFrom::Empty, OWNER)
+        .unwrap();
+    st.write_at(0, b"v").unwrap();
+    a.publish(st).unwrap();
+    // No marker: only A's record (in its log before publish returned)
+    // tells B that x and x/y are directories now.
+    let x = found(&b, "", "x");
+    assert!(x.dir, "x: {x:?}");
+    assert!(found(&b, "x", "y").dir);
+    assert!(matches!(found(&b, "x/y", "k").lookup, Lookup::Hit(_)));
+    assert!(matches!(found(&b, "", "nope").lookup, Lookup::Miss));
+    assert!(!found(&b, "", "nope").dir);
+}
+
+#[test]
+fn an_empty_directory_made_through_another_store_is_found() {
+    let (_dir, a, b) = pair();
+    a.make_dir(&ns(), &key("e")).unwrap();
+    a.make_dir(&ns(), &key("e/f")).unwrap();
+    assert!(found(&b, "", "e").dir);
+    assert!(found(&b, "e", "f").dir);
+    assert!(b.list_dir(&ns(), b"e").unwrap().contains(&DirItem::Dir {
+        name: b"f".to_vec()
+    }));
+    // Made explicit in B: a mkdir of it through B is EEXIST.
+    assert!(matches!(
+        b.make_dir(&ns(), &key("e/f")),
+        Err(StoreError::Exists)
+    ));
+}

@@ -1,0 +1,130 @@
+//! PRODUCT.md section 6, several daemons on one backing dir: keys are
+//! paths, and a directory made through one mount (by `mkdir`, or `mkdir
+//! -p` before a write under it) is found through the other as soon as
+//! the call that made it returned, so an entry published under it is read
+//! there right after its close().
+
+#[path = "common/bindview.rs"]
+mod bindview;
+mod common;
+
+use bindview::BindView;
+use common::*;
+use std::fs;
+use std::process::Command;
+
+fn sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Two daemons on one backing dir: `b` beside `a`, or through a bindfs
+/// view (a network volume's other host). Polls once a minute: only what
+/// a lookup itself looks at can be found in time.
+struct Pair {
+    a: Mount,
+    b: Mount,
+    // Dropped after `b` (fields drop in order): b unmounts first.
+    _view: Option<BindView>,
+}
+
+fn pair(polled: bool) -> Pair {
+    let cfg = "[cache]\npoll_interval = \"60s\"\n";
+    let a = Mount::new(cfg);
+    if polled {
+        let view = BindView::of(&a.backing);
+        let b = Mount::with_backing(cfg, view.dir.path());
+        Pair {
+            a,
+            b,
+            _view: Some(view),
+        }
+    } else {
+        let b = Mount::with_backing(cfg, &a.backing);
+        Pair { a, b, _view: None }
+    }
+}
+
+fn nested_keys_are_read_through_the_other_mount_after_close(polled: bool) {
+    let p = pair(polled);
+    fs::create_dir(p.a.ns("ns")).unwrap();
+    // B knows the namespace before the first directory is made in it.
+    assert!(fs::metadata(p.b.ns("ns")).unwrap().is_dir());
+    for i in 0..50 {
+        let (ok, out) = sh(&format!(
+            "mkdir -p {d} && echo v{i} > {d}/k",
+            d = p.a.ns("ns").join(format!("d{i}/e")).display()
+        ));
+        assert!(ok, "write {i} on A: {out}");
+        // Right after A's close() returned.
+        let (ok, out) = sh(&format!(
+            "cat {}",
+            p.b.ns("ns").join(format!("d{i}/e/k")).display()
+        ));
+        assert!(ok, "cat {i} on B: {out}");
+        assert_eq!(out, format!("v{i}\n"));
+    }
+}
+
+#[test]
+fn nested_keys_written_through_one_mount_are_read_through_the_other_at_once() {
+    if skip_without_fuse() {
+        return;
+    }
+    nested_keys_are_read_through_the_other_mount_after_close(false);
+}
+
+#[test]
+fn nested_keys_are_read_through_a_view_with_no_notifications_at_once() {
+    if skip_without_fuse() {
+        return;
+    }
+    nested_keys_are_read_through_the_other_mount_after_close(true);
+}
+
+fn empty_directories_are_found_through_the_other_mount(polled: bool) {
+    let p = pair(polled);
+    fs::create_dir(p.a.ns("ns")).unwrap();
+    assert_errno(fs::metadata(p.b.ns("ns").join("d")), libc::ENOENT, "before");
+    fs::create_dir(p.a.ns("ns").join("d")).unwrap();
+    // Right after A's mkdir returned: a directory through B, usable.
+    assert!(fs::metadata(p.b.ns("ns").join("d")).unwrap().is_dir());
+    let (ok, out) = sh(&format!("stat {}", p.b.ns("ns").join("d").display()));
+    assert!(ok, "stat on B: {out}");
+    assert_errno(
+        fs::create_dir(p.b.ns("ns").join("d")),
+        libc::EEXIST,
+        "mkdir of it on B",
+    );
+    write_file(&p.b.ns("ns").join("d/k"), b"from B").unwrap();
+    assert_eq!(read_file(&p.a.ns("ns").join("d/k")).unwrap(), b"from B");
+    // A name that is nothing through either mount is still ENOENT.
+    assert_errno(
+        fs::metadata(p.b.ns("ns").join("none")),
+        libc::ENOENT,
+        "no such name",
+    );
+}
+
+#[test]
+fn an_empty_directory_made_through_one_mount_is_found_through_the_other() {
+    if skip_without_fuse() {
+        return;
+    }
+    empty_directories_are_found_through_the_other_mount(false);
+}
+
+#[test]
+fn an_empty_directory_is_found_through_a_view_with_no_notifications() {
+    if skip_without_fuse() {
+        return;
+    }
+    empty_directories_are_found_through_the_other_mount(true);
+}
