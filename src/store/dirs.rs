@@ -95,6 +95,7 @@ impl Store {
             return Err(StoreError::Exists);
         }
         self.layout.io.create_dir_all(&self.dir_marker(ns, p))?;
+        self.changes.dir(ns, p);
         // The marker's parents are markers too: an implied parent (an
         // import's, a recovery's) becomes explicit now, not at the next
         // start.
@@ -147,6 +148,9 @@ impl Store {
     fn remove_marker(&self, ns: &Namespace, path: &[u8]) -> Result<(), StoreError> {
         let marker = self.dir_marker(ns, path);
         self.forget_dir_record(ns, path);
+        // Noted before it is made: the record is written after this call
+        // (on the log's thread or by a flush), by when the marker is gone.
+        self.changes.dir(ns, path);
         match self.layout.io.remove_dir(&marker) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -296,6 +300,9 @@ impl Store {
             for d in &explicit {
                 let moved = [t, &d[f.len()..]].concat();
                 self.move_dir_record(ns, d, &moved)?;
+                // The old paths are noted as their markers go, once the
+                // entries under them have moved (`remove_dirs_under`).
+                self.changes.dir(ns, &moved);
             }
             let tree = idx.namespace_mut(ns).expect("seen").tree_mut();
             // The target's parents have markers now (see `make_dir`).
@@ -382,6 +389,61 @@ impl Store {
         make_dir_found(&mut idx, ns, path.as_bytes());
         idx.namespace(ns)
             .is_some_and(|s| s.tree().is_dir(path.as_bytes()))
+    }
+
+    /// Another daemon made, removed or renamed directory `path` (its
+    /// record said so): the tree follows the markers. Made: it and the
+    /// ancestors with markers become explicit. Removed: each explicit
+    /// directory at or under it whose marker is gone leaves the tree if
+    /// empty (entries this daemon still holds under it go by their own
+    /// records, written before this one), and the kernel drops its name.
+    pub(super) fn recheck_dir(&self, ns: &Namespace, path: &Key) {
+        let p = path.as_bytes();
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return;
+        };
+        let ns_id = state.id;
+        if self.marker_is_dir_fresh(ns, p) {
+            let mut at = p;
+            loop {
+                if self.marker_is_dir_fresh(ns, at) {
+                    make_dir_found(&mut idx, ns, at);
+                }
+                at = parent_of(at);
+                if at.is_empty() {
+                    return;
+                }
+            }
+        }
+        let mut dirs = state.tree().dirs_under(p);
+        dirs.reverse();
+        for d in dirs {
+            let state = idx.namespace(ns).expect("seen above");
+            let gone = state
+                .tree()
+                .node(&d)
+                .is_some_and(|n| n.is_explicit() && n.is_empty())
+                && !self.marker_is_dir_fresh(ns, &d);
+            if !gone {
+                continue;
+            }
+            idx.namespace_mut(ns)
+                .expect("seen above")
+                .tree_mut()
+                .remove_dir(&d);
+            if let Ok(key) = Key::parse(&d, KeyFormat::Any) {
+                self.tell(super::Change::Removed { ns_id, key: &key });
+            }
+        }
+    }
+
+    /// `marker_is_dir`, asked of the volume itself: a FUSE view of
+    /// another host's volume shows a marker removed there for up to its
+    /// attribute cache's lifetime, and a record is read once.
+    fn marker_is_dir_fresh(&self, ns: &Namespace, path: &[u8]) -> bool {
+        let marker = self.dir_marker(ns, path);
+        self.layout.io.stat_fresh(&marker).is_ok() && self.marker_is_dir(ns, path)
     }
 
     fn marker_is_dir(&self, ns: &Namespace, path: &[u8]) -> bool {

@@ -434,6 +434,7 @@ fn read_from(s: &Store, path: &Path, c: &mut Cursor) -> bool {
         match r {
             Record::Key(ns, key) => s.recheck_key(ns, key),
             Record::Namespace(ns) => s.recheck_namespace(ns),
+            Record::Dir(ns, path) => s.recheck_dir(ns, path),
         }
     }
     c.offset += d.used as u64;

@@ -86,3 +86,40 @@ fn an_empty_directory_made_through_another_store_is_found() {
         Err(StoreError::Exists)
     ));
 }
+
+#[test]
+fn directories_removed_or_renamed_through_another_store_leave_the_tree() {
+    let (_dir, a, b) = pair();
+    a.make_dir(&ns(), &key("d")).unwrap();
+    a.make_dir(&ns(), &key("d/sub")).unwrap();
+    a.make_dir(&ns(), &key("gone")).unwrap();
+    b.catch_up();
+    let dirs = |s: &Store, path: &[u8]| {
+        let mut names: Vec<Vec<u8>> = s
+            .list_dir(&ns(), path)
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| match i {
+                DirItem::Dir { name } => Some(name),
+                DirItem::File { .. } => None,
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(dirs(&b, b""), [b"d".to_vec(), b"gone".to_vec()]);
+    assert_eq!(dirs(&b, b"d"), [b"sub".to_vec()]);
+
+    a.remove_dir(&ns(), &key("gone")).unwrap();
+    a.rename_dir(&ns(), &key("d"), &key("e")).unwrap();
+    a.changes.flush();
+    b.catch_up();
+    assert_eq!(dirs(&b, b""), [b"e".to_vec()]);
+    assert_eq!(dirs(&b, b"e"), [b"sub".to_vec()]);
+    assert!(!found(&b, "", "d").dir);
+    // Explicit in B as in A: still there while empty, refused to mkdir.
+    assert!(matches!(
+        b.make_dir(&ns(), &key("e/sub")),
+        Err(StoreError::Exists)
+    ));
+}
