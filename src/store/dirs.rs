@@ -148,10 +148,7 @@ impl Store {
     fn remove_marker(&self, ns: &Namespace, path: &[u8]) -> Result<(), StoreError> {
         let marker = self.dir_marker(ns, path);
         self.forget_dir_record(ns, path);
-        // Noted before it is made: the record is written after this call
-        // (on the log's thread or by a flush), by when the marker is gone.
-        self.changes.dir(ns, path);
-        match self.layout.io.remove_dir(&marker) {
+        let r = match self.layout.io.remove_dir(&marker) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             // Markers of directories the index no longer has (a crash
@@ -164,7 +161,13 @@ impl Store {
                 .remove_dir_all(&marker)
                 .map_err(StoreError::from),
             Err(e) => Err(e.into()),
+        };
+        // Noted once the marker is gone: a follower reading the record
+        // before would find the marker and never be told again.
+        if r.is_ok() {
+            self.changes.dir(ns, path);
         }
+        r
     }
 
     /// The live names directly in directory `path` of `ns`: costs what is

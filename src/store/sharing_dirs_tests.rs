@@ -26,13 +26,17 @@ fn key(name: &str) -> Key {
 /// Two stores sharing changes; their followers poll once an hour, so
 /// only what a lookup or a publish reads itself is known.
 fn pair() -> (tempfile::TempDir, Arc<Store>, Arc<Store>) {
+    pair_with("[namespace.n]\n")
+}
+
+fn pair_with(config: &str) -> (tempfile::TempDir, Arc<Store>, Arc<Store>) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let open = || {
         let s = Arc::new(
             Store::open(
                 &dir.path().join("b"),
-                Config::parse("[namespace.n]\n").unwrap(),
+                Config::parse(config).unwrap(),
                 clock.clone(),
             )
             .unwrap(),
@@ -121,5 +125,19 @@ fn directories_removed_or_renamed_through_another_store_leave_the_tree() {
     assert!(matches!(
         b.make_dir(&ns(), &key("e/sub")),
         Err(StoreError::Exists)
+    ));
+}
+
+#[test]
+fn a_directory_whose_name_is_no_key_of_the_format_is_found_too() {
+    // sha256 applies to an entry's last component: "by-day" is a
+    // directory's name, never a key's.
+    let (_dir, a, b) = pair_with("[namespace.n]\nkey_format = \"sha256\"\n");
+    a.make_dir(&ns(), &key("by-day")).unwrap();
+    assert!(found(&b, "", "by-day").dir);
+    let id = b.namespace_id(&ns()).unwrap();
+    assert!(matches!(
+        b.lookup_name(id, b"", b"by-night", 1),
+        Err(StoreError::InvalidName(_))
     ));
 }
