@@ -381,12 +381,14 @@ impl Store {
         }
         // Looked at first without the lock (most names looked up are no
         // directory), then again under it, where every mkdir, rmdir and
-        // rename of this daemon changes markers.
+        // rename of this daemon changes markers, fresh: a view of another
+        // host's volume shows a marker removed there for a while, and
+        // taken in, a directory removed would come back.
         if !self.marker_is_dir(ns, path.as_bytes()) {
             return false;
         }
         let mut idx = self.lock();
-        if !self.marker_is_dir(ns, path.as_bytes()) || idx.namespace(ns).is_none() {
+        if !self.marker_is_dir_fresh(ns, path.as_bytes()) || idx.namespace(ns).is_none() {
             return false;
         }
         make_dir_found(&mut idx, ns, path.as_bytes());
@@ -441,9 +443,8 @@ impl Store {
         }
     }
 
-    /// `marker_is_dir`, asked of the volume itself: a FUSE view of
-    /// another host's volume shows a marker removed there for up to its
-    /// attribute cache's lifetime, and a record is read once.
+    /// `marker_is_dir`, asked of the volume itself: a view of another
+    /// host's volume shows a marker removed there for a while.
     fn marker_is_dir_fresh(&self, ns: &Namespace, path: &[u8]) -> bool {
         let marker = self.dir_marker(ns, path);
         self.layout.io.stat_fresh(&marker).is_ok() && self.marker_is_dir(ns, path)
