@@ -46,6 +46,10 @@ pub enum Record {
     Key(Namespace, Key),
     /// A namespace was made, removed, or its owner or mode changed.
     Namespace(Namespace),
+    /// A directory of a namespace was made, removed or renamed (to or
+    /// from this path): its marker under `dirs/` says which. Kind 3:
+    /// a reader older than it skips it (unknown kinds name nothing).
+    Dir(Namespace, Key),
 }
 
 fn fnv(bytes: &[u8]) -> u32 {
@@ -99,6 +103,7 @@ pub(super) fn decode(bytes: &[u8]) -> Decoded {
         match (h[1], ns, key) {
             (1, Ok(ns), Ok(key)) => records.push(Record::Key(ns, key)),
             (2, Ok(ns), _) => records.push(Record::Namespace(ns)),
+            (3, Ok(ns), Ok(path)) => records.push(Record::Dir(ns, path)),
             // A kind of a later version, or names this one refuses:
             // nothing to look at.
             _ => {}
@@ -195,6 +200,11 @@ impl ChangeLog {
     /// A namespace was made, removed or changed.
     pub(super) fn namespace(&self, ns: &Namespace) {
         self.push(2, ns, b"", true);
+    }
+
+    /// A directory was made or removed at `path` (see `Record::Dir`).
+    pub(super) fn dir(&self, ns: &Namespace, path: &[u8]) {
+        self.push(3, ns, path, true);
     }
 
     /// Writes what is noted now, on the caller's thread: a publish's
@@ -362,12 +372,22 @@ mod tests {
         let mut bytes = Vec::new();
         encode(1, ns.as_bytes(), key.as_bytes(), &mut bytes);
         encode(2, ns.as_bytes(), b"", &mut bytes);
+        encode(3, ns.as_bytes(), b"a/b", &mut bytes);
+        // A kind of a later version: skipped, not taken for damage.
+        encode(9, ns.as_bytes(), b"x", &mut bytes);
         let whole = bytes.len();
         encode(1, ns.as_bytes(), key.as_bytes(), &mut bytes);
         let d = decode(&bytes[..bytes.len() - 1]);
         assert_eq!(
             d.records,
-            vec![Record::Key(ns.clone(), key.clone()), Record::Namespace(ns)]
+            vec![
+                Record::Key(ns.clone(), key.clone()),
+                Record::Namespace(ns.clone()),
+                Record::Dir(
+                    ns,
+                    Key::parse(b"a/b", crate::names::KeyFormat::Any).unwrap()
+                ),
+            ]
         );
         assert_eq!(d.used, whole, "the incomplete record is left for later");
         assert!(!d.bad);

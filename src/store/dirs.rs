@@ -95,6 +95,7 @@ impl Store {
             return Err(StoreError::Exists);
         }
         self.layout.io.create_dir_all(&self.dir_marker(ns, p))?;
+        self.changes.dir(ns, p);
         // The marker's parents are markers too: an implied parent (an
         // import's, a recovery's) becomes explicit now, not at the next
         // start.
@@ -147,7 +148,7 @@ impl Store {
     fn remove_marker(&self, ns: &Namespace, path: &[u8]) -> Result<(), StoreError> {
         let marker = self.dir_marker(ns, path);
         self.forget_dir_record(ns, path);
-        match self.layout.io.remove_dir(&marker) {
+        let r = match self.layout.io.remove_dir(&marker) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             // Markers of directories the index no longer has (a crash
@@ -160,7 +161,13 @@ impl Store {
                 .remove_dir_all(&marker)
                 .map_err(StoreError::from),
             Err(e) => Err(e.into()),
+        };
+        // Noted once the marker is gone: a follower reading the record
+        // before would find the marker and never be told again.
+        if r.is_ok() {
+            self.changes.dir(ns, path);
         }
+        r
     }
 
     /// The live names directly in directory `path` of `ns`: costs what is
@@ -296,6 +303,9 @@ impl Store {
             for d in &explicit {
                 let moved = [t, &d[f.len()..]].concat();
                 self.move_dir_record(ns, d, &moved)?;
+                // The old paths are noted as their markers go, once the
+                // entries under them have moved (`remove_dirs_under`).
+                self.changes.dir(ns, &moved);
             }
             let tree = idx.namespace_mut(ns).expect("seen").tree_mut();
             // The target's parents have markers now (see `make_dir`).
@@ -361,19 +371,83 @@ impl Store {
         Ok(())
     }
 
-    /// While the markers are still being loaded: whether `path`, which the
-    /// index does not know, has a marker, made an explicit directory then.
+    /// While the markers are still being loaded, or while other daemons
+    /// share the backing dir (one may have made it): whether `path`,
+    /// which the index does not know, has a marker, made an explicit
+    /// directory then.
     pub(super) fn dir_from_marker(&self, ns: &Namespace, path: &Key) -> bool {
-        if self.rebuild.markers_loaded.load(Ordering::Relaxed) {
+        if self.rebuild.markers_loaded.load(Ordering::Relaxed) && self.follower.company.alone() {
+            return false;
+        }
+        // Looked at first without the lock (most names looked up are no
+        // directory), then again under it, where every mkdir, rmdir and
+        // rename of this daemon changes markers, fresh: a view of another
+        // host's volume shows a marker removed there for a while, and
+        // taken in, a directory removed would come back.
+        if !self.marker_is_dir(ns, path.as_bytes()) {
             return false;
         }
         let mut idx = self.lock();
-        if !self.marker_is_dir(ns, path.as_bytes()) || idx.namespace(ns).is_none() {
+        if !self.marker_is_dir_fresh(ns, path.as_bytes()) || idx.namespace(ns).is_none() {
             return false;
         }
         make_dir_found(&mut idx, ns, path.as_bytes());
         idx.namespace(ns)
             .is_some_and(|s| s.tree().is_dir(path.as_bytes()))
+    }
+
+    /// Another daemon made, removed or renamed directory `path` (its
+    /// record said so): the tree follows the markers. Made: it and the
+    /// ancestors with markers become explicit. Removed: each explicit
+    /// directory at or under it whose marker is gone leaves the tree if
+    /// empty (entries this daemon still holds under it go by their own
+    /// records, written before this one), and the kernel drops its name.
+    pub(super) fn recheck_dir(&self, ns: &Namespace, path: &Key) {
+        let p = path.as_bytes();
+        let mut idx = self.lock();
+        let Some(state) = idx.namespace(ns) else {
+            return;
+        };
+        let ns_id = state.id;
+        if self.marker_is_dir_fresh(ns, p) {
+            let mut at = p;
+            loop {
+                if self.marker_is_dir_fresh(ns, at) {
+                    make_dir_found(&mut idx, ns, at);
+                }
+                at = parent_of(at);
+                if at.is_empty() {
+                    return;
+                }
+            }
+        }
+        let mut dirs = state.tree().dirs_under(p);
+        dirs.reverse();
+        for d in dirs {
+            let state = idx.namespace(ns).expect("seen above");
+            let gone = state
+                .tree()
+                .node(&d)
+                .is_some_and(|n| n.is_explicit() && n.is_empty())
+                && !self.marker_is_dir_fresh(ns, &d);
+            if !gone {
+                continue;
+            }
+            idx.namespace_mut(ns)
+                .expect("seen above")
+                .tree_mut()
+                .remove_dir(&d);
+            if let Ok(key) = Key::parse(&d, KeyFormat::Any) {
+                self.tell(super::Change::Removed { ns_id, key: &key });
+            }
+        }
+    }
+
+    /// `marker_is_dir`, asked of the volume itself: a view of another
+    /// host's volume shows a marker removed there for a while.
+    fn marker_is_dir_fresh(&self, ns: &Namespace, path: &[u8]) -> bool {
+        let marker = self.dir_marker(ns, path);
+        self.layout.io.stat_fresh(&marker).is_ok() && self.marker_is_dir(ns, path)
     }
 
     fn marker_is_dir(&self, ns: &Namespace, path: &[u8]) -> bool {

@@ -216,6 +216,26 @@ impl Store {
         for (ns, key) in keys {
             self.recheck_key(&ns, &key);
         }
+        // And every directory made by mkdir (one made elsewhere meanwhile
+        // is found by a lookup, through its marker; listed from the next
+        // start).
+        let dirs: Vec<(Namespace, Vec<u8>)> = {
+            let idx = self.lock();
+            idx.namespaces()
+                .flat_map(|(ns, s)| {
+                    let t = s.tree();
+                    t.dirs_under(b"")
+                        .into_iter()
+                        .filter(|d| !d.is_empty() && t.node(d).is_some_and(|n| n.is_explicit()))
+                        .map(move |d| (ns.clone(), d))
+                })
+                .collect()
+        };
+        for (ns, d) in dirs {
+            if let Ok(path) = Key::parse(&d, crate::names::KeyFormat::Any) {
+                self.recheck_dir(&ns, &path);
+            }
+        }
     }
 }
 
@@ -434,6 +454,7 @@ fn read_from(s: &Store, path: &Path, c: &mut Cursor) -> bool {
         match r {
             Record::Key(ns, key) => s.recheck_key(ns, key),
             Record::Namespace(ns) => s.recheck_namespace(ns),
+            Record::Dir(ns, path) => s.recheck_dir(ns, path),
         }
     }
     c.offset += d.used as u64;

@@ -145,6 +145,14 @@ impl Store {
                 // applies to the last component of an entry's key only).
                 Err(e) => match Key::join(dir, name, crate::names::KeyFormat::Any) {
                     Ok(key) if state.tree().is_dir(key.as_bytes()) => return Ok(a_dir(key)),
+                    Ok(key) if !truth => {
+                        let (ns, found) = (ns.clone(), a_dir(key));
+                        drop(idx);
+                        return match self.dir_elsewhere(&ns, &found.key) {
+                            true => Ok(found),
+                            false => Err(e.into()),
+                        };
+                    }
                     _ => return Err(e.into()),
                 },
             };
@@ -161,7 +169,7 @@ impl Store {
             };
             (ns.clone(), key, known, unknown, Arc::clone(&state.metrics))
         };
-        let lookup = match known {
+        let mut lookup = match known {
             Err(settled) => Ok(settled),
             Ok(None) => self.adopt_from_backing(&ns, &key, now),
             Ok(Some(meta)) => self.check_backing(&ns, &key, &meta, now),
@@ -171,15 +179,20 @@ impl Store {
                 self.record_io_error();
             }
         })?;
-        // A directory whose marker a start has not loaded yet.
-        if unknown && matches!(lookup, Lookup::Miss) && self.dir_from_marker(&ns, &key) {
-            return Ok(Found {
-                ns,
-                key,
-                lookup,
-                being_written: false,
-                dir: true,
-            });
+        // Not alone, or the markers not all loaded: the name may be a
+        // directory the index does not know yet (see `dir_elsewhere`),
+        // or an entry another daemon's record has just made known.
+        if unknown && !truth && matches!(lookup, Lookup::Miss) {
+            if self.dir_elsewhere(&ns, &key) {
+                return Ok(Found {
+                    ns,
+                    key,
+                    lookup,
+                    being_written: false,
+                    dir: true,
+                });
+            }
+            lookup = self.entry_info(&ns, &key);
         }
         let being_written = match lookup {
             Lookup::Hit(_) => self.claims.is_claimed(&ns, &key),
@@ -199,6 +212,24 @@ impl Store {
             being_written,
             dir: false,
         })
+    }
+
+    /// Whether `path`, which the index took for nothing, is a directory
+    /// made through another daemon (or one whose marker a start has not
+    /// loaded yet): its marker is looked at (a mkdir, `mkdir -p`, a
+    /// directory renamed), then the other daemons' logs are caught up
+    /// with (a directory implied by keys published through them: their
+    /// records are in the logs before their close() returned) and the
+    /// tree asked again. Never called by a daemon alone with its index
+    /// whole: it answers from the index.
+    fn dir_elsewhere(&self, ns: &Namespace, path: &Key) -> bool {
+        if self.dir_from_marker(ns, path) {
+            return true;
+        }
+        self.catch_up();
+        let idx = self.lock();
+        idx.namespace(ns)
+            .is_some_and(|s| s.tree().is_dir(path.as_bytes()))
     }
 
     /// A key the index does not know: what its backing path holds. A live

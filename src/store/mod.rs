@@ -462,6 +462,8 @@ mod fuzz_tests;
 #[cfg(test)]
 mod quota_across_tests;
 #[cfg(test)]
+mod sharing_dirs_tests;
+#[cfg(test)]
 mod sharing_meta_tests;
 #[cfg(all(test, debug_assertions))]
 mod sharing_order_tests;
