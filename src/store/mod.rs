@@ -460,6 +460,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod pair_tests;
+#[cfg(test)]
 mod quota_across_tests;
 #[cfg(test)]
 mod sharing_dirs_tests;

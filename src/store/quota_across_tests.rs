@@ -6,22 +6,12 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::backing::BackingIo;
+use super::pair_tests::{OWNER, key, pair_on};
 use super::*;
-use crate::config::Config;
-
-const T0: i64 = 1_800_000_000 * 1_000_000_000;
-const OWNER: Owner = Owner {
-    uid: 0,
-    gid: 0,
-    mode: 0o644,
-};
 
 fn ns() -> Namespace {
     Namespace::parse(b"q").unwrap()
-}
-
-fn key(name: &str) -> Key {
-    Key::parse(name.as_bytes(), KeyFormat::Any).unwrap()
 }
 
 fn put(s: &Store, k: &str, data: &[u8]) {
@@ -32,26 +22,8 @@ fn put(s: &Store, k: &str, data: &[u8]) {
     s.publish(st).unwrap();
 }
 
-/// Two stores sharing changes; their followers poll once an hour, so
-/// only what a publish reads itself is known.
 fn pair(config: &str) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Store>, Arc<Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let open = || {
-        let s = Arc::new(
-            Store::open(
-                &dir.path().join("b"),
-                Config::parse(config).unwrap(),
-                clock.clone(),
-            )
-            .unwrap(),
-        );
-        s.share_changes(Duration::from_secs(3600)).unwrap();
-        s
-    };
-    let a = open();
-    let b = open();
-    (dir, clock, a, b)
+    pair_on(config, BackingIo::from_env())
 }
 
 /// Blocks the entries' files hold in the backing dir.

@@ -3,24 +3,13 @@
 //! under it, is found by the other's next lookup of its name.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::backing::BackingIo;
+use super::pair_tests::{OWNER, key, pair_on};
 use super::*;
-use crate::config::Config;
-
-const T0: i64 = 1_800_000_000 * 1_000_000_000;
-const OWNER: Owner = Owner {
-    uid: 0,
-    gid: 0,
-    mode: 0o644,
-};
 
 fn ns() -> Namespace {
     Namespace::parse(b"n").unwrap()
-}
-
-fn key(name: &str) -> Key {
-    Key::parse(name.as_bytes(), KeyFormat::Any).unwrap()
 }
 
 /// Two stores sharing changes; their followers poll once an hour, so
@@ -30,22 +19,7 @@ fn pair() -> (tempfile::TempDir, Arc<Store>, Arc<Store>) {
 }
 
 fn pair_with(config: &str) -> (tempfile::TempDir, Arc<Store>, Arc<Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let open = || {
-        let s = Arc::new(
-            Store::open(
-                &dir.path().join("b"),
-                Config::parse(config).unwrap(),
-                clock.clone(),
-            )
-            .unwrap(),
-        );
-        s.share_changes(Duration::from_secs(3600)).unwrap();
-        s
-    };
-    let a = open();
-    let b = open();
+    let (dir, _clock, a, b) = pair_on(config, BackingIo::from_env());
     (dir, a, b)
 }
 

@@ -7,27 +7,16 @@
 //! on disk (a hook on A's backing operation), with no race to win.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::backing::{BackingIo, FaultOp};
+use super::pair_tests::{OWNER, key, pair_on};
 use super::purge::{PurgeFilter, PurgeSelect};
 use super::*;
-use crate::config::Config;
 
-const T0: i64 = 1_800_000_000 * 1_000_000_000;
-const OWNER: Owner = Owner {
-    uid: 0,
-    gid: 0,
-    mode: 0o644,
-};
 const CONFIG: &str = "[namespace.o]\n";
 
 fn ns() -> Namespace {
     Namespace::parse(b"o").unwrap()
-}
-
-fn key(name: &str) -> Key {
-    Key::parse(name.as_bytes(), KeyFormat::Any).unwrap()
 }
 
 fn put(s: &Store, k: &str, data: &[u8]) {
@@ -41,24 +30,8 @@ fn put(s: &Store, k: &str, data: &[u8]) {
 /// A (with a seam a test hooks into) and B on one backing dir, sharing
 /// changes; their followers poll once an hour.
 fn pair() -> (tempfile::TempDir, BackingIo, Arc<Store>, Arc<Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
     let io = BackingIo::default();
-    let open = |io: BackingIo| {
-        let s = Arc::new(
-            Store::open_with(
-                &dir.path().join("b"),
-                Config::parse(CONFIG).unwrap(),
-                clock.clone(),
-                io,
-            )
-            .unwrap(),
-        );
-        s.share_changes(Duration::from_secs(3600)).unwrap();
-        s
-    };
-    let a = open(io.clone());
-    let b = open(BackingIo::default());
+    let (dir, _clock, a, b) = pair_on(CONFIG, io.clone());
     (dir, io, a, b)
 }
 
