@@ -21,28 +21,6 @@ ttl = "1d"
 ttl = "1d"
 "#;
 
-/// Runs `cachefs ARGS` to completion (every command here ends by itself).
-fn cachefs(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn cachefs_ok(args: &[&str]) -> String {
-    let out = cachefs(args);
-    assert!(
-        out.status.success(),
-        "cachefs {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

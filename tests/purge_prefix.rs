@@ -11,9 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cachefs");
+use std::process::Output;
 
 const CFG: &str = r#"
 [cache]
@@ -25,27 +23,6 @@ ttl = "1d"
 [namespace.other]
 ttl = "1d"
 "#;
-
-fn cachefs(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn cachefs_ok(args: &[&str]) -> String {
-    let out = cachefs(args);
-    assert!(
-        out.status.success(),
-        "cachefs {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

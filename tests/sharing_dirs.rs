@@ -8,7 +8,7 @@
 mod bindview;
 mod common;
 
-use bindview::BindView;
+use bindview::{BindView, MountPair};
 use common::*;
 use std::fs;
 use std::process::Command;
@@ -28,28 +28,8 @@ fn sh(script: &str) -> (bool, String) {
 /// Two daemons on one backing dir: `b` beside `a`, or through a bindfs
 /// view (a network volume's other host). Polls once a minute: only what
 /// a lookup itself looks at can be found in time.
-struct Pair {
-    a: Mount,
-    b: Mount,
-    // Dropped after `b` (fields drop in order): b unmounts first.
-    _view: Option<BindView>,
-}
-
-fn pair(polled: bool) -> Pair {
-    let cfg = "[cache]\npoll_interval = \"60s\"\n";
-    let a = Mount::new(cfg);
-    if polled {
-        let view = BindView::of(&a.backing);
-        let b = Mount::with_backing(cfg, view.dir.path());
-        Pair {
-            a,
-            b,
-            _view: Some(view),
-        }
-    } else {
-        let b = Mount::with_backing(cfg, &a.backing);
-        Pair { a, b, _view: None }
-    }
+fn pair(polled: bool) -> MountPair {
+    MountPair::new("[cache]\npoll_interval = \"60s\"\n", polled)
 }
 
 fn nested_keys_are_read_through_the_other_mount_after_close(polled: bool) {

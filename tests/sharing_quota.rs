@@ -6,7 +6,7 @@
 mod bindview;
 mod common;
 
-use bindview::BindView;
+use bindview::{BindView, MountPair};
 use common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -45,27 +45,6 @@ fn usage(backing: &Path) -> u64 {
         .sum()
 }
 
-/// Two daemons on one backing dir: `b` beside `a` (notified), or through
-/// a bindfs view (no notifications: a second host on a network volume).
-struct Pair {
-    // Dropped in this order: `b`, the view it is on, then `a`, whose
-    // temp dir holds the backing dir.
-    b: Mount,
-    _view: Option<BindView>,
-    a: Mount,
-}
-
-fn pair(cfg: &str, polled: bool) -> Pair {
-    let a = Mount::new(cfg);
-    let (b, view) = if polled {
-        let view = BindView::of(&a.backing);
-        (Mount::with_backing(cfg, view.dir.path()), Some(view))
-    } else {
-        (Mount::with_backing(cfg, &a.backing), None)
-    };
-    Pair { a, b, _view: view }
-}
-
 /// Two writers on each mount write 40 MiB in all into a 4 MiB namespace
 /// while a thread samples the directory's usage: never over the quota
 /// plus one entry per writer; at the end within the quota, and not
@@ -74,7 +53,7 @@ fn one_quota_over_two_mounts(polled: bool) {
     if skip_without_fuse() {
         return;
     }
-    let p = pair(&config(), polled);
+    let p = MountPair::new(&config(), polled);
     let writers = 2 * WRITERS_PER_MOUNT;
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));

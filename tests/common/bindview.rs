@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::common::{is_mounted, lazy_unmount, wait_until};
+use super::common::{Mount, is_mounted, lazy_unmount, wait_until};
 
 pub struct BindView {
     pub dir: tempfile::TempDir,
@@ -48,5 +48,29 @@ impl Drop for BindView {
         if is_mounted(self.dir.path()) {
             lazy_unmount(self.dir.path());
         }
+    }
+}
+
+/// Two daemons with config `cfg` on one backing dir: `b` beside `a`
+/// (notified), or through a bindfs view of `a`'s backing dir (`polled`:
+/// no notifications, a second host on a network volume). Fields drop in
+/// order: `b`, the view it is on, then `a`, whose temp dir holds the
+/// backing dir.
+pub struct MountPair {
+    pub b: Mount,
+    pub view: Option<BindView>,
+    pub a: Mount,
+}
+
+impl MountPair {
+    pub fn new(cfg: &str, polled: bool) -> MountPair {
+        let a = Mount::new(cfg);
+        let (b, view) = if polled {
+            let view = BindView::of(&a.backing);
+            (Mount::with_backing(cfg, view.dir.path()), Some(view))
+        } else {
+            (Mount::with_backing(cfg, &a.backing), None)
+        };
+        MountPair { b, view, a }
     }
 }

@@ -494,6 +494,32 @@ impl Drop for Mount {
 // Running the binary expecting an error
 // ---------------------------------------------------------------------------------
 
+/// Runs `cachefs ARGS` to completion (an offline command, which ends by
+/// itself), with no stdin and no RUST_LOG.
+pub fn cachefs<S: AsRef<OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `cachefs ARGS`, which must succeed: its stdout.
+#[track_caller]
+pub fn cachefs_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let out = cachefs(args);
+    let words: Vec<_> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    assert!(
+        out.status.success(),
+        "cachefs {words:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Runs `cachefs ARGS` that is expected to fail before mounting; returns (exit status,
 /// stderr). If it is still running after 10 s it is killed, `watch_mnt` lazily
 /// unmounted, and the test fails.
