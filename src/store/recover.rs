@@ -139,6 +139,19 @@ pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<(
 
 /// Loads and removes the snapshot; `None` if absent or unreadable.
 pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
+    match parse_snapshot(&take_snapshot_bytes(layout)?) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!("index snapshot {e}; scanning instead");
+            None
+        }
+    }
+}
+
+/// Reads and removes the snapshot file: its bytes, `None` if absent or
+/// unreadable (or if it cannot be removed: a crash later in this run
+/// must not find it).
+pub fn take_snapshot_bytes(layout: &Layout) -> Option<Vec<u8>> {
     let path = layout.snapshot_path();
     layout.io.check(FaultOp::Read).ok()?;
     let bytes = fs::read(&path).ok()?;
@@ -146,13 +159,45 @@ pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
         log::warn!("cannot remove {}: {e}; scanning instead", path.display());
         return None;
     }
-    match parse_snapshot(&bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            log::warn!("index snapshot {e}; scanning instead");
-            None
+    Some(bytes)
+}
+
+/// The entries part of a snapshot of the current format, which
+/// `stream_snapshot` decodes; `None` for an older format (or none).
+pub fn streamable(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.strip_prefix(SNAPSHOT_MAGIC)
+}
+
+/// Decodes a current-format snapshot's entries (`streamable`) one at a
+/// time, handing each to `each` in file order until it says stop; returns
+/// how many it handed. Untrusted bytes, as in `parse_snapshot`: no count
+/// or length is believed beyond the bytes left, and nothing may follow
+/// the entries. An error comes after the entries before it were handed.
+pub fn stream_snapshot(
+    body: &[u8],
+    mut each: impl FnMut(SnapshotEntry) -> bool,
+) -> Result<usize, String> {
+    use bincode::Options;
+    let mut rest = body;
+    let count: u64 = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(rest.len() as u64)
+        .deserialize_from(&mut rest)
+        .map_err(|e| format!("does not decode ({e})"))?;
+    for i in 0..count {
+        let e: SnapshotEntry = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_limit(rest.len() as u64)
+            .deserialize_from(&mut rest)
+            .map_err(|e| format!("does not decode at entry {i} ({e})"))?;
+        if !each(e) {
+            return Ok(i as usize + 1);
         }
     }
+    if !rest.is_empty() {
+        return Err(format!("has {} bytes after its entries", rest.len()));
+    }
+    Ok(count as usize)
 }
 
 /// Decodes a snapshot file's bytes. Untrusted: a count or length in them

@@ -83,21 +83,34 @@ fn hash_form(hasher: &impl BuildHasher, form: u8, bytes: &[u8]) -> u64 {
     hasher.hash_one((form, significant))
 }
 
+/// Each byte's value as a lowercase hex digit, `INVALID` if it is none.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
+const INVALID: u8 = 0xff;
+
+/// Every lookup of a sha256 key decodes it (a listing's 10^5 of them):
+/// a table read per digit and one check at the end, no branch per digit.
 fn decode_hex(hex: &[u8], out: &mut [u8; 32]) -> bool {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => *o = hi << 4 | lo,
-            _ => return false,
-        }
+        let (hi, lo) = (HEX_VALUE[usize::from(pair[0])], HEX_VALUE[usize::from(pair[1])]);
+        // An invalid digit has the high bit set; a valid one never does.
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    true
+    bad & 0x80 == 0
 }
 
 /// A key's bytes read back from a slot: decoded on the stack, or borrowed
@@ -368,6 +381,25 @@ mod tests {
             verified: true,
             compressed: false,
             last_access: 9,
+        }
+    }
+
+    #[test]
+    fn hex_decodes_lowercase_digits_only() {
+        for c in 0..=255u8 {
+            for at in [0, 31, 63] {
+                let mut key = [b'7'; 64];
+                key[at] = c;
+                let mut out = [0u8; 32];
+                let valid = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+                assert_eq!(decode_hex(&key, &mut out), valid, "byte {c} at {at}");
+                if valid {
+                    let digit = u8::from_str_radix(&(c as char).to_string(), 16).unwrap();
+                    let byte = out[at / 2];
+                    let got = if at % 2 == 0 { byte >> 4 } else { byte & 0xf };
+                    assert_eq!((got, out[at / 2 ^ 1]), (digit, 0x77), "byte {c} at {at}");
+                }
+            }
         }
     }
 
