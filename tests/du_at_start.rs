@@ -91,7 +91,11 @@ fn fill(m: &Mount) {
         };
         let p = m.path("a", &key);
         write_file(&p, &vec![b'a'; rng.range(1, 70_000)]).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o640 - (i as u32 % 2) * 0o40)).unwrap();
+        fs::set_permissions(
+            &p,
+            fs::Permissions::from_mode(0o640 - (i as u32 % 2) * 0o40),
+        )
+        .unwrap();
     }
 }
 
@@ -109,17 +113,26 @@ fn ls_l_and_du_right_after_a_clean_stop_and_after_kill9_show_the_whole_cache() {
     assert_eq!(before.a.len() + before.a_d.len(), NAMED_ENTRIES);
     assert!(before.du_h > 0 && before.du_a_d > 0 && before.du_a > before.du_a_d);
     assert!(m.stop().success());
-    assert!(backing.join("index.snapshot").exists(), "a clean stop saves the index");
+    assert!(
+        backing.join("index.snapshot").exists(),
+        "a clean stop saves the index"
+    );
 
     // Listed at once: the listing waits for the reload, so it is whole.
     let mut m = Mount::with_backing(CFG, &backing);
     let after_stop = seen(&m);
     assert_eq!(m.stats()["index"]["source"], "snapshot");
     assert_eq!(after_stop, before, "after a clean stop");
-    assert_eq!(m.total_stat("entries"), (HEX_ENTRIES + NAMED_ENTRIES) as u64);
+    assert_eq!(
+        m.total_stat("entries"),
+        (HEX_ENTRIES + NAMED_ENTRIES) as u64
+    );
 
     m.kill9();
-    assert!(!backing.join("index.snapshot").exists(), "the start took the snapshot");
+    assert!(
+        !backing.join("index.snapshot").exists(),
+        "the start took the snapshot"
+    );
     let m = Mount::with_backing(CFG, &backing);
     let after_kill = seen(&m);
     assert_eq!(m.stats()["index"]["source"], "scan");

@@ -105,7 +105,10 @@ const INVALID: u8 = 0xff;
 fn decode_hex(hex: &[u8], out: &mut [u8; 32]) -> bool {
     let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let (hi, lo) = (HEX_VALUE[usize::from(pair[0])], HEX_VALUE[usize::from(pair[1])]);
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
         // An invalid digit has the high bit set; a valid one never does.
         bad |= hi | lo;
         *o = hi << 4 | lo;

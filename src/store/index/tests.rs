@@ -374,7 +374,10 @@ fn entry_compressed(model: &[(Vec<u8>, EntryMeta)], key: &[u8]) -> bool {
 #[test]
 fn a_rebuild_puts_in_only_what_nothing_newer_put_in() {
     let mut idx = index();
-    let (a, b) = (Namespace::parse(b"a").unwrap(), Namespace::parse(b"b").unwrap());
+    let (a, b) = (
+        Namespace::parse(b"a").unwrap(),
+        Namespace::parse(b"b").unwrap(),
+    );
     let keys: Vec<Key> = (0..3000)
         .map(hex_key)
         .chain(
@@ -397,7 +400,11 @@ fn a_rebuild_puts_in_only_what_nothing_newer_put_in() {
     // Found twice (a scan racing a rename): the first stays.
     assert!(!idx.insert_rebuilt(&a, keys[7].clone(), meta(77_777, 0, None)));
     assert!(idx.insert_rebuilt(&b, hex_key(1), meta(50_000, 0, None)));
-    assert!(!idx.insert_rebuilt(&Namespace::parse(b"gone").unwrap(), hex_key(1), meta(1, 0, None)));
+    assert!(!idx.insert_rebuilt(
+        &Namespace::parse(b"gone").unwrap(),
+        hex_key(1),
+        meta(1, 0, None)
+    ));
     idx.end_rebuild();
     idx.debug_check();
 
