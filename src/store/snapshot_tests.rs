@@ -1,9 +1,9 @@
-//! The index snapshot as a start reads it (`rebuild.rs`): the current
-//! format decoded on a second thread while its entries go in, an older
-//! format still loaded whole, and a snapshot cut short keeping what it
-//! held while a scan finds the rest. Each checked against what the store
-//! held before its stop: every entry, its metadata, each namespace's
-//! recency order.
+//! The index snapshot as a start reads it (`rebuild.rs`): formats 3 (a
+//! table of namespaces and counts first) and 2 decoded on a second thread
+//! while their entries go in, format 1 still loaded whole, and a snapshot
+//! cut short keeping what it held while a scan finds the rest. Each
+//! checked against what the store held before its stop: every entry, its
+//! metadata, each namespace's recency order.
 
 use std::sync::Arc;
 
@@ -139,6 +139,45 @@ fn a_snapshot_cut_short_keeps_what_it_held_and_a_scan_finds_the_rest() {
     };
     assert_eq!(sorted(&after), sorted(&before));
     s.check_invariants();
+}
+
+#[test]
+fn a_format_2_snapshot_without_the_namespace_table_still_streams_back() {
+    let (dir, clock, before) = stopped_store();
+    let path = dir.path().join("b/index.snapshot");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"CFSINDX3");
+    let (counts, body) = recover::streamable(&bytes).unwrap();
+    assert_eq!(
+        counts,
+        [(b"a".to_vec(), ENTRIES), (b"b".to_vec(), 10)],
+        "each namespace's entries, in the order saved"
+    );
+    let mut v2 = b"CFSINDX2".to_vec();
+    v2.extend(body);
+    std::fs::write(&path, v2).unwrap();
+    let s = open(dir.path(), &clock);
+    assert_eq!(s.index_status().source, "snapshot");
+    assert_eq!(seen(&s), before);
+    s.check_invariants();
+}
+
+#[test]
+fn counts_in_the_namespace_table_are_believed_only_as_far_as_the_bytes_go() {
+    let table: Vec<(Vec<u8>, u64)> = vec![(b"a".to_vec(), u64::MAX), (b"b".to_vec(), 5)];
+    let mut bytes = b"CFSINDX3".to_vec();
+    bytes.extend(bincode::serialize(&table).unwrap());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend([0u8; 1000]);
+    let (counts, body) = recover::streamable(&bytes).unwrap();
+    assert_eq!(body.len(), 1008);
+    let total: usize = counts.iter().map(|c| c.1).sum();
+    assert!(total <= 1008 / 90, "{counts:?}");
+    // A table claiming more bytes than there are: no table, no stream.
+    let mut bad = b"CFSINDX3".to_vec();
+    bad.extend(u64::MAX.to_le_bytes());
+    assert!(recover::streamable(&bad).is_none());
+    assert!(recover::parse_snapshot(&bad).is_err());
 }
 
 /// A snapshot entry as saved before ctime and atime (`CFSINDX1`).
