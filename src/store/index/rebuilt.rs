@@ -64,7 +64,7 @@ impl Index {
     pub fn reserve_rebuilt(&mut self, ns: &Namespace, n: usize) {
         if let Some(state) = self.namespaces.get_mut(ns) {
             state.entries.reserve(n);
+            self.expiry.reserve(n);
         }
-        self.expiry.reserve(n);
     }
 }

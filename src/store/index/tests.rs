@@ -429,3 +429,29 @@ fn a_rebuild_puts_in_only_what_nothing_newer_put_in() {
     );
     idx.debug_check();
 }
+
+/// A sha256 key is kept as its 32 bytes only if every character is a
+/// lowercase hex digit: any other byte anywhere keeps the key as it is,
+/// a key of its own, read back whole.
+#[test]
+fn only_lowercase_hex_keys_are_packed_and_every_key_reads_back_whole() {
+    let mut table = table::EntryTable::default();
+    let base = "0123456789abcdef".repeat(4).into_bytes();
+    let (slot, _) = table.insert(&base, &meta(1, 0, None));
+    let mut n = 1;
+    for c in 0..=255u8 {
+        for at in [0, 31, 63] {
+            let mut key = base.clone();
+            key[at] = c;
+            if key == base {
+                continue;
+            }
+            n += 1;
+            let (i, replaced) = table.insert(&key, &meta(n, 0, None));
+            assert!(replaced.is_none(), "byte {c} at {at} taken for another key");
+            assert_eq!(&*table.key(i), &key[..], "byte {c} at {at}");
+        }
+    }
+    assert_eq!(&*table.key(slot), &base[..]);
+    assert_eq!(table.len() as u64, n);
+}
