@@ -168,8 +168,8 @@ impl Store {
         let mut found = 0;
         let mut items = Vec::new();
         let mut scan = true;
-        match recover::take_snapshot_bytes(&self.layout) {
-            Some(bytes) => match recover::streamable(&bytes) {
+        if let Some(bytes) = recover::take_snapshot_bytes(&self.layout) {
+            match recover::streamable(&bytes) {
                 Some((counts, body)) => {
                     r.from_snapshot.store(true, Ordering::Relaxed);
                     self.reserve_counts(counts.iter().map(|(n, c)| (&n[..], *c)));
@@ -184,8 +184,7 @@ impl Store {
                     }
                     Err(e) => log::warn!("index snapshot {e}; scanning instead"),
                 },
-            },
-            None => {}
+            }
         }
         if scan {
             r.from_snapshot.store(false, Ordering::Relaxed);

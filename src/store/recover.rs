@@ -133,6 +133,9 @@ impl SnapshotEntry {
     }
 }
 
+/// Format 3's table: each namespace's name and its number of entries.
+pub type NamespaceCounts<N> = Vec<(Vec<u8>, N)>;
+
 /// Writes the snapshot atomically (temp file, fsync, rename).
 pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<()> {
     let tmp = layout.staging_path();
@@ -150,8 +153,8 @@ pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<(
 
 /// Each namespace named by `entries`, with how many entries it has, in
 /// the order they first appear.
-fn namespace_counts(entries: &[SnapshotEntry]) -> Vec<(Vec<u8>, u64)> {
-    let mut counts: Vec<(Vec<u8>, u64)> = Vec::new();
+fn namespace_counts(entries: &[SnapshotEntry]) -> NamespaceCounts<u64> {
+    let mut counts: NamespaceCounts<u64> = Vec::new();
     for e in entries {
         match counts.iter_mut().rev().find(|(n, _)| *n == e.namespace) {
             Some((_, c)) => *c += 1,
@@ -190,7 +193,7 @@ pub fn take_snapshot_bytes(layout: &Layout) -> Option<Vec<u8>> {
 /// 2 and 3), with format 3's entry count of each namespace (capped by
 /// what the bytes can hold); `None` for an older format, or none, or a
 /// table that does not decode (`parse_snapshot` then says why).
-pub fn streamable(bytes: &[u8]) -> Option<(Vec<(Vec<u8>, usize)>, &[u8])> {
+pub fn streamable(bytes: &[u8]) -> Option<(NamespaceCounts<usize>, &[u8])> {
     if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC_V2) {
         return Some((Vec::new(), body));
     }
@@ -208,7 +211,7 @@ pub fn streamable(bytes: &[u8]) -> Option<(Vec<(Vec<u8>, usize)>, &[u8])> {
 }
 
 /// Format 3's namespace table, and the entries after it.
-fn split_counts(mut body: &[u8]) -> Result<(Vec<(Vec<u8>, u64)>, &[u8]), String> {
+fn split_counts(mut body: &[u8]) -> Result<(NamespaceCounts<u64>, &[u8]), String> {
     use bincode::Options;
     let counts = bincode::DefaultOptions::new()
         .with_fixint_encoding()
