@@ -84,7 +84,7 @@ fn tmp_then_rename_with_an_inode_per_entry_held_and_a_reader_racing() {
                 etag.as_bytes(),
                 "round {round}: the xattr through the new name"
             );
-            let mode = 0o600 | (round as u32 % 2) * 0o040;
+            let mode = if round % 2 == 0 { 0o600 } else { 0o640 };
             fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
             let md = fs::metadata(&to).unwrap();
             assert_eq!(md.permissions().mode() & 0o777, mode, "round {round}");
@@ -202,12 +202,18 @@ fn a_daemon_killed_between_the_temps_close_and_its_rename() {
     let mut m2 = Mount::with_backing(CFG, &m.backing);
     let dir = m2.ns("a");
     assert!(read_file(&dir.join(".tmp-k")).unwrap() == new, "the temp");
-    assert!(read_file(&dir.join("k")).unwrap() == old, "the key's old version");
+    assert!(
+        read_file(&dir.join("k")).unwrap() == old,
+        "the key's old version"
+    );
     fs::rename(dir.join(".tmp-k"), dir.join("k")).unwrap();
     m2.kill9();
     let m3 = Mount::with_backing(CFG, &m.backing);
     let dir = m3.ns("a");
-    assert!(read_file(&dir.join("k")).unwrap() == new, "renamed before the kill");
+    assert!(
+        read_file(&dir.join("k")).unwrap() == new,
+        "renamed before the kill"
+    );
     assert_errno(fs::metadata(dir.join(".tmp-k")), libc::ENOENT, "no temp");
     assert!(
         wait_until(Duration::from_secs(10), || m3.ns_stat("a", "entries") == 1),
@@ -226,7 +232,11 @@ fn renamed_keys_reach_the_other_daemon(polled: bool) {
     for round in 0..10 {
         let fresh = format!("fresh{round}");
         let data = make_payload(&mut rng, 15_000, fresh.as_bytes());
-        assert_errno(fs::metadata(b.join(&fresh)), libc::ENOENT, "missed on B first");
+        assert_errno(
+            fs::metadata(b.join(&fresh)),
+            libc::ENOENT,
+            "missed on B first",
+        );
         write_then_rename(&a, &format!(".tmp-{round}"), &fresh, &data);
         assert!(
             read_file(&b.join(&fresh)).unwrap() == data,
