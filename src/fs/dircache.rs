@@ -148,6 +148,7 @@ mod tests {
                 ino,
                 kind: FileKind::RegularFile,
                 name: n.into(),
+                slot: None,
             })
             .collect()
     }

@@ -6,11 +6,14 @@
 //! not cached at all while the key is being written), and it is a lookup:
 //! the kernel takes one reference on every inode a line names except `.`
 //! and `..` (`fuse_direntplus_link`), which its FORGET gives back, so the
-//! inode table counts it here. An entry gone or expired since OPENDIR is
-//! left out of the reply. The entries of a namespace, or of a directory
-//! inside one, are looked up a chunk at a time in one index lock;
-//! directories go through LOOKUP's own code one by one (in the daemon:
-//! still no request).
+//! inode table counts it here. A line shows the entry as it is at the
+//! READDIRPLUS: one gone, renamed away or expired since OPENDIR is left
+//! out of the reply, one replaced shows its new version. The entries of a
+//! namespace, or of a directory inside one, are read a chunk at a time in
+//! one index lock, each where OPENDIR found it (its slot, checked to hold
+//! the same version under the same name; looked up by name only if not:
+//! `store/listing.rs`); directories go through LOOKUP's own code one by
+//! one (in the daemon: still no request).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -18,9 +21,9 @@ use std::time::Duration;
 
 use super::CacheFs;
 use super::handles::{DirEntryItem, Handle};
-use super::inodes::{InodeKind, kind_of};
+use super::inodes::{InodeKind, Told, kind_of};
 use super::types::{Entry, Errno, FileKind};
-use crate::store::{EntryInfo, Key, KeyFormat, Lookup, Namespace};
+use crate::store::{EntryInfo, Key, KeyFormat, Listed, Namespace};
 
 /// Entries looked up in the index per critical section.
 const BATCH: usize = 256;
@@ -56,9 +59,9 @@ impl CacheFs {
         // holds one more reference on each) in one hold of the table's
         // lock, before the reply goes out and a FORGET can follow it.
         let mut sent = Vec::new();
-        let remember = |sent: &mut Vec<(Key, super::types::Attr)>| {
+        let remember = |sent: &mut Vec<(u64, Key, Told)>| {
             if let Some(ns) = &ns {
-                self.inodes.remember_all(ns, sent.drain(..));
+                self.inodes.remember_all(ns, items.len(), sent.drain(..));
             }
         };
         for (b, chunk) in items[start..].chunks(BATCH).enumerate() {
@@ -67,17 +70,29 @@ impl CacheFs {
                 Some(ns) => self.listed_infos(ns, &path, chunk),
                 None => vec![None; chunk.len()],
             };
-            // After the lookups: no line outlives its entry's TTL.
+            // After the lookups: no line outlives its entry's TTL, and no
+            // key written now is cached (with no writer at all, which is
+            // the rule, nothing to ask per line).
             let now = self.store.now();
+            let quiet = !self.handles.has_writers() && self.redirects.is_empty();
             for (i, (item, info)) in chunk.iter().zip(infos).enumerate() {
                 let name = item.name.as_os_str();
                 let next = (first + i) as u64 + 1;
                 let full = match (&ns, item.kind, info) {
-                    (Some(ns), FileKind::RegularFile, Some((key, info))) => {
-                        let entry = self.listed_entry(ns, &key, &info, now);
+                    (Some(ns), FileKind::RegularFile, Some(info)) => {
+                        let told = Told::of(&info);
+                        let entry = Entry::cached(told.attr(info.version), {
+                            let busy = !quiet && self.is_busy(ns, &path, name);
+                            Self::line_ttl(&info, now, busy)
+                        });
                         let full = add(name, next, &entry);
                         if !full {
-                            sent.push((key, entry.attr));
+                            // Its name came out of the index: it parses
+                            // as it went in.
+                            let key = Key::join(&path, name.as_bytes(), KeyFormat::Any);
+                            if let Ok(key) = key {
+                                sent.push((info.version, key, told));
+                            }
                         }
                         full
                     }
@@ -106,58 +121,52 @@ impl CacheFs {
         Ok(())
     }
 
-    /// The live version of each of a chunk's keys (names in directory
-    /// `dir` of `ns`), in one index lock.
+    /// The live entry of each of a chunk's names (in directory `dir` of
+    /// `ns`), read where OPENDIR found it, in one index lock.
     fn listed_infos(
         &self,
         ns: &Namespace,
         dir: &[u8],
         chunk: &[DirEntryItem],
-    ) -> Vec<Option<(Key, EntryInfo)>> {
-        // The names came out of the index: they parse as they went in.
-        let keys: Vec<Option<Key>> = chunk
+    ) -> Vec<Option<EntryInfo>> {
+        let files = chunk.iter().filter_map(|item| match (item.kind, item.slot) {
+            (FileKind::RegularFile, Some(slot)) => Some(Listed {
+                name: item.name.as_bytes(),
+                slot,
+                version: item.ino,
+            }),
+            _ => None,
+        });
+        let mut infos = self.store.listed_infos(ns, dir, files).into_iter();
+        chunk
             .iter()
-            .map(|item| match item.kind {
-                FileKind::RegularFile => Key::join(dir, item.name.as_bytes(), KeyFormat::Any).ok(),
+            .map(|item| match (item.kind, item.slot) {
+                (FileKind::RegularFile, Some(_)) => infos.next().flatten(),
                 _ => None,
-            })
-            .collect();
-        let mut infos = self
-            .store
-            .entry_infos(ns, keys.iter().flatten())
-            .into_iter();
-        keys.into_iter()
-            .map(|key| {
-                let key = key?;
-                match infos.next()? {
-                    Lookup::Hit(info) => Some((key, info)),
-                    Lookup::Miss | Lookup::Expired => None,
-                }
             })
             .collect()
     }
 
-    /// An entry's line: as LOOKUP answers it (no miss counted: a listing
-    /// is no read).
-    /// `now`: the clock's time, read once a chunk.
-    fn listed_entry(
-        &self,
-        ns: &Namespace,
-        key: &Key,
-        info: &EntryInfo,
-        now: crate::store::UnixNanos,
-    ) -> Entry {
-        let attr = self.entry_attr(info);
-        // A key being written (here) is about to change version: not
-        // cached, as in `lookup_key`.
-        let busy = (self.handles.has_writers() && !self.handles.writers_of(ns, key).is_empty())
-            || self.redirects.targets(ns, key);
-        let ttl = if busy {
+    /// Whether `name` in directory `dir` of `ns` is being written (here):
+    /// about to change version, so its line is not cached, as in
+    /// `lookup_key`.
+    fn is_busy(&self, ns: &Namespace, dir: &[u8], name: &OsStr) -> bool {
+        let Ok(key) = Key::join(dir, name.as_bytes(), KeyFormat::Any) else {
+            return false;
+        };
+        (self.handles.has_writers() && !self.handles.writers_of(ns, &key).is_empty())
+            || self.redirects.targets(ns, &key)
+    }
+
+    /// How long the kernel may keep a line: not past the entry's TTL
+    /// (`now`: the clock's time, read once a chunk), not at all while the
+    /// key is being written.
+    fn line_ttl(info: &EntryInfo, now: crate::store::UnixNanos, busy: bool) -> Duration {
+        if busy {
             Duration::ZERO
         } else {
             Self::entry_ttl_at(info, now)
-        };
-        Entry::cached(attr, ttl)
+        }
     }
 
     /// The line of a directory or control file: as LOOKUP answers it.
@@ -346,5 +355,73 @@ mod tests {
         fs.forget(dx, 1);
         assert!(!fs.inodes.holds(dx));
         fs.releasedir(d.fh);
+    }
+
+    /// Between OPENDIR and READDIRPLUS: an entry replaced shows its new
+    /// version and size, one renamed away (same version, perhaps in the
+    /// same slot, under another name) is left out, one changed only in its
+    /// metadata shows the new metadata.
+    #[test]
+    fn a_line_shows_the_entry_as_it_is_at_the_readdirplus() {
+        let (_dir, _clock, store) = open_store("[namespace.a]\nttl = \"30s\"\n");
+        let fs = CacheFs::new(Arc::clone(&store));
+        let a = Namespace::parse(b"a").unwrap();
+        let key = |k: &str| Key::parse(k.as_bytes(), KeyFormat::Any).unwrap();
+        let old_x = put(&store, &a, "x", b"123", 0o644);
+        let moved = put(&store, &a, "m", b"mm", 0o644);
+        let same = put(&store, &a, "s", b"s", 0o644);
+        put(&store, &a, "d/y", b"yy", 0o644);
+        let ns_ino = namespace_ino(store.namespace_id(&a).unwrap());
+        let d = fs.opendir(ns_ino).unwrap();
+        let new_x = put(&store, &a, "x", b"1234567", 0o600);
+        store.rename(&a, &key("m"), &key("n"), false).unwrap();
+        assert_eq!(
+            match store.entry_info(&a, &key("n")) {
+                crate::store::Lookup::Hit(i) => i.version,
+                _ => 0,
+            },
+            moved,
+            "a rename keeps the version: the slot's version alone tells nothing"
+        );
+        let got = lines(&fs, ns_ino, d.fh, 0, usize::MAX);
+        let mut names: Vec<_> = got.iter().map(|l| l.0.as_str()).collect();
+        names.sort();
+        assert_eq!(names, [".", "..", "d", "s", "x"]);
+        let x = got.iter().find(|l| l.0 == "x").unwrap();
+        assert_ne!(new_x, old_x);
+        assert_eq!((x.1, x.2, x.3), (new_x, 7, 0o600));
+        let s = got.iter().find(|l| l.0 == "s").unwrap();
+        assert_eq!((s.1, s.2), (same, 1));
+        assert!(fs.inodes.holds(new_x) && !fs.inodes.holds(old_x));
+        assert!(!fs.inodes.holds(moved));
+        fs.releasedir(d.fh);
+    }
+
+    /// A line's attributes are LOOKUP's (`entry_attr`), whatever the
+    /// times (before the epoch, far after 2038) and mode bits.
+    #[test]
+    fn a_lines_attributes_are_lookups() {
+        let (_dir, _clock, store) = open_store("");
+        let fs = CacheFs::new(store);
+        for (t, mode, stored) in [
+            (T0 + 7, 0o100644, 5),
+            (-1_500_000_000_123, 0o4755, 0),
+            ((1i64 << 33) * 1_000_000_000 + 9, 0o170777, 513),
+        ] {
+            let info = EntryInfo {
+                version: 77,
+                logical_size: 9,
+                stored_bytes: stored,
+                mtime: t,
+                ctime: t + 5,
+                atime: t - 3,
+                expires: None,
+                ttl: Duration::ZERO,
+                mode,
+                uid: 7,
+                gid: 8,
+            };
+            assert_eq!(Told::of(&info).attr(77), fs.entry_attr(&info));
+        }
     }
 }

@@ -50,6 +50,7 @@ impl CacheFs {
             ino,
             kind: FileKind::Directory,
             name: name.into(),
+            slot: None,
         };
         let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
         match kind_of(ino) {
@@ -60,6 +61,7 @@ impl CacheFs {
                         ino: inodes::namespace_ino(id),
                         kind: FileKind::Directory,
                         name: OsStr::from_bytes(ns.as_bytes()).to_owned(),
+                        slot: None,
                     });
                 }
             }
@@ -69,6 +71,7 @@ impl CacheFs {
                         ino: fino,
                         kind: FileKind::RegularFile,
                         name: name.into(),
+                        slot: None,
                     });
                 }
             }
@@ -79,10 +82,15 @@ impl CacheFs {
                 items.reserve(names.len());
                 for item in names {
                     items.push(match item {
-                        DirItem::File { name, version } => DirEntryItem {
+                        DirItem::File {
+                            name,
+                            version,
+                            slot,
+                        } => DirEntryItem {
                             ino: version,
                             kind: FileKind::RegularFile,
                             name: OsString::from_vec(name),
+                            slot: Some(slot),
                         },
                         DirItem::Dir { name } => {
                             let path = [&dir[..], b"/", &name].concat();
@@ -91,6 +99,7 @@ impl CacheFs {
                                 ino: self.subdirs.ino_for(id, path),
                                 kind: FileKind::Directory,
                                 name: OsString::from_vec(name),
+                                slot: None,
                             }
                         }
                     });

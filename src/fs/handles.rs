@@ -27,6 +27,9 @@ pub struct DirEntryItem {
     pub ino: u64,
     pub kind: FileKind,
     pub name: OsString,
+    /// An entry's slot in the index when listed (READDIRPLUS reads it
+    /// there, see `store/listing.rs`); `None` for anything else.
+    pub slot: Option<u32>,
 }
 
 pub enum Handle {

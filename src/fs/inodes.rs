@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::types::{Attr, FileKind};
-use crate::store::{FIRST_VERSION, Key, Namespace, UnixNanos, to_nanos, to_system_time};
+use crate::store::{
+    EntryInfo, FIRST_VERSION, Key, Namespace, UnixNanos, to_nanos, to_system_time,
+};
 
 pub const ROOT: u64 = 1;
 pub const CONTROL_DIR: u64 = 2;
@@ -90,14 +92,10 @@ impl EntryAttr {
 /// The block size entries report.
 pub const BLOCK_SIZE: u32 = 4096;
 
-/// One per inode the kernel holds (after `ls -l` of a big namespace, one
-/// per entry): kept small. The attributes last told are what an older
-/// version, still open somewhere, reports; entries are regular files, so
-/// the rest of a `FileAttr` is implied.
-struct Node {
-    ns: Namespace,
-    key: Key,
-    lookups: u64,
+/// What the kernel was last told of an entry, as the table keeps it:
+/// times in nanoseconds, the rest of a `FileAttr` implied (a regular file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Told {
     size: u64,
     blocks: u64,
     mtime: UnixNanos,
@@ -108,19 +106,38 @@ struct Node {
     perm: u16,
 }
 
-impl Node {
-    fn set_attr(&mut self, attr: &Attr) {
-        self.size = attr.size;
-        self.blocks = attr.blocks;
-        self.mtime = to_nanos(attr.mtime);
-        self.ctime = to_nanos(attr.ctime);
-        self.atime = to_nanos(attr.atime);
-        self.uid = attr.uid;
-        self.gid = attr.gid;
-        self.perm = attr.perm;
+impl Told {
+    /// A live entry's attributes (what `entry_attr` gives, without a
+    /// round trip through `SystemTime` for the table: a listing's line
+    /// is made of this).
+    pub fn of(info: &EntryInfo) -> Told {
+        Told {
+            size: info.logical_size,
+            blocks: info.stored_bytes.div_ceil(512),
+            mtime: info.mtime,
+            ctime: info.ctime,
+            atime: info.atime,
+            uid: info.uid,
+            gid: info.gid,
+            perm: (info.mode & 0o7777) as u16,
+        }
     }
 
-    fn attr(&self, ino: u64) -> Attr {
+    fn of_attr(attr: &Attr) -> Told {
+        Told {
+            size: attr.size,
+            blocks: attr.blocks,
+            mtime: to_nanos(attr.mtime),
+            ctime: to_nanos(attr.ctime),
+            atime: to_nanos(attr.atime),
+            uid: attr.uid,
+            gid: attr.gid,
+            perm: attr.perm,
+        }
+    }
+
+    /// The attributes of inode `ino`.
+    pub fn attr(&self, ino: u64) -> Attr {
         let attr = EntryAttr {
             ino,
             size: self.size,
@@ -137,6 +154,16 @@ impl Node {
             ..attr
         }
     }
+}
+
+/// One per inode the kernel holds (after `ls -l` of a big namespace, one
+/// per entry): kept small. The attributes last told are what an older
+/// version, still open somewhere, reports.
+struct Node {
+    ns: Namespace,
+    key: Key,
+    lookups: u64,
+    told: Told,
 }
 
 /// Hashes an inode number with one multiplication: the numbers are the
@@ -180,39 +207,45 @@ impl InodeTable {
 
     /// Records that the kernel was handed `attr.ino` once more.
     pub fn remember(&self, ns: &Namespace, key: &Key, attr: Attr) {
-        Self::remember_locked(&mut self.lock(), ns, key, attr);
+        let told = Told::of_attr(&attr);
+        Self::remember_locked(&mut self.lock(), attr.ino, ns, key.clone(), told);
     }
 
-    /// `remember` for each of a listing's lines, in one hold of the lock.
-    pub fn remember_all(&self, ns: &Namespace, lines: impl IntoIterator<Item = (Key, Attr)>) {
+    /// `remember` for each of a listing's lines (inode, key, what it
+    /// told), in one hold of the lock; `listed`: how many lines the whole
+    /// listing has, so that the table grows once for it (a first `du`
+    /// after a start adds 10^5 inodes), not by doubling as they come.
+    pub fn remember_all(
+        &self,
+        ns: &Namespace,
+        listed: usize,
+        lines: impl IntoIterator<Item = (u64, Key, Told)>,
+    ) {
         let mut nodes = self.lock();
-        for (key, attr) in lines {
-            Self::remember_locked(&mut nodes, ns, &key, attr);
+        // Room for the listing beside what the table holds; a table that
+        // holds it already (a listing again) does not grow.
+        let held = nodes.len();
+        nodes.reserve(listed.saturating_sub(held));
+        for (ino, key, told) in lines {
+            Self::remember_locked(&mut nodes, ino, ns, key, told);
         }
     }
 
-    fn remember_locked(nodes: &mut Nodes, ns: &Namespace, key: &Key, attr: Attr) {
-        let node = nodes.entry(attr.ino).or_insert_with(|| Node {
+    fn remember_locked(nodes: &mut Nodes, ino: u64, ns: &Namespace, key: Key, told: Told) {
+        let node = nodes.entry(ino).or_insert_with(|| Node {
             ns: ns.clone(),
-            key: key.clone(),
+            key,
             lookups: 0,
-            size: 0,
-            blocks: 0,
-            mtime: 0,
-            ctime: 0,
-            atime: 0,
-            uid: 0,
-            gid: 0,
-            perm: 0,
+            told,
         });
         node.lookups += 1;
-        node.set_attr(&attr);
+        node.told = told;
     }
 
     /// Updates the attributes last told for an inode the kernel holds.
     pub fn refresh(&self, attr: Attr) {
         if let Some(node) = self.lock().get_mut(&attr.ino) {
-            node.set_attr(&attr);
+            node.told = Told::of_attr(&attr);
         }
     }
 
@@ -236,7 +269,7 @@ impl InodeTable {
     pub fn get(&self, ino: u64) -> Option<(Namespace, Key, Attr)> {
         self.lock()
             .get(&ino)
-            .map(|n| (n.ns.clone(), n.key.clone(), n.attr(ino)))
+            .map(|n| (n.ns.clone(), n.key.clone(), n.told.attr(ino)))
     }
 
     /// Follows a directory's rename: every entry under `from` (a

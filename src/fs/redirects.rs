@@ -72,6 +72,12 @@ impl Redirects {
         )
     }
 
+    /// Whether no writer is on its way anywhere (a listing then asks
+    /// nothing per name).
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Whether a writer is on its way to `key`.
     pub(super) fn targets(&self, ns: &Namespace, key: &Key) -> bool {
         let r = self.lock();

@@ -28,10 +28,12 @@ use crate::names::{DEPTH_MAX, Key, KeyFormat, Namespace, parent_of};
 /// One name in a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirItem {
-    /// An entry, with its live version.
+    /// An entry, with its live version and where the index keeps it (a
+    /// READDIRPLUS reads it there again: `Store::listed_infos`).
     File {
         name: Vec<u8>,
         version: u64,
+        slot: u32,
     },
     Dir {
         name: Vec<u8>,
@@ -210,6 +212,7 @@ impl Store {
             out.push(DirItem::File {
                 name,
                 version: meta.version,
+                slot,
             });
         }
         Ok(out)

@@ -62,19 +62,7 @@ pub struct EntryInfo {
 impl Store {
     pub(super) fn info_locked(idx: &Index, ns: &Namespace, meta: &EntryMeta) -> EntryInfo {
         let policy = &idx.namespace(ns).expect("entry's namespace").policy;
-        EntryInfo {
-            version: meta.version,
-            logical_size: meta.logical_size,
-            stored_bytes: meta.stored_bytes,
-            mtime: meta.mtime,
-            ctime: meta.ctime,
-            atime: meta.atime,
-            expires: idx.expires_at(policy, meta),
-            ttl: idx.effective_ttl(policy, meta),
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-        }
+        super::listing::info_of(idx, policy, meta, idx.expires_at(policy, meta))
     }
 
     /// The content digest of a key's live version, read from its trailer
