@@ -28,6 +28,16 @@ use crate::store::{EntryInfo, Key, KeyFormat, Listed, Namespace};
 /// Entries looked up in the index per critical section.
 const BATCH: usize = 256;
 
+/// The key of `name` in directory `dir` of a listing: its name came out
+/// of the index, so it is parsed already (as it went in), not again.
+fn listed_key(dir: &[u8], name: &OsStr) -> Key {
+    if dir.is_empty() {
+        Key::from_index(name.as_bytes())
+    } else {
+        Key::from_index(&[dir, b"/", name.as_bytes()].concat())
+    }
+}
+
 impl CacheFs {
     /// READDIRPLUS of directory `dir` from `offset`: `add(name, next
     /// offset, entry)` until it says the reply is full. Every entry `add`
@@ -87,12 +97,7 @@ impl CacheFs {
                         });
                         let full = add(name, next, &entry);
                         if !full {
-                            // Its name came out of the index: it parses
-                            // as it went in.
-                            let key = Key::join(&path, name.as_bytes(), KeyFormat::Any);
-                            if let Ok(key) = key {
-                                sent.push((info.version, key, told));
-                            }
+                            sent.push((info.version, listed_key(&path, name), told));
                         }
                         full
                     }
