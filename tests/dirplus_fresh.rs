@@ -50,7 +50,10 @@ fn listed_after_changes(dir: &Path) -> BTreeMap<String, u64> {
 fn check(got: &BTreeMap<String, u64>) {
     assert_eq!(got.get("k000"), Some(&1000), "k000 shows its new version");
     let first: Vec<_> = got.iter().take(4).collect();
-    assert!(!got.contains_key("k001"), "k001 was renamed away: {first:?}");
+    assert!(
+        !got.contains_key("k001"),
+        "k001 was renamed away: {first:?}"
+    );
     assert!(!got.contains_key("k002"), "k002 was removed");
     for i in 3..ENTRIES {
         assert_eq!(got.get(&format!("k{i:03}")), Some(&10), "k{i:03}");

@@ -134,14 +134,16 @@ impl CacheFs {
         dir: &[u8],
         chunk: &[DirEntryItem],
     ) -> Vec<Option<EntryInfo>> {
-        let files = chunk.iter().filter_map(|item| match (item.kind, item.slot) {
-            (FileKind::RegularFile, Some(slot)) => Some(Listed {
-                name: item.name.as_bytes(),
-                slot,
-                version: item.ino,
-            }),
-            _ => None,
-        });
+        let files = chunk
+            .iter()
+            .filter_map(|item| match (item.kind, item.slot) {
+                (FileKind::RegularFile, Some(slot)) => Some(Listed {
+                    name: item.name.as_bytes(),
+                    slot,
+                    version: item.ino,
+                }),
+                _ => None,
+            });
         let mut infos = self.store.listed_infos(ns, dir, files).into_iter();
         chunk
             .iter()

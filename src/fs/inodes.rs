@@ -12,9 +12,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::types::{Attr, FileKind};
-use crate::store::{
-    EntryInfo, FIRST_VERSION, Key, Namespace, UnixNanos, to_nanos, to_system_time,
-};
+use crate::store::{EntryInfo, FIRST_VERSION, Key, Namespace, UnixNanos, to_nanos, to_system_time};
 
 pub const ROOT: u64 = 1;
 pub const CONTROL_DIR: u64 = 2;
@@ -219,7 +217,10 @@ impl Nodes {
     }
 
     fn find_ns(&self, ns: &Namespace) -> Option<u32> {
-        self.namespaces.iter().position(|n| n == ns).map(|i| i as u32)
+        self.namespaces
+            .iter()
+            .position(|n| n == ns)
+            .map(|i| i as u32)
     }
 
     fn ns_of(&self, node: &Node) -> &Namespace {
