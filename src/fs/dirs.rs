@@ -15,10 +15,12 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use super::errno::name_errno;
 use super::handles::{DirEntryItem, Handle};
 use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
-use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
+use super::types::{Ctx, Entry, Errno, FileKind, StatFs};
 use super::{CacheFs, DIR_TTL, control};
 use crate::access::{MODE_BITS, NsAccess};
-use crate::store::{DirItem, Key, KeyFormat, Lookup, NAME_MAX, Namespace, StoreError};
+use crate::store::{
+    DirItem, Key, KeyFormat, ListingStamp, Lookup, NAME_MAX, Namespace, StoreError,
+};
 
 /// How RENAME may treat its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +47,16 @@ impl CacheFs {
         }
     }
 
-    fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
+    /// The listing of directory `ino` now, with its stamp (for the root
+    /// and `.cachefs/`, its fingerprint: see `dircache.rs`).
+    pub(super) fn list_dir(&self, ino: u64) -> Result<(Vec<DirEntryItem>, ListingStamp), Errno> {
         let dot = |ino: u64, name: &str| DirEntryItem {
             ino,
             kind: FileKind::Directory,
             name: name.into(),
         };
         let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
+        let mut stamp = None;
         match kind_of(ino) {
             Some(InodeKind::Root) => {
                 items.push(dot(inodes::CONTROL_DIR, ".cachefs"));
@@ -75,7 +80,11 @@ impl CacheFs {
             Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
                 let (id, dir) = self.dir_of(ino).ok_or(Errno::ENOENT)?;
                 let ns = self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?;
-                let names = self.store.list_dir(&ns, &dir).map_err(|e| self.fail(&e))?;
+                let (names, s) = self
+                    .store
+                    .list_dir_stamped(&ns, &dir)
+                    .map_err(|e| self.fail(&e))?;
+                stamp = Some(s);
                 items.reserve(names.len());
                 for item in names {
                     items.push(match item {
@@ -98,7 +107,11 @@ impl CacheFs {
             }
             _ => return Err(Errno::ENOTDIR),
         }
-        Ok(items)
+        let stamp = stamp.unwrap_or_else(|| ListingStamp {
+            generation: self.dir_cache.fingerprint(&items),
+            until: None,
+        });
+        Ok((items, stamp))
     }
 
     /// mkdir of a namespace: its creator's, with the mode asked less the
@@ -300,24 +313,6 @@ impl CacheFs {
         own
     }
 
-    /// OPENDIR: the listing is taken now; `keep_cache` says whether the
-    /// kernel may list it from the copy it kept (see `dircache.rs`).
-    pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
-        let items = self.list_dir(ino)?;
-        let fp = self.dir_cache.fingerprint(&items);
-        let fh = self.handles.insert(Handle::Dir(items));
-        let keep_cache = self
-            .dir_cache
-            .opened(ino, fh, fp, std::time::Instant::now());
-        log::debug!("opendir {ino:#x}: listing {fp:#x}, kept {keep_cache}");
-        Ok(Opened {
-            fh,
-            direct_io: false,
-            keep_cache,
-            noflush: false,
-        })
-    }
-
     /// READDIR from `offset`: `add(ino, next offset, kind, name)` until it
     /// says the reply is full.
     pub fn readdir(
@@ -327,9 +322,10 @@ impl CacheFs {
         mut add: impl FnMut(u64, u64, FileKind, &OsStr) -> bool,
     ) -> Result<(), Errno> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        let Handle::Dir(items) = &*h else {
+        let Handle::Dir(listing) = &*h else {
             return Err(Errno::ENOTDIR);
         };
+        let items = self.listing_items(fh, listing)?;
         for (i, item) in items.iter().enumerate().skip(offset as usize) {
             if add(item.ino, i as u64 + 1, item.kind, &item.name) {
                 break;
@@ -342,7 +338,7 @@ impl CacheFs {
         self.dir_cache.released(fh);
         let big = matches!(
             self.handles.remove(fh).as_deref(),
-            Some(Handle::Dir(items)) if items.len() > 10_000
+            Some(Handle::Dir(listing)) if listing.len() > 10_000
         );
         if big {
             crate::store::release_freed_memory();

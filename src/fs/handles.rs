@@ -36,7 +36,7 @@ pub enum Handle {
     /// written: reads what that writer (the inner handle) has staged.
     Pending(Arc<Handle>),
     Control(Vec<u8>),
-    Dir(Vec<DirEntryItem>),
+    Dir(super::dircache::DirListing),
 }
 
 impl Handle {

@@ -91,6 +91,7 @@ pub use entry::ENTRY_FORMAT;
 pub use error::{OpenError, StoreError};
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
+pub use listing::ListingStamp;
 pub use lookup::{EntryInfo, Found, Lookup};
 pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
 pub use read::{OpenHot, OpenVersion, ReadHandle};

@@ -7,11 +7,13 @@
 //!
 //! After every step each directory's listing, each entry's bytes and each
 //! subtree's `du` (what a walk of the listings sums, as `du -s` does) must
-//! be the model's. Paths come from a small alphabet (`a`, `b`, `c`, up to
+//! be the model's, and a directory's listing must be, line for line, the
+//! first one taken under its generation while that listing's stamp holds
+//! (the kernel's copy of a listing is kept on that: `fs/dircache.rs`). Paths come from a small alphabet (`a`, `b`, `c`, up to
 //! three deep) so that names collide: an entry where a directory is, a key
 //! under an entry, a directory renamed into itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +148,9 @@ struct Live {
     clock: Arc<ManualClock>,
     /// `None` only between a stop and the next start.
     store: Option<Store>,
+    /// Each directory's first listing under its generation, with its
+    /// stamp (kept across restarts: no generation ever comes back).
+    listings: HashMap<String, (ListingStamp, Vec<DirItem>)>,
 }
 
 impl Live {
@@ -233,6 +238,33 @@ fn du(s: &Store, dir: &str) -> Result<(u64, u64), TestCaseError> {
         }
     }
     Ok((logical, stored))
+}
+
+/// A listing taken while an earlier one's stamp still holds is that
+/// listing (no change escaped the generation), and the generation read
+/// alone is the listing's.
+fn check_stamps(
+    s: &Store,
+    dirs: &BTreeSet<String>,
+    seen: &mut HashMap<String, (ListingStamp, Vec<DirItem>)>,
+) -> Result<(), TestCaseError> {
+    let id = s.namespace_id(&ns()).unwrap();
+    for d in dirs {
+        let (items, stamp) = s
+            .list_dir_stamped(&ns(), d.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("ls {d:?}: {e}")))?;
+        prop_assert_eq!(s.dir_generation(id, d.as_bytes()), Some(stamp.generation));
+        match seen.get(d) {
+            Some((was, listed)) if was.holds(stamp.generation, s.now()) => {
+                prop_assert_eq!(&items, listed, "listing of {:?} changed under {:?}", d, was);
+                prop_assert_eq!(stamp, *was);
+            }
+            _ => {
+                seen.insert(d.clone(), (stamp, items));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<(), TestCaseError> {
@@ -444,7 +476,9 @@ fn step(
         }
     }
     m.expire(live.store().now());
-    check(live.store(), m, paths, usage_exact)
+    check(live.store(), m, paths, usage_exact)?;
+    let store = live.store.as_ref().expect("open");
+    check_stamps(store, &m.dirs(), &mut live.listings)
 }
 
 /// Runs `ops` (indices into `all_paths`) from an empty store.
@@ -453,7 +487,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let store = Some(open(dir.path(), &clock));
-    let mut live = Live { dir, clock, store };
+    let mut live = Live {
+        dir,
+        clock,
+        store,
+        listings: HashMap::new(),
+    };
     let mut model = Model::default();
     for (i, op) in ops.into_iter().enumerate() {
         step(&mut live, &mut model, &paths, i, op)?;
