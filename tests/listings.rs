@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 
-const CFG: &str = "[namespace.a]\n\n[namespace.t]\nttl = \"3s\"\n\n[namespace.q]\nmax_bytes = \"12KiB\"\n";
+const CFG: &str =
+    "[namespace.a]\n\n[namespace.t]\nttl = \"3s\"\n\n[namespace.q]\nmax_bytes = \"12KiB\"\n";
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
@@ -176,9 +177,17 @@ fn changes_in_a_kept_subdirectory_listing_show_at_once() {
     sh(&format!("mv {} {}", q(&d.join("z")), q(&d.join("w"))));
     listed_and_kept(&m, &d, &["w"]);
     // In from another directory, out to another, a directory in and out.
-    sh(&format!("mv {} {}", q(&ns.join("other/y")), q(&d.join("y"))));
+    sh(&format!(
+        "mv {} {}",
+        q(&ns.join("other/y")),
+        q(&d.join("y"))
+    ));
     listed_and_kept(&m, &d, &["w", "y"]);
-    sh(&format!("mv {} {}", q(&d.join("w")), q(&ns.join("other/w"))));
+    sh(&format!(
+        "mv {} {}",
+        q(&d.join("w")),
+        q(&ns.join("other/w"))
+    ));
     listed_and_kept(&m, &d, &["y"]);
     fs::create_dir(d.join("c")).unwrap();
     listed_and_kept(&m, &d, &["c", "y"]);
@@ -200,7 +209,11 @@ fn changes_in_a_kept_subdirectory_listing_show_at_once() {
     listed_and_kept(&m, &d, &["c", "y"]);
     let mnt = m.mnt.to_str().unwrap();
     cachefs_ok(&["purge", mnt, "--prefix", "a/p/d/c", "--all"]);
-    assert_eq!(ls_f(&d), names(&["y"]), "a purged directory leaves the listing");
+    assert_eq!(
+        ls_f(&d),
+        names(&["y"]),
+        "a purged directory leaves the listing"
+    );
 
     let qd = m.ns("q").join("d");
     fs::create_dir_all(&qd).unwrap();
@@ -289,7 +302,11 @@ fn changes_by_another_daemon_in_a_kept_subdirectory_show() {
             "{what}: {:?}",
             ls_f(&e)
         );
-        listed_and_kept(&m1, &e, &want.iter().map(String::as_str).collect::<Vec<_>>());
+        listed_and_kept(
+            &m1,
+            &e,
+            &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     };
     let ino = fs::metadata(e.join("x")).unwrap().ino();
     write_file(&ns2.join("d/e/x"), b"rewritten").unwrap();
@@ -302,9 +319,17 @@ fn changes_by_another_daemon_in_a_kept_subdirectory_show() {
     );
     write_file(&ns2.join("d/e/z"), b"z").unwrap();
     shows(&["x", "z"], "a publish");
-    sh(&format!("mv {} {}", q(&ns2.join("f/y")), q(&ns2.join("d/e/y"))));
+    sh(&format!(
+        "mv {} {}",
+        q(&ns2.join("f/y")),
+        q(&ns2.join("d/e/y"))
+    ));
     shows(&["x", "y", "z"], "an mv in");
-    sh(&format!("mv {} {}", q(&ns2.join("d/e/z")), q(&ns2.join("f/z"))));
+    sh(&format!(
+        "mv {} {}",
+        q(&ns2.join("d/e/z")),
+        q(&ns2.join("f/z"))
+    ));
     shows(&["x", "y"], "an mv out");
     fs::create_dir(ns2.join("d/e/c")).unwrap();
     shows(&["c", "x", "y"], "a mkdir");

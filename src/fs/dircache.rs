@@ -258,8 +258,7 @@ impl CacheFs {
             dir: ino,
             items: OnceLock::new(),
         }));
-        let mut keep_cache =
-            generation.is_some_and(|g| self.dir_cache.keep(ino, fh, g, t, now));
+        let mut keep_cache = generation.is_some_and(|g| self.dir_cache.keep(ino, fh, g, t, now));
         if keep_cache {
             if cfg!(debug_assertions)
                 && let Some(g) = generation
@@ -284,9 +283,7 @@ impl CacheFs {
             {
                 let _ = l.items.set(items);
             }
-            keep_cache = self
-                .dir_cache
-                .opened(ino, fh, stamp, fingerprint, t, now);
+            keep_cache = self.dir_cache.opened(ino, fh, stamp, fingerprint, t, now);
         }
         log::debug!("opendir {ino:#x}: kept {keep_cache}");
         Ok(super::types::Opened {
