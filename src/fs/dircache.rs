@@ -50,12 +50,11 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::CacheFs;
-use super::handles::{DirEntryItem, Handle};
-use super::types::{ENTRY_CACHE_MAX, Errno};
+use super::handles::DirEntryItem;
+use super::types::ENTRY_CACHE_MAX;
 use crate::store::{ListingStamp, UnixNanos};
 
 /// How long after a listing was refilled its copy may serve `ls`: half
@@ -66,19 +65,6 @@ pub const KEEP_MAX: Duration = Duration::from_secs(ENTRY_CACHE_MAX.as_secs() / 2
 /// Directories remembered at most; past it those with no open handle
 /// are forgotten (their next OPENDIR refills the kernel's copy).
 const DIRS_MAX: usize = 1 << 16;
-
-/// An open listing: taken at OPENDIR, or, when the kernel kept its copy,
-/// at the first READDIR (if any comes).
-pub struct DirListing {
-    dir: u64,
-    items: OnceLock<Vec<DirEntryItem>>,
-}
-
-impl DirListing {
-    pub fn len(&self) -> usize {
-        self.items.get().map_or(0, Vec::len)
-    }
-}
 
 /// What may be in the kernel's copy of one directory's listing.
 struct Copy {
@@ -241,89 +227,6 @@ impl DirCache {
     /// RELEASEDIR of handle `fh`: its READDIRs fill nothing any more.
     pub fn released(&self, fh: u64) {
         crate::sync::lock(&self.state).open.remove(&fh);
-    }
-}
-
-impl CacheFs {
-    /// OPENDIR: `keep_cache` says whether the kernel may list the
-    /// directory from the copy it kept (see above). A kept listing is
-    /// known by the directory's generation alone; any other is taken now.
-    pub fn opendir(&self, ino: u64) -> Result<super::types::Opened, Errno> {
-        let now = Instant::now();
-        let t = self.store.now();
-        let generation = self
-            .dir_of(ino)
-            .and_then(|(id, path)| self.store.dir_generation(id, &path));
-        let fh = self.handles.insert(Handle::Dir(DirListing {
-            dir: ino,
-            items: OnceLock::new(),
-        }));
-        let mut keep_cache = generation.is_some_and(|g| self.dir_cache.keep(ino, fh, g, t, now));
-        if keep_cache {
-            if cfg!(debug_assertions)
-                && let Some(g) = generation
-            {
-                self.check_kept(ino, g);
-            }
-        } else {
-            let (items, stamp) = match self.list_dir(ino) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.handles.remove(fh);
-                    return Err(e);
-                }
-            };
-            let fingerprint = if cfg!(debug_assertions) || generation.is_none() {
-                self.dir_cache.fingerprint(&items)
-            } else {
-                0
-            };
-            if let Some(h) = self.handles.get(fh)
-                && let Handle::Dir(l) = &*h
-            {
-                let _ = l.items.set(items);
-            }
-            keep_cache = self.dir_cache.opened(ino, fh, stamp, fingerprint, t, now);
-        }
-        log::debug!("opendir {ino:#x}: kept {keep_cache}");
-        Ok(super::types::Opened {
-            fh,
-            direct_io: false,
-            keep_cache,
-            noflush: false,
-        })
-    }
-
-    /// The lines of an open listing: a kept OPENDIR's are taken at its
-    /// first READDIR.
-    pub(super) fn listing_items<'a>(
-        &self,
-        fh: u64,
-        l: &'a DirListing,
-    ) -> Result<&'a [DirEntryItem], Errno> {
-        if let Some(items) = l.items.get() {
-            return Ok(items);
-        }
-        let (items, stamp) = self.list_dir(l.dir)?;
-        if l.items.set(items).is_ok() {
-            self.dir_cache.relisted(fh, stamp);
-        }
-        Ok(l.items.get().map_or(&[], Vec::as_slice))
-    }
-
-    /// Debug builds: the listing of a kept OPENDIR is the one the copy
-    /// was refilled with (the generation missed no change).
-    fn check_kept(&self, ino: u64, generation: u64) {
-        if let (Ok((items, stamp)), Some(fp)) =
-            (self.list_dir(ino), self.dir_cache.refilled_with(ino))
-            && stamp.generation == generation
-        {
-            assert_eq!(
-                self.dir_cache.fingerprint(&items),
-                fp,
-                "directory {ino:#x} kept a listing that changed under the same generation"
-            );
-        }
     }
 }
 

@@ -11,11 +11,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use super::errno::name_errno;
-use super::handles::{DirEntryItem, Handle};
+use super::handles::{DirEntryItem, DirListing, Handle};
 use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
-use super::types::{Ctx, Entry, Errno, FileKind, StatFs};
+use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
 use super::{CacheFs, DIR_TTL, control};
 use crate::access::{MODE_BITS, NsAccess};
 use crate::store::{
@@ -311,6 +313,87 @@ impl CacheFs {
             })
         });
         own
+    }
+
+    /// OPENDIR: `keep_cache` says whether the kernel may list the
+    /// directory from the copy it kept (see above). A kept listing is
+    /// known by the directory's generation alone; any other is taken now.
+    pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
+        let now = Instant::now();
+        let t = self.store.now();
+        let generation = self
+            .dir_of(ino)
+            .and_then(|(id, path)| self.store.dir_generation(id, &path));
+        let fh = self.handles.insert(Handle::Dir(DirListing {
+            dir: ino,
+            items: OnceLock::new(),
+        }));
+        let mut keep_cache = generation.is_some_and(|g| self.dir_cache.keep(ino, fh, g, t, now));
+        if keep_cache {
+            if cfg!(debug_assertions)
+                && let Some(g) = generation
+            {
+                self.check_kept(ino, g);
+            }
+        } else {
+            let (items, stamp) = match self.list_dir(ino) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.handles.remove(fh);
+                    return Err(e);
+                }
+            };
+            let fingerprint = if cfg!(debug_assertions) || generation.is_none() {
+                self.dir_cache.fingerprint(&items)
+            } else {
+                0
+            };
+            if let Some(h) = self.handles.get(fh)
+                && let Handle::Dir(l) = &*h
+            {
+                let _ = l.items.set(items);
+            }
+            keep_cache = self.dir_cache.opened(ino, fh, stamp, fingerprint, t, now);
+        }
+        log::debug!("opendir {ino:#x}: kept {keep_cache}");
+        Ok(Opened {
+            fh,
+            direct_io: false,
+            keep_cache,
+            noflush: false,
+        })
+    }
+
+    /// The lines of an open listing: a kept OPENDIR's are taken at its
+    /// first READDIR.
+    pub(super) fn listing_items<'a>(
+        &self,
+        fh: u64,
+        l: &'a DirListing,
+    ) -> Result<&'a [DirEntryItem], Errno> {
+        if let Some(items) = l.items.get() {
+            return Ok(items);
+        }
+        let (items, stamp) = self.list_dir(l.dir)?;
+        if l.items.set(items).is_ok() {
+            self.dir_cache.relisted(fh, stamp);
+        }
+        Ok(l.items.get().map_or(&[], Vec::as_slice))
+    }
+
+    /// Debug builds: the listing of a kept OPENDIR is the one the copy
+    /// was refilled with (the generation missed no change).
+    fn check_kept(&self, ino: u64, generation: u64) {
+        if let (Ok((items, stamp)), Some(fp)) =
+            (self.list_dir(ino), self.dir_cache.refilled_with(ino))
+            && stamp.generation == generation
+        {
+            assert_eq!(
+                self.dir_cache.fingerprint(&items),
+                fp,
+                "directory {ino:#x} kept a listing that changed under the same generation"
+            );
+        }
     }
 
     /// READDIR from `offset`: `add(ino, next offset, kind, name)` until it

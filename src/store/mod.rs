@@ -461,6 +461,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
 mod pair_tests;
 #[cfg(test)]
 mod quota_across_tests;

@@ -13,7 +13,7 @@
 //! three deep) so that names collide: an entry where a directory is, a key
 //! under an entry, a directory renamed into itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,9 +148,8 @@ struct Live {
     clock: Arc<ManualClock>,
     /// `None` only between a stop and the next start.
     store: Option<Store>,
-    /// Each directory's first listing under its generation, with its
-    /// stamp (kept across restarts: no generation ever comes back).
-    listings: HashMap<String, (ListingStamp, Vec<DirItem>)>,
+    /// Kept across restarts: no generation ever comes back.
+    listings: super::listing_tests::Seen,
 }
 
 impl Live {
@@ -206,67 +205,6 @@ fn no(e: &str) -> Result<(), String> {
     Err(e.to_string())
 }
 
-/// `du -s DIR`: the logical bytes a walk of the listings finds under
-/// `dir` (and the stored bytes beside them).
-fn du(s: &Store, dir: &str) -> Result<(u64, u64), TestCaseError> {
-    let mut todo = vec![dir.to_string()];
-    let (mut logical, mut stored) = (0, 0);
-    while let Some(d) = todo.pop() {
-        let items = s
-            .list_dir(&ns(), d.as_bytes())
-            .map_err(|e| TestCaseError::fail(format!("ls {d}: {e}")))?;
-        for item in items {
-            let join = |n: &[u8]| {
-                let n = String::from_utf8(n.to_vec()).unwrap();
-                if d.is_empty() { n } else { format!("{d}/{n}") }
-            };
-            match item {
-                DirItem::Dir { name } => todo.push(join(&name)),
-                DirItem::File { name, .. } => match s.entry_info(&ns(), &key(&join(&name))) {
-                    Lookup::Hit(info) => {
-                        logical += info.logical_size;
-                        stored += info.stored_bytes;
-                    }
-                    other => {
-                        return Err(TestCaseError::fail(format!(
-                            "{} listed but {other:?}",
-                            join(&name)
-                        )));
-                    }
-                },
-            }
-        }
-    }
-    Ok((logical, stored))
-}
-
-/// A listing taken while an earlier one's stamp still holds is that
-/// listing (no change escaped the generation), and the generation read
-/// alone is the listing's.
-fn check_stamps(
-    s: &Store,
-    dirs: &BTreeSet<String>,
-    seen: &mut HashMap<String, (ListingStamp, Vec<DirItem>)>,
-) -> Result<(), TestCaseError> {
-    let id = s.namespace_id(&ns()).unwrap();
-    for d in dirs {
-        let (items, stamp) = s
-            .list_dir_stamped(&ns(), d.as_bytes())
-            .map_err(|e| TestCaseError::fail(format!("ls {d:?}: {e}")))?;
-        prop_assert_eq!(s.dir_generation(id, d.as_bytes()), Some(stamp.generation));
-        match seen.get(d) {
-            Some((was, listed)) if was.holds(stamp.generation, s.now()) => {
-                prop_assert_eq!(&items, listed, "listing of {:?} changed under {:?}", d, was);
-                prop_assert_eq!(stamp, *was);
-            }
-            _ => {
-                seen.insert(d.clone(), (stamp, items));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<(), TestCaseError> {
     let dirs = m.dirs();
     for d in &dirs {
@@ -286,7 +224,12 @@ fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<()
             .filter(|(k, _)| under(k, d))
             .map(|(_, (b, _))| b.len() as u64)
             .sum();
-        prop_assert_eq!(du(s, d)?.0, want, "du -s of {:?}", d);
+        prop_assert_eq!(
+            super::listing_tests::du(s, &ns(), d)?.0,
+            want,
+            "du -s of {:?}",
+            d
+        );
     }
     for p in paths {
         prop_assert_eq!(
@@ -306,7 +249,7 @@ fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<()
         // Nothing expired is left unswept: the accounting is the walk's.
         let u = s.usage();
         prop_assert_eq!(u.entries, m.files.len() as u64);
-        prop_assert_eq!(u.used_bytes, du(s, "")?.1);
+        prop_assert_eq!(u.used_bytes, super::listing_tests::du(s, &ns(), "")?.1);
     }
     s.check_invariants();
     Ok(())
@@ -478,7 +421,7 @@ fn step(
     m.expire(live.store().now());
     check(live.store(), m, paths, usage_exact)?;
     let store = live.store.as_ref().expect("open");
-    check_stamps(store, &m.dirs(), &mut live.listings)
+    super::listing_tests::check_stamps(store, &ns, &m.dirs(), &mut live.listings)
 }
 
 /// Runs `ops` (indices into `all_paths`) from an empty store.
@@ -487,13 +430,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let store = Some(open(dir.path(), &clock));
-    let mut live = Live {
-        dir,
-        clock,
-        store,
-        listings: HashMap::new(),
-    };
-    let mut model = Model::default();
+    let listings = Default::default();
+    let (mut live, mut model) = (
+        Live {
+            dir,
+            clock,
+            store,
+            listings,
+        },
+        Model::default(),
+    );
     for (i, op) in ops.into_iter().enumerate() {
         step(&mut live, &mut model, &paths, i, op)?;
     }
