@@ -152,10 +152,11 @@ impl DirCache {
         true
     }
 
-    /// The fingerprint the copy of `dir` was refilled with.
-    pub fn refilled_with(&self, dir: u64) -> Option<u64> {
+    /// The fingerprint of the listing the copy of `dir` was refilled
+    /// with, and the copy's `until`.
+    pub fn refilled_with(&self, dir: u64) -> Option<(u64, Option<UnixNanos>)> {
         let st = crate::sync::lock(&self.state);
-        st.copies.get(&dir).map(|c| c.fingerprint)
+        st.copies.get(&dir).map(|c| (c.fingerprint, c.until))
     }
 
     /// OPENDIR of directory `dir` answered with handle `fh` on a listing

@@ -316,7 +316,7 @@ impl CacheFs {
     }
 
     /// OPENDIR: `keep_cache` says whether the kernel may list the
-    /// directory from the copy it kept (see above). A kept listing is
+    /// directory from the copy it kept (see `dircache.rs`). A kept listing is
     /// known by the directory's generation alone; any other is taken now.
     pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
         let now = Instant::now();
@@ -343,7 +343,7 @@ impl CacheFs {
                     return Err(e);
                 }
             };
-            let fingerprint = if cfg!(debug_assertions) || generation.is_none() {
+            let fingerprint = if cfg!(debug_assertions) {
                 self.dir_cache.fingerprint(&items)
             } else {
                 0
@@ -384,9 +384,11 @@ impl CacheFs {
     /// Debug builds: the listing of a kept OPENDIR is the one the copy
     /// was refilled with (the generation missed no change).
     fn check_kept(&self, ino: u64, generation: u64) {
-        if let (Ok((items, stamp)), Some(fp)) =
+        // Unless the directory changed since, or an entry expired.
+        if let (Ok((items, stamp)), Some((fp, until))) =
             (self.list_dir(ino), self.dir_cache.refilled_with(ino))
             && stamp.generation == generation
+            && stamp.until == until
         {
             assert_eq!(
                 self.dir_cache.fingerprint(&items),
