@@ -257,6 +257,8 @@ impl CacheFs {
             }
             Err(e) => return Err(self.fail(&e)),
         }
+        // The kernel looked the target up first: not a read that missed.
+        self.store.renamed_onto(ctx.pid, &ns, &to);
         // Writers of the target publish over a name the kernel now holds
         // for the renamed version.
         if self.handles.has_writers() {
