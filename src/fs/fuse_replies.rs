@@ -59,4 +59,8 @@ impl KernelCache for Notifier {
     fn forget_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
         self.inval_entry(INodeNo(parent), name)
     }
+
+    fn fill_pages(&self, ino: u64, data: &[u8]) -> io::Result<()> {
+        self.store(INodeNo(ino), 0, data)
+    }
 }

@@ -23,6 +23,11 @@ use crate::store::{Key, Namespace, Owner};
 /// wedged backing volume shows as a slow request, not a hung one.
 const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
+/// The largest content handed to the kernel's page cache as it is
+/// published (`fill_pages`): a cache's typical value (10-15 KB) and more,
+/// while the copy it costs the publish stays small.
+const FILL_MAX: u64 = 64 * 1024;
+
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
     /// the kernel has dropped the key's old dentry (queued by the store's
@@ -46,6 +51,7 @@ impl CacheFs {
     /// not cached), unless a rename put another version there meanwhile:
     /// then it is dropped, and the answer waits for that.
     pub(super) fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
+        self.fill_pages(w);
         if let Some(info) = w.publish(&self.store)? {
             self.inodes.refresh(self.entry_attr(&info));
             if w.take_renamed_over()
@@ -55,6 +61,46 @@ impl CacheFs {
             }
         }
         Ok(())
+    }
+
+    /// Hands the kernel what a writer is about to publish as the pages of
+    /// its inode, which the publish makes the new version. Writers write
+    /// around the page cache (direct I/O), so the first read of a new
+    /// version (read-your-writes: a cache's client reads back what it
+    /// wrote) was a READ, and after it the kernel counted the atime as
+    /// stale and sent a GETATTR at the next `fstat` (every Python open):
+    /// two requests, now none. Only a writer's first publish of its own
+    /// fresh inode (no reader can have opened it yet, and it never
+    /// changes after), of a small non-empty content. Before the publish,
+    /// so that no reader of the new version holds those pages locked
+    /// while it waits for a request this thread would have to answer.
+    /// A failure costs only the READ it would have saved.
+    fn fill_pages(&self, w: &Writer) {
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        let Some(st) = w.staged() else { return };
+        if w.last_published().is_some()
+            || st.version() != w.ino
+            || st.is_unmodified_copy()
+            || st.is_empty()
+            || st.len() > FILL_MAX
+        {
+            return;
+        }
+        let mut data = vec![0; st.len() as usize];
+        let mut got = 0;
+        while got < data.len() {
+            match st.read_at(got as u64, &mut data[got..]) {
+                Ok(0) => return,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        if let Err(e) = kernel.fill_pages(w.ino, &data) {
+            log::debug!("{}/{:?}: pages not handed to the kernel: {e}", w.ns, w.key);
+        }
     }
 
     /// The write handle whose staged content is inode `ino`, if any. One
