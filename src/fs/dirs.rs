@@ -186,10 +186,26 @@ impl CacheFs {
             // publish nothing now.
             self.handles.settle_writers();
         }
+        let live = match self.store.entry_info(&ns, &key) {
+            Lookup::Hit(info) => Some(info.version),
+            _ => None,
+        };
         match self.store.remove(&ns, &key) {
             Ok(()) => {}
             Err(StoreError::NotFound) if !writers.is_empty() => {}
             Err(e) => return Err(self.fail(&e)),
+        }
+        // The kernel forgets the attributes of the inode its name led to,
+        // which is not the removed version's when a redirected writer
+        // holds the name: that version's readers' fstat must show it
+        // unlinked (nlink 0), and their reads, served from pages the
+        // publish handed over, no longer ask the daemon anything.
+        if let Some(v) = live
+            && let Some(kernel) = self.kernel.get()
+            && let Err(e) = kernel.forget_attrs(v)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            log::debug!("{ns}/{key:?}: attributes of {v} not dropped: {e}");
         }
         self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(())

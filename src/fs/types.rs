@@ -148,6 +148,14 @@ pub trait KernelCache: Send + Sync {
     fn fill_pages(&self, _ino: u64, _data: &[u8]) -> io::Result<()> {
         Ok(())
     }
+
+    /// Drops the kernel's copy of inode `ino`'s attributes (not its
+    /// pages): its next `fstat` asks. Takes no lock a request holds, so a
+    /// request handler may call it. `ENOENT`: the kernel holds no such
+    /// inode.
+    fn forget_attrs(&self, _ino: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A time a SETATTR sets.
