@@ -51,7 +51,6 @@ impl CacheFs {
     /// not cached), unless a rename put another version there meanwhile:
     /// then it is dropped, and the answer waits for that.
     pub(super) fn publish(&self, w: &mut Writer) -> Result<(), Errno> {
-        self.fill_pages(w);
         if let Some(info) = w.publish(&self.store)? {
             self.inodes.refresh(self.entry_attr(&info));
             if w.take_renamed_over()
@@ -63,22 +62,27 @@ impl CacheFs {
         Ok(())
     }
 
-    /// Hands the kernel what a writer is about to publish as the pages of
-    /// its inode, which the publish makes the new version. Writers write
-    /// around the page cache (direct I/O), so the first read of a new
-    /// version (read-your-writes: a cache's client reads back what it
-    /// wrote) was a READ, and after it the kernel counted the atime as
-    /// stale and sent a GETATTR at the next `fstat` (every Python open):
-    /// two requests, now none. Only a writer's first publish of its own
-    /// fresh inode (no reader can have opened it yet, and it never
-    /// changes after), of a small non-empty content. Before the publish,
-    /// so that no reader of the new version holds those pages locked
-    /// while it waits for a request this thread would have to answer.
-    /// A failure costs only the READ it would have saved.
+    /// Hands the kernel what a writer's close is about to publish as the
+    /// pages of its inode, which the publish makes the new version.
+    /// Writers write around the page cache (direct I/O), so the first read
+    /// of a new version (read-your-writes: a cache's client reads back
+    /// what it wrote) was a READ, and after it the kernel counted the
+    /// atime as stale and sent a GETATTR at the next `fstat` (every Python
+    /// open): two requests, now none. Only a writer's first publish of its
+    /// own fresh inode (no reader can have opened it yet, and it never
+    /// changes after), at its close (an fsync'd writer may write on), of a
+    /// small non-empty content. The bytes are read here, before the
+    /// publish takes the staging file; the kernel gets them from the
+    /// invalidation thread, off the close's path (the copy into the page
+    /// cache cost a Python publish ~15 % when the close waited for it) and
+    /// on a thread that answers no request: a reader of the new version
+    /// may hold those pages locked while its READ waits for one. Queued
+    /// behind earlier drops, it may come after a read-back's READ: that
+    /// READ is then all it costs, as before.
     fn fill_pages(&self, w: &Writer) {
-        let Some(kernel) = self.kernel.get() else {
+        if self.kernel.get().is_none() {
             return;
-        };
+        }
         let Some(st) = w.staged() else { return };
         if w.last_published().is_some()
             || st.version() != w.ino
@@ -98,9 +102,15 @@ impl CacheFs {
                 Err(_) => return,
             }
         }
-        if let Err(e) = kernel.fill_pages(w.ino, &data) {
-            log::debug!("{}/{:?}: pages not handed to the kernel: {e}", w.ns, w.key);
-        }
+        let (slot, ino) = (Arc::clone(&self.kernel), w.ino);
+        self.invalidate.then(move || {
+            if let Some(kernel) = slot.get()
+                && let Err(e) = kernel.fill_pages(ino, &data)
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                log::debug!("pages of {ino:#x} not handed to the kernel: {e}");
+            }
+        });
     }
 
     /// The write handle whose staged content is inode `ino`, if any. One
@@ -245,6 +255,7 @@ impl CacheFs {
                         if w.defer_unwritten() {
                             Ok(())
                         } else {
+                            self.fill_pages(&w);
                             self.publish(&mut w)
                         }
                     } else {
