@@ -222,12 +222,6 @@ fn sigterm_on_a_busy_mount_reports_it_then_detaches_after_the_timeout() {
     let mut m = mount_with_stop_timeout("1s");
     write_file(&m.path("a", "k"), b"value").unwrap();
     let mut reader = File::open(m.path("a", "k")).unwrap();
-    // Pages the kernel already holds are still read after a detach (the
-    // publish hands a small version's pages to the kernel): drop them, so
-    // that the read below asks the detached connection.
-    // SAFETY: a valid open descriptor; fadvise only drops clean pages.
-    let r = unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(r, 0, "posix_fadvise");
     unsafe { libc::kill(m.pid(), libc::SIGTERM) };
     assert!(wait_exit(&mut m, WAIT).success(), "{}", m.log());
     let log = m.log();
@@ -237,6 +231,12 @@ fn sigterm_on_a_busy_mount_reports_it_then_detaches_after_the_timeout() {
     );
     assert!(log.contains("detaching"), "{log}");
     assert!(!is_mounted(&m.mnt));
+    // Pages the kernel holds are still read after a detach (a publish
+    // hands a small version's pages to the kernel): drop them, now that
+    // the daemon is gone, so that the read asks the detached connection.
+    // SAFETY: a valid open descriptor; fadvise only drops clean pages.
+    let r = unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise");
     let mut buf = Vec::new();
     assert_errno(
         reader.read_to_end(&mut buf),
