@@ -263,8 +263,10 @@ impl CacheFs {
                 _ => Ok(()),
             };
         }
+        // The inodes the kernel now holds under the new name.
+        let mut moved = Vec::with_capacity(1 + own.len());
         match self.store.rename(&ns, &from, &to, noreplace) {
-            Ok(_) => {}
+            Ok(info) => moved.push(info.version),
             // Only its writer's thread sees the name: it moves alone.
             Err(StoreError::NotFound) if !own.is_empty() => {
                 if noreplace && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_)) {
@@ -290,12 +292,13 @@ impl CacheFs {
             if let Some(h) = self.handles.get(fh)
                 && let Some(mut w) = h.writer()
             {
+                moved.push(w.ino);
                 w.retarget(to.clone());
                 drop(w);
                 self.handles.rekey(fh, &ns, &from, &to);
             }
         }
-        self.inodes.rename(&ns, &from, &to);
+        self.inodes.rename(&moved, &ns, &from, &to);
         self.ns_times.names_changed_in(ns_id, from.dir());
         self.ns_times.names_changed_in(ns_id, to.dir());
         Ok(())
