@@ -201,10 +201,26 @@ impl CacheFs {
             // publish nothing now.
             self.handles.settle_writers();
         }
+        let live = match self.store.entry_info(&ns, &key) {
+            Lookup::Hit(info) => Some(info.version),
+            _ => None,
+        };
         match self.store.remove(&ns, &key) {
             Ok(()) => {}
             Err(StoreError::NotFound) if !writers.is_empty() => {}
             Err(e) => return Err(self.fail(&e)),
+        }
+        // The kernel forgets the attributes of the inode its name led to,
+        // which is not the removed version's when a redirected writer
+        // holds the name: that version's readers' fstat must show it
+        // unlinked (nlink 0), and their reads, served from pages the
+        // publish handed over, no longer ask the daemon anything.
+        if let Some(v) = live
+            && let Some(kernel) = self.kernel.get()
+            && let Err(e) = kernel.forget_attrs(v)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            log::debug!("{ns}/{key:?}: attributes of {v} not dropped: {e}");
         }
         self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(())
@@ -262,8 +278,10 @@ impl CacheFs {
                 _ => Ok(()),
             };
         }
+        // The inodes the kernel now holds under the new name.
+        let mut moved = Vec::with_capacity(1 + own.len());
         match self.store.rename(&ns, &from, &to, noreplace) {
-            Ok(_) => {}
+            Ok(info) => moved.push(info.version),
             // Only its writer's thread sees the name: it moves alone.
             Err(StoreError::NotFound) if !own.is_empty() => {
                 if noreplace && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_)) {
@@ -272,6 +290,8 @@ impl CacheFs {
             }
             Err(e) => return Err(self.fail(&e)),
         }
+        // The kernel looked the target up first: not a read that missed.
+        self.store.renamed_onto(ctx.pid, &ns, &to);
         // Writers of the target publish over a name the kernel now holds
         // for the renamed version.
         if self.handles.has_writers() {
@@ -287,12 +307,13 @@ impl CacheFs {
             if let Some(h) = self.handles.get(fh)
                 && let Some(mut w) = h.writer()
             {
+                moved.push(w.ino);
                 w.retarget(to.clone());
                 drop(w);
                 self.handles.rekey(fh, &ns, &from, &to);
             }
         }
-        self.inodes.rename(&ns, &from, &to);
+        self.inodes.rename(&moved, &ns, &from, &to);
         self.ns_times.names_changed_in(ns_id, from.dir());
         self.ns_times.names_changed_in(ns_id, to.dir());
         Ok(())

@@ -474,6 +474,8 @@ mod sharing_meta_tests;
 mod sharing_order_tests;
 #[cfg(test)]
 mod sharing_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(all(test, debug_assertions))]
 mod staging_tests;
 #[cfg(test)]
