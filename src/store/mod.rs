@@ -91,7 +91,7 @@ pub use entry::ENTRY_FORMAT;
 pub use error::{OpenError, StoreError};
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
-pub use listing::Listed;
+pub use listing::{Listed, ListingStamp};
 pub use lookup::{EntryInfo, Found, Lookup};
 pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
 pub use read::{OpenHot, OpenVersion, ReadHandle};
@@ -460,6 +460,8 @@ mod compress_tests;
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod listing_tests;
 #[cfg(test)]
 mod pair_tests;
 #[cfg(test)]
