@@ -233,7 +233,14 @@ impl Filesystem for FuseFs {
         } else {
             RenameMode::Replace
         };
-        let (ctx, name, newname) = (ctx(req), name.to_owned(), newname.to_owned());
+        let (fs, ctx) = (self.here(), ctx(req));
+        if !fs.rename_waits(parent.0, name) {
+            let r = fs
+                .pace
+                .timed(|| fs.rename(&ctx, parent.0, name, newparent.0, newname, mode));
+            return reply_empty(reply, r);
+        }
+        let (name, newname) = (name.to_owned(), newname.to_owned());
         self.off(move |fs| {
             let r = fs.rename(&ctx, parent.0, &name, newparent.0, &newname, mode);
             reply_empty(reply, r)
