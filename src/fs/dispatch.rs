@@ -82,7 +82,8 @@ use crate::store::{Key, KeyFormat};
 /// `STALL` (a journal commit) say the disk is slow right now: writers'
 /// requests go to workers for `SLOW_FOR`, then are tried here again. A
 /// request thread merely preempted on a busy machine is well under
-/// `STALL` (a time slice is a few milliseconds).
+/// `STALL` (a time slice is a few milliseconds), and only requests that
+/// slept count (see `DiskPace::timed`).
 const SLOW_MEAN: Duration = Duration::from_micros(500);
 const STALL: Duration = Duration::from_millis(20);
 const SLOW_FOR: Duration = Duration::from_millis(500);
@@ -110,12 +111,17 @@ impl DiskPace {
         until != 0 && self.now() < until
     }
 
-    /// Runs a writer's request on this thread, and notes how long it took.
+    /// Runs a writer's request on this thread, and notes how long it took
+    /// if it slept on the way (the disk, a lock): a request that never
+    /// slept was only preempted, as on any busy machine, and says nothing
+    /// of the disk.
     pub fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
-        let start = self.now();
+        let (start, slept) = (self.now(), sleeps());
         let r = f();
-        let end = self.now();
-        self.note(end, end - start);
+        if sleeps() != slept {
+            let end = self.now();
+            self.note(end, end - start);
+        }
         r
     }
 
@@ -136,6 +142,20 @@ impl DiskPace {
             self.mean.store(mean, Ordering::Relaxed);
         }
     }
+}
+
+/// How many times the current thread has slept (voluntary context
+/// switches), or 0 if the kernel does not say.
+fn sleeps() -> i64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD only reads
+    // the calling thread's counters into it.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    // SAFETY: getrusage succeeded, so it filled `ru` (and it was zeroed).
+    i64::from(unsafe { ru.assume_init() }.ru_nvcsw)
 }
 
 impl CacheFs {
@@ -209,7 +229,7 @@ impl CacheFs {
                 .is_none_or(|id| self.store.syncs_publishes(id))
         }) else {
             // A reader's, or one whose state another request holds.
-            return self.handles.get(fh).is_some_and(|h| h.is_writer());
+            return self.is_writer(fh);
         };
         durable || self.pace.is_slow() || !self.store.answers_from_memory()
     }
@@ -229,6 +249,11 @@ impl CacheFs {
             Ok(from) => self.store.is_dir(id, from.as_bytes()) || self.store.syncs_publishes(id),
             Err(_) => false,
         }
+    }
+
+    /// Whether handle `fh` is a writer's.
+    pub fn is_writer(&self, fh: u64) -> bool {
+        self.handles.get(fh).is_some_and(|h| h.is_writer())
     }
 
     /// `f` of the writer of handle `fh`, if it is a writer's and its state
@@ -273,6 +298,21 @@ mod tests {
         assert_eq!(p.mean.load(Ordering::Relaxed), 0);
         p.slow_until.store(now, Ordering::Relaxed);
         assert!(!p.is_slow());
+    }
+
+    #[test]
+    fn a_request_that_sleeps_is_timed_one_that_spins_is_not() {
+        let p = DiskPace::default();
+        // Busy for 30 ms without sleeping: the machine, not the disk.
+        p.timed(|| {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(30) {
+                std::hint::spin_loop();
+            }
+        });
+        assert!(!p.is_slow());
+        p.timed(|| std::thread::sleep(Duration::from_millis(30)));
+        assert!(p.is_slow());
     }
 
     #[test]

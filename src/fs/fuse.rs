@@ -335,7 +335,12 @@ impl Filesystem for FuseFs {
     ) {
         let (fs, ctx) = (self.here(), ctx(req));
         if !fs.writer_waits(fh.0) {
-            fs.pace.timed(|| fs.flush(&ctx, fh.0, lock_owner.0, reply))
+            // A reader's FLUSH (rare: readers open with noflush) is not
+            // timed: the pace is the disk's under writers.
+            match fs.is_writer(fh.0) {
+                true => fs.pace.timed(|| fs.flush(&ctx, fh.0, lock_owner.0, reply)),
+                false => fs.flush(&ctx, fh.0, lock_owner.0, reply),
+            }
         } else {
             self.off(move |fs| fs.flush(&ctx, fh.0, lock_owner.0, reply));
         }
@@ -368,8 +373,11 @@ impl Filesystem for FuseFs {
                 fs.release(fh.0);
                 reply.ok()
             });
-        } else {
+        } else if fs.is_writer(fh.0) {
             fs.pace.timed(|| fs.release(fh.0));
+            reply.ok()
+        } else {
+            fs.release(fh.0);
             reply.ok()
         }
     }
