@@ -4,7 +4,7 @@
 //! on the disk; many writers and readers at once lose nothing; no wait is
 //! ever reached on the request thread (the daemon logs one as a bug).
 //! The slow disk is the daemon's fault hook (`CACHEFS_FAULTS`, a line
-//! `stall OP`), so this file runs in debug builds only.
+//! `hold OP`), so this file runs in debug builds only.
 #![cfg(debug_assertions)]
 
 mod common;
@@ -95,7 +95,7 @@ fn hits_misses_and_listings_are_answered_while_a_publish_waits_on_the_disk() {
 
     // A publish in the namespace that syncs waits at its fsync, which
     // the disk holds for as long as the test says.
-    s.set("stall fsync\n");
+    s.set("hold fsync\n");
     let done = Arc::new(AtomicBool::new(false));
     let writer = {
         let (path, done) = (mnt.join("d/slow"), Arc::clone(&done));
@@ -110,7 +110,7 @@ fn hits_misses_and_listings_are_answered_while_a_publish_waits_on_the_disk() {
         wait_until(Duration::from_secs(10), || s
             .m
             .log()
-            .contains("fault: fsync stalled")),
+            .contains("fault: fsync held")),
         "the publish never reached its fsync: {}",
         s.m.log()
     );

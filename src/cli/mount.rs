@@ -52,6 +52,14 @@ pub struct MountArgs {
     /// `durability = "fsync"` volume.
     #[arg(long, default_value_t = 16)]
     pub threads: usize,
+    /// Threads that read the kernel's queue and answer the requests that
+    /// never wait. One answers each request on the vCPU its caller woke
+    /// (the kernel hands a request to the reader idle longest: with two,
+    /// they take turns, and on a VM a wake on another vCPU costs more than
+    /// the request). Two keep requests moving on a host so loaded that one
+    /// thread is often preempted.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub request_threads: u16,
     /// On SIGTERM, how long to wait for open files to close before
     /// detaching the mount ("10s", "1m").
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -90,7 +98,7 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
             mountpoint.display()
         );
     }
-    let fuse_cfg = fuse_config(&args.options)?;
+    let fuse_cfg = fuse_config(&args.options, usize::from(args.request_threads))?;
     // Serves at once: the index is rebuilt behind (snapshot or scan), and
     // lookups it cannot answer yet go to the keys' backing paths.
     let poll = config.cache.poll_interval;
@@ -145,7 +153,7 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     })
 }
 
-fn fuse_config(options: &[String]) -> Result<fuser::Config> {
+fn fuse_config(options: &[String], readers: usize) -> Result<fuser::Config> {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("cachefs".into()),
@@ -197,12 +205,13 @@ fn fuse_config(options: &[String]) -> Result<fuser::Config> {
     if !(cfg.acl == SessionACL::Owner && nix::unistd::geteuid().is_root()) {
         cfg.mount_options.push(MountOption::DefaultPermissions);
     }
-    // One thread reads the kernel's queue and answers every request that
-    // never waits; the others go to workers (`fs/dispatch.rs`). A second
-    // reader would take requests too, and the kernel wakes whichever
-    // waited longest: on a VM, a halted vCPU's (see `fs/dispatch.rs`).
-    cfg.n_threads = Some(1);
-    cfg.clone_fd = false;
+    // One thread (by default) reads the kernel's queue and answers every
+    // request that never waits; the others go to workers
+    // (`fs/dispatch.rs`). A second reader takes requests too, and the
+    // kernel wakes whichever waited longest: on a VM, often a halted
+    // vCPU's.
+    cfg.n_threads = Some(readers.max(1));
+    cfg.clone_fd = readers > 1;
     Ok(cfg)
 }
 

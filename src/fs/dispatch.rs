@@ -33,7 +33,7 @@
 //! would wait for the disk: an `O_EXCL` create (a claim file), no staging
 //! file made ahead, a namespace that syncs, other daemons on the backing
 //! dir (a publish catches up on their logs; a newcomer waits out their
-//! leases), or a disk slow of late (`DiskPace`: a mean over 500 us or one
+//! leases), or a disk slow of late (`pace.rs`: a mean over 500 us or one
 //! request over 20 ms sends them to workers for half a second, and then
 //! they are tried here again). That is the price of the choice: one
 //! publish slower than that holds every request behind it for its time.
@@ -60,103 +60,22 @@
 //! unwritten close); a writer's RELEASE on a worker, which those waits end
 //! with, is urgent (`Workers::submit_urgent`): it never queues behind
 //! them. A wait reached on the request thread all the same is logged as a
-//! bug (`workers::on_request_thread`).
+//! bug (`workers::on_request_thread`). With `mount --request-threads 2`
+//! the queue has two readers and the argument is weaker: a FLUSH the other
+//! reader answers may make a writer something to wait for after this
+//! request's check; the wait is then bounded (100 ms, 5 s) and for a
+//! RELEASE the other reader is free to read, never a deadlock.
 //!
 //! Kernel invalidations stay on their own thread (`invalidate.rs`): they
 //! wait for a directory lock that a request in flight may hold.
-
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use super::CacheFs;
 use super::handles::Handle;
 use super::inodes::{InodeKind, kind_of};
 use super::writer::Writer;
 use crate::store::{Key, KeyFormat};
-
-/// Inline writers' requests that average more than this (a network
-/// volume, a disk busy with writeback) or one that takes more than
-/// `STALL` (a journal commit) say the disk is slow right now: writers'
-/// requests go to workers for `SLOW_FOR`, then are tried here again. A
-/// request thread merely preempted on a busy machine is well under
-/// `STALL` (a time slice is a few milliseconds), and only requests that
-/// slept count (see `DiskPace::timed`).
-const SLOW_MEAN: Duration = Duration::from_micros(500);
-const STALL: Duration = Duration::from_millis(20);
-const SLOW_FOR: Duration = Duration::from_millis(500);
-
-/// How long writers' requests answered inline took of late (see
-/// `SLOW_MEAN`). Updated without a lock: a lost update of the mean by two
-/// racing writers changes nothing that matters.
-#[derive(Default)]
-pub struct DiskPace {
-    /// A moving mean (weight 1/8) of inline writers' requests, in ns.
-    mean: AtomicU64,
-    /// Nanoseconds since `epoch` until which writers go to workers.
-    slow_until: AtomicU64,
-    epoch: OnceLock<Instant>,
-}
-
-impl DiskPace {
-    fn now(&self) -> u64 {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        epoch.elapsed().as_nanos() as u64
-    }
-
-    pub fn is_slow(&self) -> bool {
-        let until = self.slow_until.load(Ordering::Relaxed);
-        until != 0 && self.now() < until
-    }
-
-    /// Runs a writer's request on this thread, and notes how long it took
-    /// if it slept on the way (the disk, a lock): a request that never
-    /// slept was only preempted, as on any busy machine, and says nothing
-    /// of the disk.
-    pub fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
-        let (start, slept) = (self.now(), sleeps());
-        let r = f();
-        if sleeps() != slept {
-            let end = self.now();
-            self.note(end, end - start);
-        }
-        r
-    }
-
-    fn note(&self, now: u64, took: u64) {
-        let mean = self.mean.load(Ordering::Relaxed);
-        let mean = mean - mean / 8 + took / 8;
-        if took > STALL.as_nanos() as u64 || mean > SLOW_MEAN.as_nanos() as u64 {
-            self.slow_until
-                .store(now + SLOW_FOR.as_nanos() as u64, Ordering::Relaxed);
-            // Measured afresh when they come back.
-            self.mean.store(0, Ordering::Relaxed);
-            log::debug!(
-                "writers' requests are slow ({} us, mean {} us): on workers for a while",
-                took / 1000,
-                mean / 1000
-            );
-        } else {
-            self.mean.store(mean, Ordering::Relaxed);
-        }
-    }
-}
-
-/// How many times the current thread has slept (voluntary context
-/// switches), or 0 if the kernel does not say.
-fn sleeps() -> i64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD only reads
-    // the calling thread's counters into it.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
-    if r != 0 {
-        return 0;
-    }
-    // SAFETY: getrusage succeeded, so it filled `ru` (and it was zeroed).
-    i64::from(unsafe { ru.assume_init() }.ru_nvcsw)
-}
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 impl CacheFs {
     /// Whether a LOOKUP of `name` in `parent` may wait (see the module
@@ -187,7 +106,7 @@ impl CacheFs {
         match kind_of(ino) {
             Some(InodeKind::Entry) => {
                 self.handles.writes_on_inode(ino)
-                    && !fh.is_some_and(|fh| self.writer_state(fh, |w| w.ino == ino) == Some(true))
+                    && fh.is_none_or(|fh| self.writer_state(fh, |w| w.ino == ino) != Some(true))
             }
             // Rendered from the store's figures (a statfs of the volume).
             Some(InodeKind::ControlFile(_)) => true,
@@ -223,11 +142,7 @@ impl CacheFs {
     /// slow (then writers wait on workers, in parallel), or when another
     /// request holds the writer's state.
     pub fn writer_waits(&self, fh: u64) -> bool {
-        let Some(durable) = self.writer_state(fh, |w| {
-            self.store
-                .namespace_id(&w.ns)
-                .is_none_or(|id| self.store.syncs_publishes(id))
-        }) else {
+        let Some(durable) = self.writer_state(fh, |w| self.store.namespace_syncs(&w.ns)) else {
             // A reader's, or one whose state another request holds.
             return self.is_writer(fh);
         };
@@ -264,61 +179,5 @@ impl CacheFs {
             Handle::Write(m) => m.try_lock().ok().map(|w| f(&w)),
             _ => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const US: u64 = 1000;
-
-    #[test]
-    fn fast_writers_stay_inline() {
-        let p = DiskPace::default();
-        for i in 0..1000 {
-            p.note(p.now() + i, 80 * US);
-        }
-        assert!(!p.is_slow());
-    }
-
-    #[test]
-    fn a_slow_disk_sends_writers_to_workers_for_a_while() {
-        let p = DiskPace::default();
-        let now = p.now();
-        // A mean over 500 us takes a few slow requests, not one.
-        let mut notes = 0;
-        while !p.is_slow() {
-            assert!(notes < 20, "900 us requests never made the disk slow");
-            p.note(now, 900 * US);
-            notes += 1;
-        }
-        assert!(notes > 2, "slow after {notes} requests of 900 us");
-        // Measured afresh, and tried again once the while is over.
-        assert_eq!(p.mean.load(Ordering::Relaxed), 0);
-        p.slow_until.store(now, Ordering::Relaxed);
-        assert!(!p.is_slow());
-    }
-
-    #[test]
-    fn a_request_that_sleeps_is_timed_one_that_spins_is_not() {
-        let p = DiskPace::default();
-        // Busy for 30 ms without sleeping: the machine, not the disk.
-        p.timed(|| {
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(30) {
-                std::hint::spin_loop();
-            }
-        });
-        assert!(!p.is_slow());
-        p.timed(|| std::thread::sleep(Duration::from_millis(30)));
-        assert!(p.is_slow());
-    }
-
-    #[test]
-    fn one_stall_is_enough() {
-        let p = DiskPace::default();
-        p.note(p.now(), 25_000 * US);
-        assert!(p.is_slow());
     }
 }

@@ -21,7 +21,7 @@ use fuser::{
 use super::CacheFs;
 use super::dirs::RenameMode;
 use super::fuse_replies::{
-    ctx, errno, file_attr, file_type, fopen_flags, reply_empty, reply_entry, time_set,
+    create_reply, ctx, errno, file_attr, file_type, fopen_flags, reply_empty, reply_entry, time_set,
 };
 use super::types::{Replier, SetAttr};
 use super::workers;
@@ -54,19 +54,6 @@ impl FuseFs {
     fn off_urgent(&self, job: impl FnOnce(&CacheFs) + Send + 'static) {
         let fs = Arc::clone(&self.fs);
         self.fs.workers.submit_urgent(move || job(&fs));
-    }
-}
-
-fn create_reply(reply: ReplyCreate, r: Result<super::types::Created, super::types::Errno>) {
-    match r {
-        Ok(c) => reply.created(
-            &c.entry.entry_ttl,
-            &file_attr(&c.entry.attr),
-            Generation(0),
-            FileHandle(c.opened.fh),
-            fopen_flags(&c.opened),
-        ),
-        Err(e) => reply.error(errno(e)),
     }
 }
 

@@ -9,11 +9,12 @@ use std::time::SystemTime;
 
 use fuser::{
     FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, Notifier, ReplyAttr,
-    ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, TimeOrNow,
+    ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request, TimeOrNow,
 };
 
 use super::types::{
-    Attr, AttrReply, Ctx, Entry, Errno, FileKind, KernelCache, Opened, Replier, TimeSet, XattrReply,
+    Attr, AttrReply, Created, Ctx, Entry, Errno, FileKind, KernelCache, Opened, Replier, TimeSet,
+    XattrReply,
 };
 
 pub(super) fn errno(e: Errno) -> fuser::Errno {
@@ -155,5 +156,18 @@ impl Replier<XattrReply> for ReplyXattr {
 impl KernelCache for Notifier {
     fn forget_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
         self.inval_entry(INodeNo(parent), name)
+    }
+}
+
+pub(super) fn create_reply(reply: ReplyCreate, r: Result<Created, Errno>) {
+    match r {
+        Ok(c) => reply.created(
+            &c.entry.entry_ttl,
+            &file_attr(&c.entry.attr),
+            Generation(0),
+            FileHandle(c.opened.fh),
+            fopen_flags(&c.opened),
+        ),
+        Err(e) => reply.error(errno(e)),
     }
 }

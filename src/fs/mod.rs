@@ -57,6 +57,7 @@ mod invalidate;
 mod mknod;
 mod nstimes;
 mod opens;
+mod pace;
 mod redirects;
 mod subdirs;
 pub mod types;
@@ -110,7 +111,7 @@ pub struct CacheFs {
     /// Where requests that may wait go (see `dispatch.rs`).
     workers: workers::Workers,
     /// Whether writers' requests have been slow of late (`dispatch.rs`).
-    pace: dispatch::DiskPace,
+    pace: pace::DiskPace,
     /// Whether a closing thread is being killed by a signal (see
     /// `exits.rs`; tests put their own verdict here).
     killed_by_signal: Box<dyn Fn(u32) -> bool + Send + Sync>,
@@ -169,7 +170,7 @@ impl CacheFs {
             subdirs,
             dir_cache: dircache::DirCache::default(),
             workers: workers::Workers::default(),
-            pace: dispatch::DiskPace::default(),
+            pace: pace::DiskPace::default(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,
             inodes,

@@ -116,13 +116,6 @@ impl Store {
 
     /// Whether lookups may take the index's word alone: no other daemon,
     /// and the index whole.
-    /// Whether a lookup is answered from memory alone (no system call on
-    /// the backing dir): `index_is_truth`, for the FUSE layer's choice of
-    /// thread.
-    pub fn answers_from_memory(&self) -> bool {
-        self.index_is_truth()
-    }
-
     pub(super) fn index_is_truth(&self) -> bool {
         self.follower.company.alone() && self.rebuilt()
     }

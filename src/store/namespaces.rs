@@ -116,15 +116,6 @@ impl Store {
         idx.namespace(ns).map(|s| s.access)
     }
 
-    /// Whether a publish in namespace `id` syncs (`durability = "fsync"`):
-    /// it waits for the disk.
-    pub fn syncs_publishes(&self, id: u32) -> bool {
-        let idx = self.lock();
-        idx.namespace_by_id(id)
-            .and_then(|ns| idx.namespace(ns))
-            .is_some_and(|s| s.policy.durability == crate::config::Durability::Fsync)
-    }
-
     /// chmod/chown of a namespace (`None`: left as is). Who may is the
     /// kernel's decision (the mount has `default_permissions`). The record
     /// is written under the index lock, so two changes land in order; it

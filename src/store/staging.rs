@@ -409,12 +409,6 @@ impl Store {
                 .start(self.layout.io.clone(), self.layout.staging_work.clone());
         }
     }
-
-    /// Whether a writer's create now would take a file made ahead (no
-    /// inode made on its way: see `stage_pool.rs`).
-    pub fn has_staging_ready(&self) -> bool {
-        self.stage_pool.ready() > 0
-    }
 }
 
 /// Where a staged file goes at publish (under the index lock).
