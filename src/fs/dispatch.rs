@@ -33,8 +33,8 @@
 //! would wait for the disk: an `O_EXCL` create (a claim file), no staging
 //! file made ahead, a namespace that syncs, other daemons on the backing
 //! dir (a publish catches up on their logs; a newcomer waits out their
-//! leases), or a disk slow of late (`pace.rs`: a mean over 500 us or one
-//! request over 20 ms sends them to workers for half a second, and then
+//! leases), or a disk slow of late (`pace.rs`: a mean over 1 ms or one
+//! request over 50 ms sends them to workers for half a second, and then
 //! they are tried here again). That is the price of the choice: one
 //! publish slower than that holds every request behind it for its time.
 //!
