@@ -71,6 +71,7 @@ mod staging;
 mod stats;
 mod sweeper;
 mod trailer;
+mod waits;
 mod write;
 mod xattrs;
 
