@@ -49,6 +49,7 @@ mod format;
 mod index;
 mod layout;
 mod leftovers;
+mod link_ahead;
 mod listing;
 mod lookup;
 mod misses;
@@ -66,6 +67,7 @@ mod remove;
 mod republish;
 mod room;
 mod sessions;
+mod shards;
 mod stage_pool;
 mod staging;
 mod stats;
@@ -459,6 +461,8 @@ mod compress_tests;
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(all(test, debug_assertions))]
+mod link_ahead_tests;
 #[cfg(test)]
 mod pair_tests;
 #[cfg(test)]
