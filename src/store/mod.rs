@@ -49,7 +49,6 @@ mod format;
 mod index;
 mod layout;
 mod leftovers;
-mod link_ahead;
 mod listing;
 mod lookup;
 mod misses;
@@ -461,8 +460,6 @@ mod compress_tests;
 mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
-#[cfg(all(test, debug_assertions))]
-mod link_ahead_tests;
 #[cfg(test)]
 mod pair_tests;
 #[cfg(test)]

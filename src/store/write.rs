@@ -331,8 +331,10 @@ impl Store {
         // beside others publishes once they know of it.
         self.wait_announced();
         self.catch_up();
-        let durable = durability == Durability::Fsync;
-        let (info, made) = self.place_and_commit(&mut staging, &how, &meta, &dest, now, durable)?;
+        // A rename that finds the volume full (a directory that must grow)
+        // is retried once room is made, like any backing write.
+        let (info, made) =
+            self.with_room(0, || self.commit(&mut staging, &how, &meta, &dest, now))?;
         // This entry is in the log before close() returns; a publish of
         // another daemon's that decided its evictions without it is seen
         // now (one of the two sees the other) and evicted for.
@@ -354,17 +356,15 @@ impl Store {
     }
 
     /// The critical section of a publish: quotas decided, victims taken,
-    /// the staged file renamed into place (unless it was linked `ahead`),
-    /// the index changed. Says whether a shard directory was made. On
-    /// failure nothing changed (but a file linked ahead: the caller's).
-    pub(super) fn commit(
+    /// the staged file renamed into place, the index changed. Says whether
+    /// a shard directory was made. On failure nothing changed.
+    fn commit(
         &self,
         staging: &mut StagingFile,
         how: &Publish,
         meta: &EntryMeta,
         dest: &Path,
         now: UnixNanos,
-        ahead: bool,
     ) -> Result<(EntryInfo, bool), StoreError> {
         let io = &self.layout.io;
         let (ns, key) = (staging.ns.clone(), staging.key.clone());
@@ -410,22 +410,16 @@ impl Store {
             }
             return Err(StoreError::NoSpace);
         };
-        // Linked ahead: in place already; `Some(false)` if replaced since.
-        let ahead = ahead.then(|| self.settle_linked_ahead(old.as_ref(), meta, dest));
         // Keep the replaced version readable for a grace period: a
         // reader whose lookup saw it may open it a moment later.
         let retired = old
             .as_ref()
-            .filter(|o| ahead.is_none() && o.version != meta.version)
+            .filter(|o| o.version != meta.version)
             .and_then(|o| {
                 let keep = self.layout.trash_path();
                 io.hard_link(dest, &keep).ok().map(|()| (o.clone(), keep))
             });
-        let placed = match ahead {
-            Some(_) => Ok(false),
-            None => self.put_in_place(staging, dest, old.is_some()),
-        };
-        let made = match placed {
+        let made = match self.put_in_place(staging, dest, old.is_some()) {
             Ok(m) => m,
             Err(e) => {
                 if let Some((_, keep)) = retired {
@@ -447,7 +441,6 @@ impl Store {
         }
         if let (Publish::Write, Some(old)) = (how, &old)
             && old.version != meta.version
-            && ahead != Some(false)
         {
             let ns_id = idx.namespace(&ns).expect("exists").id;
             self.tell(Change::Replaced {
@@ -471,12 +464,7 @@ impl Store {
                 }
             }
         }
-        let kept = match (ahead, old) {
-            // The later publish's entry stays (see `link_ahead.rs`).
-            (Some(false), Some(later)) => later,
-            _ => meta.clone(),
-        };
-        idx.insert(&ns, key.clone(), kept);
+        idx.insert(&ns, key.clone(), meta.clone());
         // Written by `publish` itself right after (no thread woken).
         self.changes.key_flushed_by_caller(&ns, &key);
         if let Publish::Rename { from, .. } = how {
