@@ -11,19 +11,33 @@
 //! decided here, lazily, at each OPENDIR: nothing is sent to the kernel
 //! when a name changes, and a publish pays nothing for it.
 //!
+//! A listing is known by its stamp: inside a namespace, the directory's
+//! generation and the earliest expiry of what it listed
+//! (`store::ListingStamp`: the same generation before that instant is the
+//! same listing), so the OPENDIR of a kept listing costs one lookup of the
+//! directory in the index, not a walk of its entries (whose slots, in a
+//! table of 10^5, each missed the CPU cache); for the mount's root and
+//! `.cachefs/` (a few names, the root's partly read from the backing
+//! dir), a keyed fingerprint of the lines. A kept OPENDIR takes no
+//! listing: its handle takes one at its first READDIR, if the kernel
+//! sends one (its copy was incomplete, or lost a page).
+//!
 //! Invariants:
-//! - A listing is kept only when the listing taken now is, line for
-//!   line, every listing whose lines may be in the kernel's copy (equal
-//!   fingerprints: names, inodes, kinds, order). So the kernel never
-//!   lists a name removed, expired, renamed or published since, whoever
-//!   made the change (this daemon, another one, the sweeper), and the
-//!   rule holds without a notification for each kind of change. A
-//!   change the kernel made itself (create, unlink, rename through this
-//!   mount) also resets its copy on its own (the directory's i_version).
+//! - A listing is kept only when the listing now is, line for line,
+//!   every listing whose lines may be in the kernel's copy (one stamp,
+//!   still holding). So the kernel never lists a name removed, expired,
+//!   renamed or published since, whoever made the change (this daemon,
+//!   another one, the sweeper), and the rule holds without a
+//!   notification for each kind of change. A change the kernel made
+//!   itself (create, unlink, rename through this mount) also resets its
+//!   copy on its own (the directory's i_version). Debug builds take the
+//!   listing of a kept OPENDIR all the same and check that it is the one
+//!   the copy was filled with.
 //! - The listings whose lines may be in the copy: since the copy was
 //!   last dropped, those of every OPENDIR answered (a refused keep drops
 //!   it) and of every handle still open then (its READDIRs may still
-//!   fill the copy after the drop).
+//!   fill the copy after the drop); a kept handle's is the copy's until
+//!   it takes its own, which joins them (`relisted`).
 //! - A copy is kept for `KEEP_MAX` at most after it was dropped and
 //!   refilled: its lines come from READDIRPLUS, which also gave the
 //!   kernel each name's dentry and attributes for at most
@@ -41,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use super::handles::DirEntryItem;
 use super::types::ENTRY_CACHE_MAX;
+use crate::store::{ListingStamp, UnixNanos};
 
 /// How long after a listing was refilled its copy may serve `ls`: half
 /// of the lifetime of the dentries that came with it, so that a `du`
@@ -53,17 +68,38 @@ const DIRS_MAX: usize = 1 << 16;
 
 /// What may be in the kernel's copy of one directory's listing.
 struct Copy {
-    /// Fingerprints of the listings whose lines may be in it.
+    /// Generations (or fingerprints) of the listings whose lines may be
+    /// in it.
     listings: Vec<u64>,
+    /// The earliest of their `until`s.
+    until: Option<UnixNanos>,
     /// When it was last dropped (the refill follows).
     dropped: Instant,
+    /// The fingerprint of the listing it was refilled with (debug builds:
+    /// see `CacheFs::check_kept`).
+    fingerprint: u64,
+}
+
+impl Copy {
+    fn holds(&self, generation: u64, t: UnixNanos, now: Instant) -> bool {
+        self.listings == [generation]
+            && self.until.is_none_or(|u| t < u)
+            && now.duration_since(self.dropped) < KEEP_MAX
+    }
+}
+
+fn earliest(a: Option<UnixNanos>, b: Option<UnixNanos>) -> Option<UnixNanos> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[derive(Default)]
 struct State {
     copies: HashMap<u64, Copy>,
-    /// Open listings: handle -> (directory inode, fingerprint).
-    open: HashMap<u64, (u64, u64)>,
+    /// Open listings: handle -> (directory inode, stamp).
+    open: HashMap<u64, (u64, ListingStamp)>,
 }
 
 /// Lock order: a leaf (nothing is called under it).
@@ -98,20 +134,58 @@ impl DirCache {
         h.finish()
     }
 
+    /// OPENDIR of directory `dir`, now at `generation`, answered with
+    /// handle `fh` whose listing is not taken yet, at `t` (the store's
+    /// clock) and `now`: whether the kernel may keep its copy. If so the
+    /// handle's listing is the copy's; if not, nothing changed here and
+    /// the caller takes the listing (`opened`).
+    pub fn keep(&self, dir: u64, fh: u64, generation: u64, t: UnixNanos, now: Instant) -> bool {
+        let mut st = crate::sync::lock(&self.state);
+        let Some(c) = st.copies.get(&dir).filter(|c| c.holds(generation, t, now)) else {
+            return false;
+        };
+        let stamp = ListingStamp {
+            generation,
+            until: c.until,
+        };
+        st.open.insert(fh, (dir, stamp));
+        true
+    }
+
+    /// The fingerprint of the listing the copy of `dir` was refilled
+    /// with, and the copy's `until`.
+    pub fn refilled_with(&self, dir: u64) -> Option<(u64, Option<UnixNanos>)> {
+        let st = crate::sync::lock(&self.state);
+        st.copies.get(&dir).map(|c| (c.fingerprint, c.until))
+    }
+
     /// OPENDIR of directory `dir` answered with handle `fh` on a listing
-    /// of fingerprint `fp`, at `now`: whether the kernel may keep its
+    /// taken under `stamp` (of fingerprint `fingerprint`, or 0 where none
+    /// was computed), at `t` and `now`: whether the kernel may keep its
     /// copy (`keep_cache`); if not, it drops it.
-    pub fn opened(&self, dir: u64, fh: u64, fp: u64, now: Instant) -> bool {
+    pub fn opened(
+        &self,
+        dir: u64,
+        fh: u64,
+        stamp: ListingStamp,
+        fingerprint: u64,
+        t: UnixNanos,
+        now: Instant,
+    ) -> bool {
         let mut st = crate::sync::lock(&self.state);
         let keep = st
             .copies
             .get(&dir)
-            .is_some_and(|c| c.listings == [fp] && now.duration_since(c.dropped) < KEEP_MAX);
+            .is_some_and(|c| c.holds(stamp.generation, t, now));
         if !keep {
-            let mut listings = vec![fp];
-            for &(d, f) in st.open.values() {
-                if d == dir && !listings.contains(&f) {
-                    listings.push(f);
+            let mut listings = vec![stamp.generation];
+            let mut until = stamp.until;
+            for &(d, s) in st.open.values() {
+                if d == dir {
+                    if !listings.contains(&s.generation) {
+                        listings.push(s.generation);
+                    }
+                    until = earliest(until, s.until);
                 }
             }
             if st.copies.len() >= DIRS_MAX && !st.copies.contains_key(&dir) {
@@ -122,12 +196,33 @@ impl DirCache {
                 dir,
                 Copy {
                     listings,
+                    until,
                     dropped: now,
+                    fingerprint,
                 },
             );
         }
-        st.open.insert(fh, (dir, fp));
+        st.open.insert(fh, (dir, stamp));
         keep
+    }
+
+    /// Handle `fh` of a kept OPENDIR took its own listing, under `stamp`
+    /// (the kernel sent a READDIR): its lines may go into the copy too.
+    pub fn relisted(&self, fh: u64, stamp: ListingStamp) {
+        let mut st = crate::sync::lock(&self.state);
+        let Some(&(dir, was)) = st.open.get(&fh) else {
+            return;
+        };
+        if was == stamp {
+            return;
+        }
+        st.open.insert(fh, (dir, stamp));
+        if let Some(c) = st.copies.get_mut(&dir) {
+            if !c.listings.contains(&stamp.generation) {
+                c.listings.push(stamp.generation);
+            }
+            c.until = earliest(c.until, stamp.until);
+        }
     }
 
     /// RELEASEDIR of handle `fh`: its READDIRs fill nothing any more.
@@ -152,10 +247,15 @@ mod tests {
             .collect()
     }
 
+    fn stamp(generation: u64, until: Option<UnixNanos>) -> ListingStamp {
+        ListingStamp { generation, until }
+    }
+
+    const T: UnixNanos = 1_000;
+
     #[test]
-    fn a_listing_is_kept_only_while_it_is_the_same_and_young() {
+    fn fingerprints_tell_listings_apart() {
         let c = DirCache::default();
-        let t0 = Instant::now();
         let a = c.fingerprint(&items(&[("x", 10), ("y", 11)]));
         // The same names, another version of one, another order, names
         // run together: all other listings.
@@ -168,48 +268,98 @@ mod tests {
             assert_ne!(a, c.fingerprint(&other));
         }
         assert_eq!(a, c.fingerprint(&items(&[("x", 10), ("y", 11)])));
+    }
 
-        // Never listed: refilled.
-        assert!(!c.opened(7, 1, a, t0));
+    #[test]
+    fn a_listing_is_kept_only_while_it_is_the_same_and_young() {
+        let c = DirCache::default();
+        let t0 = Instant::now();
+        let a = stamp(5, None);
+        // Never listed: refilled; nothing kept before.
+        assert!(!c.keep(7, 1, 5, T, t0));
+        assert!(!c.opened(7, 1, a, 0, T, t0));
         c.released(1);
-        assert!(c.opened(7, 2, a, t0 + Duration::from_secs(1)));
+        assert!(c.keep(7, 2, 5, T, t0 + Duration::from_secs(1)));
         c.released(2);
         // Another directory has its own copy.
-        assert!(!c.opened(8, 3, a, t0));
+        assert!(!c.keep(8, 3, 5, T, t0));
+        assert!(!c.opened(8, 3, a, 0, T, t0));
         c.released(3);
-        // A change: dropped; the new listing is kept after it.
-        let b = c.fingerprint(&items(&[("x", 10)]));
-        assert!(!c.opened(7, 4, b, t0 + Duration::from_secs(2)));
+        // A change (another generation): not kept; the new listing is
+        // kept after it.
+        assert!(!c.keep(7, 4, 6, T, t0 + Duration::from_secs(2)));
+        assert!(!c.opened(7, 4, stamp(6, None), 0, T, t0 + Duration::from_secs(2)));
         c.released(4);
-        assert!(c.opened(7, 5, b, t0 + Duration::from_secs(3)));
+        assert!(c.keep(7, 5, 6, T, t0 + Duration::from_secs(3)));
         c.released(5);
         // Too old: its dentries are about to expire; refilled, then kept.
         let late = t0 + Duration::from_secs(2) + KEEP_MAX;
-        assert!(!c.opened(7, 6, b, late));
+        assert!(!c.keep(7, 6, 6, T, late));
+        assert!(!c.opened(7, 6, stamp(6, None), 0, T, late));
         c.released(6);
-        assert!(c.opened(7, 7, b, late));
+        assert!(c.keep(7, 7, 6, T, late));
         c.released(7);
+    }
+
+    #[test]
+    fn a_listing_is_not_kept_once_an_entry_in_it_expires() {
+        let c = DirCache::default();
+        let t0 = Instant::now();
+        assert!(!c.opened(7, 1, stamp(5, Some(T + 10)), 0, T, t0));
+        c.released(1);
+        assert!(c.keep(7, 2, 5, T + 9, t0));
+        c.released(2);
+        // The same generation, but an entry listed has expired since.
+        assert!(!c.keep(7, 3, 5, T + 10, t0));
+        assert!(!c.opened(7, 3, stamp(5, Some(T + 40)), 0, T + 10, t0));
+        c.released(3);
+        assert!(c.keep(7, 4, 5, T + 39, t0));
+        c.released(4);
     }
 
     #[test]
     fn a_listing_still_open_at_a_drop_may_refill_the_copy() {
         let c = DirCache::default();
         let t0 = Instant::now();
-        let a = c.fingerprint(&items(&[("x", 10)]));
-        let b = c.fingerprint(&items(&[("y", 11)]));
-        assert!(!c.opened(7, 1, a, t0));
+        let (a, b) = (stamp(1, None), stamp(2, Some(T + 100)));
+        assert!(!c.opened(7, 1, a, 0, T, t0));
         // Handle 1 (listing a) is still open when b drops the copy: its
         // READDIRs may fill the copy with a's lines after the drop.
-        assert!(!c.opened(7, 2, b, t0));
+        assert!(!c.opened(7, 2, b, 0, T, t0));
         c.released(2);
-        assert!(!c.opened(7, 3, b, t0), "a's lines may be in the copy");
+        assert!(!c.keep(7, 3, 2, T, t0), "a's lines may be in the copy");
+        assert!(!c.opened(7, 3, b, 0, T, t0));
         c.released(1);
         c.released(3);
         // Handle 1 was open at that drop too: dropped once more, with no
         // other handle open, the copy holds b's lines only.
-        assert!(!c.opened(7, 4, b, t0));
+        assert!(!c.keep(7, 4, 2, T, t0));
+        assert!(!c.opened(7, 4, b, 0, T, t0));
         c.released(4);
-        assert!(c.opened(7, 5, b, t0));
+        assert!(c.keep(7, 5, 2, T, t0));
+        c.released(5);
+    }
+
+    #[test]
+    fn a_kept_handle_that_takes_another_listing_spoils_the_copy() {
+        let c = DirCache::default();
+        let t0 = Instant::now();
+        assert!(!c.opened(7, 1, stamp(1, None), 0, T, t0));
+        c.released(1);
+        assert!(c.keep(7, 2, 1, T, t0));
+        // The kernel lost a page and asked handle 2 for lines: by then
+        // the directory had changed (generation 2); the same listing
+        // again changes nothing.
+        c.relisted(2, stamp(1, None));
+        assert!(c.keep(7, 3, 1, T, t0));
+        c.released(3);
+        c.relisted(2, stamp(2, Some(T + 5)));
+        c.released(2);
+        assert!(!c.keep(7, 4, 2, T, t0), "the copy may mix both listings");
+        assert!(!c.keep(7, 4, 1, T, t0));
+        assert!(!c.opened(7, 4, stamp(2, None), 0, T, t0));
+        c.released(4);
+        assert!(c.keep(7, 5, 2, T, t0));
         c.released(5);
     }
 }

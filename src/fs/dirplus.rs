@@ -37,9 +37,10 @@ impl CacheFs {
         mut add: impl FnMut(&OsStr, u64, &Entry) -> bool,
     ) -> Result<(), Errno> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        let Handle::Dir(items) = &*h else {
+        let Handle::Dir(listing) = &*h else {
             return Err(Errno::ENOTDIR);
         };
+        let items = self.listing_items(fh, listing)?;
         // A directory inside a namespace is listed as the namespace is:
         // its entries from the index, a chunk per lock. (Through LOOKUP's
         // code, each name cost a stat of its backing file: `ls` of a

@@ -11,14 +11,18 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use super::errno::name_errno;
-use super::handles::{DirEntryItem, Handle};
+use super::handles::{DirEntryItem, DirListing, Handle};
 use super::inodes::{self, BLOCK_SIZE, InodeKind, kind_of};
 use super::types::{Ctx, Entry, Errno, FileKind, Opened, StatFs};
 use super::{CacheFs, DIR_TTL, control};
 use crate::access::{MODE_BITS, NsAccess};
-use crate::store::{DirItem, Key, KeyFormat, Lookup, NAME_MAX, Namespace, StoreError};
+use crate::store::{
+    DirItem, Key, KeyFormat, ListingStamp, Lookup, NAME_MAX, Namespace, StoreError,
+};
 
 /// How RENAME may treat its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +49,16 @@ impl CacheFs {
         }
     }
 
-    fn list_dir(&self, ino: u64) -> Result<Vec<DirEntryItem>, Errno> {
+    /// The listing of directory `ino` now, with its stamp (for the root
+    /// and `.cachefs/`, its fingerprint: see `dircache.rs`).
+    pub(super) fn list_dir(&self, ino: u64) -> Result<(Vec<DirEntryItem>, ListingStamp), Errno> {
         let dot = |ino: u64, name: &str| DirEntryItem {
             ino,
             kind: FileKind::Directory,
             name: name.into(),
         };
         let mut items = vec![dot(ino, "."), dot(inodes::ROOT, "..")];
+        let mut stamp = None;
         match kind_of(ino) {
             Some(InodeKind::Root) => {
                 items.push(dot(inodes::CONTROL_DIR, ".cachefs"));
@@ -75,7 +82,11 @@ impl CacheFs {
             Some(InodeKind::Namespace(_)) | Some(InodeKind::SubDir) => {
                 let (id, dir) = self.dir_of(ino).ok_or(Errno::ENOENT)?;
                 let ns = self.store.namespace_by_id(id).ok_or(Errno::ENOENT)?;
-                let names = self.store.list_dir(&ns, &dir).map_err(|e| self.fail(&e))?;
+                let (names, s) = self
+                    .store
+                    .list_dir_stamped(&ns, &dir)
+                    .map_err(|e| self.fail(&e))?;
+                stamp = Some(s);
                 items.reserve(names.len());
                 for item in names {
                     items.push(match item {
@@ -98,7 +109,11 @@ impl CacheFs {
             }
             _ => return Err(Errno::ENOTDIR),
         }
-        Ok(items)
+        let stamp = stamp.unwrap_or_else(|| ListingStamp {
+            generation: self.dir_cache.fingerprint(&items),
+            until: None,
+        });
+        Ok((items, stamp))
     }
 
     /// mkdir of a namespace: its creator's, with the mode asked less the
@@ -186,10 +201,26 @@ impl CacheFs {
             // publish nothing now.
             self.handles.settle_writers();
         }
+        let live = match self.store.entry_info(&ns, &key) {
+            Lookup::Hit(info) => Some(info.version),
+            _ => None,
+        };
         match self.store.remove(&ns, &key) {
             Ok(()) => {}
             Err(StoreError::NotFound) if !writers.is_empty() => {}
             Err(e) => return Err(self.fail(&e)),
+        }
+        // The kernel forgets the attributes of the inode its name led to,
+        // which is not the removed version's when a redirected writer
+        // holds the name: that version's readers' fstat must show it
+        // unlinked (nlink 0), and their reads, served from pages the
+        // publish handed over, no longer ask the daemon anything.
+        if let Some(v) = live
+            && let Some(kernel) = self.kernel.get()
+            && let Err(e) = kernel.forget_attrs(v)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            log::debug!("{ns}/{key:?}: attributes of {v} not dropped: {e}");
         }
         self.ns_times.names_changed_in(ns_id, key.dir());
         Ok(())
@@ -247,8 +278,10 @@ impl CacheFs {
                 _ => Ok(()),
             };
         }
+        // The inodes the kernel now holds under the new name.
+        let mut moved = Vec::with_capacity(1 + own.len());
         match self.store.rename(&ns, &from, &to, noreplace) {
-            Ok(_) => {}
+            Ok(info) => moved.push(info.version),
             // Only its writer's thread sees the name: it moves alone.
             Err(StoreError::NotFound) if !own.is_empty() => {
                 if noreplace && matches!(self.store.entry_info(&ns, &to), Lookup::Hit(_)) {
@@ -257,6 +290,8 @@ impl CacheFs {
             }
             Err(e) => return Err(self.fail(&e)),
         }
+        // The kernel looked the target up first: not a read that missed.
+        self.store.renamed_onto(ctx.pid, &ns, &to);
         // Writers of the target publish over a name the kernel now holds
         // for the renamed version.
         if self.handles.has_writers() {
@@ -272,12 +307,13 @@ impl CacheFs {
             if let Some(h) = self.handles.get(fh)
                 && let Some(mut w) = h.writer()
             {
+                moved.push(w.ino);
                 w.retarget(to.clone());
                 drop(w);
                 self.handles.rekey(fh, &ns, &from, &to);
             }
         }
-        self.inodes.rename(&ns, &from, &to);
+        self.inodes.rename(&moved, &ns, &from, &to);
         self.ns_times.names_changed_in(ns_id, from.dir());
         self.ns_times.names_changed_in(ns_id, to.dir());
         Ok(())
@@ -300,22 +336,87 @@ impl CacheFs {
         own
     }
 
-    /// OPENDIR: the listing is taken now; `keep_cache` says whether the
-    /// kernel may list it from the copy it kept (see `dircache.rs`).
+    /// OPENDIR: `keep_cache` says whether the kernel may list the
+    /// directory from the copy it kept (see `dircache.rs`). A kept listing is
+    /// known by the directory's generation alone; any other is taken now.
     pub fn opendir(&self, ino: u64) -> Result<Opened, Errno> {
-        let items = self.list_dir(ino)?;
-        let fp = self.dir_cache.fingerprint(&items);
-        let fh = self.handles.insert(Handle::Dir(items));
-        let keep_cache = self
-            .dir_cache
-            .opened(ino, fh, fp, std::time::Instant::now());
-        log::debug!("opendir {ino:#x}: listing {fp:#x}, kept {keep_cache}");
+        let now = Instant::now();
+        let t = self.store.now();
+        let generation = self
+            .dir_of(ino)
+            .and_then(|(id, path)| self.store.dir_generation(id, &path));
+        let fh = self.handles.insert(Handle::Dir(DirListing {
+            dir: ino,
+            items: OnceLock::new(),
+        }));
+        let mut keep_cache = generation.is_some_and(|g| self.dir_cache.keep(ino, fh, g, t, now));
+        if keep_cache {
+            if cfg!(debug_assertions)
+                && let Some(g) = generation
+            {
+                self.check_kept(ino, g);
+            }
+        } else {
+            let (items, stamp) = match self.list_dir(ino) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.handles.remove(fh);
+                    return Err(e);
+                }
+            };
+            let fingerprint = if cfg!(debug_assertions) {
+                self.dir_cache.fingerprint(&items)
+            } else {
+                0
+            };
+            if let Some(h) = self.handles.get(fh)
+                && let Handle::Dir(l) = &*h
+            {
+                let _ = l.items.set(items);
+            }
+            keep_cache = self.dir_cache.opened(ino, fh, stamp, fingerprint, t, now);
+        }
+        log::debug!("opendir {ino:#x}: kept {keep_cache}");
         Ok(Opened {
             fh,
             direct_io: false,
             keep_cache,
             noflush: false,
         })
+    }
+
+    /// The lines of an open listing: a kept OPENDIR's are taken at its
+    /// first READDIR.
+    pub(super) fn listing_items<'a>(
+        &self,
+        fh: u64,
+        l: &'a DirListing,
+    ) -> Result<&'a [DirEntryItem], Errno> {
+        if let Some(items) = l.items.get() {
+            return Ok(items);
+        }
+        let (items, stamp) = self.list_dir(l.dir)?;
+        if l.items.set(items).is_ok() {
+            self.dir_cache.relisted(fh, stamp);
+        }
+        Ok(l.items.get().map_or(&[], Vec::as_slice))
+    }
+
+    /// Debug builds: the listing of a kept OPENDIR is the one the copy
+    /// was refilled with (the generation missed no change).
+    fn check_kept(&self, ino: u64, generation: u64) {
+        // Unless the directory changed since, or an entry expired.
+        if let (Ok((items, stamp)), Some((fp, until))) =
+            (self.list_dir(ino), self.dir_cache.refilled_with(ino))
+            && stamp.generation == generation
+            && stamp.until == until
+        {
+            assert_eq!(
+                self.dir_cache.fingerprint(&items),
+                fp,
+                "directory {ino:#x} kept a listing that changed under the same generation"
+            );
+        }
     }
 
     /// READDIR from `offset`: `add(ino, next offset, kind, name)` until it
@@ -327,9 +428,10 @@ impl CacheFs {
         mut add: impl FnMut(u64, u64, FileKind, &OsStr) -> bool,
     ) -> Result<(), Errno> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        let Handle::Dir(items) = &*h else {
+        let Handle::Dir(listing) = &*h else {
             return Err(Errno::ENOTDIR);
         };
+        let items = self.listing_items(fh, listing)?;
         for (i, item) in items.iter().enumerate().skip(offset as usize) {
             if add(item.ino, i as u64 + 1, item.kind, &item.name) {
                 break;
@@ -342,7 +444,7 @@ impl CacheFs {
         self.dir_cache.released(fh);
         let big = matches!(
             self.handles.remove(fh).as_deref(),
-            Some(Handle::Dir(items)) if items.len() > 10_000
+            Some(Handle::Dir(listing)) if listing.len() > 10_000
         );
         if big {
             crate::store::release_freed_memory();

@@ -453,6 +453,10 @@ impl Filesystem for CacheFs {
 
     /// No ioctls: ENOTTY at once, as a regular file answers. Python's
     /// `open()` asks (isatty) on every open, so this is on its hot path.
+    /// No answer makes the kernel stop asking: it sends every ioctl on a
+    /// FUSE file that the VFS does not answer itself, and turns ENOSYS
+    /// (fuser's default) into ENOTTY per call without remembering it
+    /// (fs/fuse/ioctl.c), so the request's round trip is the whole cost.
     fn ioctl(
         &self,
         _req: &Request,

@@ -29,6 +29,20 @@ pub struct DirEntryItem {
     pub name: OsString,
 }
 
+/// An open listing: taken at OPENDIR, or, when the kernel kept its copy,
+/// at the first READDIR (if any comes: `fs/dircache.rs`).
+pub struct DirListing {
+    /// The directory's inode.
+    pub dir: u64,
+    pub items: std::sync::OnceLock<Vec<DirEntryItem>>,
+}
+
+impl DirListing {
+    pub fn len(&self) -> usize {
+        self.items.get().map_or(0, Vec::len)
+    }
+}
+
 pub enum Handle {
     Read(ReadHandle),
     Write(Box<Mutex<Writer>>),
@@ -36,7 +50,7 @@ pub enum Handle {
     /// written: reads what that writer (the inner handle) has staged.
     Pending(Arc<Handle>),
     Control(Vec<u8>),
-    Dir(Vec<DirEntryItem>),
+    Dir(DirListing),
 }
 
 impl Handle {

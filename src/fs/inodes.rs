@@ -254,10 +254,19 @@ impl InodeTable {
         }
     }
 
-    /// Follows a rename: the kernel keeps the inode under its new name.
-    pub fn rename(&self, ns: &Namespace, from: &Key, to: &Key) {
-        for node in self.lock().values_mut() {
-            if &node.ns == ns && &node.key == from {
+    /// Follows a rename: the kernel keeps inodes `inos` (the moved
+    /// version, and what its writer's own rename moved) under their new
+    /// name. Given by number, never searched for: after `ls -l` of a big
+    /// namespace the table holds an inode per entry, and a scan of it per
+    /// rename was most of a tmp+rename's time. Older versions of `from`
+    /// keep their key, as any replaced version does: they have no name.
+    pub fn rename(&self, inos: &[u64], ns: &Namespace, from: &Key, to: &Key) {
+        let mut nodes = self.lock();
+        for ino in inos {
+            if let Some(node) = nodes.get_mut(ino)
+                && &node.ns == ns
+                && &node.key == from
+            {
                 node.key = to.clone();
             }
         }
@@ -311,7 +320,13 @@ mod tests {
         let future = to_system_time((1i64 << 33) * 1_000_000_000 + 7);
         t.refresh(attr(9, future));
         assert_eq!(t.get(ENTRY_BASE + 1).unwrap().2, attr(9, future));
-        t.rename(&ns, &key, &Key::parse(b"k2", KeyFormat::Any).unwrap());
+        let k2 = Key::parse(b"k2", KeyFormat::Any).unwrap();
+        // Only the inodes named move, and only from the name given.
+        t.rename(&[ENTRY_BASE + 1], &ns, &k2, &key);
+        assert_eq!(t.get(ENTRY_BASE + 1).unwrap().1.as_bytes(), b"k");
+        t.rename(&[ENTRY_BASE + 2], &ns, &key, &k2);
+        assert_eq!(t.get(ENTRY_BASE + 1).unwrap().1.as_bytes(), b"k");
+        t.rename(&[ENTRY_BASE + 1], &ns, &key, &k2);
         assert_eq!(t.get(ENTRY_BASE + 1).unwrap().1.as_bytes(), b"k2");
         t.forget(ENTRY_BASE + 1, 1);
         assert!(t.holds(ENTRY_BASE + 1));

@@ -170,51 +170,6 @@ impl Store {
         r
     }
 
-    /// The live names directly in directory `path` of `ns`: costs what is
-    /// in it, not the namespace's size. While the index is rebuilt behind
-    /// a serving mount, waits for it: a listing shows the whole cache
-    /// (`ls`, `du`), never the part found so far.
-    pub fn list_dir(&self, ns: &Namespace, path: &[u8]) -> Result<Vec<DirItem>, StoreError> {
-        self.wait_rebuilt();
-        let now = self.clock.now();
-        let idx = self.lock();
-        let state = idx.namespace(ns).ok_or(StoreError::NotFound)?;
-        let node = state.tree().node(path).ok_or(StoreError::NotFound)?;
-        let mut out = Vec::with_capacity(node.files.len() + node.subdirs.len());
-        for name in &node.subdirs {
-            out.push(DirItem::Dir {
-                name: name.to_vec(),
-            });
-        }
-        // In slot order: slots are read in address order (the hardware
-        // prefetches them; in the set's order each was a cache miss, most
-        // of an OPENDIR of 10^5 entries), and the order is the same for
-        // the same entries whatever the set's history (the kernel's copy
-        // of a listing is kept while it is the same, `fs/dircache.rs`).
-        let mut slots: Vec<u32> = node.files.iter().copied().collect();
-        slots.sort_unstable();
-        for slot in slots {
-            let Some((key, meta)) = state.slot_entry(slot) else {
-                continue;
-            };
-            if idx
-                .expires_at(&state.policy, &meta)
-                .is_some_and(|at| at <= now)
-            {
-                continue;
-            }
-            let name = match key.iter().rposition(|&b| b == b'/') {
-                Some(i) => key[i + 1..].to_vec(),
-                None => key.to_vec(),
-            };
-            out.push(DirItem::File {
-                name,
-                version: meta.version,
-            });
-        }
-        Ok(out)
-    }
-
     /// Live keys under directory `path` (at any depth), with versions.
     pub(super) fn keys_under(&self, ns: &Namespace, path: &[u8]) -> Vec<(Key, u64)> {
         let idx = self.lock();

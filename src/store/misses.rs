@@ -91,6 +91,30 @@ impl MissLedger {
             TakeBack::Nothing
         }
     }
+
+    /// Thread `pid` renamed an entry onto `key` at `now`: a lookup of
+    /// `key` by it within `BURST` before was the kernel's look at the
+    /// rename's target (write-temp-then-rename after a miss and a long
+    /// computation), not a read. Unlike a create's, a rename's target
+    /// lookup is not sent when the kernel still holds the name, so an
+    /// older record is a read of its own and stays counted.
+    pub fn renamed_onto(&self, pid: u32, ns: &Namespace, key: &Key, now: Instant) -> TakeBack {
+        let mut q = crate::sync::lock(&self.records);
+        let Some(i) = q.iter().rposition(|r| {
+            r.pid == pid
+                && &r.ns == ns
+                && &r.key == key
+                && now.saturating_duration_since(r.at) < BURST
+        }) else {
+            return TakeBack::Nothing;
+        };
+        let r = q.remove(i).expect("found");
+        if r.counted {
+            TakeBack::Miss { expired: r.expired }
+        } else {
+            TakeBack::Nothing
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +138,12 @@ mod tests {
                 "lookup" => l.missed(1, &ns, &k("a"), false, at),
                 "other-key" => l.missed(1, &ns, &k("b"), false, at),
                 "other-thread" => l.missed(2, &ns, &k("a"), false, at),
+                "rename" => {
+                    if l.renamed_onto(1, &ns, &k("a"), at) != TakeBack::Nothing {
+                        n -= 1;
+                    }
+                    false
+                }
                 "create" => {
                     if l.created(1, &ns, &k("a")) != TakeBack::Nothing {
                         n -= 1;
@@ -155,5 +185,25 @@ mod tests {
             "other threads and keys are other misses"
         );
         assert_eq!(net(&[("create", 0)]), 0, "a create without a lookup");
+    }
+
+    #[test]
+    fn a_rename_onto_a_missed_key_is_not_a_second_miss() {
+        assert_eq!(
+            net(&[("lookup", 0), ("lookup", 2), ("rename", 2)]),
+            1,
+            "miss, compute briefly, write a temp file, rename onto the key"
+        );
+        assert_eq!(
+            net(&[("lookup", 0), ("lookup", 1000), ("rename", 1000)]),
+            1,
+            "miss, compute for a second, rename onto the key: one miss"
+        );
+        assert_eq!(
+            net(&[("lookup", 0), ("rename", 1000)]),
+            1,
+            "a rename whose target the kernel held: the old miss stays"
+        );
+        assert_eq!(net(&[("rename", 0)]), 0, "a rename without a lookup");
     }
 }

@@ -92,6 +92,7 @@ pub use entry::ENTRY_FORMAT;
 pub use error::{OpenError, StoreError};
 pub use index::EntryMeta;
 pub use layout::{FORMAT_VERSION, Layout, LayoutError, LockMode};
+pub use listing::ListingStamp;
 pub use lookup::{EntryInfo, Found, Lookup};
 pub use purge::{PurgeFilter, PurgeReport, PurgeSelect};
 pub use read::{OpenHot, OpenVersion, ReadHandle};
@@ -461,6 +462,8 @@ mod faults_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
 mod pair_tests;
 #[cfg(test)]
 mod quota_across_tests;
@@ -472,6 +475,8 @@ mod sharing_meta_tests;
 mod sharing_order_tests;
 #[cfg(test)]
 mod sharing_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(all(test, debug_assertions))]
 mod staging_tests;
 #[cfg(test)]

@@ -216,6 +216,7 @@ impl Store {
             let mut idx = self.lock();
             // After apply_limits: the default TTL is among what changed.
             idx.rebuild_expiry();
+            idx.expiry_rules_changed();
             let victims = idx.shrink_to_limits(self.clock.now());
             let n = victims.len();
             self.move_to_trash_locked(&idx, victims, &mut trash);

@@ -20,6 +20,7 @@
 //! Inserts go in batches under the index lock, so requests wait at most
 //! one batch.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -36,7 +37,9 @@ const BATCH: usize = 2048;
 /// One entry found by the rebuild, before it goes in.
 struct Item {
     ns: Vec<u8>,
-    key: Vec<u8>,
+    /// Parsed where the item is made (a snapshot's on the decoding
+    /// thread, off the inserts a listing waits for); `None`: not a key.
+    key: Option<Key>,
     order: i64,
     meta: EntryMeta,
 }
@@ -161,22 +164,30 @@ impl Store {
         // Explicit directories first: the entries add to the trees they
         // start.
         self.load_dir_markers()?;
+        let mut added = 0;
+        let mut found = 0;
         let mut items = Vec::new();
-        if let Some(entries) = recover::take_snapshot(&self.layout) {
-            r.from_snapshot.store(true, Ordering::Relaxed);
-            items.reserve(entries.len());
-            for e in entries {
-                metrics::add(&r.found_entries, 1);
-                metrics::add(&r.found_bytes, e.stored_bytes);
-                let meta = e.meta(self.new_version());
-                items.push(Item {
-                    order: e.last_access,
-                    ns: e.namespace,
-                    key: e.key,
-                    meta,
-                });
+        let mut scan = true;
+        if let Some(bytes) = recover::take_snapshot_bytes(&self.layout) {
+            match recover::streamable(&bytes) {
+                Some((counts, body)) => {
+                    r.from_snapshot.store(true, Ordering::Relaxed);
+                    self.reserve_counts(counts.iter().map(|(n, c)| (&n[..], *c)));
+                    let (n, a, whole) = self.insert_streamed(body)?;
+                    (found, added, scan) = (n, a, !whole);
+                }
+                None => match recover::parse_snapshot(&bytes) {
+                    Ok(entries) => {
+                        r.from_snapshot.store(true, Ordering::Relaxed);
+                        items = entries.into_iter().map(|e| self.item_of(e)).collect();
+                        scan = false;
+                    }
+                    Err(e) => log::warn!("index snapshot {e}; scanning instead"),
+                },
             }
-        } else {
+        }
+        if scan {
+            r.from_snapshot.store(false, Ordering::Relaxed);
             let report = recover::scan_until(
                 &self.layout,
                 || self.stopping(),
@@ -194,7 +205,7 @@ impl Store {
                     items.push(Item {
                         order: f.header.mtime,
                         ns: f.header.namespace,
-                        key: f.header.key,
+                        key: Key::parse(&f.header.key, KeyFormat::Any).ok(),
                         meta,
                     });
                 },
@@ -203,36 +214,18 @@ impl Store {
             if report.quarantined > 0 {
                 log::info!("{} bad files quarantined", report.quarantined);
             }
+            // Oldest first, so the LRU order follows publish times.
+            items.sort_by_key(|i| i.order);
         }
-        // Oldest first, so the LRU order follows recency (the snapshot's)
-        // or publish times (a scan's).
-        items.sort_by_key(|i| i.order);
-        let found = items.len();
-        let mut added = 0;
-        let mut rest = items.into_iter().peekable();
-        while rest.peek().is_some() {
-            if self.stopping() {
-                log::info!("index rebuild stopped: the store is closing");
-                return Err(std::io::Error::other("stopped"));
-            }
-            let mut idx = self.lock();
-            for it in rest.by_ref().take(BATCH) {
-                let (Ok(ns), Ok(key)) = (
-                    Namespace::parse(&it.ns),
-                    Key::parse(&it.key, KeyFormat::Any),
-                ) else {
-                    continue;
-                };
-                self.ensure_namespace_locked(&mut idx, &ns);
-                if idx.insert_rebuilt(&ns, key, it.meta) {
-                    added += 1;
-                }
-            }
-        }
+        // (A snapshot is saved namespace by namespace, each in its recency
+        // order: that is already the order to insert in.)
+        found += items.len();
+        self.reserve_for(&items);
+        added += self.insert_items(items.into_iter(), &mut None)?;
         r.took_ms
             .store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         log::info!(
-            "index rebuilt from the {} in {:.2}s: {found} entries found, {added} new to the index",
+            "index rebuilt from the {} in {:.3}s: {found} entries found, {added} new to the index",
             if r.from_snapshot.load(Ordering::Relaxed) {
                 "snapshot"
             } else {
@@ -241,6 +234,141 @@ impl Store {
             start.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// A snapshot entry as the rebuild puts it in (a new version).
+    fn item_of(&self, e: recover::SnapshotEntry) -> Item {
+        metrics::add(&self.rebuild.found_entries, 1);
+        metrics::add(&self.rebuild.found_bytes, e.stored_bytes);
+        let meta = e.meta(self.new_version());
+        Item {
+            order: e.last_access,
+            ns: e.namespace,
+            key: Key::parse(&e.key, KeyFormat::Any).ok(),
+            meta,
+        }
+    }
+
+    /// Puts in a current-format snapshot's entries while they are decoded
+    /// on a second thread (a listing waits for the whole rebuild: with
+    /// both cores the decoding costs it nothing). Returns the entries
+    /// found and put in, and whether the snapshot decoded to its end; if
+    /// not, what went in stays (each entry was whole) and the caller scans
+    /// for the rest.
+    fn insert_streamed(&self, body: &[u8]) -> std::io::Result<(usize, usize, bool)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(4);
+        std::thread::scope(|s| {
+            let decoder = std::thread::Builder::new()
+                .name("rebuild-decode".into())
+                .spawn_scoped(s, move || {
+                    let mut chunk = Vec::with_capacity(BATCH);
+                    let r = recover::stream_snapshot(body, |e| {
+                        chunk.push(self.item_of(e));
+                        if chunk.len() < BATCH {
+                            return true;
+                        }
+                        // The inserter gone (stopping): no point going on.
+                        tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(BATCH)))
+                            .is_ok()
+                    });
+                    if !chunk.is_empty() {
+                        let _ = tx.send(chunk);
+                    }
+                    r
+                });
+            let decoder = match decoder {
+                Ok(d) => d,
+                Err(e) => {
+                    // No thread: decoded here first, then put in.
+                    log::warn!("no decoding thread ({e}); decoding first");
+                    let mut items = Vec::new();
+                    let r = recover::stream_snapshot(body, |e| {
+                        items.push(self.item_of(e));
+                        true
+                    });
+                    let found = items.len();
+                    let added = self.insert_items(items.into_iter(), &mut None)?;
+                    return Ok(Self::streamed(found, added, r));
+                }
+            };
+            let (mut found, mut added, mut cur) = (0, 0, None);
+            for chunk in rx {
+                found += chunk.len();
+                added += self.insert_items(chunk.into_iter(), &mut cur)?;
+            }
+            let r = decoder
+                .join()
+                .unwrap_or_else(|_| Err("decoding panicked".into()));
+            Ok(Self::streamed(found, added, r))
+        })
+    }
+
+    fn streamed(found: usize, added: usize, r: Result<usize, String>) -> (usize, usize, bool) {
+        if let Err(e) = &r {
+            log::warn!("index snapshot {e}: {found} entries read before; scanning for the rest");
+        }
+        (found, added, r.is_ok())
+    }
+
+    /// Puts rebuilt entries in, oldest first, `BATCH` per hold of the
+    /// index lock. `cur`: the namespace of the last item put in (a
+    /// snapshot's come in long runs: each is parsed, and made to exist,
+    /// once a run and a lock hold, not once an entry).
+    fn insert_items(
+        &self,
+        items: impl Iterator<Item = Item>,
+        cur: &mut Option<Namespace>,
+    ) -> std::io::Result<usize> {
+        let mut added = 0;
+        let mut rest = items.peekable();
+        while rest.peek().is_some() {
+            if self.stopping() {
+                log::info!("index rebuild stopped: the store is closing");
+                return Err(std::io::Error::other("stopped"));
+            }
+            let mut idx = self.lock();
+            let mut ensured = false;
+            for it in rest.by_ref().take(BATCH) {
+                if cur.as_ref().is_none_or(|c| c.as_bytes() != &it.ns[..]) {
+                    *cur = Namespace::parse(&it.ns).ok();
+                    ensured = false;
+                }
+                let (Some(ns), Some(key)) = (&*cur, it.key) else {
+                    continue;
+                };
+                // The namespace may have gone while the lock was let go.
+                if !ensured {
+                    self.ensure_namespace_locked(&mut idx, ns);
+                    ensured = true;
+                }
+                if idx.insert_rebuilt(ns, key, it.meta) {
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Sizes each namespace's table for what the rebuild found of it.
+    fn reserve_for(&self, items: &[Item]) {
+        let mut counts: HashMap<&[u8], usize> = HashMap::new();
+        for it in items {
+            *counts.entry(&it.ns[..]).or_default() += 1;
+        }
+        self.reserve_counts(counts.into_iter());
+    }
+
+    /// Sizes namespaces' tables for (name, entries about to go in), so
+    /// none grows and rehashes on the way (a third of the inserts' time).
+    /// Only namespaces the index has (all but those whose marker went):
+    /// a count makes nothing exist, an entry put in does.
+    fn reserve_counts<'a>(&self, counts: impl Iterator<Item = (&'a [u8], usize)>) {
+        let mut idx = self.lock();
+        for (name, n) in counts {
+            if let Ok(ns) = Namespace::parse(name) {
+                idx.reserve_rebuilt(&ns, n);
+            }
+        }
     }
 
     /// The index is complete (or given up on): the limits apply to the

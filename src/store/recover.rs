@@ -22,7 +22,14 @@ use super::layout::Layout;
 use crate::names::KeyFormat;
 use crate::names::{Key, Namespace};
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX2";
+/// Format 3: a table of the namespaces and their entry counts, then the
+/// entries as in format 2 (so a start sizes each table once).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"CFSINDX3";
+/// Entries only, each naming its namespace.
+const SNAPSHOT_MAGIC_V2: &[u8; 8] = b"CFSINDX2";
+/// The fewest bytes an entry takes (empty names): no count read from a
+/// snapshot is believed beyond what its bytes can hold.
+const MIN_ENTRY_BYTES: usize = 93;
 /// Snapshots saved before entries had a ctime (entry format 1).
 const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"CFSINDX1";
 
@@ -126,27 +133,40 @@ impl SnapshotEntry {
     }
 }
 
+/// Format 3's table: each namespace's name and its number of entries.
+pub type NamespaceCounts<N> = Vec<(Vec<u8>, N)>;
+
 /// Writes the snapshot atomically (temp file, fsync, rename).
 pub fn save_snapshot(layout: &Layout, entries: &[SnapshotEntry]) -> io::Result<()> {
     let tmp = layout.staging_path();
     let mut f = layout.io.create(&tmp)?;
     layout.io.check(FaultOp::Write)?;
     f.write_all(SNAPSHOT_MAGIC)?;
-    bincode::serialize_into(io::BufWriter::new(&mut f), entries).map_err(io::Error::other)?;
+    let mut w = io::BufWriter::new(&mut f);
+    bincode::serialize_into(&mut w, &namespace_counts(entries)).map_err(io::Error::other)?;
+    bincode::serialize_into(&mut w, entries).map_err(io::Error::other)?;
+    w.flush()?;
+    drop(w);
     layout.io.sync_all(&f)?;
     layout.io.rename(&tmp, &layout.snapshot_path())
 }
 
+/// Each namespace named by `entries`, with how many entries it has, in
+/// the order they first appear.
+fn namespace_counts(entries: &[SnapshotEntry]) -> NamespaceCounts<u64> {
+    let mut counts: NamespaceCounts<u64> = Vec::new();
+    for e in entries {
+        match counts.iter_mut().rev().find(|(n, _)| *n == e.namespace) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((e.namespace.clone(), 1)),
+        }
+    }
+    counts
+}
+
 /// Loads and removes the snapshot; `None` if absent or unreadable.
 pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
-    let path = layout.snapshot_path();
-    layout.io.check(FaultOp::Read).ok()?;
-    let bytes = fs::read(&path).ok()?;
-    if let Err(e) = layout.io.remove_file(&path) {
-        log::warn!("cannot remove {}: {e}; scanning instead", path.display());
-        return None;
-    }
-    match parse_snapshot(&bytes) {
+    match parse_snapshot(&take_snapshot_bytes(layout)?) {
         Ok(v) => Some(v),
         Err(e) => {
             log::warn!("index snapshot {e}; scanning instead");
@@ -155,11 +175,91 @@ pub fn take_snapshot(layout: &Layout) -> Option<Vec<SnapshotEntry>> {
     }
 }
 
+/// Reads and removes the snapshot file: its bytes, `None` if absent or
+/// unreadable (or if it cannot be removed: a crash later in this run
+/// must not find it).
+pub fn take_snapshot_bytes(layout: &Layout) -> Option<Vec<u8>> {
+    let path = layout.snapshot_path();
+    layout.io.check(FaultOp::Read).ok()?;
+    let bytes = fs::read(&path).ok()?;
+    if let Err(e) = layout.io.remove_file(&path) {
+        log::warn!("cannot remove {}: {e}; scanning instead", path.display());
+        return None;
+    }
+    Some(bytes)
+}
+
+/// The entries part of a snapshot that `stream_snapshot` decodes (formats
+/// 2 and 3), with format 3's entry count of each namespace (capped by
+/// what the bytes can hold); `None` for an older format, or none, or a
+/// table that does not decode (`parse_snapshot` then says why).
+pub fn streamable(bytes: &[u8]) -> Option<(NamespaceCounts<usize>, &[u8])> {
+    if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC_V2) {
+        return Some((Vec::new(), body));
+    }
+    let (counts, body) = split_counts(bytes.strip_prefix(SNAPSHOT_MAGIC)?).ok()?;
+    let mut room = body.len() / MIN_ENTRY_BYTES;
+    let counts = counts
+        .into_iter()
+        .map(|(ns, n)| {
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(room);
+            room -= n;
+            (ns, n)
+        })
+        .collect();
+    Some((counts, body))
+}
+
+/// Format 3's namespace table, and the entries after it.
+fn split_counts(mut body: &[u8]) -> Result<(NamespaceCounts<u64>, &[u8]), String> {
+    use bincode::Options;
+    let counts = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(body.len() as u64)
+        .deserialize_from(&mut body)
+        .map_err(|e| format!("namespace table does not decode ({e})"))?;
+    Ok((counts, body))
+}
+
+/// Decodes a current-format snapshot's entries (`streamable`) one at a
+/// time, handing each to `each` in file order until it says stop; returns
+/// how many it handed. Untrusted bytes, as in `parse_snapshot`: no count
+/// or length is believed beyond the bytes left, and nothing may follow
+/// the entries. An error comes after the entries before it were handed.
+pub fn stream_snapshot(
+    body: &[u8],
+    mut each: impl FnMut(SnapshotEntry) -> bool,
+) -> Result<usize, String> {
+    use bincode::Options;
+    let mut rest = body;
+    let count: u64 = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(rest.len() as u64)
+        .deserialize_from(&mut rest)
+        .map_err(|e| format!("does not decode ({e})"))?;
+    for i in 0..count {
+        let e: SnapshotEntry = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_limit(rest.len() as u64)
+            .deserialize_from(&mut rest)
+            .map_err(|e| format!("does not decode at entry {i} ({e})"))?;
+        if !each(e) {
+            return Ok(i as usize + 1);
+        }
+    }
+    if !rest.is_empty() {
+        return Err(format!("has {} bytes after its entries", rest.len()));
+    }
+    Ok(count as usize)
+}
+
 /// Decodes a snapshot file's bytes. Untrusted: a count or length in them
 /// is never believed beyond the bytes that are there (bincode's limit),
 /// and nothing may follow the entries.
 pub(super) fn parse_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry>, String> {
     if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC) {
+        decode_snapshot(split_counts(body)?.1)
+    } else if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC_V2) {
         decode_snapshot(body)
     } else if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC_V1) {
         decode_snapshot::<Vec<SnapshotEntryV1>>(body)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::misses::TakeBack;
 use super::{ENTRY_FORMAT, FORMAT_VERSION, Store, StoreError};
 use crate::metrics::{self, Formats, Gauges, NsMetrics, NsStats, Op, Rejection, Snapshot};
-use crate::names::{NameError, Namespace};
+use crate::names::{Key, NameError, Namespace};
 
 /// Space and entry usage against the mount's limits.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,19 @@ impl Store {
             if expired {
                 metrics::sub(&ns_metrics.expired_misses, 1);
             }
+        }
+    }
+
+    /// Thread `pid` renamed an entry onto `key` in `ns`: its lookup of
+    /// the target just before counted no miss (see `MissLedger`).
+    pub fn renamed_onto(&self, pid: u32, ns: &Namespace, key: &Key) {
+        let back = self
+            .misses
+            .renamed_onto(pid, ns, key, std::time::Instant::now());
+        if back != TakeBack::Nothing
+            && let Some(m) = self.ns_metrics(ns)
+        {
+            self.take_back_miss(&m, back);
         }
     }
 

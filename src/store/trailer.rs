@@ -240,9 +240,12 @@ impl Store {
         }
         idx.insert(ns, under.clone(), new.clone());
         // The other daemons read the new trailer (or miss the old name).
-        self.changes.key(ns, key);
+        // Written by this thread below, as a publish's record is: waking
+        // the log's thread for it costs a hand-off to the other core per
+        // rename, and the others learn of it before the reply.
+        self.changes.key_flushed_by_caller(ns, key);
         if let Some(t) = &to {
-            self.changes.key(ns, t.key);
+            self.changes.key_flushed_by_caller(ns, t.key);
         }
         if let Some(f) = shared {
             idx.share_file(new.version, &f);
@@ -250,6 +253,7 @@ impl Store {
         self.move_to_trash_locked(&idx, victims, &mut trash);
         let info = Self::info_locked(&idx, ns, &new);
         drop(idx);
+        self.changes.flush();
         self.dispose(trash);
         if durability == Durability::Fsync {
             io.sync_all(&file)?;

@@ -7,7 +7,9 @@
 //!
 //! After every step each directory's listing, each entry's bytes and each
 //! subtree's `du` (what a walk of the listings sums, as `du -s` does) must
-//! be the model's. Paths come from a small alphabet (`a`, `b`, `c`, up to
+//! be the model's, and a directory's listing must be, line for line, the
+//! first one taken under its generation while that listing's stamp holds
+//! (the kernel's copy of a listing is kept on that: `fs/dircache.rs`). Paths come from a small alphabet (`a`, `b`, `c`, up to
 //! three deep) so that names collide: an entry where a directory is, a key
 //! under an entry, a directory renamed into itself.
 
@@ -146,6 +148,8 @@ struct Live {
     clock: Arc<ManualClock>,
     /// `None` only between a stop and the next start.
     store: Option<Store>,
+    /// Kept across restarts: no generation ever comes back.
+    listings: super::listing_tests::Seen,
 }
 
 impl Live {
@@ -201,40 +205,6 @@ fn no(e: &str) -> Result<(), String> {
     Err(e.to_string())
 }
 
-/// `du -s DIR`: the logical bytes a walk of the listings finds under
-/// `dir` (and the stored bytes beside them).
-fn du(s: &Store, dir: &str) -> Result<(u64, u64), TestCaseError> {
-    let mut todo = vec![dir.to_string()];
-    let (mut logical, mut stored) = (0, 0);
-    while let Some(d) = todo.pop() {
-        let items = s
-            .list_dir(&ns(), d.as_bytes())
-            .map_err(|e| TestCaseError::fail(format!("ls {d}: {e}")))?;
-        for item in items {
-            let join = |n: &[u8]| {
-                let n = String::from_utf8(n.to_vec()).unwrap();
-                if d.is_empty() { n } else { format!("{d}/{n}") }
-            };
-            match item {
-                DirItem::Dir { name } => todo.push(join(&name)),
-                DirItem::File { name, .. } => match s.entry_info(&ns(), &key(&join(&name))) {
-                    Lookup::Hit(info) => {
-                        logical += info.logical_size;
-                        stored += info.stored_bytes;
-                    }
-                    other => {
-                        return Err(TestCaseError::fail(format!(
-                            "{} listed but {other:?}",
-                            join(&name)
-                        )));
-                    }
-                },
-            }
-        }
-    }
-    Ok((logical, stored))
-}
-
 fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<(), TestCaseError> {
     let dirs = m.dirs();
     for d in &dirs {
@@ -254,7 +224,12 @@ fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<()
             .filter(|(k, _)| under(k, d))
             .map(|(_, (b, _))| b.len() as u64)
             .sum();
-        prop_assert_eq!(du(s, d)?.0, want, "du -s of {:?}", d);
+        prop_assert_eq!(
+            super::listing_tests::du(s, &ns(), d)?.0,
+            want,
+            "du -s of {:?}",
+            d
+        );
     }
     for p in paths {
         prop_assert_eq!(
@@ -274,7 +249,7 @@ fn check(s: &Store, m: &Model, paths: &[String], usage_exact: bool) -> Result<()
         // Nothing expired is left unswept: the accounting is the walk's.
         let u = s.usage();
         prop_assert_eq!(u.entries, m.files.len() as u64);
-        prop_assert_eq!(u.used_bytes, du(s, "")?.1);
+        prop_assert_eq!(u.used_bytes, super::listing_tests::du(s, &ns(), "")?.1);
     }
     s.check_invariants();
     Ok(())
@@ -444,7 +419,9 @@ fn step(
         }
     }
     m.expire(live.store().now());
-    check(live.store(), m, paths, usage_exact)
+    check(live.store(), m, paths, usage_exact)?;
+    let store = live.store.as_ref().expect("open");
+    super::listing_tests::check_stamps(store, &ns, &m.dirs(), &mut live.listings)
 }
 
 /// Runs `ops` (indices into `all_paths`) from an empty store.
@@ -453,8 +430,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let store = Some(open(dir.path(), &clock));
-    let mut live = Live { dir, clock, store };
-    let mut model = Model::default();
+    let listings = Default::default();
+    let (mut live, mut model) = (
+        Live {
+            dir,
+            clock,
+            store,
+            listings,
+        },
+        Model::default(),
+    );
     for (i, op) in ops.into_iter().enumerate() {
         step(&mut live, &mut model, &paths, i, op)?;
     }

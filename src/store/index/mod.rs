@@ -445,6 +445,14 @@ impl Index {
         self.expiry = BinaryHeap::from(items);
     }
 
+    /// The rules of expiry changed (a reload): every listing's earliest
+    /// expiry may have moved, so no listing taken before is the same.
+    pub fn expiry_rules_changed(&mut self) {
+        for s in self.namespaces.values_mut() {
+            s.tree.all_changed();
+        }
+    }
+
     fn compact_expiry_if_bloated(&mut self) {
         if self.expiry.len() as u64 > 2 * self.total_entries + 4096 {
             self.rebuild_expiry();

@@ -103,10 +103,38 @@ impl EntryTable {
         self.slots[i as usize].key(self.long_keys.get(&i).map(|k| &k[..]))
     }
 
+    /// Adds an entry as the most recently used unless its key is there
+    /// already (then nothing changes): its slot, if it went in. One probe
+    /// of the hash table (a rebuild's insert of each entry).
+    pub fn insert_new(&mut self, key: &[u8], meta: &EntryMeta) -> Option<u32> {
+        self.upsert(key, meta, false).map(|(i, _)| i)
+    }
+
+    /// Room for `n` more entries without growing the slots or the hash
+    /// table (a rebuild knows how many come).
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        let (slots, long_keys, hasher) = (&self.slots, &self.long_keys, &self.hasher);
+        self.buckets.reserve(n, |&i| {
+            slots[i as usize].hash(hasher, long_keys.get(&i).map(|k| &k[..]))
+        });
+    }
+
     /// Adds an entry as the most recently used, or replaces the metadata
     /// of the key's entry and makes it the most recently used. Returns its
     /// slot and the replaced metadata.
     pub fn insert(&mut self, key: &[u8], meta: &EntryMeta) -> (u32, Option<EntryMeta>) {
+        self.upsert(key, meta, true)
+            .expect("an insert that may replace always goes in")
+    }
+
+    /// `insert`, or (`replace` false) nothing at all if the key is there.
+    fn upsert(
+        &mut self,
+        key: &[u8],
+        meta: &EntryMeta,
+        replace: bool,
+    ) -> Option<(u32, Option<EntryMeta>)> {
         let probe = Probe::new(key);
         let hash = probe.hash(&self.hasher);
         let (slots, long_keys, hasher) = (&self.slots, &self.long_keys, &self.hasher);
@@ -116,13 +144,14 @@ impl EntryTable {
             |&i| slots[i as usize].hash(hasher, long_keys.get(&i).map(|k| &k[..])),
         );
         match entry {
+            Entry::Occupied(_) if !replace => None,
             Entry::Occupied(e) => {
                 let i = *e.get();
                 let old = self.meta(i);
                 self.set_meta(i, meta);
                 self.unlink(i);
                 self.push_head(i);
-                (i, Some(old))
+                Some((i, Some(old)))
             }
             Entry::Vacant(e) => {
                 let i = match self.free {
@@ -147,7 +176,7 @@ impl EntryTable {
                 self.set_meta(i, meta);
                 self.push_head(i);
                 self.len += 1;
-                (i, None)
+                Some((i, None))
             }
         }
     }

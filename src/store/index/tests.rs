@@ -366,3 +366,92 @@ fn an_emptied_table_frees_its_slots_and_stale_items_stay_harmless() {
 fn entry_compressed(model: &[(Vec<u8>, EntryMeta)], key: &[u8]) -> bool {
     model.iter().any(|(k, m)| k == key && m.compressed)
 }
+
+/// A rebuild's inserts: a key put in otherwise since the rebuild began
+/// (published, or published and removed) is left as it is; a key already
+/// in is not replaced; the rest go in oldest first, accounted, with their
+/// expiry items, in a table sized once for them.
+#[test]
+fn a_rebuild_puts_in_only_what_nothing_newer_put_in() {
+    let mut idx = index();
+    let (a, b) = (
+        Namespace::parse(b"a").unwrap(),
+        Namespace::parse(b"b").unwrap(),
+    );
+    let keys: Vec<Key> = (0..3000)
+        .map(hex_key)
+        .chain(
+            keys()
+                .into_iter()
+                .filter(|k| k.as_slice() != hex_key(0).as_bytes())
+                .map(|k| Key::parse(&k, crate::config::KeyFormat::Any).unwrap()),
+        )
+        .collect();
+    idx.begin_rebuild();
+    idx.reserve_rebuilt(&a, keys.len());
+    idx.reserve_rebuilt(&b, 10);
+    idx.insert(&a, keys[5].clone(), meta(90_005, 50, Some(0)));
+    idx.insert(&a, keys[6].clone(), meta(90_006, 50, Some(0)));
+    idx.remove(&a, &keys[6]);
+    for (i, k) in keys.iter().enumerate() {
+        let went_in = idx.insert_rebuilt(&a, k.clone(), meta(i as u64, i as i64, None));
+        assert_eq!(went_in, i != 5 && i != 6, "key {i}");
+    }
+    // Found twice (a scan racing a rename): the first stays.
+    assert!(!idx.insert_rebuilt(&a, keys[7].clone(), meta(77_777, 0, None)));
+    assert!(idx.insert_rebuilt(&b, hex_key(1), meta(50_000, 0, None)));
+    assert!(!idx.insert_rebuilt(
+        &Namespace::parse(b"gone").unwrap(),
+        hex_key(1),
+        meta(1, 0, None)
+    ));
+    idx.end_rebuild();
+    idx.debug_check();
+
+    let state = idx.namespace(&a).unwrap();
+    assert_eq!(state.peek(&keys[5]).map(|m| m.version), Some(90_005));
+    assert!(state.peek(&keys[6]).is_none());
+    assert_eq!(state.peek(&keys[7]).map(|m| m.version), Some(7));
+    let order: Vec<u64> = state.iter_lru().map(|(_, m)| m.version).collect();
+    let want: Vec<u64> = std::iter::once(90_005)
+        .chain((0..keys.len() as u64).filter(|&i| i != 5 && i != 6))
+        .collect();
+    assert_eq!(order, want, "oldest first, as put in");
+    // Every key of a but the removed one, and b's.
+    assert_eq!(idx.total_entries(), keys.len() as u64 - 1 + 1);
+    assert_eq!(idx.total_bytes(), idx.total_entries() * 4096);
+    // The namespaces' TTLs (5 s default, 3 s for b) hold for what went in.
+    assert_eq!(idx.take_expired(3 * SECOND).len(), 1);
+    assert_eq!(
+        idx.take_expired(5 * SECOND + 10_000).len(),
+        keys.len() - 2,
+        "every rebuilt entry of a expires; the one published has no TTL"
+    );
+    idx.debug_check();
+}
+
+/// A sha256 key is kept as its 32 bytes only if every character is a
+/// lowercase hex digit: any other byte anywhere keeps the key as it is,
+/// a key of its own, read back whole.
+#[test]
+fn only_lowercase_hex_keys_are_packed_and_every_key_reads_back_whole() {
+    let mut table = table::EntryTable::default();
+    let base = "0123456789abcdef".repeat(4).into_bytes();
+    let (slot, _) = table.insert(&base, &meta(1, 0, None));
+    let mut n = 1;
+    for c in 0..=255u8 {
+        for at in [0, 31, 63] {
+            let mut key = base.clone();
+            key[at] = c;
+            if key == base {
+                continue;
+            }
+            n += 1;
+            let (i, replaced) = table.insert(&key, &meta(n, 0, None));
+            assert!(replaced.is_none(), "byte {c} at {at} taken for another key");
+            assert_eq!(&*table.key(i), &key[..], "byte {c} at {at}");
+        }
+    }
+    assert_eq!(&*table.key(slot), &base[..]);
+    assert_eq!(table.len() as u64, n);
+}
