@@ -25,6 +25,7 @@ use super::guard::Guard;
 use super::notify::Notifier;
 use cachefs::config::Config;
 use cachefs::fs::CacheFs;
+use cachefs::fs::fuse::FuseFs;
 use cachefs::store::{Store, SystemClock};
 
 /// What `cachefs mount` was asked to do.
@@ -43,12 +44,22 @@ pub struct MountArgs {
     /// (default_permissions is implied wherever other users can enter).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    /// FUSE worker threads. Two lets one request wait on the disk while
-    /// the other thread serves; more make every request slower, because
-    /// the kernel hands each request to the thread idle longest (measured
-    /// in the README's benchmark notes).
-    #[arg(long, default_value_t = 2)]
+    /// The most requests that wait (on the disk: publishes, creates, cold
+    /// reads; or on another request) served at once, each on a worker
+    /// thread started when first needed. Requests that never wait (hits,
+    /// lookups, stats, listings) are all answered by one request thread,
+    /// whatever this says; raise it for many writers at once on a slow or
+    /// `durability = "fsync"` volume.
+    #[arg(long, default_value_t = 16)]
     pub threads: usize,
+    /// Threads that read the kernel's queue and answer the requests that
+    /// never wait. One answers each request on the vCPU its caller woke
+    /// (the kernel hands a request to the reader idle longest: with two,
+    /// they take turns, and on a VM a wake on another vCPU costs more than
+    /// the request). Two keep requests moving on a host so loaded that one
+    /// thread is often preempted.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub request_threads: u16,
     /// On SIGTERM, how long to wait for open files to close before
     /// detaching the mount ("10s", "1m").
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -87,7 +98,7 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
             mountpoint.display()
         );
     }
-    let fuse_cfg = fuse_config(&args.options, args.threads)?;
+    let fuse_cfg = fuse_config(&args.options, usize::from(args.request_threads))?;
     // Serves at once: the index is rebuilt behind (snapshot or scan), and
     // lookups it cannot answer yet go to the keys' backing paths.
     let poll = config.cache.poll_interval;
@@ -98,9 +109,10 @@ pub fn mount(args: &MountArgs) -> Result<ExitCode> {
         log::warn!("cannot share changes with other daemons: {e}");
     }
     let fs = CacheFs::new(Arc::clone(&store));
+    fs.set_max_workers(args.threads);
     let open_handles = fs.open_handles();
     let kernel_slot = fs.kernel_slot();
-    let mut session = fuser::Session::new(fs, mountpoint, &fuse_cfg)
+    let mut session = fuser::Session::new(FuseFs::new(fs), mountpoint, &fuse_cfg)
         .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
     // Kernel cache invalidations go through the session's channel.
     let _ = kernel_slot.set(Box::new(session.notifier()));
@@ -141,7 +153,7 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     })
 }
 
-fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
+fn fuse_config(options: &[String], readers: usize) -> Result<fuser::Config> {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("cachefs".into()),
@@ -193,8 +205,13 @@ fn fuse_config(options: &[String], threads: usize) -> Result<fuser::Config> {
     if !(cfg.acl == SessionACL::Owner && nix::unistd::geteuid().is_root()) {
         cfg.mount_options.push(MountOption::DefaultPermissions);
     }
-    cfg.n_threads = Some(threads.max(1));
-    cfg.clone_fd = threads > 1;
+    // One thread (by default) reads the kernel's queue and answers every
+    // request that never waits; the others go to workers
+    // (`fs/dispatch.rs`). A second reader takes requests too, and the
+    // kernel wakes whichever waited longest: on a VM, often a halted
+    // vCPU's.
+    cfg.n_threads = Some(readers.max(1));
+    cfg.clone_fd = readers > 1;
     Ok(cfg)
 }
 

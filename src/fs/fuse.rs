@@ -1,118 +1,63 @@
 //! The adapter between the kernel's FUSE protocol (fuser) and the
 //! filesystem core: each handler decodes its request, makes one call to
 //! `CacheFs`, and maps the answer to a reply. Nothing here decides
-//! anything; with `fuse_replies.rs` (deferred replies), the only files
-//! of `fs` that name a fuser type.
+//! anything but where a request runs: on the one request thread, or on a
+//! worker when it may wait (`dispatch.rs` says which, and why no request
+//! on this thread waits for one queued behind it). With
+//! `fuse_replies.rs`, the only files of `fs` that name a fuser type.
 
 use std::ffi::OsStr;
 use std::io;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::CacheFs;
 use super::dirs::RenameMode;
-use super::types::{Attr, Ctx, Entry, Errno, FileKind, Opened, Replier, SetAttr, TimeSet};
+use super::fuse_replies::{
+    create_reply, ctx, errno, file_attr, file_type, fopen_flags, reply_empty, reply_entry, time_set,
+};
+use super::types::{Replier, SetAttr};
+use super::workers;
 
-pub(super) fn errno(e: Errno) -> fuser::Errno {
-    fuser::Errno::from_i32(e as i32)
+/// The filesystem as fuser runs it: the core, shared with the workers
+/// that answer the requests which may wait. The session runs one request
+/// thread (`mount.rs`), which calls these handlers.
+pub struct FuseFs {
+    fs: Arc<CacheFs>,
 }
 
-fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
+impl FuseFs {
+    pub fn new(fs: CacheFs) -> FuseFs {
+        FuseFs { fs: Arc::new(fs) }
     }
-}
 
-fn file_type(k: FileKind) -> FileType {
-    match k {
-        FileKind::Directory => FileType::Directory,
-        FileKind::RegularFile => FileType::RegularFile,
+    /// The core, for a request answered on this thread.
+    fn here(&self) -> &CacheFs {
+        workers::mark_request_thread();
+        &self.fs
     }
-}
 
-pub(super) fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.mtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: 0,
-        blksize: a.blksize,
-        flags: 0,
+    /// Answers a request that may wait on a worker.
+    fn off(&self, job: impl FnOnce(&CacheFs) + Send + 'static) {
+        let fs = Arc::clone(&self.fs);
+        self.fs.workers.submit(move || job(&fs));
+    }
+
+    /// `off`, for a request others may wait for (a writer's RELEASE).
+    fn off_urgent(&self, job: impl FnOnce(&CacheFs) + Send + 'static) {
+        let fs = Arc::clone(&self.fs);
+        self.fs.workers.submit_urgent(move || job(&fs));
     }
 }
 
-pub(super) fn fopen_flags(o: &Opened) -> FopenFlags {
-    let mut f = FopenFlags::empty();
-    if o.direct_io {
-        f |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    if o.keep_cache {
-        f |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if o.noflush {
-        f |= FopenFlags::FOPEN_NOFLUSH;
-    }
-    f
-}
-
-fn time_set(t: TimeOrNow) -> TimeSet {
-    match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(st) => TimeSet::At(before_epoch_fixed(st)),
-    }
-}
-
-/// fuser 0.18 reads a time before the epoch, (secs < 0, nsecs), as
-/// `EPOCH - (-secs s + nsecs ns)`, while the kernel means `secs s + nsecs
-/// ns` (nsecs always counts forward): (-1, 5e8) is -0.5 s, not -1.5 s.
-fn before_epoch_fixed(st: SystemTime) -> SystemTime {
-    match SystemTime::UNIX_EPOCH.duration_since(st) {
-        Ok(back) if back.subsec_nanos() != 0 => {
-            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(back.as_secs())
-                + std::time::Duration::from_nanos(u64::from(back.subsec_nanos()))
-        }
-        _ => st,
-    }
-}
-
-fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
-    match r {
-        // fuser takes the attributes' lifetime first.
-        Ok(e) => reply.entry_with_ttls(
-            &e.attr_ttl,
-            &e.entry_ttl,
-            &file_attr(&e.attr),
-            Generation(0),
-        ),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
-pub(super) fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
-impl Filesystem for CacheFs {
+impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // O_TRUNC must reach `open` (a copy-on-write that starts empty),
         // not arrive as a separate truncate that would publish at once.
@@ -141,15 +86,26 @@ impl Filesystem for CacheFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, CacheFs::lookup(self, &ctx(req), parent.0, name))
+        let (fs, ctx) = (self.here(), ctx(req));
+        if fs.lookup_waits(parent.0, name) {
+            let name = name.to_owned();
+            self.off(move |fs| reply_entry(reply, fs.lookup(&ctx, parent.0, &name)));
+        } else {
+            reply_entry(reply, fs.lookup(&ctx, parent.0, name))
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        CacheFs::forget(self, ino.0, nlookup);
+        self.here().forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.reply(CacheFs::getattr(self, &ctx(req), ino.0, fh.map(|f| f.0)))
+        let (fs, ctx, fh) = (self.here(), ctx(req), fh.map(|f| f.0));
+        if fs.getattr_waits(ino.0, fh) {
+            self.off(move |fs| reply.reply(fs.getattr(&ctx, ino.0, fh)));
+        } else {
+            reply.reply(fs.getattr(&ctx, ino.0, fh))
+        }
     }
 
     fn setattr(
@@ -178,7 +134,8 @@ impl Filesystem for CacheFs {
             mtime: mtime.map(time_set),
             atime: atime.map(time_set),
         };
-        CacheFs::setattr(self, &ctx(req), ino.0, set, fh.map(|f| f.0), reply)
+        let (ctx, fh) = (ctx(req), fh.map(|f| f.0));
+        self.off(move |fs| fs.setattr(&ctx, ino.0, set, fh, reply));
     }
 
     fn mknod(
@@ -191,10 +148,10 @@ impl Filesystem for CacheFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
-            reply,
-            CacheFs::mknod(self, &ctx(req), parent.0, name, mode, umask),
-        )
+        let (ctx, name) = (ctx(req), name.to_owned());
+        self.off(move |fs| {
+            reply_entry(reply, fs.mknod(&ctx, parent.0, &name, mode, umask));
+        });
     }
 
     fn mkdir(
@@ -206,12 +163,15 @@ impl Filesystem for CacheFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = CacheFs::mkdir(self, &ctx(req), parent.0, name, mode, umask);
-        reply_entry(reply, r)
+        let (ctx, name) = (ctx(req), name.to_owned());
+        self.off(move |fs| {
+            reply_entry(reply, fs.mkdir(&ctx, parent.0, &name, mode, umask));
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, CacheFs::rmdir(self, parent.0, name))
+        let name = name.to_owned();
+        self.off(move |fs| reply_empty(reply, fs.rmdir(parent.0, &name)));
     }
 
     fn symlink(
@@ -222,7 +182,7 @@ impl Filesystem for CacheFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, CacheFs::symlink(self))
+        reply_entry(reply, self.here().symlink())
     }
 
     fn link(
@@ -233,11 +193,12 @@ impl Filesystem for CacheFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, CacheFs::link(self))
+        reply_entry(reply, self.here().link())
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, CacheFs::unlink(self, parent.0, name))
+        let name = name.to_owned();
+        self.off(move |fs| reply_empty(reply, fs.unlink(parent.0, &name)));
     }
 
     fn rename(
@@ -259,12 +220,28 @@ impl Filesystem for CacheFs {
         } else {
             RenameMode::Replace
         };
-        let r = CacheFs::rename(self, &ctx(req), parent.0, name, newparent.0, newname, mode);
-        reply_empty(reply, r)
+        let (fs, ctx) = (self.here(), ctx(req));
+        if !fs.rename_waits(parent.0, name) {
+            let r = fs
+                .pace
+                .timed(|| fs.rename(&ctx, parent.0, name, newparent.0, newname, mode));
+            return reply_empty(reply, r);
+        }
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.off(move |fs| {
+            let r = fs.rename(&ctx, parent.0, &name, newparent.0, &newname, mode);
+            reply_empty(reply, r)
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        CacheFs::open(self, &ctx(req), ino.0, flags.0, reply)
+        match self.here().open_hit(ino.0, flags.0) {
+            Some(opened) => reply.reply(Ok(opened)),
+            None => {
+                let ctx = ctx(req);
+                self.off(move |fs| fs.open(&ctx, ino.0, flags.0, reply));
+            }
+        }
     }
 
     fn create(
@@ -277,16 +254,17 @@ impl Filesystem for CacheFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match CacheFs::create(self, &ctx(req), parent.0, name, mode, umask, flags) {
-            Ok(c) => reply.created(
-                &c.entry.entry_ttl,
-                &file_attr(&c.entry.attr),
-                Generation(0),
-                FileHandle(c.opened.fh),
-                fopen_flags(&c.opened),
-            ),
-            Err(e) => reply.error(errno(e)),
+        let (fs, ctx) = (self.here(), ctx(req));
+        if !fs.create_waits(parent.0, flags) {
+            let r = fs
+                .pace
+                .timed(|| fs.create(&ctx, parent.0, name, mode, umask, flags));
+            return create_reply(reply, r);
         }
+        let name = name.to_owned();
+        self.off(move |fs| {
+            create_reply(reply, fs.create(&ctx, parent.0, &name, mode, umask, flags));
+        });
     }
 
     fn read(
@@ -300,7 +278,9 @@ impl Filesystem for CacheFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        CacheFs::read(self, fh.0, offset, size, reply)
+        // A read that would wait for the disk goes to a worker by itself
+        // (`opens.rs`).
+        self.here().read(fh.0, offset, size, reply)
     }
 
     fn write(
@@ -315,10 +295,21 @@ impl Filesystem for CacheFs {
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match CacheFs::write(self, fh.0, offset, data, lock_owner.map(|o| o.0)) {
+        let write = move |fs: &CacheFs, data: &[u8], reply: ReplyWrite| match fs.write(
+            fh.0,
+            offset,
+            data,
+            lock_owner.map(|o| o.0),
+        ) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
+        };
+        let fs = self.here();
+        if !fs.writer_waits(fh.0) {
+            return fs.pace.timed(|| write(fs, data, reply));
         }
+        let data = data.to_vec();
+        self.off(move |fs| write(fs, &data, reply));
     }
 
     fn flush(
@@ -329,7 +320,17 @@ impl Filesystem for CacheFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        CacheFs::flush(self, &ctx(req), fh.0, lock_owner.0, reply)
+        let (fs, ctx) = (self.here(), ctx(req));
+        if !fs.writer_waits(fh.0) {
+            // A reader's FLUSH (rare: readers open with noflush) is not
+            // timed: the pace is the disk's under writers.
+            match fs.is_writer(fh.0) {
+                true => fs.pace.timed(|| fs.flush(&ctx, fh.0, lock_owner.0, reply)),
+                false => fs.flush(&ctx, fh.0, lock_owner.0, reply),
+            }
+        } else {
+            self.off(move |fs| fs.flush(&ctx, fh.0, lock_owner.0, reply));
+        }
     }
 
     fn fsync(
@@ -340,7 +341,7 @@ impl Filesystem for CacheFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        CacheFs::fsync(self, fh.0, reply)
+        self.off(move |fs| fs.fsync(fh.0, reply));
     }
 
     fn release(
@@ -353,12 +354,23 @@ impl Filesystem for CacheFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        CacheFs::release(self, fh.0);
-        reply.ok()
+        let fs = self.here();
+        if fs.writer_waits(fh.0) {
+            self.off_urgent(move |fs| {
+                fs.release(fh.0);
+                reply.ok()
+            });
+        } else if fs.is_writer(fh.0) {
+            fs.pace.timed(|| fs.release(fh.0));
+            reply.ok()
+        } else {
+            fs.release(fh.0);
+            reply.ok()
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match CacheFs::opendir(self, ino.0) {
+        match self.here().opendir(ino.0) {
             // Every listing may be kept by the kernel; KEEP_CACHE says
             // whether the copy it has may serve this one (`dircache.rs`).
             Ok(o) => reply.opened(
@@ -377,7 +389,7 @@ impl Filesystem for CacheFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = CacheFs::readdir(self, fh.0, offset, |ino, next, kind, name| {
+        let r = self.here().readdir(fh.0, offset, |ino, next, kind, name| {
             reply.add(INodeNo(ino), next, file_type(kind), name)
         });
         match r {
@@ -394,17 +406,19 @@ impl Filesystem for CacheFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = CacheFs::readdirplus(self, ino.0, fh.0, offset, |name, next, e| {
-            let ttl = e.entry_ttl.min(e.attr_ttl);
-            reply.add(
-                INodeNo(e.attr.ino),
-                next,
-                name,
-                &ttl,
-                &file_attr(&e.attr),
-                Generation(0),
-            )
-        });
+        let r = self
+            .here()
+            .readdirplus(ino.0, fh.0, offset, |name, next, e| {
+                let ttl = e.entry_ttl.min(e.attr_ttl);
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    next,
+                    name,
+                    &ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                )
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -421,14 +435,17 @@ impl Filesystem for CacheFs {
     ) {
         // Answered first: freeing a big listing's memory may take a while.
         reply.ok();
-        CacheFs::releasedir(self, fh.0);
+        self.here().releasedir(fh.0);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        let s = CacheFs::statfs(self, ino.0);
-        reply.statfs(
-            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-        )
+        // A statfs of the backing volume (a network one may be slow).
+        self.off(move |fs| {
+            let s = fs.statfs(ino.0);
+            reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            )
+        });
     }
 
     fn setxattr(
@@ -441,14 +458,15 @@ impl Filesystem for CacheFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(
-            reply,
-            CacheFs::setxattr(self, &ctx(req), ino.0, name, value, flags),
-        )
+        let (ctx, name, value) = (ctx(req), name.to_owned(), value.to_vec());
+        self.off(move |fs| {
+            reply_empty(reply, fs.setxattr(&ctx, ino.0, &name, &value, flags));
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        CacheFs::getxattr(self, &ctx(req), ino.0, name, size, reply)
+        let (ctx, name) = (ctx(req), name.to_owned());
+        self.off(move |fs| fs.getxattr(&ctx, ino.0, &name, size, reply));
     }
 
     /// No ioctls: ENOTTY at once, as a regular file answers. Python's
@@ -472,10 +490,11 @@ impl Filesystem for CacheFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply.reply(CacheFs::listxattr(self, ino.0, size))
+        self.off(move |fs| reply.reply(fs.listxattr(ino.0, size)));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, CacheFs::removexattr(self, ino.0, name))
+        let name = name.to_owned();
+        self.off(move |fs| reply_empty(reply, fs.removexattr(ino.0, &name)));
     }
 }

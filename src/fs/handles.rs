@@ -54,6 +54,12 @@ pub enum Handle {
 }
 
 impl Handle {
+    /// A writer's handle (its FLUSH and RELEASE publish), told without
+    /// its lock.
+    pub fn is_writer(&self) -> bool {
+        matches!(self, Handle::Write(_))
+    }
+
     pub fn writer(&self) -> Option<MutexGuard<'_, Writer>> {
         match self {
             Handle::Write(m) => Some(crate::sync::lock(m)),
@@ -204,6 +210,11 @@ impl HandleTable {
             if now >= deadline {
                 return true;
             }
+            if super::workers::on_request_thread() {
+                // `dispatch.rs` hands every request that can get here to
+                // a worker: the request thread waiting stops the mount.
+                log::error!("bug: a wait for a writer on the request thread");
+            }
             let mut g = crate::sync::lock(&self.settled);
             if g.generation == seen {
                 g.waiters += 1;
@@ -250,6 +261,11 @@ impl HandleTable {
 
     /// The handle numbers of everyone writing `key` right now, those being
     /// released included (`get` no longer finds them).
+    /// Whether a handle writes (or is being released from writing) `key`.
+    pub fn writes_key(&self, ns: &Namespace, key: &Key) -> bool {
+        self.writers_lock().contains_key(&(ns.clone(), key.clone()))
+    }
+
     pub fn writer_fhs(&self, ns: &Namespace, key: &Key) -> Vec<u64> {
         self.writers_lock()
             .get(&(ns.clone(), key.clone()))

@@ -37,15 +37,15 @@
 //! writer's life; `exits.rs` closes by killed processes;
 //! `mknod.rs` MKNOD; `dirs.rs` the tree, listings and STATFS (`dircache.rs`
 //! whether the kernel's copy of a listing may serve); `xattrs.rs`;
-//! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `disk.rs` the
-//! threads answers may wait on; `control.rs` the `.cachefs/` files.
+//! `inodes.rs`, `handles.rs` the tables; `nstimes.rs` namespace times; `invalidate.rs`, `workers.rs` the
+//! threads answers may wait on (`dispatch.rs`: which requests go there); `control.rs` the `.cachefs/` files.
 
 mod control;
 mod dircache;
 mod dirinodes;
 mod dirplus;
 mod dirs;
-mod disk;
+mod dispatch;
 mod entries;
 mod errno;
 mod exits;
@@ -57,9 +57,11 @@ mod invalidate;
 mod mknod;
 mod nstimes;
 mod opens;
+mod pace;
 mod redirects;
 mod subdirs;
 pub mod types;
+mod workers;
 mod writer;
 mod writes;
 mod xattrs;
@@ -106,8 +108,10 @@ pub struct CacheFs {
     dir_cache: dircache::DirCache,
     /// Writers sent off a published version's inode (see `opens.rs`).
     redirects: redirects::Redirects,
-    /// Where reads that must wait for the disk go (see `disk.rs`).
-    disk: disk::DiskReaders,
+    /// Where requests that may wait go (see `dispatch.rs`).
+    workers: workers::Workers,
+    /// Whether writers' requests have been slow of late (`dispatch.rs`).
+    pace: pace::DiskPace,
     /// Whether a closing thread is being killed by a signal (see
     /// `exits.rs`; tests put their own verdict here).
     killed_by_signal: Box<dyn Fn(u32) -> bool + Send + Sync>,
@@ -165,7 +169,8 @@ impl CacheFs {
             redirects: redirects::Redirects::default(),
             subdirs,
             dir_cache: dircache::DirCache::default(),
-            disk: disk::DiskReaders::new(),
+            workers: workers::Workers::default(),
+            pace: pace::DiskPace::default(),
             killed_by_signal: Box::new(exits::killed_by_signal),
             store,
             inodes,
@@ -183,6 +188,12 @@ impl CacheFs {
     /// until then no kernel cache is invalidated.
     pub fn kernel_slot(&self) -> KernelSlot {
         Arc::clone(&self.kernel)
+    }
+
+    /// At most `n` requests that wait are served at once (`mount
+    /// --threads`; see `workers.rs`).
+    pub fn set_max_workers(&self, n: usize) {
+        self.workers.set_max(n);
     }
 
     /// A live count of the handles open on this mount (files being read

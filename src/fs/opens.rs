@@ -6,7 +6,7 @@
 //! that reaches a version gone meanwhile gets ESTALE (the kernel looks up
 //! again); a read that must wait for the disk, and the first open after a
 //! start (a checksum check of the whole content), run off the request
-//! thread (`disk.rs`).
+//! thread (`workers.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,6 +23,20 @@ use crate::store::{
 };
 
 impl CacheFs {
+    /// A reader's OPEN of a hit, if it is one: answered from the index
+    /// with no system call and no wait (the request thread's part of
+    /// `open`; anything else is `open`'s, on a worker).
+    pub fn open_hit(&self, ino: u64, flags: i32) -> Option<Opened> {
+        if !opens_to_read(flags) || kind_of(ino) != Some(InodeKind::Entry) {
+            return None;
+        }
+        let (ns, key, _) = self.inodes.get(ino)?;
+        match self.store.open_hot(&ns, &key, ino) {
+            OpenHot::Done(rh) => Some(reader_opened(&self.handles, rh, ino)),
+            _ => None,
+        }
+    }
+
     pub fn open(&self, ctx: &Ctx, ino: u64, flags: i32, reply: impl Replier<Opened>) {
         // O_TRUNC truncates whatever the access mode (the kernel asks
         // write permission for it), and an open that truncates is a
@@ -31,7 +45,7 @@ impl CacheFs {
         // set that shared, immutable inode's size to 0 and drop its pages
         // before its own ETXTBSY check, and a process running the file
         // died of SIGBUS at its next page fault.
-        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0;
+        let read_only = opens_to_read(flags);
         match kind_of(ino) {
             Some(InodeKind::ControlFile(i)) => {
                 if !read_only {
@@ -64,7 +78,7 @@ impl CacheFs {
                     // The first open after a start checks the whole content
                     // against its checksum: a disk read, off this thread.
                     if matches!(hot, OpenHot::Verify) {
-                        self.disk.submit(open);
+                        self.workers.submit(open);
                     } else {
                         open();
                     }
@@ -133,7 +147,7 @@ impl CacheFs {
                 Ok(Some(buf)) => reply.reply(Ok(buf)),
                 Ok(None) => {
                     let store = Arc::clone(&self.store);
-                    self.disk.submit(move || {
+                    self.workers.submit(move || {
                         let Handle::Read(rh) = &*h else {
                             return reply.reply(Err(Errno::EBADF));
                         };
@@ -237,6 +251,11 @@ fn reader_opened(handles: &HandleTable, rh: ReadHandle, ino: u64) -> Opened {
         keep_cache: !writing,
         noflush: true,
     }
+}
+
+/// An open that reads only: O_RDONLY without O_TRUNC (see `open`).
+fn opens_to_read(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0
 }
 
 fn direct(fh: u64) -> Opened {

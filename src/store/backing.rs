@@ -17,8 +17,8 @@
 //!   lines `OP ERRNO` (e.g. `rename EIO`, `write ENOSPC`) fails every
 //!   such operation. The file is read at each operation, so a test's
 //!   write of it takes effect at the daemon's next operation, with no
-//!   race; removing it lifts the faults. A line `hold rebuild` keeps
-//!   the index's rebuild from starting while it is there.
+//!   race; removing it lifts the faults. A line `hold WHAT` keeps WHAT
+//!   waiting while it is there (`rebuild`; an operation: `hold fsync`).
 //!
 //! Contract for callers: an operation that fails here has not touched the
 //! disk (a fault is injected before the system call, as a filesystem that
@@ -388,6 +388,12 @@ mod faults {
         }
 
         pub fn check(&self, op: FaultOp) -> io::Result<()> {
+            if self.held(op.name()) {
+                log::warn!("fault: {} held", op.name()); // tests wait for it
+                while self.held(op.name()) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
             if let Some(path) = &self.control
                 && let Ok(text) = std::fs::read_to_string(path)
                 && let Some(errno) = text.lines().find_map(|l| parse_line(l, op))

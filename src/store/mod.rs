@@ -72,6 +72,7 @@ mod staging;
 mod stats;
 mod sweeper;
 mod trailer;
+mod waits;
 mod write;
 mod xattrs;
 

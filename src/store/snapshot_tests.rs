@@ -147,11 +147,13 @@ fn a_format_2_snapshot_without_the_namespace_table_still_streams_back() {
     let path = dir.path().join("b/index.snapshot");
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[..8], b"CFSINDX3");
-    let (counts, body) = recover::streamable(&bytes).unwrap();
+    let (mut counts, body) = recover::streamable(&bytes).unwrap();
+    // Saved in the index's order of namespaces, which is a hash map's.
+    counts.sort();
     assert_eq!(
         counts,
         [(b"a".to_vec(), ENTRIES), (b"b".to_vec(), 10)],
-        "each namespace's entries, in the order saved"
+        "each namespace's entry count"
     );
     let mut v2 = b"CFSINDX2".to_vec();
     v2.extend(body);

@@ -154,7 +154,6 @@ impl StagePool {
         crate::sync::lock(&self.shared.ready).files.clear();
     }
 
-    #[cfg(test)]
     pub(super) fn ready(&self) -> usize {
         crate::sync::lock(&self.shared.ready).files.len()
     }
