@@ -88,8 +88,18 @@ pub struct HandleTable {
     /// Bumped whenever a writer is released, or one whose publish waits
     /// for its RELEASE writes again; lookups waiting for them wait on
     /// `settle`.
-    settled: Mutex<u64>,
+    settled: Mutex<Settled>,
     settle: Condvar,
+}
+
+/// The writers' settling, and who waits for it.
+#[derive(Default)]
+struct Settled {
+    generation: u64,
+    /// Threads in `wait_settled`'s wait: a `settle_writers` with none
+    /// makes no system call (a condvar's notify is a futex wake whether or
+    /// not anyone waits, and every publish's release settles).
+    waiters: usize,
 }
 
 impl HandleTable {
@@ -183,15 +193,19 @@ impl HandleTable {
 
     /// Wakes the lookups waiting for a deferred writer (see `writer.rs`).
     pub fn settle_writers(&self) {
-        *crate::sync::lock(&self.settled) += 1;
-        self.settle.notify_all();
+        let mut s = crate::sync::lock(&self.settled);
+        s.generation += 1;
+        // Decided under the lock a waiter registers under: none is missed.
+        if s.waiters > 0 {
+            self.settle.notify_all();
+        }
     }
 
     /// Waits until `pending()` is false (asked again after each
     /// `settle_writers`) or `deadline` passes; says whether it still is.
     pub fn wait_settled(&self, deadline: Instant, mut pending: impl FnMut() -> bool) -> bool {
         loop {
-            let seen = *crate::sync::lock(&self.settled);
+            let seen = crate::sync::lock(&self.settled).generation;
             if !pending() {
                 return false;
             }
@@ -204,12 +218,14 @@ impl HandleTable {
                 // a worker: the request thread waiting stops the mount.
                 log::error!("bug: a wait for a writer on the request thread");
             }
-            let g = crate::sync::lock(&self.settled);
-            if *g == seen {
-                let _ = self
+            let mut g = crate::sync::lock(&self.settled);
+            if g.generation == seen {
+                g.waiters += 1;
+                let (mut g, _) = self
                     .settle
                     .wait_timeout(g, deadline - now)
                     .unwrap_or_else(|e| e.into_inner());
+                g.waiters -= 1;
             }
         }
     }
@@ -283,5 +299,47 @@ impl HandleTable {
     /// that version and may write again through it).
     pub fn writes_on_inode(&self, ino: u64) -> bool {
         crate::sync::lock(&self.writer_inos).contains_key(&ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// A waiter is woken by the settle that makes its condition false,
+    /// long before its deadline (a settle with no one waiting makes no
+    /// wake-up, so the count of waiters must be right for this one).
+    #[test]
+    fn a_settle_wakes_a_waiting_lookup_and_none_is_needed_without_one() {
+        let t = Arc::new(HandleTable::default());
+        t.settle_writers(); // no waiter: nothing to wake
+        let done = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (t, done) = (Arc::clone(&t), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let still = t.wait_settled(start + Duration::from_secs(30), || {
+                    !done.load(Ordering::SeqCst)
+                });
+                (still, start.elapsed())
+            })
+        };
+        // Settles until the waiter is seen waiting, then one that frees it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crate::sync::lock(&t.settled).waiters == 0 {
+            assert!(Instant::now() < deadline, "the waiter never waited");
+            std::thread::yield_now();
+        }
+        done.store(true, Ordering::SeqCst);
+        t.settle_writers();
+        let (still, took) = waiter.join().unwrap();
+        assert!(!still);
+        assert!(
+            took < Duration::from_secs(10),
+            "woken only by its deadline: {took:?}"
+        );
+        assert_eq!(crate::sync::lock(&t.settled).waiters, 0);
     }
 }

@@ -29,12 +29,14 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::backing::BackingIo;
 use super::sessions::{self, flock, new_token, remove_session, session_lock_path};
+use super::shards::ShardsSeen;
 use crate::names::{Key, Namespace};
 
 pub use super::format::FORMAT_VERSION;
@@ -65,9 +67,10 @@ pub struct Layout {
     /// Keeps the session's file young for daemons on other hosts.
     _heartbeat: Option<sessions::Heartbeat>,
     unique: AtomicU64,
-    /// One bit per leaf shard directory (65 536) known to exist, so a
-    /// publish into a known shard makes no `stat` of it.
-    shards_seen: Box<[AtomicU64]>,
+    /// The leaf shard directories known to exist, so a publish into a
+    /// known shard makes no `stat` of it (shared with the stager, which
+    /// makes new keys' shards).
+    shards_seen: Arc<ShardsSeen>,
     /// Every file operation on entries, staging and trash goes through it.
     pub io: BackingIo,
 }
@@ -217,7 +220,7 @@ impl Layout {
             session_lock: None,
             _heartbeat: None,
             unique: AtomicU64::new(0),
-            shards_seen: (0..SHARDS / 64).map(|_| AtomicU64::new(0)).collect(),
+            shards_seen: Arc::new(ShardsSeen::new(SHARDS)),
             io: BackingIo::from_env(),
         }
     }
@@ -342,33 +345,30 @@ impl Layout {
         let Some(dir) = entry_path.parent() else {
             return Ok(false);
         };
-        let shard = shard_of(entry_path);
-        if let Some((word, bit)) = shard
-            && self.shards_seen[word].load(Ordering::Relaxed) & bit != 0
-        {
+        if self.shards_seen.known(entry_path) {
             return Ok(false);
         }
         let made = !dir.is_dir();
         if made {
             self.io.create_dir_all(dir)?;
         }
-        if let Some((word, bit)) = shard {
-            self.shards_seen[word].fetch_or(bit, Ordering::Relaxed);
-        }
+        self.shards_seen.saw(entry_path);
         Ok(made)
     }
 
     /// Whether an entry's shard is known to exist (made or seen).
     pub fn shard_known(&self, entry_path: &Path) -> bool {
-        shard_of(entry_path)
-            .is_some_and(|(word, bit)| self.shards_seen[word].load(Ordering::Relaxed) & bit != 0)
+        self.shards_seen.known(entry_path)
     }
 
     /// Forgets that an entry's shard exists (something removed it).
     pub fn shard_vanished(&self, entry_path: &Path) {
-        if let Some((word, bit)) = shard_of(entry_path) {
-            self.shards_seen[word].fetch_and(!bit, Ordering::Relaxed);
-        }
+        self.shards_seen.forget(entry_path);
+    }
+
+    /// The shards known to exist, for a thread that makes them.
+    pub(super) fn shards_seen(&self) -> Arc<ShardsSeen> {
+        Arc::clone(&self.shards_seen)
     }
 
     /// A fresh, unique name in staging.
@@ -470,12 +470,4 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
-}
-
-/// The word and bit of an entry path's leaf shard in `shards_seen`: the
-/// first four hex digits of its file name.
-fn shard_of(entry_path: &Path) -> Option<(usize, u64)> {
-    let name = entry_path.file_name()?.as_bytes().get(..4)?;
-    let n = u16::from_str_radix(std::str::from_utf8(name).ok()?, 16).ok()? as usize;
-    Some((n / 64, 1 << (n % 64)))
 }

@@ -66,6 +66,7 @@ mod remove;
 mod republish;
 mod room;
 mod sessions;
+mod shards;
 mod stage_pool;
 mod staging;
 mod stats;

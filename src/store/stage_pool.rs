@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backing::BackingIo;
+use super::shards::ShardsSeen;
 
 /// Files kept ready: enough for a burst of writers between two refills.
 pub(super) const TARGET: usize = 32;
@@ -43,15 +44,30 @@ struct Ready {
     paused_until: Option<Instant>,
     /// The thread waits for a refill to be asked.
     asked: bool,
-    /// Shard directories a write that began wants (see `want_shard`).
+    /// Entry paths of writes that began, whose shard directories are
+    /// wanted (see `want_shard`).
     shards: Vec<PathBuf>,
     stop: bool,
+    /// The thread waits on `wake`: only then is a notify needed (each
+    /// one is a futex system call, waiter or not, and a write of a new
+    /// key asks for its shard while the thread is often still busy).
+    sleeping: bool,
 }
 
 #[derive(Default)]
 struct Shared {
     ready: Mutex<Ready>,
     wake: Condvar,
+}
+
+impl Shared {
+    /// Wakes the thread if it waits; `r` is the guard of `ready`, under
+    /// which the thread says it sleeps, so no wake-up is lost.
+    fn wake_locked(&self, r: &Ready) {
+        if r.sleeping {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// The pool, and its thread once started.
@@ -62,8 +78,9 @@ pub(super) struct StagePool {
 }
 
 impl StagePool {
-    /// Starts keeping files ready in `dir` (once; later calls do nothing).
-    pub(super) fn start(&self, io: BackingIo, dir: PathBuf) {
+    /// Starts keeping files ready in `dir` (once; later calls do nothing);
+    /// the shards it makes go into `seen`.
+    pub(super) fn start(&self, io: BackingIo, dir: PathBuf, seen: Arc<ShardsSeen>) {
         let mut slot = crate::sync::lock(&self.thread);
         if slot.is_some() {
             return;
@@ -76,7 +93,7 @@ impl StagePool {
         let shared = Arc::clone(&self.shared);
         match std::thread::Builder::new()
             .name("stager".into())
-            .spawn(move || refill(&shared, &io, &dir))
+            .spawn(move || refill(&shared, &io, &dir, &seen))
         {
             Ok(t) => *slot = Some(t),
             Err(e) => log::warn!("no stager thread ({e}): writers make their own staging files"),
@@ -93,17 +110,18 @@ impl StagePool {
             && r.paused_until.is_none_or(|t| Instant::now() >= t)
         {
             r.asked = true;
-            self.shared.wake.notify_one();
+            self.shared.wake_locked(&r);
         }
         file
     }
 
-    /// Makes `dir`, a new key's shard directory, while its writer writes:
-    /// a mkdir (an inode, as costly as a create) is then off the publish's
-    /// path, which finds the directory there. Not for durable namespaces:
-    /// their publish syncs the parents of a shard it made itself. Nothing
-    /// is done unless the thread runs; a failure is the publish's to meet.
-    pub(super) fn want_shard(&self, dir: PathBuf) {
+    /// Makes the shard directory of `entry`, a new key's path, while its
+    /// writer writes: a mkdir (an inode, as costly as a create) is then off
+    /// the publish's path, which finds the shard known (no `stat` of it).
+    /// Not for durable namespaces: their publish syncs the parents of a
+    /// shard it made itself. Nothing is done unless the thread runs; a
+    /// failure is the publish's to meet.
+    pub(super) fn want_shard(&self, entry: PathBuf) {
         if crate::sync::lock(&self.thread).is_none() {
             return;
         }
@@ -111,8 +129,8 @@ impl StagePool {
         if r.stop || r.shards.len() >= TARGET {
             return;
         }
-        r.shards.push(dir);
-        self.shared.wake.notify_one();
+        r.shards.push(entry);
+        self.shared.wake_locked(&r);
     }
 
     /// Makes no more files and closes those made (unnamed: they go);
@@ -141,24 +159,35 @@ impl StagePool {
     }
 }
 
-fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path) {
+/// Makes the shards of `entries` and marks those made (or found) as known.
+fn make_shards(io: &BackingIo, entries: Vec<PathBuf>, seen: &ShardsSeen) {
+    for entry in entries {
+        if let Some(dir) = entry.parent()
+            && io.create_dir_all(dir).is_ok()
+        {
+            seen.saw(&entry);
+        }
+    }
+}
+
+fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path, seen: &ShardsSeen) {
     loop {
         let shards = {
             let mut r = crate::sync::lock(&shared.ready);
             while !r.asked && r.shards.is_empty() && !r.stop {
+                r.sleeping = true;
                 r = shared
                     .wake
                     .wait(r)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.sleeping = false;
             }
             if r.stop {
                 return;
             }
             std::mem::take(&mut r.shards)
         };
-        for dir in shards {
-            let _ = io.create_dir_all(&dir);
-        }
+        make_shards(io, shards, seen);
         if !crate::sync::lock(&shared.ready).asked {
             continue;
         }
@@ -199,9 +228,7 @@ fn refill(shared: &Shared, io: &BackingIo, dir: &std::path::Path) {
             // writers, and most are still ready.
             let shards = std::mem::take(&mut r.shards);
             drop(r);
-            for dir in shards {
-                let _ = io.create_dir_all(&dir);
-            }
+            make_shards(io, shards, seen);
         }
     }
 }

@@ -405,8 +405,11 @@ impl Store {
     /// does neither, and writers make named files.
     pub fn start_stager(&self) {
         if self.layout.unnamed.load(Ordering::Relaxed) {
-            self.stage_pool
-                .start(self.layout.io.clone(), self.layout.staging_work.clone());
+            self.stage_pool.start(
+                self.layout.io.clone(),
+                self.layout.staging_work.clone(),
+                self.layout.shards_seen(),
+            );
         }
     }
 }

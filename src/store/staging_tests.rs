@@ -304,6 +304,11 @@ fn a_new_key_s_shard_is_made_while_its_writer_writes() {
         soon(|| shard.is_dir()),
         "{shard:?} not made before the publish"
     );
+    // Known as made: the publish makes no `stat` of it.
+    assert!(
+        soon(|| s.layout.shard_known(&dest)),
+        "{shard:?} made but not known"
+    );
     // Nothing else in it yet: the entry appears at its publish only.
     assert_eq!(std::fs::read_dir(&shard).unwrap().count(), 0);
     s.write_staged(&mut st, 0, b"in a shard made ahead")

@@ -197,10 +197,8 @@ impl Store {
         // `StagePool::want_shard`).
         if current.is_none() && w.by != WriteBy::Store && !durable {
             let dest = self.layout.entry_path(ns, key);
-            if !self.layout.shard_known(&dest)
-                && let Some(dir) = dest.parent()
-            {
-                self.stage_pool.want_shard(dir.to_path_buf());
+            if !self.layout.shard_known(&dest) {
+                self.stage_pool.want_shard(dest);
             }
         }
         let version = w.version.unwrap_or_else(|| self.new_version());
