@@ -7,7 +7,6 @@ mod common;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -231,12 +230,6 @@ fn sigterm_on_a_busy_mount_reports_it_then_detaches_after_the_timeout() {
     );
     assert!(log.contains("detaching"), "{log}");
     assert!(!is_mounted(&m.mnt));
-    // Pages the kernel holds are still read after a detach (a publish
-    // hands a small version's pages to the kernel): drop them, now that
-    // the daemon is gone, so that the read asks the detached connection.
-    // SAFETY: a valid open descriptor; fadvise only drops clean pages.
-    let r = unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(r, 0, "posix_fadvise");
     let mut buf = Vec::new();
     assert_errno(
         reader.read_to_end(&mut buf),

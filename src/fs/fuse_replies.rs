@@ -158,10 +158,6 @@ impl KernelCache for Notifier {
         self.inval_entry(INodeNo(parent), name)
     }
 
-    fn fill_pages(&self, ino: u64, data: &[u8]) -> io::Result<()> {
-        self.store(INodeNo(ino), 0, data)
-    }
-
     fn forget_attrs(&self, ino: u64) -> io::Result<()> {
         // A negative offset: the attributes only, no page is touched.
         self.inval_inode(INodeNo(ino), -1, 0)

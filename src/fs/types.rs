@@ -141,14 +141,6 @@ pub trait KernelCache: Send + Sync {
     /// the kernel held no such name.
     fn forget_entry(&self, parent: u64, name: &OsStr) -> io::Result<()>;
 
-    /// Puts `data` in inode `ino`'s page cache from offset 0, as if read.
-    /// Only for content the inode holds for good (a version about to be
-    /// published, which never changes). Best effort: a cache that keeps
-    /// no pages (the tests' recorder) ignores it.
-    fn fill_pages(&self, _ino: u64, _data: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-
     /// Drops the kernel's copy of inode `ino`'s attributes (not its
     /// pages): its next `fstat` asks. Takes no lock a request holds, so a
     /// request handler may call it. `ENOENT`: the kernel holds no such

@@ -23,11 +23,6 @@ use crate::store::{Key, Namespace, Owner};
 /// wedged backing volume shows as a slow request, not a hung one.
 const RELEASE_PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
-/// The largest content handed to the kernel's page cache as it is
-/// published (`fill_pages`): a cache's typical value (10-15 KB) and more,
-/// while the copy it costs the publish stays small.
-const FILL_MAX: u64 = 64 * 1024;
-
 impl CacheFs {
     /// Answers a flush or fsync. After a publish the answer waits until
     /// the kernel has dropped the key's old dentry (queued by the store's
@@ -60,61 +55,6 @@ impl CacheFs {
             }
         }
         Ok(())
-    }
-
-    /// What a writer's close is about to publish, to hand the kernel as
-    /// the pages of the writer's inode, which the publish makes the new
-    /// version: (inode, bytes). Writers write around the page cache
-    /// (direct I/O), so the first read of a new version (read-your-writes:
-    /// a cache's client reads back what it wrote) was a READ, and after it
-    /// the kernel counted the atime as stale and sent a GETATTR at the next
-    /// `fstat` (every Python open): two requests, now none. Only a
-    /// writer's first publish of its own fresh inode (no reader can have
-    /// opened it yet, and it never changes after), at its close (an
-    /// fsync'd writer may write on), of a small non-empty content. Read
-    /// here, before the publish takes the staging file.
-    fn pages_to_fill(&self, w: &Writer) -> Option<(u64, Vec<u8>)> {
-        self.kernel.get()?;
-        let st = w.staged()?;
-        if w.last_published().is_some()
-            || st.version() != w.ino
-            || st.is_unmodified_copy()
-            || st.is_empty()
-            || st.len() > FILL_MAX
-        {
-            return None;
-        }
-        let mut data = vec![0; st.len() as usize];
-        let mut got = 0;
-        while got < data.len() {
-            match st.read_at(got as u64, &mut data[got..]) {
-                Ok(0) => return None,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        Some((w.ino, data))
-    }
-
-    /// Hands the kernel a published version's pages (`pages_to_fill`)
-    /// from the invalidation thread: off the close's path (the copy into
-    /// the page cache cost a Python publish ~15 % when the close waited
-    /// for it; queued after the close's answer, which may wait there for
-    /// the publish's drops), and on a thread that answers no request (a reader
-    /// of the new version may hold those pages locked while its READ
-    /// waits for one). A read-back that comes first pays its READ, as
-    /// before.
-    fn fill_pages(&self, ino: u64, data: Vec<u8>) {
-        let slot = Arc::clone(&self.kernel);
-        self.invalidate.then(move || {
-            if let Some(kernel) = slot.get()
-                && let Err(e) = kernel.fill_pages(ino, &data)
-                && e.raw_os_error() != Some(libc::ENOENT)
-            {
-                log::debug!("pages of {ino:#x} not handed to the kernel: {e}");
-            }
-        });
     }
 
     /// The write handle whose staged content is inode `ino`, if any. One
@@ -235,7 +175,6 @@ impl CacheFs {
     /// it execs waits for this FLUSH meanwhile: asking it deadlocked).
     pub fn flush(&self, ctx: &Ctx, fh: u64, lock_owner: u64, reply: impl Replier<()>) {
         invalidate::take_owed();
-        let mut fill = None;
         let result = match self.handles.get(fh) {
             Some(h) => match h.writer() {
                 Some(mut w)
@@ -260,7 +199,6 @@ impl CacheFs {
                         if w.defer_unwritten() {
                             Ok(())
                         } else {
-                            fill = self.pages_to_fill(&w);
                             self.publish(&mut w)
                         }
                     } else {
@@ -271,13 +209,7 @@ impl CacheFs {
             },
             None => Ok(()),
         };
-        let published = result.is_ok();
         self.reply_when_visible(result, reply);
-        // After the reply (or its wait for the publish's drops) is queued:
-        // the close does not wait for the copy.
-        if published && let Some((ino, data)) = fill {
-            self.fill_pages(ino, data);
-        }
     }
 
     /// FSYNC publishes whatever is staged, written or not.
