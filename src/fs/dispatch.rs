@@ -60,8 +60,9 @@
 //! unwritten close); a writer's RELEASE on a worker, which those waits end
 //! with, is urgent (`Workers::submit_urgent`): it never queues behind
 //! them. A wait reached on the request thread all the same is logged as a
-//! bug (`workers::on_request_thread`). With `mount --request-threads 2`
-//! the queue has two readers and the argument is weaker: a FLUSH the other
+//! bug (`workers::wait_here_is_a_bug`) when it is the only one (`mount
+//! --request-threads 1`). With two readers (the default, see `mount.rs`
+//! for why) the argument is weaker: a FLUSH the other
 //! reader answers may make a writer something to wait for after this
 //! request's check; the wait is then bounded (100 ms, 5 s) and for a
 //! RELEASE the other reader is free to read, never a deadlock.

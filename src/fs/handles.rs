@@ -213,7 +213,7 @@ impl HandleTable {
             if now >= deadline {
                 return true;
             }
-            if super::workers::on_request_thread() {
+            if super::workers::wait_here_is_a_bug() {
                 // `dispatch.rs` hands every request that can get here to
                 // a worker: the request thread waiting stops the mount.
                 log::error!("bug: a wait for a writer on the request thread");

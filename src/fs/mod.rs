@@ -81,6 +81,7 @@ use handles::HandleTable;
 use inodes::InodeTable;
 pub use invalidate::KernelSlot;
 use types::Errno;
+pub use workers::set_request_readers;
 pub use xattrs::{XATTR_PURGE, XATTR_PURGED};
 
 /// How long the kernel may cache namespace dentries and directory attrs.

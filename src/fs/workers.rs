@@ -38,6 +38,22 @@ pub fn on_request_thread() -> bool {
     REQUEST_THREAD.with(|r| r.get())
 }
 
+/// Whether one thread alone reads the kernel's queue (`mount
+/// --request-threads 1`): only then is a wait on it a bug. With two, a
+/// request checked free may meet a writer the other reader's FLUSH made
+/// meanwhile, and waits for it, bounded (see `dispatch.rs`).
+static SOLE_READER: AtomicBool = AtomicBool::new(false);
+
+/// Says how many threads read the kernel's queue (set once at mount).
+pub fn set_request_readers(n: usize) {
+    SOLE_READER.store(n == 1, Ordering::Relaxed);
+}
+
+/// Whether a wait on this thread is one `dispatch.rs` rules out.
+pub fn wait_here_is_a_bug() -> bool {
+    SOLE_READER.load(Ordering::Relaxed) && on_request_thread()
+}
+
 /// Workers started when the mount asks for no bound of its own.
 pub const DEFAULT_MAX: usize = 16;
 
