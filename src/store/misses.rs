@@ -84,12 +84,7 @@ impl MissLedger {
         else {
             return TakeBack::Nothing;
         };
-        let r = q.remove(i).expect("found");
-        if r.counted {
-            TakeBack::Miss { expired: r.expired }
-        } else {
-            TakeBack::Nothing
-        }
+        take(&mut q, i)
     }
 
     /// Thread `pid` renamed an entry onto `key` at `now`: a lookup of
@@ -108,12 +103,17 @@ impl MissLedger {
         }) else {
             return TakeBack::Nothing;
         };
-        let r = q.remove(i).expect("found");
-        if r.counted {
-            TakeBack::Miss { expired: r.expired }
-        } else {
-            TakeBack::Nothing
-        }
+        take(&mut q, i)
+    }
+}
+
+/// Takes record `i` out of `q`: what its thread's miss becomes.
+fn take(q: &mut VecDeque<Record>, i: usize) -> TakeBack {
+    let r = q.remove(i).expect("found");
+    if r.counted {
+        TakeBack::Miss { expired: r.expired }
+    } else {
+        TakeBack::Nothing
     }
 }
 

@@ -55,19 +55,19 @@ pub struct SnapshotEntry {
 /// mtime).
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-struct SnapshotEntryV1 {
-    namespace: Vec<u8>,
-    key: Vec<u8>,
-    file_id: u64,
-    file_size: u64,
-    mtime: i64,
-    ttl_secs: Option<u64>,
-    logical_size: u64,
-    stored_bytes: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    last_access: i64,
+pub(super) struct SnapshotEntryV1 {
+    pub(super) namespace: Vec<u8>,
+    pub(super) key: Vec<u8>,
+    pub(super) file_id: u64,
+    pub(super) file_size: u64,
+    pub(super) mtime: i64,
+    pub(super) ttl_secs: Option<u64>,
+    pub(super) logical_size: u64,
+    pub(super) stored_bytes: u64,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) last_access: i64,
 }
 
 impl From<SnapshotEntryV1> for SnapshotEntry {

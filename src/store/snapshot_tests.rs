@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::*;
 use crate::config::Config;
 
@@ -182,31 +180,14 @@ fn counts_in_the_namespace_table_are_believed_only_as_far_as_the_bytes_go() {
     assert!(recover::parse_snapshot(&bad).is_err());
 }
 
-/// A snapshot entry as saved before ctime and atime (`CFSINDX1`).
-#[derive(Serialize)]
-struct EntryV1 {
-    namespace: Vec<u8>,
-    key: Vec<u8>,
-    file_id: u64,
-    file_size: u64,
-    mtime: i64,
-    ttl_secs: Option<u64>,
-    logical_size: u64,
-    stored_bytes: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    last_access: i64,
-}
-
 #[test]
 fn an_older_format_snapshot_still_loads_whole() {
     let (dir, clock, before) = stopped_store();
     let path = dir.path().join("b/index.snapshot");
     let now = recover::parse_snapshot(&std::fs::read(&path).unwrap()).unwrap();
-    let old: Vec<EntryV1> = now
+    let old: Vec<recover::SnapshotEntryV1> = now
         .into_iter()
-        .map(|e| EntryV1 {
+        .map(|e| recover::SnapshotEntryV1 {
             namespace: e.namespace,
             key: e.key,
             file_id: e.file_id,
