@@ -19,6 +19,13 @@ pub(super) fn key(name: &str) -> Key {
     Key::parse(name.as_bytes(), KeyFormat::Any).unwrap()
 }
 
+/// Publishes `data` as key `k` of `ns` through `s`, from nothing.
+pub(super) fn put_in(s: &Store, ns: &Namespace, k: &str, data: &[u8]) {
+    let mut st = s.begin_write(ns, &key(k), WriteFrom::Empty, OWNER).unwrap();
+    st.write_at(0, data).unwrap();
+    s.publish(st).unwrap();
+}
+
 /// Stores A (on backing seam `io_a`) and B on one backing dir (kept while
 /// the tempdir lives) with `config`, sharing changes; their followers
 /// poll once an hour, so each knows only what a lookup or a publish of

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::backing::BackingIo;
-use super::pair_tests::{OWNER, key, pair_on};
+use super::pair_tests::{pair_on, put_in};
 use super::*;
 
 fn ns() -> Namespace {
@@ -15,11 +15,7 @@ fn ns() -> Namespace {
 }
 
 fn put(s: &Store, k: &str, data: &[u8]) {
-    let mut st = s
-        .begin_write(&ns(), &key(k), WriteFrom::Empty, OWNER)
-        .unwrap();
-    st.write_at(0, data).unwrap();
-    s.publish(st).unwrap();
+    put_in(s, &ns(), k, data)
 }
 
 fn pair(config: &str) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Store>, Arc<Store>) {

@@ -8,22 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::backing::{BackingIo, FaultOp};
+use super::pair_tests::{T0, key, put_in};
 use super::*;
 use crate::config::Config;
 
-const T0: i64 = 1_800_000_000 * 1_000_000_000;
-const OWNER: Owner = Owner {
-    uid: 0,
-    gid: 0,
-    mode: 0o644,
-};
-
 fn ns() -> Namespace {
     Namespace::parse(b"a").unwrap()
-}
-
-fn key(k: &str) -> Key {
-    Key::parse(k.as_bytes(), KeyFormat::Any).unwrap()
 }
 
 fn open(root: &std::path::Path, io: &BackingIo) -> Store {
@@ -33,11 +23,7 @@ fn open(root: &std::path::Path, io: &BackingIo) -> Store {
 }
 
 fn put(s: &Store, k: &str, data: &[u8]) {
-    let mut st = s
-        .begin_write(&ns(), &key(k), WriteFrom::Empty, OWNER)
-        .unwrap();
-    st.write_at(0, data).unwrap();
-    s.publish(st).unwrap();
+    put_in(s, &ns(), k, data)
 }
 
 fn lookup(s: &Store, k: &str) -> Lookup {

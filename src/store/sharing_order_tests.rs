@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::backing::{BackingIo, FaultOp};
-use super::pair_tests::{OWNER, key, pair_on};
+use super::pair_tests::{key, pair_on, put_in};
 use super::purge::{PurgeFilter, PurgeSelect};
 use super::*;
 
@@ -20,11 +20,7 @@ fn ns() -> Namespace {
 }
 
 fn put(s: &Store, k: &str, data: &[u8]) {
-    let mut st = s
-        .begin_write(&ns(), &key(k), WriteFrom::Empty, OWNER)
-        .unwrap();
-    st.write_at(0, data).unwrap();
-    s.publish(st).unwrap();
+    put_in(s, &ns(), k, data)
 }
 
 /// A (with a seam a test hooks into) and B on one backing dir, sharing
